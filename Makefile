@@ -1,0 +1,37 @@
+# The two commands a fresh machine needs: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[sim,pi,test]'
+	touch $(STAMP)
+
+# The demo fleet on the embedded defaults, until Ctrl-C.
+demo: $(STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/edgefleet demo
+
+# Debian's mosquitto is what the end-to-end tests run against; installed when missing and root.
+system-deps:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+		else \
+			echo "make test needs mosquitto: sudo apt-get install mosquitto mosquitto-clients" >&2; exit 1; \
+		fi; \
+	fi
+
+test: $(STAMP) system-deps
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest
+
+# Everything but the end-to-end fleet runs.
+test-fast: $(STAMP)
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m pytest -m "not e2e"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,27 @@
+# Board profiles (data, in profiles/) and hardware abstraction layers, one module per backend:
+#   hal_micropython  a real MicroPython board (machine, esp32/rp2 specifics)
+#   hal_linux        a real Linux board (/proc, /sys)
+#   hal_sim          a simulated board: a real runtime HAL plus a power model and injected load
+#   hal_mock         fixed values for unit tests
+# Only these modules touch machine, /proc and /sys; the firmware sees the HAL interface alone.
+
+HAL_BACKENDS = ("micropython", "linux", "sim", "mock")
+
+
+def open_hal(backend, profile, options=None):
+    """Build the HAL for a backend name; imports only that backend's module."""
+    options = options or {}
+    if backend == "micropython":
+        from .hal_micropython import MicroPythonHal
+        return MicroPythonHal(profile)
+    if backend == "linux":
+        from .hal_linux import LinuxHal
+        return LinuxHal(profile, options.get("sysroot", ""))
+    if backend == "sim":
+        from .hal_sim import SimHal
+        base = open_hal(options.get("base", "micropython"), profile, options)
+        return SimHal(base, profile, options.get("sim_file", "sim.json"))
+    if backend == "mock":
+        from .hal_mock import MockHal
+        return MockHal(profile)
+    raise ValueError("unknown HAL backend %r (known: %s)" % (backend, ", ".join(HAL_BACKENDS)))

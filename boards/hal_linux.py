@@ -1,0 +1,80 @@
+# HAL for a Linux board (Raspberry Pi class): readings from /proc and /sys.
+# `sysroot` prefixes every path so tests can point it at a fake tree.
+import os
+
+
+class LinuxHal:
+    name = "linux"
+
+    def __init__(self, profile, sysroot=""):
+        self.profile = profile
+        self.root = sysroot
+        self._last_cpu = self._read_cpu_times()
+
+    def _read(self, path):
+        with open(self.root + path) as f:
+            return f.read()
+
+    def _read_cpu_times(self):
+        try:
+            fields = self._read("/proc/stat").split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(v) for v in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return sum(values), idle
+
+    def cpu_percent(self):
+        now = self._read_cpu_times()
+        last, self._last_cpu = self._last_cpu, now
+        if now is None or last is None or now[0] <= last[0]:
+            return 0.0
+        total, idle = now[0] - last[0], now[1] - last[1]
+        return round(100.0 * (total - idle) / total, 1)
+
+    def mem(self):
+        info = {}
+        try:
+            for line in self._read("/proc/meminfo").splitlines():
+                key, _, rest = line.partition(":")
+                info[key] = int(rest.split()[0]) * 1024
+        except OSError:
+            return 0, 0
+        return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
+
+    def power(self, cpu_pct):
+        """Battery from /sys/class/power_supply when a battery (e.g. a UPS HAT) is present."""
+        base = "/sys/class/power_supply"
+        try:
+            supplies = sorted(os.listdir(self.root + base))
+        except OSError:
+            supplies = []
+        for name in supplies:
+            try:
+                if self._read("%s/%s/type" % (base, name)).strip() != "Battery":
+                    continue
+                pct = float(self._read("%s/%s/capacity" % (base, name)).strip())
+                status = self._read("%s/%s/status" % (base, name)).strip()
+            except (OSError, ValueError):
+                continue
+            src = "mains" if status in ("Charging", "Full") else "battery"
+            return {"src": src, "pct": pct, "mw": None}
+        return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}
+
+    def temperature(self):
+        try:
+            return round(int(self._read("/sys/class/thermal/thermal_zone0/temp").strip()) / 1000.0, 1)
+        except (OSError, ValueError):
+            return None
+
+    def throttled(self):
+        """True when the firmware reports under-voltage or thermal throttling now (Raspberry Pi)."""
+        try:
+            value = int(self._read("/sys/devices/platform/soc/soc:firmware/get_throttled").strip(), 16)
+        except (OSError, ValueError):
+            return False
+        return bool(value & 0x6)
+
+    def reboot(self):
+        # The node agent runs under systemd with Restart=; exiting is how it restarts itself.
+        raise SystemExit(0)

@@ -1,0 +1,53 @@
+# HAL for a real MicroPython board: heap from gc, temperature from the chip's sensor,
+# battery from the board's ADC where the profile says how it is wired.
+import gc
+
+try:
+    import machine
+except ImportError:  # the unix port used by simulated boards has a reduced machine module
+    machine = None
+
+
+class MicroPythonHal:
+    name = "micropython"
+
+    def __init__(self, profile):
+        self.profile = profile
+        self._temp_source = profile.get("temperature")
+        self._temp_adc = None
+        if self._temp_source == "adc4" and machine is not None and hasattr(machine, "ADC"):
+            self._temp_adc = machine.ADC(4)
+
+    def cpu_percent(self):
+        # An MCU has no OS to ask; the firmware measures its event loop's busy time instead.
+        return None
+
+    def mem(self):
+        gc.collect()
+        free = gc.mem_free()
+        return free, free + gc.mem_alloc()
+
+    def power(self, cpu_pct):
+        src = self.profile.get("power", {}).get("source", "mains")
+        return {"src": src, "pct": None, "mw": None}
+
+    def temperature(self):
+        if self._temp_adc is not None:
+            # RP2040 datasheet: 27 C at 0.706 V, -1.721 mV per degree.
+            volts = self._temp_adc.read_u16() * 3.3 / 65535
+            return round(27 - (volts - 0.706) / 0.001721, 1)
+        if self._temp_source == "esp32":
+            try:
+                import esp32
+                return float(esp32.mcu_temperature())
+            except (ImportError, AttributeError):
+                return None
+        return None
+
+    def reboot(self):
+        if machine is not None and hasattr(machine, "reset"):
+            machine.reset()
+        # The unix port has no machine.reset(); leaving the interpreter is its reboot (the
+        # simulated board's harness starts it again, as a reset circuit would).
+        import sys
+        sys.exit(0)

@@ -1,0 +1,29 @@
+# A HAL with settable readings, for unit tests of the firmware.
+
+
+class MockHal:
+    name = "mock"
+
+    def __init__(self, profile):
+        self.profile = profile
+        self.cpu = None
+        self.mem_free = 50000
+        self.mem_total = profile.get("heap_bytes", 100000)
+        self.power_reading = {"src": "mains", "pct": None, "mw": None}
+        self.temp = None
+        self.reboots = 0
+
+    def cpu_percent(self):
+        return self.cpu
+
+    def mem(self):
+        return self.mem_free, self.mem_total
+
+    def power(self, cpu_pct):
+        return dict(self.power_reading)
+
+    def temperature(self):
+        return self.temp
+
+    def reboot(self):
+        self.reboots += 1

@@ -1,0 +1,106 @@
+"""`edgefleet demo`: an embedded broker, a simulated fleet and the controller, in one command."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from edgefleet import models
+
+from . import views
+from .broker import default_broker
+from .registry import default_path
+from .service import ControllerService
+from .simfleet import SimFleet, demo_layout
+
+REFRESH_S = 1.0
+
+
+def demo_workloads(layout, profiles_by_node, available_models):
+    """One workload per runtime present: the dense model on MCUs, the conv model on Pi-class."""
+    mcu = [n for n, _ in layout if profiles_by_node[n] == "micropython"]
+    linux = [n for n, _ in layout if profiles_by_node[n] == "cpython"]
+    dense = "digits_dense" if "digits_dense" in available_models else available_models[0]
+    conv = "digits_conv" if "digits_conv" in available_models else dense
+    workloads = []
+    if mcu:
+        workloads.append({"id": "digits-mcu", "model": dense, "rate": 4.0, "replicas": len(mcu),
+                          "input": {"kind": "samples"}, "constraints": {"runtime": "micropython"}})
+    if linux:
+        workloads.append({"id": "digits-pi", "model": conv, "rate": 10.0, "replicas": len(linux),
+                          "input": {"kind": "samples"}, "constraints": {"runtime": "cpython"}})
+    return workloads
+
+
+def _render(snapshot, broker, started, rate):
+    lines = ["edgefleet demo: %d nodes, %s broker on %s:%d, up %.0f s, %.1f results/s (Ctrl-C stops)" % (
+        len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate), ""]
+    lines.append(views.nodes_table(snapshot))
+    lines.append("")
+    lines.append(views.workloads_table(snapshot))
+    return "\n".join(lines)
+
+
+def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout):
+    available = models.names()
+    if not available:
+        from .errors import ConfigError
+        raise ConfigError("no models in %s" % models.MODELS_DIR)
+    layout = demo_layout(nodes)
+    state_dir = os.path.dirname(default_path())
+    os.makedirs(state_dir, exist_ok=True)
+    db_path = os.path.join(state_dir, "demo.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db_path + suffix):
+            os.remove(db_path + suffix)
+    root = tempfile.mkdtemp(prefix="edgefleet-demo-")
+    broker = default_broker(prefer=broker_kind).start()
+    fleet = controller = None
+    started = time.time()
+    snapshot = None
+    try:
+        fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive)
+        runtimes = {}
+        for node_id, board in layout:
+            fleet.add(node_id, board)
+            runtimes[node_id] = fleet.runtimes[node_id]
+        controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
+                                       workloads=demo_workloads(layout, runtimes, available)).start()
+        for board in fleet.boards.values():
+            board.start()
+        if not as_json:
+            print("edgefleet demo: registry %s (`edgefleet status --db %s` in another terminal)" % (db_path, db_path),
+                  file=out, flush=True)
+        last_count, last_time = 0, time.time()
+        while duration is None or time.time() - started < duration:
+            time.sleep(REFRESH_S)
+            snapshot = controller.snapshot()
+            if snapshot is None or as_json:
+                continue
+            now = time.time()
+            rate = (snapshot["results_received"] - last_count) / max(1e-3, now - last_time)
+            last_count, last_time = snapshot["results_received"], now
+            clear = "\x1b[H\x1b[2J" if out.isatty() else "\n"
+            out.write(clear + _render(snapshot, broker, started, rate) + "\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # The summary describes the fleet as it ran, before stopping it turns every node offline.
+        if controller is not None:
+            snapshot = controller.snapshot() or snapshot
+        if fleet is not None:
+            fleet.stop()
+        if controller is not None:
+            controller.stop()
+        broker.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    summary = dict(snapshot or {"nodes": [], "workloads": [], "results_received": 0})
+    summary["broker"] = broker.kind
+    summary["duration_s"] = round(time.time() - started, 1)
+    if as_json:
+        print(json.dumps(summary), file=out)
+    else:
+        print("\nedgefleet demo: %d results from %d nodes" % (summary["results_received"], len(summary["nodes"])), file=out)
+    return 0

@@ -1,0 +1,39 @@
+"""The controller's exception family: every error the CLI reports derives from EdgefleetError."""
+
+
+class EdgefleetError(Exception):
+    """Root of every error the controller and CLI raise on purpose."""
+
+
+class ConfigError(EdgefleetError):
+    """A fleet, board or node configuration is missing or invalid."""
+
+
+class BrokerError(EdgefleetError):
+    """An MQTT broker could not be started or reached."""
+
+    def __init__(self, message, host=None, port=None):
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
+class BoardError(EdgefleetError):
+    """A simulated or real board could not be started, reached or talked to."""
+
+    def __init__(self, message, board=None):
+        super().__init__(message)
+        self.board = board
+
+
+class PlacementError(EdgefleetError):
+    """A workload cannot be placed where it was asked to go."""
+
+    def __init__(self, message, workload=None, node=None):
+        super().__init__(message)
+        self.workload = workload
+        self.node = node
+
+
+class NotFound(EdgefleetError):
+    """A node, workload or model named by the user does not exist."""

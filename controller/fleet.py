@@ -1,0 +1,233 @@
+"""The fleet controller's logic: messages in, registry updates and messages out.
+
+`FleetController.handle()` and `tick()` do no network I/O; they return the messages to
+publish as `Publish` tuples, and the service (controller/service.py) sends them. That keeps the
+protocol logic testable without a broker and the broker code free of decisions.
+"""
+import logging
+import time
+from collections import namedtuple
+
+from edgefleet.boards import catalog
+from edgefleet.firmware import protocol
+from edgefleet.firmware.errors import ProtocolError
+
+from . import placement
+
+log = logging.getLogger(__name__)
+
+Publish = namedtuple("Publish", "topic payload qos retain")
+
+# A node silent for this long is offline even if its Last Will never arrived (e.g. a broker
+# restart lost the will); the Last Will normally reports a dead node well before.
+HEARTBEAT_TIMEOUT_S = 10.0
+
+
+class FleetController:
+    def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
+                 clock=time.time):
+        self.registry = registry
+        self.prefix = prefix
+        self.manifests = manifests or {}
+        self.ctrl_id = ctrl_id
+        self.clock = clock
+        self.profiles = {p["name"]: p for p in catalog.all_profiles()}
+        self.pending = {}
+        # (node, boot) -> highest seq such that every result up to it is stored
+        self._contiguous = {}
+        self._ahead = {}
+        self._acks_due = set()
+        self.results_total = 0
+        self.duplicates = 0
+        self.rejected = 0
+
+    # -- declared state ---------------------------------------------------------------------
+
+    def declare(self, workloads):
+        """Make the registry's workloads exactly these (a list of workload dicts)."""
+        wanted = {wl["id"] for wl in workloads}
+        for wl in self.registry.workloads():
+            if wl["id"] not in wanted:
+                self.registry.remove_workload(wl["id"])
+        for wl in workloads:
+            self.registry.put_workload(wl)
+        self.registry.commit()
+
+    def ctrl_status(self, state):
+        payload = protocol.encode("ctrl_status", {"v": protocol.VERSION, "state": state, "ctrl": self.ctrl_id})
+        return Publish(protocol.ctrl_topic(self.prefix), payload, 1, True)
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def handle(self, topic, payload):
+        """Process one message from the broker; returns the Publish effects it causes."""
+        try:
+            node_id, kind = protocol.parse_topic(self.prefix, topic)
+            if kind in ("assign", "ack", "cmd", "ctrl_status"):
+                return []  # our own messages, echoed back by a wildcard subscription
+            msg = protocol.decode(kind, payload)
+            if "node" in msg and msg["node"] != node_id:
+                raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
+                                    kind=kind, field="node")
+        except ProtocolError as e:
+            self.rejected += 1
+            log.warning("rejected message on %s: %s", topic, e)
+            self.registry.add_event("", "warn", "bad_message", "%s: %s" % (topic, e), now=self.clock())
+            return []
+        handler = getattr(self, "_on_" + kind)
+        effects = handler(node_id, msg) or []
+        self.registry.commit()
+        return effects
+
+    def _on_hello(self, node_id, msg):
+        now = self.clock()
+        known = self.registry.node(node_id)
+        self.registry.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online", now)
+        if known is None or known["boot"] != msg["boot"]:
+            self.registry.add_event(node_id, "info", "registered",
+                                    "%s (%s, %s) boot %d" % (node_id, msg["board"], msg["runtime"], msg["boot"]), now=now)
+        # A node that restarted may have lost in-flight results' acks; re-send its assignment
+        # so it is certain to run what the registry says, even if the retained copy was lost.
+        return [self._assignment(node_id)]
+
+    def _on_status(self, node_id, msg):
+        node = self.registry.node(node_id)
+        if node is None:
+            return []
+        if node["state"] != msg["state"]:
+            # A will from an old connection must not mark a node that already came back.
+            if msg["state"] == "offline" and msg["boot"] < node["boot"]:
+                return []
+            self.registry.set_node_state(node_id, msg["state"])
+            level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
+            self.registry.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]),
+                                    now=self.clock())
+        return self.reconcile()
+
+    def _on_hb(self, node_id, msg):
+        node = self.registry.node(node_id)
+        if node is None:
+            return []  # heartbeats before hello: wait for the hello that follows
+        now = self.clock()
+        telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
+        self.registry.record_heartbeat(node_id, telemetry, now)
+        if node["state"] == "offline":
+            self.registry.set_node_state(node_id, "online", now)
+            self.registry.add_event(node_id, "info", "node_online", "%s heartbeats again" % node_id, now=now)
+            return self.reconcile()
+        return []
+
+    def _on_result(self, node_id, msg):
+        if self.registry.store_result(msg, self.clock()):
+            self.results_total += 1
+        else:
+            self.duplicates += 1
+        key = (node_id, msg["boot"])
+        contiguous = self._contiguous.get(key, 0)
+        ahead = self._ahead.setdefault(key, set())
+        if msg["seq"] > contiguous:
+            ahead.add(msg["seq"])
+        while contiguous + 1 in ahead:
+            contiguous += 1
+            ahead.discard(contiguous)
+        self._contiguous[key] = contiguous
+        self._acks_due.add(key)
+        return []
+
+    def _on_event(self, node_id, msg):
+        self.registry.add_event(node_id, msg["level"], msg["kind"], msg["msg"], msg.get("data"), now=self.clock())
+        return []
+
+    def _on_reply(self, node_id, msg):
+        self.registry.add_event(node_id, "info" if msg["ok"] else "warn", "reply",
+                                "reply %s: %s" % (msg["id"], msg.get("data") if msg["ok"] else msg.get("error")),
+                                now=self.clock())
+        return []
+
+    # -- periodic ---------------------------------------------------------------------------
+
+    def tick(self):
+        """Time-driven work: silent nodes, acks, placement. Call about once a second."""
+        effects = []
+        now = self.clock()
+        for node in self.registry.nodes():
+            if node["state"] != "offline" and now - node["last_seen"] > HEARTBEAT_TIMEOUT_S:
+                self.registry.set_node_state(node["id"], "offline")
+                self.registry.add_event(node["id"], "warn", "node_offline",
+                                        "%s silent for %.0f s" % (node["id"], now - node["last_seen"]), now=now)
+        effects.extend(self.flush_acks())
+        effects.extend(self.reconcile())
+        self.registry.commit()
+        return effects
+
+    def flush_acks(self):
+        effects = []
+        for node_id, boot in sorted(self._acks_due):
+            seq = self._contiguous.get((node_id, boot), 0)
+            if seq > 0:
+                payload = protocol.encode("ack", {"v": protocol.VERSION, "boot": boot, "seq": seq})
+                effects.append(Publish(protocol.node_topic(self.prefix, node_id, "ack"), payload, 1, False))
+        self._acks_due.clear()
+        return effects
+
+    def reconcile(self):
+        """Re-plan placements; publish a new assignment to every node whose set changed."""
+        nodes = self.registry.nodes()
+        before = set(self.registry.placements())
+        after, self.pending = placement.plan(self.registry.workloads(), nodes, before, self.profiles, self.manifests)
+        after = set(after)
+        if after == before:
+            return []
+        now = self.clock()
+        for wid, nid in sorted(before - after):
+            self.registry.unplace(wid, nid)
+            self.registry.add_event(nid, "info", "unplaced", "%s removed from %s" % (wid, nid), now=now)
+        for wid, nid in sorted(after - before):
+            self.registry.place(wid, nid, now)
+            self.registry.add_event(nid, "info", "placed", "%s placed on %s" % (wid, nid), now=now)
+        changed = sorted({nid for _, nid in before ^ after})
+        effects = [self._assignment(nid) for nid in changed if any(n["id"] == nid for n in nodes)]
+        self.registry.commit()
+        return effects
+
+    def _assignment(self, node_id):
+        workloads = {wl["id"]: wl for wl in self.registry.workloads()}
+        specs = []
+        for wid, nid in self.registry.placements():
+            if nid == node_id and wid in workloads:
+                wl = workloads[wid]
+                specs.append({"id": wid, "model": wl["model"], "rate": wl["rate"], "input": wl["input"]})
+        # Epochs are wall-clock milliseconds so they keep increasing across controller restarts
+        # and registry resets; a node ignores an assignment older than the one it runs.
+        node = self.registry.node(node_id)
+        epoch = max(int(self.clock() * 1000), (node["epoch"] if node else 0) + 1)
+        self.registry.set_epoch(node_id, epoch)
+        payload = protocol.encode("assign", {"v": protocol.VERSION, "epoch": epoch, "wl": specs})
+        return Publish(protocol.node_topic(self.prefix, node_id, "assign"), payload, 1, True)
+
+    # -- views ------------------------------------------------------------------------------
+
+    def snapshot(self):
+        """The fleet as plain data, for the CLI's views and the demo's summary."""
+        counts = self.registry.result_counts()
+        placements = self.registry.placements()
+        nodes = []
+        for node in self.registry.nodes():
+            tel = node["telemetry"]
+            nodes.append({
+                "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
+                "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
+                "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
+                "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
+                "last_seen": node["last_seen"],
+            })
+        stats = self.registry.result_stats()
+        workloads = []
+        for wl in self.registry.workloads():
+            s = stats.get(wl["id"], {})
+            workloads.append({
+                "id": wl["id"], "model": wl["model"], "rate": wl["rate"], "replicas": wl["replicas"],
+                "nodes": [n for w, n in placements if w == wl["id"]], "pending": self.pending.get(wl["id"]),
+                "results": s.get("results", 0), "accuracy": s.get("accuracy"), "mean_us": s.get("mean_us"),
+            })
+        return {"nodes": nodes, "workloads": workloads, "results_received": sum(counts.values())}

@@ -1,0 +1,89 @@
+"""Board images: the files a node needs on its flash (MCU) or SD card (Linux board).
+
+An MCU image holds the firmware package, the board's HAL modules, /main.py, config.json and
+the models; a Linux image holds config.json and the models (the code comes from the installed
+edgefleet package, as `edgefleet node` runs it). The same image is what the simulated boards
+boot from and what the flasher (serial) and the provisioner (SSH) install on real boards.
+"""
+import json
+import os
+import shutil
+
+from edgefleet import boards as boards_pkg
+from edgefleet import firmware as firmware_pkg
+from edgefleet import models as models_pkg
+
+from .errors import ConfigError
+
+FIRMWARE_DIR = os.path.dirname(os.path.abspath(firmware_pkg.__file__))
+BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
+# HAL modules an MCU image carries; hal_linux is for Linux boards only.
+MCU_BOARD_MODULES = ("__init__.py", "hal_micropython.py", "hal_sim.py", "hal_mock.py", "power.py")
+
+
+def node_config(node_id, profile, broker_host, broker_port, simulated=True, keepalive=10, prefix="ef",
+                user=None, password=None):
+    base = "micropython" if profile["runtime"] == "micropython" else "linux"
+    cfg = {
+        "node": node_id,
+        "board": profile["name"],
+        "profile": profile,
+        "broker": {"host": broker_host, "port": broker_port, "keepalive": keepalive, "user": user, "password": password},
+        "topic_prefix": prefix,
+        "hal": "sim" if simulated else base,
+        "hal_options": {"base": base, "sim_file": "sim.json"} if simulated else {},
+    }
+    return cfg
+
+
+def firmware_files():
+    """(source path, path on flash) for every firmware module, subpackages included."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(FIRMWARE_DIR):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        rel = os.path.relpath(dirpath, FIRMWARE_DIR)
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                dest = "firmware/" + name if rel == "." else "firmware/%s/%s" % (rel.replace(os.sep, "/"), name)
+                out.append((os.path.join(dirpath, name), dest))
+    return out
+
+
+def mcu_code_files():
+    files = firmware_files()
+    for name in MCU_BOARD_MODULES:
+        files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
+    files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
+    return files
+
+
+def model_files(model_names=None, models_dir=models_pkg.MODELS_DIR):
+    out = []
+    for name in model_names if model_names is not None else models_pkg.names(models_dir):
+        for filename in models_pkg.MODEL_FILES:
+            src = os.path.join(models_dir, name, filename)
+            if os.path.exists(src):
+                out.append((src, "models/%s/%s" % (name, filename)))
+    return out
+
+
+def image_files(profile, model_names=None):
+    """Every (source, destination) pair of a board's image, config.json excluded."""
+    files = mcu_code_files() if profile["runtime"] == "micropython" else []
+    files.extend(model_files(model_names))
+    size = sum(os.path.getsize(src) for src, _ in files)
+    if size > profile["fs_bytes"]:
+        raise ConfigError("image for %s is %d bytes, its filesystem holds %d" % (profile["name"], size, profile["fs_bytes"]))
+    return files
+
+
+def write_image(dest_dir, cfg, model_names=None):
+    """Write a board image into a directory (a simulated board's flash)."""
+    os.makedirs(dest_dir, exist_ok=True)
+    for src, rel in image_files(cfg["profile"], model_names):
+        target = os.path.join(dest_dir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(src, target)
+    with open(os.path.join(dest_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return dest_dir

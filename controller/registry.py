@@ -1,0 +1,200 @@
+"""The controller's registry: nodes, workloads, placements, results and events, in SQLite.
+
+One Registry object belongs to one thread (SQLite connections are not shared across threads);
+other processes, such as `edgefleet status`, open their own read connection on the same file.
+WAL mode lets them read while the controller writes.
+"""
+import json
+import os
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    board TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    fw TEXT NOT NULL DEFAULT '',
+    boot INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'unknown',
+    caps TEXT NOT NULL DEFAULT '{}',
+    telemetry TEXT NOT NULL DEFAULT '{}',
+    last_seen REAL NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS workloads (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    rate REAL NOT NULL,
+    input TEXT NOT NULL,
+    replicas INTEGER NOT NULL DEFAULT 1,
+    constraints TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS placements (
+    workload TEXT NOT NULL,
+    node TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (workload, node)
+);
+CREATE TABLE IF NOT EXISTS results (
+    node TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    workload TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    truth INTEGER,
+    score REAL NOT NULL,
+    us INTEGER NOT NULL,
+    up INTEGER NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (node, boot, seq)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    node TEXT NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    msg TEXT NOT NULL,
+    data TEXT
+);
+"""
+
+
+def default_path():
+    home = os.environ.get("EDGEFLEET_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state", "edgefleet")
+    return os.path.join(home, "fleet.db")
+
+
+class Registry:
+    def __init__(self, path=None):
+        self.path = path or default_path()
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=10)
+        self.db.row_factory = sqlite3.Row
+        if self.path != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        self.db.commit()
+
+    def close(self):
+        self.db.close()
+
+    def commit(self):
+        self.db.commit()
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
+        self.db.execute(
+            "INSERT INTO nodes (id, board, runtime, fw, boot, caps, state, last_seen) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET board=excluded.board, runtime=excluded.runtime, fw=excluded.fw, "
+            "boot=excluded.boot, caps=excluded.caps, state=excluded.state, last_seen=excluded.last_seen",
+            (node_id, board, runtime, fw, boot, json.dumps(caps), state, now or time.time()),
+        )
+
+    def set_node_state(self, node_id, state, now=None):
+        cur = self.db.execute("UPDATE nodes SET state=?, last_seen=COALESCE(?, last_seen) WHERE id=?",
+                              (state, now, node_id))
+        return cur.rowcount > 0
+
+    def record_heartbeat(self, node_id, telemetry, now=None):
+        self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=?",
+                        (json.dumps(telemetry), now or time.time(), node_id))
+
+    def set_epoch(self, node_id, epoch):
+        self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
+
+    def nodes(self):
+        out = []
+        for row in self.db.execute("SELECT * FROM nodes ORDER BY id"):
+            node = dict(row)
+            node["caps"] = json.loads(node["caps"])
+            node["telemetry"] = json.loads(node["telemetry"])
+            out.append(node)
+        return out
+
+    def node(self, node_id):
+        for node in self.nodes():
+            if node["id"] == node_id:
+                return node
+        return None
+
+    # -- workloads and placements -------------------------------------------------------------
+
+    def put_workload(self, wl):
+        self.db.execute(
+            "INSERT INTO workloads (id, model, rate, input, replicas, constraints) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET model=excluded.model, rate=excluded.rate, input=excluded.input, "
+            "replicas=excluded.replicas, constraints=excluded.constraints",
+            (wl["id"], wl["model"], wl["rate"], json.dumps(wl.get("input", {"kind": "samples"})),
+             wl.get("replicas", 1), json.dumps(wl.get("constraints", {}))),
+        )
+
+    def remove_workload(self, workload_id):
+        self.db.execute("DELETE FROM workloads WHERE id=?", (workload_id,))
+        self.db.execute("DELETE FROM placements WHERE workload=?", (workload_id,))
+
+    def workloads(self):
+        out = []
+        for row in self.db.execute("SELECT * FROM workloads ORDER BY id"):
+            wl = dict(row)
+            wl["input"] = json.loads(wl["input"])
+            wl["constraints"] = json.loads(wl["constraints"])
+            out.append(wl)
+        return out
+
+    def placements(self):
+        return [(r["workload"], r["node"]) for r in self.db.execute("SELECT workload, node FROM placements ORDER BY workload, node")]
+
+    def place(self, workload_id, node_id, now=None):
+        self.db.execute("INSERT OR IGNORE INTO placements (workload, node, since) VALUES (?,?,?)",
+                        (workload_id, node_id, now or time.time()))
+
+    def unplace(self, workload_id, node_id):
+        self.db.execute("DELETE FROM placements WHERE workload=? AND node=?", (workload_id, node_id))
+
+    # -- results and events -------------------------------------------------------------------
+
+    def store_result(self, msg, now=None):
+        """Store a result once; returns False when (node, boot, seq) was stored already."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
+             msg["us"], msg["up"], now or time.time()),
+        )
+        return cur.rowcount == 1
+
+    def result_counts(self):
+        """{node: results stored}."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT node, COUNT(*) FROM results GROUP BY node")}
+
+    def result_stats(self):
+        """Per workload: results, accuracy where truth is known, mean inference time."""
+        out = {}
+        for r in self.db.execute(
+            "SELECT workload, COUNT(*), SUM(CASE WHEN truth IS NOT NULL AND truth = label THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN truth IS NOT NULL THEN 1 ELSE 0 END), AVG(us) FROM results GROUP BY workload"
+        ):
+            out[r[0]] = {"results": r[1], "accuracy": (r[2] / r[3]) if r[3] else None, "mean_us": r[4]}
+        return out
+
+    def add_event(self, node_id, level, kind, msg, data=None, now=None):
+        self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
+                        (now or time.time(), node_id, level, kind, msg, json.dumps(data) if data is not None else None))
+
+    def events(self, node_id=None, limit=50):
+        query = "SELECT * FROM events"
+        args = ()
+        if node_id:
+            query += " WHERE node=?"
+            args = (node_id,)
+        query += " ORDER BY id DESC LIMIT ?"
+        rows = [dict(r) for r in self.db.execute(query, args + (limit,))]
+        for row in rows:
+            row["data"] = json.loads(row["data"]) if row["data"] else None
+        rows.reverse()
+        return rows

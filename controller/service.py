@@ -1,0 +1,134 @@
+"""The controller as a running service: paho-mqtt in, FleetController decisions, paho-mqtt out.
+
+paho's network thread only queues incoming messages; one controller thread owns the registry
+and the FleetController, so no lock is needed around decisions.
+"""
+import logging
+import queue
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from edgefleet.firmware import protocol
+
+from .errors import BrokerError
+from .fleet import FleetController
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+TICK_S = 1.0
+
+
+class ControllerService:
+    def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
+                 workloads=None, ctrl_id="ctrl", keepalive=10):
+        self.host, self.port = host, port
+        self.db_path = db_path
+        self.prefix = prefix
+        self.manifests = manifests or {}
+        self.workloads = workloads
+        self.ctrl_id = ctrl_id
+        self.keepalive = keepalive
+        self.inbox = queue.Queue()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = None
+        self._snapshot = None
+        self._snapshot_lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ctrl_id, clean_session=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.max_queued_messages_set(0)
+        self.fleet = None
+        self._startup_error = None
+
+    # paho's thread --------------------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.error("broker refused the controller: %s", reason_code)
+            return
+        client.subscribe(protocol.node_topic(self.prefix, "+", "+"), qos=1)
+        self.connected.set()
+        self.inbox.put(("connected", None, None))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self.connected.clear()
+
+    def _on_message(self, client, userdata, message):
+        self.inbox.put(("message", message.topic, message.payload))
+
+    # the controller's thread ----------------------------------------------------------------
+
+    def _publish(self, effects):
+        for effect in effects:
+            self.client.publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
+
+    def _run(self):
+        try:
+            registry = Registry(self.db_path)
+            self.fleet = FleetController(registry, self.prefix, self.manifests, self.ctrl_id)
+            if self.workloads is not None:
+                self.fleet.declare(self.workloads)
+            will = self.fleet.ctrl_status("offline")
+            self.client.will_set(will.topic, will.payload, qos=1, retain=True)
+            self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+            self.client.loop_start()
+        except Exception as e:  # reported to start()'s caller
+            self._startup_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                what, topic, payload = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                what = None
+            if what == "connected":
+                self._publish([self.fleet.ctrl_status("online")])
+            elif what == "message":
+                self._publish(self.fleet.handle(topic, payload))
+            if time.monotonic() >= next_tick:
+                self._publish(self.fleet.tick())
+                with self._snapshot_lock:
+                    self._snapshot = self.fleet.snapshot()
+                next_tick = time.monotonic() + TICK_S
+        self._publish([self.fleet.ctrl_status("offline")])
+        time.sleep(0.2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        registry.close()
+
+    def start(self, timeout=10.0):
+        self._thread = threading.Thread(target=self._run, name="edgefleet-controller", daemon=True)
+        self._thread.start()
+        self._ready.wait(timeout)
+        if self._startup_error is not None:
+            raise BrokerError("controller could not start: %s" % self._startup_error, self.host, self.port)
+        if not self.connected.wait(timeout):
+            self.stop()
+            raise BrokerError("controller could not connect to %s:%d" % (self.host, self.port), self.host, self.port)
+        return self
+
+    def snapshot(self):
+        """The latest fleet snapshot (refreshed every tick), safe to read from any thread."""
+        with self._snapshot_lock:
+            return self._snapshot
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def run_forever(self):
+        self.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()

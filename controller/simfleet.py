@@ -1,0 +1,98 @@
+"""A simulated fleet on this machine: MicroPython boards and Pi-class boards, each booted from
+its own board image, all pointed at one broker."""
+import json
+import os
+import sys
+
+from edgefleet.boards import catalog
+
+from . import image
+from .errors import BoardError, ConfigError
+from .simboard import LinuxBoard, McuBoard
+
+# The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
+DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
+
+
+def demo_layout(count):
+    """[(node id, board name)] for a demo fleet of `count` nodes."""
+    if count < 1:
+        raise ConfigError("a fleet needs at least one node")
+    layout = []
+    per_board = {}
+    for i in range(count):
+        board = DEMO_BOARDS[i % len(DEMO_BOARDS)]
+        profile = catalog.load(board)
+        per_board[board] = per_board.get(board, 0) + 1
+        prefix = "mcu" if profile["runtime"] == "micropython" else "pi"
+        layout.append(("%s-%s-%d" % (prefix, board.replace("rpi-", "").replace("-", ""), per_board[board]), board))
+    return layout
+
+
+class SimFleet:
+    def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None):
+        self.root = root
+        self.broker_host, self.broker_port = broker_host, broker_port
+        self.layout = layout
+        self.keepalive = keepalive
+        self.prefix = prefix
+        self.heap_override = heap_override
+        self.boards = {}
+        self.runtimes = {}
+
+    def flash_dir(self, node_id):
+        return os.path.join(self.root, node_id, "flash")
+
+    def add(self, node_id, board_name):
+        profile = catalog.load(board_name)
+        cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
+                                keepalive=self.keepalive, prefix=self.prefix)
+        flash = self.flash_dir(node_id)
+        image.write_image(flash, cfg)
+        log = os.path.join(self.root, node_id, "console.log")
+        if profile["runtime"] == "micropython":
+            heap = self.heap_override or profile["heap_bytes"]
+            board = McuBoard(node_id, flash, heap, console_log=log)
+        else:
+            cmd = [sys.executable, "-m", "edgefleet.controller.cli", "node", "--config", "config.json"]
+            board = LinuxBoard(node_id, flash, cmd, log_path=log)
+        self.boards[node_id] = board
+        self.runtimes[node_id] = profile["runtime"]
+        return board
+
+    def start(self):
+        for node_id, board_name in self.layout:
+            self.add(node_id, board_name)
+        try:
+            for board in self.boards.values():
+                board.start()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def board(self, node_id):
+        if node_id not in self.boards:
+            raise BoardError("no simulated board %r (boards: %s)" % (node_id, ", ".join(sorted(self.boards))), node_id)
+        return self.boards[node_id]
+
+    def set_sim(self, node_id, **settings):
+        """Change a board's simulated hardware: load (%), source (mains/battery), battery_pct, time_scale."""
+        self.board(node_id)
+        path = os.path.join(self.flash_dir(node_id), "sim.json")
+        current = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                current = json.load(f)
+        current.update(settings)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(current, f)
+        os.replace(tmp, path)
+
+    def stop(self):
+        for board in self.boards.values():
+            try:
+                board.stop()
+            except Exception:  # keep stopping the others
+                pass

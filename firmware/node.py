@@ -1,0 +1,300 @@
+# The node runtime: boots from the config on flash, keeps its MQTT link up, runs the assigned
+# inference workloads and reports. Workloads never wait for the link: a node without broker or
+# controller keeps inferring from the assignment it cached on flash.
+import asyncio
+import sys
+
+from . import assignment, config, flashfile, protocol
+from .backends import available as available_backends
+from .clock import ticks_diff, ticks_ms
+from .errors import FirmwareError, ProtocolError
+from .loadmeter import LoadMeter
+from .mqtt import MQTTClient, MQTTError
+from .worker import InferenceWorker
+
+RUNTIME = "micropython" if sys.implementation.name == "micropython" else "cpython"
+# Results and events kept in RAM while the link is down; the oldest are dropped past this.
+PENDING_LIMIT = 64
+BACKOFF_MIN_MS = 500
+BACKOFF_MAX_MS = 30000
+
+
+def _log(msg):
+    print("edgefleet-node: " + msg)
+
+
+class Node:
+    def __init__(self, cfg, hal):
+        self.cfg = cfg
+        self.hal = hal
+        self.id = cfg["node"]
+        self.prefix = cfg["topic_prefix"]
+        self.profile = cfg["profile"]
+        self.data_dir = cfg["data_dir"]
+        self.models_dir = cfg["models_dir"]
+        self.boot = 0
+        self.state = "online"
+        self.started_ms = ticks_ms()
+        self.meter = LoadMeter()
+        self.client = None
+        self.workers = {}
+        self.applied_epoch = None
+        self.result_seq = 0
+        self.acked_seq = 0
+        self.hb_seq = 0
+        self.pending = []
+        self.dropped = 0
+        self._wake_publisher = asyncio.Event()
+        self._cpu = 0.0
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def uptime_ms(self):
+        return ticks_diff(ticks_ms(), self.started_ms)
+
+    def topic(self, kind):
+        return protocol.node_topic(self.prefix, self.id, kind)
+
+    def models_on_flash(self):
+        import os
+        try:
+            names = os.listdir(self.models_dir)
+        except OSError:
+            return []
+        names.sort()
+        return names
+
+    def hello(self):
+        return {
+            "v": protocol.VERSION, "node": self.id, "board": self.cfg["board"], "runtime": RUNTIME,
+            "fw": self.cfg["fw"], "boot": self.boot,
+            "caps": {
+                "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
+                "backends": available_backends(), "models": self.models_on_flash(),
+            },
+        }
+
+    def status(self, state):
+        return {"v": protocol.VERSION, "node": self.id, "state": state, "boot": self.boot}
+
+    # -- outgoing messages ------------------------------------------------------------------
+
+    def queue(self, kind, msg):
+        try:
+            payload = protocol.encode(kind, msg)
+        except ProtocolError as e:
+            _log("dropping bad outgoing %s: %s" % (kind, e))
+            return
+        if len(self.pending) >= PENDING_LIMIT:
+            self.pending.pop(0)
+            self.dropped += 1
+        self.pending.append((kind, payload))
+        self._wake_publisher.set()
+
+    def event(self, level, kind, msg, data=None):
+        _log("%s %s: %s" % (level, kind, msg))
+        ev = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "up": self.uptime_ms(),
+              "level": level, "kind": kind, "msg": msg}
+        if data is not None:
+            ev["data"] = data
+        self.queue("event", ev)
+
+    def emit_result(self, worker, label, score, elapsed_us, truth, index):
+        self.result_seq += 1
+        msg = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.result_seq,
+               "wl": worker.id, "up": self.uptime_ms(), "label": label, "score": round(score, 5),
+               "us": elapsed_us, "in": index}
+        if truth is not None:
+            msg["truth"] = truth
+        self.queue("result", msg)
+
+    async def publish_pending(self):
+        while True:
+            await self._wake_publisher.wait()
+            self._wake_publisher.clear()
+            while self.pending and self.client is not None and self.client.is_connected:
+                kind, payload = self.pending[0]
+                qos, retain = protocol.DELIVERY[kind]
+                try:
+                    await self.client.publish(self.topic(kind), payload, qos, retain)
+                except MQTTError:
+                    break  # the link task reconnects; the message stays queued
+                self.pending.pop(0)
+
+    # -- incoming messages ------------------------------------------------------------------
+
+    def on_message(self, topic, payload, retain, qos):
+        try:
+            node, kind = protocol.parse_topic(self.prefix, topic)
+            if node != self.id:
+                raise ProtocolError("message for node %r on our subscription" % node)
+            msg = protocol.decode(kind, payload)
+            if kind == "assign":
+                self.apply_assignment(msg)
+            elif kind == "ack":
+                self.on_ack(msg)
+            elif kind == "cmd":
+                self.on_command(msg)
+        except ProtocolError as e:
+            self.event("warn", "bad_message", str(e), {"topic": topic})
+
+    def on_ack(self, msg):
+        if msg["boot"] == self.boot and msg["seq"] > self.result_seq:
+            self.event("warn", "bad_ack", "ack for result %d, only %d sent" % (msg["seq"], self.result_seq))
+            return
+        if msg["boot"] == self.boot and msg["seq"] > self.acked_seq:
+            self.acked_seq = msg["seq"]
+
+    def on_command(self, msg):
+        op = msg["op"]
+        reply = {"v": protocol.VERSION, "id": msg["id"], "ok": True}
+        if op == "ping":
+            reply["data"] = {"up": self.uptime_ms()}
+        elif op == "info":
+            data = self.hello()
+            data["mem_free"] = self.hal.mem()[0]
+            reply["data"] = data
+        elif op == "reboot":
+            asyncio.create_task(self._reboot_soon())
+        else:
+            reply = {"v": protocol.VERSION, "id": msg["id"], "ok": False, "error": "unknown op %r" % op}
+        self.queue("reply", reply)
+
+    async def _reboot_soon(self):
+        await asyncio.sleep(0.3)  # let the reply go out
+        self.hal.reboot()
+
+    # -- workloads --------------------------------------------------------------------------
+
+    def apply_assignment(self, msg, from_cache=False):
+        if not assignment.accept(self.applied_epoch, msg):
+            return
+        running = {}
+        for wid in self.workers:
+            running[wid] = self.workers[wid].spec
+        stop, start = assignment.changes(running, msg["wl"])
+        for wid in stop:
+            self.workers.pop(wid).stop()
+        for spec in start:
+            self.start_worker(spec)
+        self.applied_epoch = msg["epoch"]
+        if not from_cache:
+            flashfile.write(self.data_dir + "/assign.json", msg)
+        if stop or start:
+            self.event("info", "assigned", "epoch %d: %d running, started %s, stopped %s" % (
+                msg["epoch"], len(self.workers), [s["id"] for s in start], stop))
+
+    def start_worker(self, spec):
+        budget = self.profile.get("heap_bytes") if RUNTIME == "micropython" else None
+        worker = InferenceWorker(spec, self.models_dir, self.emit_result, arena_budget=budget)
+        self.workers[spec["id"]] = worker
+        try:
+            worker.load()
+        except (FirmwareError, OSError, ValueError, MemoryError) as e:
+            worker.fail(e)
+            self.event("error", "workload_failed", "%s: %s" % (spec["id"], worker.err),
+                       {"wl": spec["id"], "model": spec["model"]})
+            return
+        worker.start()
+
+    def load_cached_assignment(self):
+        cached = flashfile.read(self.data_dir + "/assign.json")
+        if cached is None:
+            return
+        try:
+            self.apply_assignment(protocol.validate("assign", cached), from_cache=True)
+        except ProtocolError as e:
+            _log("ignoring cached assignment: %s" % e)
+
+    # -- telemetry --------------------------------------------------------------------------
+
+    def cpu_percent(self):
+        cpu = self.hal.cpu_percent()
+        busy = self.meter.sample()
+        if cpu is None:
+            cpu = busy
+        extra = getattr(self.hal, "extra_load", None)
+        if extra is not None:
+            cpu = min(100.0, cpu + extra())
+        return cpu
+
+    def heartbeat(self):
+        self.hb_seq += 1
+        free, total = self.hal.mem()
+        self._cpu = self.cpu_percent()
+        wl = []
+        for wid in sorted(self.workers):
+            wl.append(self.workers[wid].report())
+        temp = self.hal.temperature()
+        return {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.hb_seq,
+                "up": self.uptime_ms(), "cpu": self._cpu, "mem_free": free, "mem_total": total,
+                "power": self.hal.power(self._cpu), "temp": temp, "wl": wl}
+
+    async def send_heartbeats(self):
+        interval = self.cfg["hb_interval_ms"]
+        while True:
+            await asyncio.sleep(interval / 1000)
+            hb = self.heartbeat()
+            if self.client is None or not self.client.is_connected:
+                continue
+            try:
+                await self.client.publish(self.topic("hb"), protocol.encode("hb", hb), 0, False)
+            except MQTTError:
+                pass  # the link task sees the closed connection and reconnects
+
+    # -- the link ---------------------------------------------------------------------------
+
+    async def connect_once(self):
+        b = self.cfg["broker"]
+        client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
+                            keepalive=b["keepalive"], on_message=self.on_message)
+        client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
+        await client.connect()
+        self.client = client
+        for kind in ("assign", "ack", "cmd"):
+            await client.subscribe(self.topic(kind), 1)
+        await client.publish(self.topic("status"), protocol.encode("status", self.status(self.state)), 1, True)
+        await client.publish(self.topic("hello"), protocol.encode("hello", self.hello()), 1, False)
+        self._wake_publisher.set()
+        return client
+
+    async def keep_link(self):
+        backoff = BACKOFF_MIN_MS
+        while True:
+            try:
+                client = await self.connect_once()
+            except (MQTTError, OSError) as e:
+                _log("broker %s:%d unreachable (%s); retry in %d ms" % (
+                    self.cfg["broker"]["host"], self.cfg["broker"]["port"], e, backoff))
+                self.client = None
+                await asyncio.sleep(_jitter(backoff) / 1000)
+                backoff = min(backoff * 2, BACKOFF_MAX_MS)
+                continue
+            backoff = BACKOFF_MIN_MS
+            _log("connected to %s:%d" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"]))
+            await client.wait_closed()
+            _log("link lost: %s" % (client.last_error,))
+            self.client = None
+
+    async def main(self):
+        self.boot = flashfile.next_boot(self.data_dir)
+        self.meter.install()
+        _log("%s (%s, %s) boot %d" % (self.id, self.cfg["board"], RUNTIME, self.boot))
+        self.load_cached_assignment()
+        self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"]})
+        asyncio.create_task(self.publish_pending())
+        asyncio.create_task(self.send_heartbeats())
+        await self.keep_link()
+
+
+def _jitter(ms):
+    import random
+    return ms // 2 + random.getrandbits(16) % (ms // 2 + 1)
+
+
+def boot(config_path, open_hal):
+    """Entry point of every node: read the config on flash, open its HAL, run forever."""
+    cfg = config.load(config_path)
+    hal = open_hal(cfg["hal"], cfg["profile"], cfg["hal_options"])
+    node = Node(cfg, hal)
+    asyncio.run(node.main())

@@ -1,0 +1,216 @@
+# The wire protocol of docs/protocol.md as data: topics, message schemas, size limits.
+# Shared by the node runtime (MicroPython and CPython) and the controller, so both sides accept
+# and reject exactly the same messages.
+import json
+
+from .errors import ProtocolError
+
+VERSION = 1
+DEFAULT_PREFIX = "ef"
+
+# Field type codes; a trailing "?" marks an optional field, "|null" allows JSON null.
+_INT = "int"
+_NUM = "num"
+_STR = "str"
+_BOOL = "bool"
+_OBJ = "obj"
+_LIST = "list"
+
+# kind: (max payload bytes, ((field, type), ...))
+SCHEMAS = {
+    "hello": (2048, (
+        ("v", _INT), ("node", _STR), ("board", _STR), ("runtime", _STR), ("fw", _STR),
+        ("boot", _INT), ("caps", _OBJ),
+    )),
+    "status": (512, (("v", _INT), ("node", _STR), ("state", _STR), ("boot", _INT))),
+    "hb": (2048, (
+        ("v", _INT), ("node", _STR), ("boot", _INT), ("seq", _INT), ("up", _INT), ("cpu", _NUM),
+        ("mem_free", _INT), ("mem_total", _INT), ("power", _OBJ), ("temp", _NUM + "|null"),
+        ("wl", _LIST),
+    )),
+    "result": (1024, (
+        ("v", _INT), ("node", _STR), ("boot", _INT), ("seq", _INT), ("wl", _STR), ("up", _INT),
+        ("label", _INT), ("score", _NUM), ("us", _INT), ("truth", _INT + "?"), ("in", _INT + "?"),
+    )),
+    "event": (2048, (
+        ("v", _INT), ("node", _STR), ("boot", _INT), ("up", _INT), ("level", _STR),
+        ("kind", _STR), ("msg", _STR), ("data", _OBJ + "?"),
+    )),
+    "reply": (4096, (
+        ("v", _INT), ("id", _STR), ("ok", _BOOL), ("data", _OBJ + "?"), ("error", _STR + "?"),
+    )),
+    "assign": (4096, (("v", _INT), ("epoch", _INT), ("wl", _LIST))),
+    "ack": (256, (("v", _INT), ("boot", _INT), ("seq", _INT))),
+    "cmd": (2048, (("v", _INT), ("id", _STR), ("op", _STR), ("args", _OBJ + "?"))),
+    "ctrl_status": (512, (("v", _INT), ("state", _STR), ("ctrl", _STR))),
+}
+
+# Values a field may take, where the protocol fixes them.
+ENUMS = {
+    ("hello", "runtime"): ("micropython", "cpython"),
+    ("status", "state"): ("online", "offline", "degraded", "safe"),
+    ("event", "level"): ("debug", "info", "warn", "error"),
+    ("ctrl_status", "state"): ("online", "offline"),
+}
+
+WORKLOAD_SCHEMA = (("id", _STR), ("model", _STR), ("rate", _NUM), ("input", _OBJ))
+WORKLOAD_STATE_SCHEMA = (("id", _STR), ("state", _STR), ("n", _INT), ("err", _STR + "|null"))
+POWER_SCHEMA = (("src", _STR), ("pct", _NUM + "|null"), ("mw", _NUM + "|null"))
+POWER_SOURCES = ("mains", "battery", "solar")
+
+NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd")
+# QoS and retain flag per kind, as the topic table of docs/protocol.md fixes them.
+DELIVERY = {
+    "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
+    "event": (1, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
+    "cmd": (1, False), "ctrl_status": (1, True),
+}
+
+_NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def valid_node_id(node):
+    if not isinstance(node, str) or not 1 <= len(node) <= 32:
+        return False
+    for ch in node:
+        if ch not in _NODE_ID_CHARS:
+            return False
+    return True
+
+
+def node_topic(prefix, node, kind):
+    return prefix + "/node/" + node + "/" + kind
+
+
+def ctrl_topic(prefix):
+    return prefix + "/ctrl/status"
+
+
+def parse_topic(prefix, topic):
+    """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic."""
+    if topic == ctrl_topic(prefix):
+        return "", "ctrl_status"
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != prefix or parts[1] != "node":
+        raise ProtocolError("not an edgefleet topic: %s" % topic)
+    node, kind = parts[2], parts[3]
+    if not valid_node_id(node):
+        raise ProtocolError("bad node id in topic: %s" % topic, field="node")
+    if kind not in NODE_TOPIC_KINDS:
+        raise ProtocolError("unknown message kind in topic: %s" % topic, kind=kind)
+    return node, kind
+
+
+def _type_ok(value, code):
+    if code == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if code == _NUM:
+        return (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool)
+    if code == _STR:
+        return isinstance(value, str)
+    if code == _BOOL:
+        return isinstance(value, bool)
+    if code == _OBJ:
+        return isinstance(value, dict)
+    if code == _LIST:
+        return isinstance(value, list)
+    return False
+
+
+def _check_fields(kind, msg, schema, where=""):
+    for name, spec in schema:
+        optional = spec.endswith("?")
+        code = spec.rstrip("?")
+        nullable = code.endswith("|null")
+        if nullable:
+            code = code[:-5]
+        if name not in msg:
+            if optional:
+                continue
+            raise ProtocolError("%s: missing field '%s%s'" % (kind, where, name), kind=kind, field=where + name)
+        value = msg[name]
+        if value is None and (nullable or optional):
+            continue
+        if not _type_ok(value, code):
+            raise ProtocolError(
+                "%s: field '%s%s' must be %s, got %s" % (kind, where, name, code, type(value).__name__),
+                kind=kind, field=where + name,
+            )
+
+
+def validate(kind, msg):
+    """Check a decoded message against its schema; return it, or raise ProtocolError."""
+    if kind not in SCHEMAS:
+        raise ProtocolError("unknown message kind '%s'" % kind, kind=kind)
+    if not isinstance(msg, dict):
+        raise ProtocolError("%s: payload must be a JSON object" % kind, kind=kind)
+    version = msg.get("v")
+    if version != VERSION:
+        raise ProtocolError("%s: unsupported protocol version %r (this side speaks %d)" % (kind, version, VERSION),
+                            kind=kind, field="v")
+    _check_fields(kind, msg, SCHEMAS[kind][1])
+    for (k, field), allowed in ENUMS.items():
+        if k == kind and msg.get(field) not in allowed:
+            raise ProtocolError("%s: field '%s' must be one of %s, got %r" % (kind, field, "/".join(allowed), msg.get(field)),
+                                kind=kind, field=field)
+    if "node" in msg and not valid_node_id(msg["node"]):
+        raise ProtocolError("%s: bad node id %r" % (kind, msg["node"]), kind=kind, field="node")
+    if kind == "assign":
+        _validate_assign(msg)
+    elif kind == "hb":
+        _validate_hb(msg)
+    elif kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
+        raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
+    return msg
+
+
+def _validate_assign(msg):
+    seen = []
+    for i, spec in enumerate(msg["wl"]):
+        where = "wl[%d]." % i
+        if not isinstance(spec, dict):
+            raise ProtocolError("assign: '%s' must be an object" % where[:-1], kind="assign", field=where[:-1])
+        _check_fields("assign", spec, WORKLOAD_SCHEMA, where)
+        if spec["rate"] <= 0:
+            raise ProtocolError("assign: '%srate' must be > 0" % where, kind="assign", field=where + "rate")
+        if spec["input"].get("kind") != "samples":
+            raise ProtocolError("assign: '%sinput.kind' %r is not a known input source" % (where, spec["input"].get("kind")),
+                                kind="assign", field=where + "input.kind")
+        if spec["id"] in seen:
+            raise ProtocolError("assign: workload id %r appears twice" % spec["id"], kind="assign", field=where + "id")
+        seen.append(spec["id"])
+
+
+def _validate_hb(msg):
+    _check_fields("hb", msg["power"], POWER_SCHEMA, "power.")
+    if msg["power"]["src"] not in POWER_SOURCES:
+        raise ProtocolError("hb: field 'power.src' must be one of %s" % "/".join(POWER_SOURCES), kind="hb", field="power.src")
+    for i, state in enumerate(msg["wl"]):
+        if not isinstance(state, dict):
+            raise ProtocolError("hb: 'wl[%d]' must be an object" % i, kind="hb", field="wl[%d]" % i)
+        _check_fields("hb", state, WORKLOAD_STATE_SCHEMA, "wl[%d]." % i)
+
+
+def decode(kind, payload):
+    """Parse and validate a payload (bytes or str) of the given kind."""
+    limit = SCHEMAS[kind][0] if kind in SCHEMAS else 0
+    if len(payload) > limit:
+        raise ProtocolError("%s: payload of %d bytes is over the %d-byte limit" % (kind, len(payload), limit),
+                            kind=kind, field="")
+    try:
+        if isinstance(payload, (bytes, bytearray, memoryview)):
+            payload = bytes(payload).decode()
+        msg = json.loads(payload)
+    except (ValueError, UnicodeError) as e:
+        raise ProtocolError("%s: payload is not valid JSON (%s)" % (kind, e), kind=kind)
+    return validate(kind, msg)
+
+
+def encode(kind, msg):
+    """Validate and serialize an outgoing message; a bug that builds a bad message fails here."""
+    validate(kind, msg)
+    data = json.dumps(msg)
+    if len(data) > SCHEMAS[kind][0]:
+        raise ProtocolError("%s: message of %d bytes is over the %d-byte limit" % (kind, len(data), SCHEMAS[kind][0]),
+                            kind=kind)
+    return data

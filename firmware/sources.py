@@ -1,0 +1,57 @@
+# Input streams for inference workloads.
+#
+# "samples": the held-out inputs bundled with a model on flash (samples.bin: raw int8 inputs
+# back to back; labels.bin: one true label byte per input). Read one record at a time with
+# seek + readinto into a preallocated buffer, so the stream costs no RAM beyond one input.
+from .errors import FirmwareError
+
+
+class SourceError(FirmwareError):
+    pass
+
+
+class SampleSource:
+    def __init__(self, model_dir, input_size, start=0):
+        self.input_size = input_size
+        try:
+            self._samples = open(model_dir + "/samples.bin", "rb")
+        except OSError:
+            raise SourceError("no samples.bin in %s" % model_dir)
+        try:
+            self._labels = open(model_dir + "/labels.bin", "rb")
+        except OSError:
+            self._labels = None
+        self._samples.seek(0, 2)
+        self.count = self._samples.tell() // input_size
+        if self.count == 0:
+            self.close()
+            raise SourceError("samples.bin in %s holds no %d-byte input" % (model_dir, input_size))
+        self.index = start % self.count
+        self._label = bytearray(1)
+
+    def read_into(self, buf):
+        """Fill buf with the next input; returns (index, true label or None)."""
+        index = self.index
+        self._samples.seek(index * self.input_size)
+        got = self._samples.readinto(buf)
+        if got != self.input_size:
+            raise SourceError("short read of sample %d" % index)
+        truth = None
+        if self._labels is not None:
+            self._labels.seek(index)
+            if self._labels.readinto(self._label) == 1:
+                truth = self._label[0]
+        self.index = (index + 1) % self.count
+        return index, truth
+
+    def close(self):
+        self._samples.close()
+        if self._labels is not None:
+            self._labels.close()
+
+
+def open_source(spec, model_dir, input_size):
+    kind = spec.get("kind")
+    if kind == "samples":
+        return SampleSource(model_dir, input_size, spec.get("start", 0))
+    raise SourceError("unknown input source kind %r" % kind)

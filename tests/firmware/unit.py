@@ -1,0 +1,75 @@
+# A tiny test runner in the MicroPython/CPython common subset.
+#
+# Firmware test modules in this folder define functions named test_*; the pytest driver
+# (tests/test_firmware_units.py) runs each module under CPython and under the real MicroPython
+# interpreter with `python unit.py MODULE`, and reads one JSON line per test from stdout.
+# Async tests are coroutine functions; they run under asyncio.run.
+import sys
+import json
+
+try:
+    import asyncio
+except ImportError:
+    asyncio = None
+
+
+class Skip(Exception):
+    pass
+
+
+def _is_generator_function(fn):
+    # Coroutine functions on MicroPython are generator functions; on CPython check the flag.
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return bool(code.co_flags & 0x80) or bool(code.co_flags & 0x20)
+    return type(fn).__name__ == "generator"
+
+
+def raises(exc_type, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except exc_type as e:
+        return e
+    raise AssertionError("expected %s" % exc_type.__name__)
+
+
+def _format_exc(e):
+    try:
+        import traceback
+        return "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    except Exception:
+        pass
+    try:
+        import io
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        return buf.getvalue()
+    except Exception:
+        return repr(e)
+
+
+def run_module(name, only=None):
+    mod = __import__(name)
+    names = sorted(n for n in dir(mod) if n.startswith("test_"))
+    failed = 0
+    for n in names:
+        if only and n != only:
+            continue
+        fn = getattr(mod, n)
+        status, detail = "pass", ""
+        try:
+            result = fn()
+            if result is not None and asyncio is not None and hasattr(result, "send"):
+                asyncio.run(result)
+        except Skip as e:
+            status, detail = "skip", str(e)
+        except BaseException as e:  # noqa: B036 - report everything, including KeyboardInterrupt
+            status, detail = "fail", _format_exc(e)
+            failed += 1
+        print(json.dumps({"test": n, "status": status, "detail": detail}))
+    return failed
+
+
+if __name__ == "__main__":
+    only = sys.argv[2] if len(sys.argv) > 2 else None
+    sys.exit(1 if run_module(sys.argv[1], only) else 0)

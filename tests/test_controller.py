@@ -1,0 +1,179 @@
+"""The controller's logic without a broker: protocol vectors, registry, placement, acks."""
+import json
+import os
+
+import pytest
+
+from edgefleet.boards import catalog
+from edgefleet.controller import fleetfile, placement
+from edgefleet.controller.errors import ConfigError
+from edgefleet.controller.fleet import FleetController
+from edgefleet.controller.registry import Registry
+
+VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
+MANIFESTS = {"digits_dense": {"arena_bytes": 1200}, "big": {"arena_bytes": 10_000_000}}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def fleet():
+    registry = Registry(":memory:")
+    clock = Clock()
+    ctl = FleetController(registry, manifests=MANIFESTS, clock=clock)
+    ctl.clock_ = clock
+    yield ctl
+    registry.close()
+
+
+def hello(node, board="rpi-pico-w", runtime="micropython", boot=1, models=("digits_dense",)):
+    profile = catalog.load(board)
+    return json.dumps({"v": 1, "node": node, "board": board, "runtime": runtime, "fw": "0.1.0", "boot": boot,
+                       "caps": {"heap": profile["heap_bytes"], "flash": profile["fs_bytes"], "backends": ["engine"],
+                                "models": list(models)}})
+
+
+def result(node, seq, boot=1, label=3, truth=3):
+    return json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "wl": "w", "up": seq * 100, "label": label,
+                       "score": 0.9, "us": 1000, "truth": truth})
+
+
+def test_controller_ingest_accepts_and_rejects_the_protocol_vectors(fleet):
+    """The same vectors the firmware checks: a valid node message is accepted, an invalid one rejected."""
+    with open(VECTORS) as f:
+        vectors = json.load(f)["messages"]
+    node_kinds = {"hello", "status", "hb", "result", "event", "reply"}
+    checked = 0
+    for vec in vectors:
+        if vec["kind"] not in node_kinds:
+            continue
+        payload = vec["payload"]
+        node = json.loads(payload).get("node", "mcu-1") if payload.startswith("{") and payload.endswith("}") else "mcu-1"
+        node = node if isinstance(node, str) and node.islower() and " " not in node else "mcu-1"
+        fleet.handle("ef/node/%s/hello" % node, hello(node))
+        before = fleet.rejected
+        fleet.handle("ef/node/%s/%s" % (node, vec["kind"]), payload.encode())
+        assert fleet.rejected == before + (0 if vec["valid"] else 1), vec
+        checked += 1
+    assert checked >= 25
+
+
+def test_payload_node_must_match_topic(fleet):
+    fleet.handle("ef/node/mcu-2/hello", hello("mcu-1"))
+    assert fleet.rejected == 1 and fleet.registry.node("mcu-1") is None
+
+
+def test_hello_registers_and_places_a_workload(fleet):
+    fleet.declare([{"id": "w", "model": "digits_dense", "rate": 2, "replicas": 1, "input": {"kind": "samples"}}])
+    effects = fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    assert fleet.registry.node("mcu-1")["state"] == "online"
+    effects += fleet.tick()
+    assigns = [json.loads(e.payload) for e in effects if e.topic == "ef/node/mcu-1/assign"]
+    assert assigns and assigns[-1]["wl"][0]["model"] == "digits_dense"
+    assert all(e.retain for e in effects if e.topic.endswith("/assign"))
+    assert fleet.registry.placements() == [("w", "mcu-1")]
+
+
+def test_results_are_stored_once_and_acked_contiguously(fleet):
+    fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    for seq in (1, 2, 4, 2, 1):
+        fleet.handle("ef/node/mcu-1/result", result("mcu-1", seq))
+    assert fleet.results_total == 3 and fleet.duplicates == 2
+    acks = [json.loads(e.payload) for e in fleet.flush_acks()]
+    assert acks == [{"v": 1, "boot": 1, "seq": 2}]
+    fleet.handle("ef/node/mcu-1/result", result("mcu-1", 3))
+    assert [json.loads(e.payload)["seq"] for e in fleet.flush_acks()] == [4]
+    assert fleet.registry.result_counts() == {"mcu-1": 4}
+
+
+def test_last_will_marks_offline_and_moves_the_workload(fleet):
+    fleet.declare([{"id": "w", "model": "digits_dense", "rate": 2, "replicas": 1, "input": {"kind": "samples"}}])
+    fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    fleet.handle("ef/node/mcu-2/hello", hello("mcu-2"))
+    fleet.tick()
+    (placed,) = fleet.registry.placements()
+    dead = placed[1]
+    other = "mcu-2" if dead == "mcu-1" else "mcu-1"
+    effects = fleet.handle("ef/node/%s/status" % dead, json.dumps({"v": 1, "node": dead, "state": "offline", "boot": 1}))
+    assert fleet.registry.node(dead)["state"] == "offline"
+    assert fleet.registry.placements() == [("w", other)]
+    topics = {e.topic for e in effects}
+    assert "ef/node/%s/assign" % other in topics and "ef/node/%s/assign" % dead in topics
+
+
+def test_a_stale_will_does_not_mark_a_rebooted_node_offline(fleet):
+    fleet.handle("ef/node/mcu-1/hello", hello("mcu-1", boot=2))
+    fleet.handle("ef/node/mcu-1/status", json.dumps({"v": 1, "node": "mcu-1", "state": "offline", "boot": 1}))
+    assert fleet.registry.node("mcu-1")["state"] == "online"
+
+
+def test_silent_node_times_out(fleet):
+    fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    fleet.clock_.now += 30
+    fleet.tick()
+    assert fleet.registry.node("mcu-1")["state"] == "offline"
+
+
+def test_assignment_epochs_increase(fleet):
+    fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    first = json.loads(fleet._assignment("mcu-1").payload)["epoch"]
+    second = json.loads(fleet._assignment("mcu-1").payload)["epoch"]
+    assert second > first
+
+
+def _node(node_id, board, state="online", cpu=0.0, models=("digits_dense", "big")):
+    profile = catalog.load(board)
+    return {"id": node_id, "board": board, "runtime": profile["runtime"], "state": state,
+            "caps": {"heap": profile["heap_bytes"], "models": list(models)}, "telemetry": {"cpu": cpu}}
+
+
+def test_placement_spreads_replicas_and_explains_pending():
+    profiles = {p["name"]: p for p in catalog.all_profiles()}
+    nodes = [_node("a", "esp32", cpu=50), _node("b", "rpi-pico-w", cpu=10), _node("c", "rpi4", state="offline")]
+    wls = [{"id": "w", "model": "digits_dense", "replicas": 2}, {"id": "huge", "model": "big"},
+           {"id": "pi", "model": "digits_dense", "constraints": {"runtime": "cpython"}}]
+    placed, pending = placement.plan(wls, nodes, [], profiles, MANIFESTS)
+    assert placed == [("w", "a"), ("w", "b")]
+    assert "needs 10000000 arena bytes" in pending["huge"]
+    assert "node c is offline" in pending["pi"]
+    # Placements are sticky while their node stays capable.
+    again, _ = placement.plan(wls[:1], nodes + [_node("d", "esp32")], placed, profiles, MANIFESTS)
+    assert again == placed
+
+
+def test_placement_prefers_idle_nodes_deterministically():
+    profiles = {p["name"]: p for p in catalog.all_profiles()}
+    nodes = [_node("x", "esp32", cpu=80), _node("y", "esp32", cpu=20), _node("z", "esp32", cpu=20)]
+    placed, _ = placement.plan([{"id": "w", "model": "digits_dense"}], nodes, [], profiles, MANIFESTS)
+    assert placed == [("w", "y")]
+
+
+def test_fleet_file_parses_and_reports_bad_entries():
+    text = '[[workload]]\nid = "d"\nmodel = "digits_dense"\nrate = 5\nreplicas = 2\nconstraints = { runtime = "micropython" }\n'
+    (wl,) = fleetfile.parse(text, {"digits_dense"})
+    assert wl["replicas"] == 2 and wl["input"] == {"kind": "samples"}
+    for bad, words in (('[[workload]]\nid = "d"\nmodel = "nope"\nrate = 1\n', "unknown model"),
+                       ('[[workload]]\nid = "d"\nmodel = "digits_dense"\nrate = 0\n', "'rate'"),
+                       ('[[workload]]\nid = "D D"\nmodel = "digits_dense"\nrate = 1\n', "'id'"),
+                       ('[[workload]]\nid = "d"\nmodel = "digits_dense"\nrate = 1\ncolour = 3\n', "unknown keys"),
+                       ("[[workload]\n", "fleet file")):
+        with pytest.raises(ConfigError, match=words):
+            fleetfile.parse(bad, {"digits_dense"})
+
+
+def test_board_profiles_are_complete():
+    names = catalog.names()
+    for required in ("rpi-pico-w", "esp32", "rpi-zero-2w", "rpi4"):
+        assert required in names
+    for profile in catalog.all_profiles():
+        assert profile["heap_bytes"] <= profile["ram_bytes"]
+        if profile["runtime"] == "micropython":
+            assert 0 < profile["runtime_heap_budget_bytes"] < profile["heap_bytes"]
+    with pytest.raises(ConfigError, match="unknown board"):
+        catalog.load("cray-1")

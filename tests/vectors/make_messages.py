@@ -1,0 +1,95 @@
+"""Writes tests/vectors/messages.json: the protocol's accept/reject vectors.
+
+Kept as a script so each vector's intent sits next to it; the JSON file is what the firmware
+(CPython and MicroPython) and controller tests read. Run: python tests/vectors/make_messages.py
+"""
+import json
+import os
+
+HELLO = {"v": 1, "node": "mcu-1", "board": "rpi-pico-w", "runtime": "micropython", "fw": "0.1.0", "boot": 3,
+         "caps": {"heap": 196608, "flash": 868352, "backends": ["engine"], "models": ["digits_dense"]}}
+STATUS = {"v": 1, "node": "mcu-1", "state": "online", "boot": 3}
+HB = {"v": 1, "node": "pi-1", "boot": 1, "seq": 42, "up": 42100, "cpu": 37.5, "mem_free": 301234567,
+      "mem_total": 4123456789, "power": {"src": "mains", "pct": None, "mw": 3400.0}, "temp": 48.2,
+      "wl": [{"id": "digits", "state": "running", "n": 410, "err": None}]}
+RESULT = {"v": 1, "node": "mcu-2", "boot": 7, "seq": 1, "wl": "digits", "up": 5123, "label": 4,
+          "score": 0.96875, "us": 18250, "truth": 4, "in": 17}
+EVENT = {"v": 1, "node": "mcu-2", "boot": 7, "up": 900, "level": "warn", "kind": "bad_message",
+         "msg": "assign: field 'epoch' must be int, got str", "data": {"topic": "ef/node/mcu-2/assign"}}
+ASSIGN = {"v": 1, "epoch": 12, "wl": [{"id": "digits", "model": "digits_dense", "rate": 5,
+                                        "input": {"kind": "samples", "start": 0}}]}
+ACK = {"v": 1, "boot": 7, "seq": 250}
+CMD = {"v": 1, "id": "c-17", "op": "ping", "args": {}}
+REPLY = {"v": 1, "id": "c-17", "ok": True, "data": {"up": 1234}}
+CTRL = {"v": 1, "state": "online", "ctrl": "ctrl-1"}
+
+
+def with_(msg, **changes):
+    out = json.loads(json.dumps(msg))
+    for key, value in changes.items():
+        if value is DELETE:
+            out.pop(key)
+        else:
+            out[key] = value
+    return out
+
+
+DELETE = object()
+
+
+def vectors():
+    valid = [
+        ("hello", HELLO), ("status", STATUS), ("status", with_(STATUS, state="offline")), ("hb", HB),
+        ("hb", with_(HB, temp=None, power={"src": "battery", "pct": 63.5, "mw": 110}, wl=[])),
+        ("result", RESULT), ("result", with_(RESULT, truth=DELETE, **{"in": DELETE})),
+        ("event", EVENT), ("event", with_(EVENT, data=DELETE)), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
+        ("ack", ACK), ("ack", with_(ACK, seq=0)), ("cmd", CMD), ("cmd", with_(CMD, args=DELETE)), ("reply", REPLY),
+        ("reply", {"v": 1, "id": "c-18", "ok": False, "error": "unknown op 'dance'"}), ("ctrl_status", CTRL),
+        # Unknown extra fields are ignored, for forward compatibility.
+        ("status", with_(STATUS, extra="ignored")),
+    ]
+    invalid = [
+        ("hello", with_(HELLO, v=2), "v"), ("hello", with_(HELLO, v=DELETE), "v"),
+        ("hello", with_(HELLO, runtime="java"), "runtime"), ("hello", with_(HELLO, node="Mcu 1"), "node"),
+        ("hello", with_(HELLO, caps=[]), "caps"), ("status", with_(STATUS, state="sleepy"), "state"),
+        ("hb", with_(HB, cpu="37"), "cpu"), ("hb", with_(HB, power={"src": "nuclear", "pct": None, "mw": None}), "power.src"),
+        ("hb", with_(HB, power={"src": "mains"}), "power.pct"),
+        ("hb", with_(HB, wl=[{"id": "x", "state": "running", "n": "many", "err": None}]), "wl[0].n"),
+        ("result", with_(RESULT, seq=0), "seq"), ("result", with_(RESULT, label=True), "label"),
+        ("result", with_(RESULT, boot=DELETE), "boot"), ("event", with_(EVENT, level="panic"), "level"),
+        ("assign", with_(ASSIGN, epoch="12"), "epoch"),
+        ("assign", with_(ASSIGN, wl=[{"id": "a", "model": "m", "rate": 0, "input": {"kind": "samples"}}]), "wl[0].rate"),
+        ("assign", with_(ASSIGN, wl=[{"id": "a", "model": "m", "rate": 1, "input": {"kind": "camera"}}]), "wl[0].input.kind"),
+        ("assign", with_(ASSIGN, wl=[{"id": "a", "rate": 1, "input": {"kind": "samples"}}]), "wl[0].model"),
+        ("assign", with_(ASSIGN, wl=["digits"]), "wl[0]"),
+        ("assign", with_(ASSIGN, wl=[ASSIGN["wl"][0], ASSIGN["wl"][0]]), "wl[1].id"),
+        ("ack", with_(ACK, seq=-1), "seq"), ("cmd", with_(CMD, op=None), "op"), ("reply", with_(REPLY, ok="yes"), "ok"),
+    ]
+    out = []
+    for kind, msg in valid:
+        out.append({"kind": kind, "payload": json.dumps(msg), "valid": True})
+    for kind, msg, field in invalid:
+        out.append({"kind": kind, "payload": json.dumps(msg), "valid": False, "field": field})
+    # Payloads that are not even JSON objects, and one over the size limit.
+    out.append({"kind": "status", "payload": "{\"v\": 1, \"node\": ", "valid": False, "field": None})
+    out.append({"kind": "status", "payload": "[1, 2, 3]", "valid": False, "field": None})
+    out.append({"kind": "ack", "payload": json.dumps(with_(ACK, pad="x" * 300)), "valid": False, "field": ""})
+    return out
+
+
+TOPICS = [
+    {"topic": "ef/node/mcu-1/hello", "node": "mcu-1", "kind": "hello"},
+    {"topic": "ef/node/pi_4/result", "node": "pi_4", "kind": "result"},
+    {"topic": "ef/ctrl/status", "node": "", "kind": "ctrl_status"},
+    {"topic": "ef/node/MCU/hello", "error": True},
+    {"topic": "ef/node/mcu-1/launch", "error": True},
+    {"topic": "ef/node/mcu-1/hello/x", "error": True},
+    {"topic": "other/node/mcu-1/hello", "error": True},
+    {"topic": "ef/node//hello", "error": True},
+]
+
+if __name__ == "__main__":
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "messages.json"), "w") as f:
+        json.dump({"messages": vectors(), "topics": TOPICS}, f, indent=1)
+        f.write("\n")
