@@ -1,9 +1,16 @@
 # HAL of a simulated board: the real runtime's HAL for memory, plus a power model and the
 # operator's injected CPU load, read from a small JSON file the harness or CLI writes on "flash".
 import json
-import os
+import time
 
 from .power import PowerModel
+
+
+def _now_s():
+    # Sub-second time on both runtimes (time.time() is whole seconds on several MCU ports).
+    if hasattr(time, "ticks_ms"):
+        return time.ticks_ms() / 1000.0
+    return time.monotonic()
 
 
 class SimHal:
@@ -15,18 +22,18 @@ class SimHal:
         self.sim_file = sim_file
         self.power_model = PowerModel(profile.get("power", {}))
         self.injected_load = 0.0
-        self._sim_mtime = None
-        self._last_power_ms = None
+        self._sim_read_at = None
+        self._battery_set = None
+        self._last_power_s = None
         self._read_sim_file()
 
     def _read_sim_file(self):
-        try:
-            mtime = os.stat(self.sim_file)[8]
-        except OSError:
+        # Re-read at most every 200 ms: a file's mtime has whole-second resolution on
+        # MicroPython, too coarse to notice two quick changes.
+        now = _now_s()
+        if self._sim_read_at is not None and now - self._sim_read_at < 0.2:
             return
-        if mtime == self._sim_mtime:
-            return
-        self._sim_mtime = mtime
+        self._sim_read_at = now
         try:
             with open(self.sim_file) as f:
                 settings = json.load(f)
@@ -36,8 +43,11 @@ class SimHal:
         self.injected_load = float(settings.get("load", self.injected_load))
         model.source = settings.get("source", model.source)
         model.time_scale = float(settings.get("time_scale", model.time_scale))
-        if "battery_pct" in settings and model.battery_pct is not None:
-            model.battery_pct = float(settings["battery_pct"])
+        # A battery level set by the operator applies once; from there the model drains it.
+        pct = settings.get("battery_pct")
+        if pct is not None and pct != self._battery_set and model.battery_pct is not None:
+            model.battery_pct = float(pct)
+        self._battery_set = pct
 
     def cpu_percent(self):
         return self.base.cpu_percent()
@@ -47,10 +57,11 @@ class SimHal:
 
     def power(self, cpu_pct):
         self._read_sim_file()
-        import time
-        now = time.time()
-        dt = 0.0 if self._last_power_ms is None else now - self._last_power_ms
-        self._last_power_ms = now
+        now = _now_s()
+        dt = 0.0 if self._last_power_s is None else now - self._last_power_s
+        if dt < 0:  # the tick counter wrapped
+            dt = 0.0
+        self._last_power_s = now
         self.power_model.step(dt, cpu_pct)
         return self.power_model.reading()
 

@@ -55,7 +55,7 @@ class SimFleet:
             board = McuBoard(node_id, flash, heap, console_log=log)
         else:
             cmd = [sys.executable, "-m", "edgefleet.controller.cli", "node", "--config", "config.json"]
-            board = LinuxBoard(node_id, flash, cmd, log_path=log)
+            board = LinuxBoard(node_id, cmd, flash, console_log=log)
         self.boards[node_id] = board
         self.runtimes[node_id] = profile["runtime"]
         return board
