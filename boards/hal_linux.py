@@ -42,6 +42,20 @@ class LinuxHal:
             return 0, 0
         return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
 
+    def process_cpu_seconds(self):
+        """CPU time this process has used (user + system), from /proc/self/stat."""
+        try:
+            fields = self._read("/proc/self/stat").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def process_rss(self):
+        try:
+            return int(self._read("/proc/self/statm").split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            return 0
+
     def power(self, cpu_pct):
         """Battery from /sys/class/power_supply when a battery (e.g. a UPS HAT) is present."""
         base = "/sys/class/power_supply"

@@ -24,6 +24,7 @@ class SimHal:
         self.injected_load = 0.0
         self._sim_read_at = None
         self._battery_set = None
+        self._cpu_mark = None
         self._last_power_s = None
         self._read_sim_file()
 
@@ -50,9 +51,22 @@ class SimHal:
         self._battery_set = pct
 
     def cpu_percent(self):
+        # A simulated Linux board shares this machine with the rest of the fleet: its CPU is
+        # what its own process uses, spread over the board's cores, not the host's load.
+        if hasattr(self.base, "process_cpu_seconds"):
+            now, used = _now_s(), self.base.process_cpu_seconds()
+            last, self._cpu_mark = self._cpu_mark, (now, used)
+            if last is None or now <= last[0]:
+                return 0.0
+            cores = self.profile.get("cpu", {}).get("cores", 1)
+            return round(min(100.0, 100.0 * (used - last[1]) / (now - last[0]) / cores), 1)
         return self.base.cpu_percent()
 
     def mem(self):
+        # Likewise its memory is the board's RAM less what this process holds.
+        if hasattr(self.base, "process_rss"):
+            total = self.profile.get("ram_bytes", 0)
+            return max(0, total - self.base.process_rss()), total
         return self.base.mem()
 
     def power(self, cpu_pct):

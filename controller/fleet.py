@@ -219,6 +219,7 @@ class FleetController:
                 "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
                 "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
                 "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
+                "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
                 "last_seen": node["last_seen"],
             })
         stats = self.registry.result_stats()

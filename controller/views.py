@@ -25,6 +25,16 @@ def _fmt_age(last_seen, now):
     return "%.0fs ago" % age if age >= 1 else "now"
 
 
+def _fmt_workloads(node):
+    """Placed workloads, each marked with its state on the node when that is not 'running'."""
+    states = node.get("workload_states", {})
+    parts = []
+    for wid in node["workloads"]:
+        state = states.get(wid, {}).get("state")
+        parts.append(wid if state in (None, "running") else "%s(%s)" % (wid, state))
+    return ",".join(parts) or "-"
+
+
 def table(headers, rows):
     widths = [len(h) for h in headers]
     for row in rows:
@@ -43,7 +53,7 @@ def nodes_table(snapshot, now=None):
         cpu = "-" if n.get("cpu") is None else "%.0f%%" % n["cpu"]
         rows.append([
             n["id"], n["board"], n["runtime"], n["state"], cpu, _fmt_mem(n.get("mem_free") or 0, n.get("mem_total") or 0),
-            _fmt_power(n.get("power")), ",".join(n["workloads"]) or "-", str(n["results"]), _fmt_age(n.get("last_seen"), now),
+            _fmt_power(n.get("power")), _fmt_workloads(n), str(n["results"]), _fmt_age(n.get("last_seen"), now),
         ])
     return table(["NODE", "BOARD", "RUNTIME", "STATE", "CPU", "MEM", "POWER", "WORKLOADS", "RESULTS", "LAST SEEN"], rows)
 

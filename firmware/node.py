@@ -279,9 +279,12 @@ class Node:
     async def main(self):
         self.boot = flashfile.next_boot(self.data_dir)
         self.meter.install()
-        _log("%s (%s, %s) boot %d" % (self.id, self.cfg["board"], RUNTIME, self.boot))
+        free, total = self.hal.mem()
+        # The runtime's own footprint, before any workload: what a board must spare for it.
+        heap_used = total - free
+        _log("%s (%s, %s) boot %d, heap in use %d of %d" % (self.id, self.cfg["board"], RUNTIME, self.boot, heap_used, total))
+        self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"], "heap_used": heap_used, "heap_total": total})
         self.load_cached_assignment()
-        self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"]})
         asyncio.create_task(self.publish_pending())
         asyncio.create_task(self.send_heartbeats())
         await self.keep_link()

@@ -8,54 +8,36 @@ from .errors import ProtocolError
 VERSION = 1
 DEFAULT_PREFIX = "ef"
 
-# Field type codes; a trailing "?" marks an optional field, "|null" allows JSON null.
-_INT = "int"
-_NUM = "num"
-_STR = "str"
-_BOOL = "bool"
-_OBJ = "obj"
-_LIST = "list"
-
-# kind: (max payload bytes, ((field, type), ...))
+# Each schema is one string of "field:type" items, type one of int num str bool obj list,
+# with a trailing "?" for an optional field and "|null" where JSON null is allowed. Strings,
+# not nested tuples, because a board keeps every loaded constant in its heap: this form costs
+# a few hundred bytes instead of several KB.
+# kind: (max payload bytes, fields)
 SCHEMAS = {
-    "hello": (2048, (
-        ("v", _INT), ("node", _STR), ("board", _STR), ("runtime", _STR), ("fw", _STR),
-        ("boot", _INT), ("caps", _OBJ),
-    )),
-    "status": (512, (("v", _INT), ("node", _STR), ("state", _STR), ("boot", _INT))),
-    "hb": (2048, (
-        ("v", _INT), ("node", _STR), ("boot", _INT), ("seq", _INT), ("up", _INT), ("cpu", _NUM),
-        ("mem_free", _INT), ("mem_total", _INT), ("power", _OBJ), ("temp", _NUM + "|null"),
-        ("wl", _LIST),
-    )),
-    "result": (1024, (
-        ("v", _INT), ("node", _STR), ("boot", _INT), ("seq", _INT), ("wl", _STR), ("up", _INT),
-        ("label", _INT), ("score", _NUM), ("us", _INT), ("truth", _INT + "?"), ("in", _INT + "?"),
-    )),
-    "event": (2048, (
-        ("v", _INT), ("node", _STR), ("boot", _INT), ("up", _INT), ("level", _STR),
-        ("kind", _STR), ("msg", _STR), ("data", _OBJ + "?"),
-    )),
-    "reply": (4096, (
-        ("v", _INT), ("id", _STR), ("ok", _BOOL), ("data", _OBJ + "?"), ("error", _STR + "?"),
-    )),
-    "assign": (4096, (("v", _INT), ("epoch", _INT), ("wl", _LIST))),
-    "ack": (256, (("v", _INT), ("boot", _INT), ("seq", _INT))),
-    "cmd": (2048, (("v", _INT), ("id", _STR), ("op", _STR), ("args", _OBJ + "?"))),
-    "ctrl_status": (512, (("v", _INT), ("state", _STR), ("ctrl", _STR))),
+    "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj"),
+    "status": (512, "v:int node:str state:str boot:int"),
+    "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
+                 "temp:num|null wl:list"),
+    "result": (1024, "v:int node:str boot:int seq:int wl:str up:int label:int score:num us:int truth:int? in:int?"),
+    "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
+    "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
+    "assign": (4096, "v:int epoch:int wl:list"),
+    "ack": (256, "v:int boot:int seq:int"),
+    "cmd": (2048, "v:int id:str op:str args:obj?"),
+    "ctrl_status": (512, "v:int state:str ctrl:str"),
 }
 
-# Values a field may take, where the protocol fixes them.
+# Values a field may take, where the protocol fixes them: "kind.field": "value value ...".
 ENUMS = {
-    ("hello", "runtime"): ("micropython", "cpython"),
-    ("status", "state"): ("online", "offline", "degraded", "safe"),
-    ("event", "level"): ("debug", "info", "warn", "error"),
-    ("ctrl_status", "state"): ("online", "offline"),
+    "hello.runtime": "micropython cpython",
+    "status.state": "online offline degraded safe",
+    "event.level": "debug info warn error",
+    "ctrl_status.state": "online offline",
 }
 
-WORKLOAD_SCHEMA = (("id", _STR), ("model", _STR), ("rate", _NUM), ("input", _OBJ))
-WORKLOAD_STATE_SCHEMA = (("id", _STR), ("state", _STR), ("n", _INT), ("err", _STR + "|null"))
-POWER_SCHEMA = (("src", _STR), ("pct", _NUM + "|null"), ("mw", _NUM + "|null"))
+WORKLOAD_SCHEMA = "id:str model:str rate:num input:obj"
+WORKLOAD_STATE_SCHEMA = "id:str state:str n:int err:str|null"
+POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
 
 NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd")
@@ -102,25 +84,26 @@ def parse_topic(prefix, topic):
 
 
 def _type_ok(value, code):
-    if code == _INT:
+    if code == "int":
         return isinstance(value, int) and not isinstance(value, bool)
-    if code == _NUM:
+    if code == "num":
         return (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool)
-    if code == _STR:
+    if code == "str":
         return isinstance(value, str)
-    if code == _BOOL:
+    if code == "bool":
         return isinstance(value, bool)
-    if code == _OBJ:
+    if code == "obj":
         return isinstance(value, dict)
-    if code == _LIST:
+    if code == "list":
         return isinstance(value, list)
     return False
 
 
 def _check_fields(kind, msg, schema, where=""):
-    for name, spec in schema:
-        optional = spec.endswith("?")
-        code = spec.rstrip("?")
+    for item in schema.split():
+        name, _, code = item.partition(":")
+        optional = code.endswith("?")
+        code = code.rstrip("?")
         nullable = code.endswith("|null")
         if nullable:
             code = code[:-5]
@@ -149,9 +132,10 @@ def validate(kind, msg):
         raise ProtocolError("%s: unsupported protocol version %r (this side speaks %d)" % (kind, version, VERSION),
                             kind=kind, field="v")
     _check_fields(kind, msg, SCHEMAS[kind][1])
-    for (k, field), allowed in ENUMS.items():
-        if k == kind and msg.get(field) not in allowed:
-            raise ProtocolError("%s: field '%s' must be one of %s, got %r" % (kind, field, "/".join(allowed), msg.get(field)),
+    for key in ENUMS:
+        k, _, field = key.partition(".")
+        if k == kind and msg.get(field) not in ENUMS[key].split():
+            raise ProtocolError("%s: field '%s' must be one of %s, got %r" % (kind, field, ENUMS[key].replace(" ", "/"), msg.get(field)),
                                 kind=kind, field=field)
     if "node" in msg and not valid_node_id(msg["node"]):
         raise ProtocolError("%s: bad node id %r" % (kind, msg["node"]), kind=kind, field="node")
