@@ -1,0 +1,83 @@
+"""Boot one simulated node against a broker and watch what it says: the building block of
+heap measurements, benchmarks and single-node tests.
+
+The probe plays the controller's part only as far as needed: it publishes a retained
+assignment for the node and records every message the node sends.
+"""
+import json
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+from edgefleet.firmware import protocol
+
+from .simfleet import SimFleet
+
+
+class NodeProbe:
+    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5):
+        self.broker = broker
+        self.node_id = node_id
+        self.fleet = SimFleet(root, broker.host, broker.port, [(node_id, board)], keepalive=keepalive,
+                              heap_override=heap_override)
+        self.messages = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-" + node_id)
+        self._client.on_message = self._on_message
+
+    def _on_message(self, client, userdata, message):
+        try:
+            _, kind = protocol.parse_topic("ef", message.topic)
+            msg = json.loads(message.payload)
+        except (ValueError, protocol.ProtocolError):
+            return
+        with self._lock:
+            self.messages.append((time.monotonic(), kind, msg))
+
+    def assign(self, workloads, epoch=None):
+        payload = json.dumps({"v": 1, "epoch": epoch or int(time.time() * 1000), "wl": workloads})
+        info = self._client.publish(protocol.node_topic("ef", self.node_id, "assign"), payload, qos=1, retain=True)
+        info.wait_for_publish(5)
+
+    def start(self, workloads=None):
+        self._client.connect(self.broker.host, self.broker.port)
+        self._client.subscribe(protocol.node_topic("ef", self.node_id, "+"), qos=1)
+        self._client.loop_start()
+        if workloads is not None:
+            self.assign(workloads)
+        self.fleet.start()
+        return self
+
+    def of_kind(self, kind):
+        with self._lock:
+            return [msg for _, k, msg in self.messages if k == kind]
+
+    def wait_for(self, predicate, timeout):
+        """Poll predicate(probe) until it returns something true, or return None at timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate(self)
+            if value:
+                return value
+            time.sleep(0.1)
+        return None
+
+    def boot_event(self):
+        for ev in self.of_kind("event"):
+            if ev.get("kind") == "boot":
+                return ev
+        return None
+
+    def stop(self):
+        self.fleet.stop()
+        # Clear the retained assignment so a later probe of the same id starts clean.
+        self._client.publish(protocol.node_topic("ef", self.node_id, "assign"), b"", qos=1, retain=True).wait_for_publish(5)
+        self._client.loop_stop()
+        self._client.disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

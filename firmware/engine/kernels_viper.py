@@ -1,0 +1,284 @@
+# MicroPython viper versions of the accumulate loops (the multiply-accumulates dominate the
+# run time); requantization stays in kernels_pure.requantize, shared by both kernel sets.
+#
+# Tensors arrive as raw bytes (ptr8) and are sign-extended with (v ^ 0x80) - 0x80. Parameters
+# arrive packed in an array('i') (viper functions take at most four arguments). On 64-bit ports
+# a ptr32 load zero-extends, so a negative parameter would read as a large positive one; the
+# values that may be negative (input offset, biases) only enter sums and products, which are
+# right modulo 2**32, and the accumulator store through ptr32 keeps exactly the low 32 bits, the
+# int32 TFLM computes. Values that are compared (pool clamp bounds) are packed biased by +128.
+import micropython
+
+
+@micropython.viper
+def fully_connected(x: ptr8, w: ptr8, acc: ptr32, p: ptr32):
+    depth = p[0]
+    units = p[1]
+    base = 0
+    o = 0
+    while o < units:
+        s = p[2 + o]
+        i = 0
+        while i < depth:
+            s += ((x[i] ^ 0x80) - 0x80) * ((w[base + i] ^ 0x80) - 0x80)
+            i += 1
+        acc[o] = s
+        base += depth
+        o += 1
+
+
+@micropython.viper
+def conv2d(x: ptr8, w: ptr8, acc: ptr32, p: ptr32):
+    in_h = p[0]
+    in_w = p[1]
+    in_c = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    out_c = p[5]
+    k_h = p[6]
+    k_w = p[7]
+    s_h = p[8]
+    s_w = p[9]
+    p_h = p[10]
+    p_w = p[11]
+    d_h = p[12]
+    d_w = p[13]
+    in_off = p[14]
+    n = 0
+    oy = 0
+    while oy < out_h:
+        y0 = oy * s_h - p_h
+        ox = 0
+        while ox < out_w:
+            x0 = ox * s_w - p_w
+            oc = 0
+            while oc < out_c:
+                s = p[15 + oc]
+                ky = 0
+                while ky < k_h:
+                    iy = y0 + ky * d_h
+                    if iy >= 0 and iy < in_h:
+                        kx = 0
+                        while kx < k_w:
+                            ix = x0 + kx * d_w
+                            if ix >= 0 and ix < in_w:
+                                xb = (iy * in_w + ix) * in_c
+                                wb = ((oc * k_h + ky) * k_w + kx) * in_c
+                                ic = 0
+                                while ic < in_c:
+                                    s += (((x[xb + ic] ^ 0x80) - 0x80) + in_off) * ((w[wb + ic] ^ 0x80) - 0x80)
+                                    ic += 1
+                            kx += 1
+                    ky += 1
+                acc[n] = s
+                n += 1
+                oc += 1
+            ox += 1
+        oy += 1
+
+
+@micropython.viper
+def depthwise_conv2d(x: ptr8, w: ptr8, acc: ptr32, p: ptr32):
+    in_h = p[0]
+    in_w = p[1]
+    in_c = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    out_c = p[5]
+    k_h = p[6]
+    k_w = p[7]
+    s_h = p[8]
+    s_w = p[9]
+    p_h = p[10]
+    p_w = p[11]
+    d_h = p[12]
+    d_w = p[13]
+    in_off = p[14]
+    n = 0
+    oy = 0
+    while oy < out_h:
+        y0 = oy * s_h - p_h
+        ox = 0
+        while ox < out_w:
+            x0 = ox * s_w - p_w
+            oc = 0
+            ic = 0
+            m = 0
+            mult = 1
+            while mult * in_c < out_c:
+                mult += 1
+            while oc < out_c:
+                s = p[15 + oc]
+                ky = 0
+                while ky < k_h:
+                    iy = y0 + ky * d_h
+                    if iy >= 0 and iy < in_h:
+                        kx = 0
+                        while kx < k_w:
+                            ix = x0 + kx * d_w
+                            if ix >= 0 and ix < in_w:
+                                xv = (x[(iy * in_w + ix) * in_c + ic] ^ 0x80) - 0x80
+                                s += (xv + in_off) * ((w[(ky * k_w + kx) * out_c + oc] ^ 0x80) - 0x80)
+                            kx += 1
+                    ky += 1
+                acc[n] = s
+                n += 1
+                oc += 1
+                m += 1
+                if m == mult:
+                    m = 0
+                    ic += 1
+            ox += 1
+        oy += 1
+
+
+@micropython.viper
+def max_pool(x: ptr8, dst: ptr8, p: ptr32):
+    in_h = p[0]
+    in_w = p[1]
+    ch = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    k_h = p[5]
+    k_w = p[6]
+    s_h = p[7]
+    s_w = p[8]
+    p_h = p[9]
+    p_w = p[10]
+    lo = p[11]
+    hi = p[12]
+    n = 0
+    oy = 0
+    while oy < out_h:
+        y0 = oy * s_h - p_h
+        ox = 0
+        while ox < out_w:
+            x0 = ox * s_w - p_w
+            c = 0
+            while c < ch:
+                # Values biased by +128 (0..255) compare like the int8 values they encode.
+                m = 0
+                ky = 0
+                while ky < k_h:
+                    iy = y0 + ky
+                    if iy >= 0 and iy < in_h:
+                        kx = 0
+                        while kx < k_w:
+                            ix = x0 + kx
+                            if ix >= 0 and ix < in_w:
+                                v = x[(iy * in_w + ix) * ch + c] ^ 0x80
+                                if v > m:
+                                    m = v
+                            kx += 1
+                    ky += 1
+                if m < lo:
+                    m = lo
+                if m > hi:
+                    m = hi
+                dst[n] = m ^ 0x80
+                n += 1
+                c += 1
+            ox += 1
+        oy += 1
+
+
+@micropython.viper
+def average_pool(x: ptr8, dst: ptr8, p: ptr32):
+    in_h = p[0]
+    in_w = p[1]
+    ch = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    k_h = p[5]
+    k_w = p[6]
+    s_h = p[7]
+    s_w = p[8]
+    p_h = p[9]
+    p_w = p[10]
+    lo = p[11]
+    hi = p[12]
+    n = 0
+    oy = 0
+    while oy < out_h:
+        y0 = oy * s_h - p_h
+        ox = 0
+        while ox < out_w:
+            x0 = ox * s_w - p_w
+            c = 0
+            while c < ch:
+                s = 0
+                count = 0
+                ky = 0
+                while ky < k_h:
+                    iy = y0 + ky
+                    if iy >= 0 and iy < in_h:
+                        kx = 0
+                        while kx < k_w:
+                            ix = x0 + kx
+                            if ix >= 0 and ix < in_w:
+                                s += (x[(iy * in_w + ix) * ch + c] ^ 0x80) - 0x80
+                                count += 1
+                            kx += 1
+                    ky += 1
+                # Halves round away from zero, as TFLM's (acc +- count/2) / count in C; dividing
+                # magnitudes makes viper's floor division truncate the way C's does.
+                half = count >> 1
+                if s > 0:
+                    v = (s + half) // count
+                else:
+                    v = 0 - (half - s) // count
+                v += 128
+                if v < lo:
+                    v = lo
+                if v > hi:
+                    v = hi
+                dst[n] = v ^ 0x80
+                n += 1
+                c += 1
+            ox += 1
+        oy += 1
+
+
+
+@micropython.viper
+def requantize_64bit(acc: ptr32, dst: ptr8, q: ptr32, n: int):
+    # kernels_pure.requantize for ports whose machine word is 64 bits, where the int32 x Q31
+    # product fits a viper int. q: [channels, out_zp + 128, lo + 128, hi + 128, then
+    # (multiplier, left shift, right shift) per channel]. 32-bit boards keep the Python version,
+    # whose arbitrary-precision ints give the same results.
+    channels = q[0]
+    zp = q[1] - 128
+    lo = q[2] - 128
+    hi = q[3] - 128
+    c = 0
+    i = 0
+    while i < n:
+        # ptr32 loads zero-extend on 64-bit ports; shifting up and back sign-extends. Constants
+        # stay below 2**30 so that mpy-cross, whose small ints are 31-bit, keeps them native.
+        x = (acc[i] << 32) >> 32
+        m = q[4 + 3 * c]
+        ab = (x << q[5 + 3 * c]) * m
+        if ab >= 0:
+            x = (ab + 0x3FFFFFFF + 1) >> 31
+        else:
+            x = 0 - ((0x3FFFFFFF - ab) >> 31)
+        rs = q[6 + 3 * c]
+        if rs:
+            mask = (1 << rs) - 1
+            threshold = mask >> 1
+            if x < 0:
+                threshold += 1
+            rem = x & mask
+            x = x >> rs
+            if rem > threshold:
+                x += 1
+        x += zp
+        if x < lo:
+            x = lo
+        if x > hi:
+            x = hi
+        dst[i] = x & 0xFF
+        c += 1
+        if c == channels:
+            c = 0
+        i += 1

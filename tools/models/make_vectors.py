@@ -1,0 +1,208 @@
+"""Writes (or checks) manifest.json and vectors.json for models/NAME/ without TensorFlow.
+
+    python tools/models/make_vectors.py models/digits_dense models/digits_conv
+    python tools/models/make_vectors.py --check models/*/
+
+Needs numpy, tflite-micro (the bit-exact int8 reference) and one of ai-edge-litert or
+tflite-runtime. The model directory must hold model.tflite, samples.bin (the held-out inputs,
+int8, concatenated) and labels.bin (their true classes, uint8). Operator names and the arena
+size come from the project's own MCU engine (firmware/engine), so the manifest states what a
+board will need.
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from firmware.engine import model as engine_model  # noqa: E402
+from firmware.engine import plan as engine_plan  # noqa: E402
+
+VECTOR_COUNT = 20
+DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "float32": np.float32}
+
+
+def input_quantization(model_bytes):
+    m = engine_model.Model(model_bytes)
+    return m.tensors[m.inputs[0]].quant()
+
+
+def _litert_interpreter(model_bytes):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        name = "ai-edge-litert"
+    except ImportError:
+        from tflite_runtime.interpreter import Interpreter
+        name = "tflite-runtime"
+    interp = Interpreter(model_content=model_bytes, num_threads=1)
+    interp.allocate_tensors()
+    return name, interp
+
+
+def run_litert(model_bytes, samples):
+    name, interp = _litert_interpreter(model_bytes)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    outputs = []
+    for row in samples:
+        interp.set_tensor(inp["index"], row.reshape(inp["shape"]))
+        interp.invoke()
+        outputs.append(interp.get_tensor(out["index"]).reshape(-1).copy())
+    return name, np.array(outputs)
+
+
+def run_tflite_micro(model_bytes, samples):
+    from tflite_micro.python.tflite_micro import runtime
+
+    interp = runtime.Interpreter.from_bytes(model_bytes)
+    shape = interp.get_input_details(0)["shape"]
+    outputs = []
+    for row in samples:
+        interp.set_input(row.reshape(shape), 0)
+        interp.invoke()
+        outputs.append(np.array(interp.get_output(0)).reshape(-1).copy())
+    return np.array(outputs)
+
+
+def tflite_micro_version():
+    try:
+        from tflite_micro.python.tflite_micro import _version
+        return getattr(_version, "__version__", "unknown")
+    except Exception:
+        return "unknown"
+
+
+def _tensor_info(t):
+    scale, zero_point = t.quant()
+    return {"name": t.name, "shape": list(t.shape), "dtype": engine_model.DTYPE_NAMES.get(t.dtype, str(t.dtype)),
+            "scale": scale, "zero_point": zero_point}
+
+
+def compute(model_dir, name=None, labels=None, description=None):
+    """(manifest, vectors) for the model in model_dir."""
+    old = {}
+    manifest_path = os.path.join(model_dir, "manifest.json")
+    if os.path.exists(manifest_path):
+        with open(manifest_path) as f:
+            old = json.load(f)
+    name = name or old.get("name") or os.path.basename(os.path.normpath(model_dir))
+    labels = labels or old.get("labels")
+    description = description or old.get("description", "")
+
+    with open(os.path.join(model_dir, "model.tflite"), "rb") as f:
+        model_bytes = f.read()
+    m = engine_model.Model(model_bytes)
+    arena, _ = engine_plan.plan(m)
+    inp = m.tensors[m.inputs[0]]
+    out = m.tensors[m.outputs[0]]
+    sample_bytes = inp.nbytes
+    samples = np.fromfile(os.path.join(model_dir, "samples.bin"), dtype=np.int8).reshape(-1, sample_bytes)
+    truth = np.fromfile(os.path.join(model_dir, "labels.bin"), dtype=np.uint8)
+    if len(truth) != len(samples):
+        raise SystemExit("%s: %d samples but %d labels" % (model_dir, len(samples), len(truth)))
+
+    litert_name, litert_out = run_litert(model_bytes, samples)
+    micro_out = run_tflite_micro(model_bytes, samples)
+
+    def accuracy(outputs):
+        return round(float(np.mean(np.argmax(outputs, axis=1) == truth)), 4)
+
+    manifest = {
+        "name": name,
+        "description": description,
+        "file": "model.tflite",
+        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "flash_bytes": len(model_bytes),
+        "inputs": [_tensor_info(m.tensors[i]) for i in m.inputs],
+        "outputs": [_tensor_info(m.tensors[i]) for i in m.outputs],
+        "ops": m.op_names(),
+        "arena_bytes": arena,
+        "arena_method": "firmware.engine.plan: greedy-by-size placement of simultaneously-live "
+                        "activation tensors, 4-byte aligned (the MCU engine's own arena size)",
+        "accuracy": {"litert": accuracy(litert_out), "tflite_micro": accuracy(micro_out)},
+        "accuracy_runtimes": {"litert": litert_name, "tflite_micro": "tflite-micro " + tflite_micro_version()},
+        "litert_tflite_micro_output_mismatches": int(np.sum(np.any(litert_out != micro_out, axis=1))),
+        "labels": labels,
+        "samples": {
+            "file": "samples.bin",
+            "labels_file": "labels.bin",
+            "count": int(len(samples)),
+            "sample_bytes": int(sample_bytes),
+            "dtype": "int8",
+            "shape": list(inp.shape),
+            "labels_dtype": "uint8",
+            "note": "held-out test split, quantized with the model's input scale/zero_point, "
+                    "concatenated row after row; labels.bin holds one true class per sample",
+        },
+    }
+    vectors = {
+        "model": "model.tflite",
+        "sha256": manifest["sha256"],
+        "reference": "tflite-micro " + tflite_micro_version(),
+        "input_shape": list(inp.shape),
+        "output_shape": list(out.shape),
+        "vectors": [{"sample": i, "label": int(truth[i]), "input": samples[i].astype(int).tolist(),
+                     "output": micro_out[i].astype(int).tolist()}
+                    for i in range(min(VECTOR_COUNT, len(samples)))],
+    }
+    return manifest, vectors
+
+
+def _dump(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+
+
+def build(model_dir, name=None, labels=None, description=None):
+    manifest, vectors = compute(model_dir, name, labels, description)
+    _dump(manifest, os.path.join(model_dir, "manifest.json"))
+    _dump(vectors, os.path.join(model_dir, "vectors.json"))
+    return manifest
+
+
+def check(model_dir):
+    """List of differences between the committed files and a fresh computation."""
+    manifest, vectors = compute(model_dir)
+    problems = []
+    with open(os.path.join(model_dir, "manifest.json")) as f:
+        old_manifest = json.load(f)
+    with open(os.path.join(model_dir, "vectors.json")) as f:
+        old_vectors = json.load(f)
+    for key in ("sha256", "flash_bytes", "inputs", "outputs", "ops", "arena_bytes", "accuracy", "samples"):
+        if old_manifest.get(key) != manifest[key]:
+            problems.append("manifest %s: committed %r, computed %r" % (key, old_manifest.get(key), manifest[key]))
+    if old_vectors["vectors"] != vectors["vectors"]:
+        problems.append("vectors.json differs from tflite-micro's outputs")
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model_dirs", nargs="+")
+    parser.add_argument("--check", action="store_true", help="verify instead of writing")
+    args = parser.parse_args(argv)
+    failed = False
+    for d in args.model_dirs:
+        if args.check:
+            problems = check(d)
+            for p in problems:
+                print("%s: %s" % (d, p))
+            failed = failed or bool(problems)
+            if not problems:
+                print("%s: ok" % d)
+        else:
+            m = build(d)
+            print("%s: wrote manifest.json and vectors.json (arena %d, accuracy %s)" % (d, m["arena_bytes"], m["accuracy"]))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
