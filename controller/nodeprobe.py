@@ -16,11 +16,11 @@ from .simfleet import SimFleet
 
 
 class NodeProbe:
-    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5):
+    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None):
         self.broker = broker
         self.node_id = node_id
         self.fleet = SimFleet(root, broker.host, broker.port, [(node_id, board)], keepalive=keepalive,
-                              heap_override=heap_override)
+                              heap_override=heap_override, extra_files=extra_files)
         self.messages = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-" + node_id)
@@ -68,6 +68,10 @@ class NodeProbe:
             if ev.get("kind") == "boot":
                 return ev
         return None
+
+    @property
+    def board(self):
+        return self.fleet.board(self.node_id)
 
     def stop(self):
         self.fleet.stop()

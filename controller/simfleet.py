@@ -2,6 +2,7 @@
 its own board image, all pointed at one broker."""
 import json
 import os
+import shutil
 import sys
 
 from edgefleet.boards import catalog
@@ -30,13 +31,16 @@ def demo_layout(count):
 
 
 class SimFleet:
-    def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None):
+    def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
+                 extra_files=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
         self.layout = layout
         self.keepalive = keepalive
         self.prefix = prefix
         self.heap_override = heap_override
+        # {path on flash: source file} added to every image, e.g. extra models for tests
+        self.extra_files = extra_files or {}
         self.boards = {}
         self.runtimes = {}
 
@@ -49,6 +53,10 @@ class SimFleet:
                                 keepalive=self.keepalive, prefix=self.prefix)
         flash = self.flash_dir(node_id)
         image.write_image(flash, cfg)
+        for rel, src in self.extra_files.items():
+            target = os.path.join(flash, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
         if profile["runtime"] == "micropython":
             heap = self.heap_override or profile["heap_bytes"]

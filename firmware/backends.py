@@ -62,6 +62,21 @@ class InterpreterModel:
         self._interp.invoke()
         return self._interp.get_tensor(self._out_index).reshape(-1).tolist()
 
+    def invoke_batch(self, payload, count, clock_ns):
+        """Run `count` inputs packed back to back; returns (raw int8 outputs, latencies in us)."""
+        np = self._np
+        inputs = np.frombuffer(payload, dtype=self._in_dtype).reshape((count,) + tuple(self._in_shape[1:]))
+        outputs = np.empty((count, self.output_size), dtype=self._in_dtype)
+        latencies = [0] * count
+        interp, in_index, out_index = self._interp, self._in_index, self._out_index
+        for i in range(count):
+            t0 = clock_ns()
+            interp.set_tensor(in_index, inputs[i:i + 1])
+            interp.invoke()
+            outputs[i] = interp.get_tensor(out_index).reshape(-1)
+            latencies[i] = (clock_ns() - t0) // 1000
+        return outputs.tobytes(), latencies
+
 
 class EngineModel:
     """A model run by the project's own int8 engine (firmware/engine)."""
@@ -77,6 +92,18 @@ class EngineModel:
 
     def invoke(self, data):
         return self._interp.invoke(data)
+
+    def invoke_batch(self, payload, count, clock_ns):
+        in_size, out_size = self.input_size, self.output_size
+        outputs = bytearray(count * out_size)
+        latencies = [0] * count
+        view = memoryview(payload)
+        for i in range(count):
+            t0 = clock_ns()
+            out = self._interp.invoke(view[i * in_size:(i + 1) * in_size])
+            outputs[i * out_size:(i + 1) * out_size] = out
+            latencies[i] = (clock_ns() - t0) // 1000
+        return bytes(outputs), latencies
 
 
 def open_model(path, backend=None, arena_budget=None, num_threads=1):

@@ -7,7 +7,7 @@ import sys
 from . import assignment, config, flashfile, protocol
 from .backends import available as available_backends
 from .clock import ticks_diff, ticks_ms
-from .errors import FirmwareError, ProtocolError
+from .errors import ProtocolError
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
 from .worker import InferenceWorker
@@ -185,17 +185,17 @@ class Node:
                 msg["epoch"], len(self.workers), [s["id"] for s in start], stop))
 
     def start_worker(self, spec):
+        # Linux nodes run each model in its own process (a native crash kills only that);
+        # an MCU has one process, so its engine runs in the node's event loop.
+        isolate = RUNTIME == "cpython" and self.cfg.get("isolate_workers", True)
         budget = self.profile.get("heap_bytes") if RUNTIME == "micropython" else None
-        worker = InferenceWorker(spec, self.models_dir, self.emit_result, arena_budget=budget)
+        worker = InferenceWorker(spec, self.models_dir, self.emit_result, self.worker_event, arena_budget=budget,
+                                 isolate=isolate, num_threads=self.cfg.get("num_threads", 1))
         self.workers[spec["id"]] = worker
-        try:
-            worker.load()
-        except (FirmwareError, OSError, ValueError, MemoryError) as e:
-            worker.fail(e)
-            self.event("error", "workload_failed", "%s: %s" % (spec["id"], worker.err),
-                       {"wl": spec["id"], "model": spec["model"]})
-            return
         worker.start()
+
+    def worker_event(self, worker, kind, detail):
+        self.event("error", kind, "%s: %s" % (worker.id, detail), {"wl": worker.id, "model": worker.spec["model"]})
 
     def load_cached_assignment(self):
         cached = flashfile.read(self.data_dir + "/assign.json")

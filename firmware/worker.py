@@ -1,6 +1,11 @@
 # An inference workload: reads its input stream, runs the model at the assigned rate and hands
 # each result to the node. It beats (last_beat_ms) from inside the inference loop itself, so a
 # stuck inference shows as a stale beat rather than hiding behind a healthy side task.
+#
+# Two kinds of model run here. In-process models (the MicroPython engine) are called directly.
+# Isolated models (Linux nodes: a child process per worker, firmware/procworker.py) are called
+# with every input that is due at once, so a worker that fell behind catches up in one round
+# trip instead of paying the process hop per input.
 import asyncio
 
 from .backends import open_model, top1
@@ -8,66 +13,137 @@ from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from .errors import FirmwareError
 from .sources import open_source
 
+# Most inputs sent to an isolated model in one round trip.
+MAX_BATCH = 32
+RESTART_MIN_MS = 500
+RESTART_MAX_MS = 8000
+
 
 class InferenceWorker:
-    def __init__(self, spec, models_dir, emit, backend=None, arena_budget=None):
+    def __init__(self, spec, models_dir, emit, report_event=None, backend=None, arena_budget=None,
+                 isolate=False, num_threads=1):
         self.spec = spec
         self.id = spec["id"]
         self.models_dir = models_dir
         self.emit = emit
+        self.report_event = report_event
         self.backend_name = backend
         self.arena_budget = arena_budget
+        self.isolate = isolate
+        self.num_threads = num_threads
         self.state = "starting"
         self.n = 0
         self.err = None
+        self.restarts = 0
         self.last_beat_ms = ticks_ms()
         self.task = None
         self.model = None
         self.source = None
 
-    def load(self):
-        """Open the model and the input stream; raises FirmwareError with a clear reason."""
-        model_dir = self.models_dir + "/" + self.spec["model"]
-        self.backend_name, self.model = open_model(model_dir + "/model.tflite", self.backend_name, self.arena_budget)
-        self.source = open_source(self.spec["input"], model_dir, self.model.input_size)
+    @property
+    def model_dir(self):
+        return self.models_dir + "/" + self.spec["model"]
+
+    async def open(self):
+        """Start the model and the input stream; raises FirmwareError with a clear reason."""
+        path = self.model_dir + "/model.tflite"
+        if self.isolate:
+            from .procworker import ProcessModel
+            self.model = await ProcessModel(path, self.backend_name, self.num_threads).start()
+            self.backend_name = self.model.backend_name
+        else:
+            self.backend_name, self.model = open_model(path, self.backend_name, self.arena_budget, self.num_threads)
+        if self.source is None:
+            self.source = open_source(self.spec["input"], self.model_dir, self.model.input_size)
 
     async def run(self):
         try:
-            if self.model is None:
-                self.load()
-        except (FirmwareError, OSError, ValueError) as e:
-            self.fail(e)
-            return
-        inputs = bytearray(self.model.input_size)
-        period_ms = max(1, int(1000 / self.spec["rate"]))
-        due = ticks_ms()
-        self.state = "running"
-        try:
-            while True:
-                index, truth = self.source.read_into(inputs)
-                t0 = ticks_us()
-                outputs = self.model.invoke(inputs)
-                elapsed_us = ticks_diff(ticks_us(), t0)
-                label, score = top1(outputs, self.model.output_quant)
-                self.n += 1
-                self.last_beat_ms = ticks_ms()
-                self.emit(self, label, score, elapsed_us, truth, index)
-                due = ticks_add(due, period_ms)
-                delay = ticks_diff(due, ticks_ms())
-                if delay < 0:
-                    # Fell behind (slow board): run at the board's pace instead of bursting.
-                    due = ticks_ms()
-                    delay = 0
-                await asyncio.sleep(delay / 1000)
-        except asyncio.CancelledError:
-            self.state = "stopped"
-            raise
+            await self.open()
         except (FirmwareError, OSError, ValueError, MemoryError) as e:
-            self.fail(e)
+            self.fail(e, "workload_failed")
+            return
+        backoff = RESTART_MIN_MS
+        while True:
+            try:
+                self.state = "running"
+                if self.isolate:
+                    await self._serve_isolated()
+                else:
+                    await self._serve_in_process()
+            except asyncio.CancelledError:
+                self.state = "stopped"
+                raise
+            except (FirmwareError, OSError, ValueError, MemoryError) as e:
+                if not self.isolate:
+                    self.fail(e, "workload_failed")
+                    return
+                # The inference process died (a native crash, a kill): start a fresh one.
+                self.restarts += 1
+                self.fail(e, "worker_crashed")
+                await asyncio.sleep(backoff / 1000)
+                backoff = min(backoff * 2, RESTART_MAX_MS)
+                try:
+                    await self.open()
+                except (FirmwareError, OSError, ValueError, MemoryError) as e2:
+                    self.fail(e2, "workload_failed")
+                    return
 
-    def fail(self, error):
+    def _period_ms(self):
+        return max(1, int(1000 / self.spec["rate"]))
+
+    async def _serve_in_process(self):
+        model, source = self.model, self.source
+        inputs = bytearray(model.input_size)
+        period_ms = self._period_ms()
+        due = ticks_ms()
+        while True:
+            index, truth = source.read_into(inputs)
+            t0 = ticks_us()
+            outputs = model.invoke(inputs)
+            elapsed_us = ticks_diff(ticks_us(), t0)
+            label, score = top1(outputs, model.output_quant)
+            self.n += 1
+            self.last_beat_ms = ticks_ms()
+            self.emit(self, label, score, elapsed_us, truth, index)
+            due = ticks_add(due, period_ms)
+            delay = ticks_diff(due, ticks_ms())
+            if delay < 0:
+                # Fell behind (slow board): run at the board's pace instead of bursting.
+                due = ticks_ms()
+                delay = 0
+            await asyncio.sleep(delay / 1000)
+
+    async def _serve_isolated(self):
+        model, source = self.model, self.source
+        in_size, out_size = model.input_size, model.output_size
+        batch = bytearray(MAX_BATCH * in_size)
+        view = memoryview(batch)
+        meta = [None] * MAX_BATCH
+        period_ms = self._period_ms()
+        due = ticks_ms()
+        while True:
+            late_ms = ticks_diff(ticks_ms(), due)
+            count = min(MAX_BATCH, 1 + max(0, late_ms) // period_ms)
+            for i in range(count):
+                meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
+            outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
+            self.last_beat_ms = ticks_ms()
+            for i in range(count):
+                label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
+                self.n += 1
+                self.emit(self, label, score, latencies[i], meta[i][1], meta[i][0])
+            due = ticks_add(due, count * period_ms)
+            delay = ticks_diff(due, ticks_ms())
+            if delay < -MAX_BATCH * period_ms:
+                due = ticks_ms()  # hopelessly behind: drop the backlog of due inputs
+                delay = 0
+            await asyncio.sleep(max(0, delay) / 1000)
+
+    def fail(self, error, kind):
         self.state = "failed"
         self.err = "%s: %s" % (type(error).__name__, error)
+        if self.report_event is not None:
+            self.report_event(self, kind, self.err)
 
     def start(self):
         self.task = asyncio.create_task(self.run())
@@ -77,6 +153,8 @@ class InferenceWorker:
         if self.task is not None:
             self.task.cancel()
         self.state = "stopped"
+        if self.model is not None and hasattr(self.model, "kill"):
+            self.model.kill()
         if self.source is not None:
             self.source.close()
             self.source = None

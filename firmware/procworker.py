@@ -1,0 +1,105 @@
+# Linux nodes only: a model that runs in its own OS process (firmware/inference_child.py).
+#
+# A native interpreter (LiteRT, tflite-runtime) that segfaults or is killed takes only its
+# child process down; the agent sees the pipe close, reports it and starts a new child.
+import asyncio
+import json
+import struct
+import sys
+
+from .errors import FirmwareError
+from .inference_child import ERROR, HEADER, INFER, OUTPUTS, READY
+
+
+class WorkerProcessError(FirmwareError):
+    """The inference process failed to start, died, or answered nonsense."""
+
+    def __init__(self, message, returncode=None):
+        super().__init__(message)
+        self.returncode = returncode
+
+
+class ProcessModel:
+    def __init__(self, path, backend=None, num_threads=1, start_timeout=30.0):
+        self.path = path
+        self.backend = backend
+        self.num_threads = num_threads
+        self.start_timeout = start_timeout
+        self.proc = None
+        self.input_size = self.output_size = 0
+        self.input_quant = self.output_quant = (1.0, 0)
+        self.backend_name = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(self):
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", __package__ + ".inference_child", self.path, self.backend or "",
+            str(self.num_threads), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        try:
+            kind, _, payload = await asyncio.wait_for(self._read_frame(), self.start_timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise WorkerProcessError("inference process for %s did not start in %.0f s" % (self.path, self.start_timeout))
+        if kind == ERROR:
+            await self._reap()
+            raise WorkerProcessError("cannot load %s: %s" % (self.path, payload.decode(errors="replace")))
+        if kind != READY:
+            self.kill()
+            raise WorkerProcessError("inference process sent frame %d before READY" % kind)
+        meta = json.loads(payload)
+        self.backend_name = meta["backend"]
+        self.input_size, self.output_size = meta["input_size"], meta["output_size"]
+        self.input_quant, self.output_quant = tuple(meta["input_quant"]), tuple(meta["output_quant"])
+        return self
+
+    async def _read_frame(self):
+        try:
+            header = await self.proc.stdout.readexactly(HEADER.size)
+            kind, count, length = HEADER.unpack(header)
+            payload = await self.proc.stdout.readexactly(length)
+        except asyncio.IncompleteReadError:
+            code = await self._reap()
+            raise WorkerProcessError("inference process exited (code %s)" % code, code)
+        return kind, count, payload
+
+    async def invoke_batch(self, payload, count):
+        """Run `count` inputs; returns (raw int8 outputs, latencies in us)."""
+        if self.proc is None:
+            raise WorkerProcessError("inference process was never started")
+        if self.proc.returncode is not None:
+            code = self.proc.returncode
+            raise WorkerProcessError("inference process exited (code %s)" % code, code)
+        try:
+            self.proc.stdin.write(HEADER.pack(INFER, count, len(payload)))
+            self.proc.stdin.write(payload)
+            await self.proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            code = await self._reap()
+            raise WorkerProcessError("inference process exited (code %s)" % code, code)
+        kind, got, body = await self._read_frame()
+        out_bytes = count * self.output_size
+        if kind != OUTPUTS or got != count or len(body) != out_bytes + 4 * count:
+            self.kill()
+            raise WorkerProcessError("inference process answered frame %d with %d bytes" % (kind, len(body)))
+        return body[:out_bytes], struct.unpack("<%dI" % count, body[out_bytes:])
+
+    async def _reap(self):
+        if self.proc is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.proc.wait(), 5)
+        except asyncio.TimeoutError:
+            self.kill()
+            return await self.proc.wait()
+
+    def kill(self):
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+
+    async def close(self):
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.stdin.close()
+            await self._reap()
