@@ -43,3 +43,7 @@ def amqtt_broker():
     broker = EmbeddedBroker().start()
     yield broker
     broker.stop()
+
+# tests/firmware/ holds plain modules run under both interpreters by test_firmware_units.py;
+# pytest must not collect them itself.
+collect_ignore = ["firmware"]
