@@ -65,8 +65,8 @@ class ProcessModel:
             raise WorkerProcessError("inference process exited (code %s)" % code, code)
         return kind, count, payload
 
-    async def invoke_batch(self, payload, count):
-        """Run `count` inputs; returns (raw int8 outputs, latencies in us)."""
+    async def submit(self, payload, count):
+        """Send `count` inputs packed back to back; results come, in order, from collect()."""
         if self.proc is None:
             raise WorkerProcessError("inference process was never started")
         if self.proc.returncode is not None:
@@ -79,12 +79,19 @@ class ProcessModel:
         except (BrokenPipeError, ConnectionResetError):
             code = await self._reap()
             raise WorkerProcessError("inference process exited (code %s)" % code, code)
-        kind, got, body = await self._read_frame()
+
+    async def collect(self):
+        """The results of the oldest submitted batch: (raw int8 outputs, latencies in us)."""
+        kind, count, body = await self._read_frame()
         out_bytes = count * self.output_size
-        if kind != OUTPUTS or got != count or len(body) != out_bytes + 4 * count:
+        if kind != OUTPUTS or len(body) != out_bytes + 4 * count:
             self.kill()
             raise WorkerProcessError("inference process answered frame %d with %d bytes" % (kind, len(body)))
         return body[:out_bytes], struct.unpack("<%dI" % count, body[out_bytes:])
+
+    async def invoke_batch(self, payload, count):
+        await self.submit(payload, count)
+        return await self.collect()
 
     async def _reap(self):
         if self.proc is None:
