@@ -11,21 +11,36 @@ import pytest
 
 from support import interp
 
+from edgefleet.boards import catalog
+
 MODULES = sorted(
     os.path.basename(p)[:-3] for p in glob.glob(os.path.join(interp.FIRMWARE_TESTS, "test_*.py"))
 )
-# The smallest heap of any MCU board profile is what the firmware must live in.
-MPY_HEAP = os.environ.get("EDGEFLEET_TEST_HEAP", "256k")
+# MicroPython runs at the heap of every MCU board profile and at one budget tighter than any
+# board's, loading the firmware as .mpy the way a board does; a change that makes the firmware
+# or its tests outgrow a board fails here.
+TIGHT_HEAP = 96 * 1024
+HEAPS = [(p["name"], p["heap_bytes"]) for p in catalog.all_profiles() if p["runtime"] == "micropython"]
+HEAPS.append(("tight", TIGHT_HEAP))
+RUNS = [pytest.param("cpython", None, id="cpython")] + [
+    pytest.param("micropython", heap, id="micropython-%s" % name, marks=pytest.mark.micropython) for name, heap in HEAPS
+]
 
 
-@pytest.mark.parametrize("runtime", ["cpython", pytest.param("micropython", marks=pytest.mark.micropython)])
+@pytest.fixture(scope="session")
+def firmware_image(tmp_path_factory):
+    return interp.build_mpy_image(str(tmp_path_factory.mktemp("firmware-mpy")))
+
+
+@pytest.mark.parametrize("runtime,heap", RUNS)
 @pytest.mark.parametrize("module", MODULES)
-def test_firmware_module(module, runtime, request):
+def test_firmware_module(module, runtime, heap, request, firmware_image):
     env = {}
-    if "mosquitto" in request.fixturenames or module in NEEDS_BROKER:
+    if module in NEEDS_BROKER:
         broker = request.getfixturevalue("mosquitto")
         env["EDGEFLEET_TEST_BROKER"] = "%s:%d" % (broker.host, broker.port)
-    proc = interp.run(runtime, [os.path.join(interp.FIRMWARE_TESTS, "unit.py"), module], heap=MPY_HEAP, env=env)
+    proc = interp.run(runtime, [os.path.join(interp.FIRMWARE_TESTS, "unit.py"), module], heap=heap, env=env,
+                      image=firmware_image)
     results = []
     for line in proc.stdout.splitlines():
         if line.startswith("{") and '"test"' in line:
@@ -37,4 +52,4 @@ def test_firmware_module(module, runtime, request):
 
 
 # Modules whose tests talk to a real broker; they read its address from EDGEFLEET_TEST_BROKER.
-NEEDS_BROKER = {"test_mqtt"}
+NEEDS_BROKER = {"test_mqtt", "test_mqtt_wire"}

@@ -15,16 +15,29 @@ def micropython_binary():
     return shutil.which("micropython")
 
 
-def firmware_path():
-    """Search path under which `import firmware` and `import boards` resolve to the repo's code."""
-    return [FIRMWARE_TESTS, REPO]
+def firmware_path(image=None):
+    """Search path under which `import firmware` and `import boards` resolve to the repo's code,
+    or to a board image of it (.mpy files) when one is given."""
+    return [FIRMWARE_TESTS, image or REPO]
 
 
-def run(runtime, args, heap="256k", env=None, timeout=120, cwd=None):
+def build_mpy_image(dest):
+    """The firmware and MCU board modules compiled to .mpy, as a board's flash holds them."""
+    from edgefleet.controller import image
+    for src, rel in image.mcu_code_files():
+        if rel == "main.py":
+            continue
+        target = os.path.join(dest, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        image.compile_mpy(src, target[:-3] + ".mpy", rel, image.SIM_MPY_ARCH)
+    return dest
+
+
+def run(runtime, args, heap="256k", env=None, timeout=120, cwd=None, image=None):
     """Run `args` (a script and its arguments) under runtime 'micropython' or 'cpython'."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    paths = firmware_path()
+    paths = firmware_path(image if runtime == "micropython" else None)
     if runtime == "micropython":
         full_env["MICROPYPATH"] = ":".join(paths + [".frozen"])
         cmd = [micropython_binary(), "-X", "heapsize=%s" % heap] + list(args)
