@@ -110,7 +110,9 @@ class FleetController:
             return []  # heartbeats before hello: wait for the hello that follows
         now = self.clock()
         telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
+        telemetry["outbox"] = msg.get("outbox")
         self.registry.record_heartbeat(node_id, telemetry, now)
+        self._skip_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         if node["state"] == "offline":
             self.registry.set_node_state(node_id, "online", now)
             self.registry.add_event(node_id, "info", "node_online", "%s heartbeats again" % node_id, now=now)
@@ -123,16 +125,35 @@ class FleetController:
         else:
             self.duplicates += 1
         key = (node_id, msg["boot"])
-        contiguous = self._contiguous.get(key, 0)
+        if key not in self._contiguous:
+            # A controller that restarted resumes from what its registry already holds.
+            self._contiguous[key] = self.registry.contiguous_results(node_id, msg["boot"])
+        contiguous = self._contiguous[key]
         ahead = self._ahead.setdefault(key, set())
         if msg["seq"] > contiguous:
             ahead.add(msg["seq"])
+        ahead.discard(contiguous)  # nothing at or below the watermark stays "ahead"
         while contiguous + 1 in ahead:
             contiguous += 1
             ahead.discard(contiguous)
         self._contiguous[key] = contiguous
         self._acks_due.add(key)
         return []
+
+    def _skip_dropped(self, node_id, oldest):
+        """Results before the node's oldest one on flash will never come (its outbox dropped
+        them when full): stop waiting for them, so acknowledgements move on."""
+        if not (isinstance(oldest, list) and len(oldest) == 2 and all(isinstance(v, int) for v in oldest)):
+            return
+        boot, seq = oldest
+        for key in list(self._contiguous):
+            if key[0] == node_id and key[1] == boot and self._contiguous[key] < seq - 1:
+                self._contiguous[key] = seq - 1
+                ahead = self._ahead.get(key, set())
+                while self._contiguous[key] + 1 in ahead:
+                    self._contiguous[key] += 1
+                    ahead.discard(self._contiguous[key])
+                self._acks_due.add(key)
 
     def _on_event(self, node_id, msg):
         self.registry.add_event(node_id, msg["level"], msg["kind"], msg["msg"], msg.get("data"), now=self.clock())

@@ -168,6 +168,17 @@ class Registry:
         )
         return cur.rowcount == 1
 
+    def contiguous_results(self, node_id, boot):
+        """The highest seq such that results 1..seq of (node, boot) are all stored."""
+        row = self.db.execute(
+            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND NOT EXISTS "
+            "(SELECT 1 FROM results n WHERE n.node=r.node AND n.boot=r.boot AND n.seq=r.seq+1)",
+            (node_id, boot)).fetchone()
+        first = self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=1", (node_id, boot)).fetchone()
+        if row[0] is None or first is None:
+            return 0
+        return row[0]
+
     def result_counts(self):
         """{node: results stored}."""
         return {r[0]: r[1] for r in self.db.execute("SELECT node, COUNT(*) FROM results GROUP BY node")}

@@ -13,74 +13,15 @@ class BackendError(FirmwareError):
     pass
 
 
-def _interpreter_class(name):
-    try:
-        if name == "litert":
-            from ai_edge_litert.interpreter import Interpreter
-            return Interpreter
-        if name == "tflite":
-            from tflite_runtime.interpreter import Interpreter
-            return Interpreter
-    except ImportError:
-        return None
-    return None
-
-
 def available():
     names = []
     if sys.implementation.name != "micropython":
+        from .tflite_backend import interpreter_class
         for name in ("litert", "tflite"):
-            if _interpreter_class(name) is not None:
+            if interpreter_class(name) is not None:
                 names.append(name)
     names.append("engine")
     return names
-
-
-class InterpreterModel:
-    """A model run by a TensorFlow Lite interpreter (LiteRT or tflite-runtime)."""
-
-    def __init__(self, interpreter_class, path, num_threads=1):
-        import numpy
-        self._np = numpy
-        try:
-            self._interp = interpreter_class(model_path=path, num_threads=num_threads)
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise BackendError("cannot load %s: %s" % (path, e))
-        inp = self._interp.get_input_details()[0]
-        out = self._interp.get_output_details()[0]
-        self._in_index, self._out_index = inp["index"], out["index"]
-        self._in_shape, self._in_dtype = inp["shape"], inp["dtype"]
-        self.input_size = int(numpy.prod(self._in_shape))
-        self.output_size = int(numpy.prod(out["shape"]))
-        self.input_quant = tuple(inp["quantization"])
-        self.output_quant = tuple(out["quantization"])
-
-    def invoke(self, data):
-        arr = self._np.frombuffer(bytes(data), dtype=self._in_dtype).reshape(self._in_shape)
-        self._interp.set_tensor(self._in_index, arr)
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out_index).reshape(-1).tolist()
-
-    def invoke_batch(self, payload, count, clock_ns):
-        """Run `count` inputs packed back to back; returns (raw int8 outputs, us per inference).
-
-        The loop body is exactly an interpreter's own set_tensor/invoke/get_tensor cycle; time
-        is taken per batch, because two clock reads per inference would cost more than a small
-        model's whole invoke().
-        """
-        np = self._np
-        # An owned copy: set_tensor takes a slow path for views of read-only memory.
-        inputs = np.frombuffer(payload, dtype=self._in_dtype).reshape((count,) + tuple(self._in_shape)).copy()
-        interp, in_index, out_index = self._interp, self._in_index, self._out_index
-        outputs = []
-        t0 = clock_ns()
-        for x in inputs:
-            interp.set_tensor(in_index, x)
-            interp.invoke()
-            outputs.append(interp.get_tensor(out_index))
-        per_inference_us = (clock_ns() - t0) // (1000 * count)
-        return np.concatenate(outputs, axis=None).tobytes(), [per_inference_us] * count
 
 
 class EngineModel:
@@ -116,7 +57,10 @@ def open_model(path, backend=None, arena_budget=None, num_threads=1):
     name = backend or available()[0]
     if name == "engine":
         return name, EngineModel(path, arena_budget)
-    cls = _interpreter_class(name)
+    if sys.implementation.name == "micropython":
+        raise BackendError("inference backend %r does not run on MicroPython" % name)
+    from .tflite_backend import InterpreterModel, interpreter_class
+    cls = interpreter_class(name)
     if cls is None:
         raise BackendError("inference backend %r is not installed on this node" % name)
     return name, InterpreterModel(cls, path, num_threads)

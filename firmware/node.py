@@ -10,11 +10,15 @@ from .clock import ticks_diff, ticks_ms
 from .errors import ProtocolError
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
+from .outbox import Outbox, OutboxError
 from .worker import InferenceWorker
 
 RUNTIME = "micropython" if sys.implementation.name == "micropython" else "cpython"
-# Results and events kept in RAM while the link is down; the oldest are dropped past this.
+# Events and replies kept in RAM while the link is down; the oldest are dropped past this.
+# (Results go to the flash outbox instead.)
 PENDING_LIMIT = 64
+# Results published at once while delivering from the outbox (bounded QoS1 in flight).
+DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 30000
 
@@ -40,10 +44,15 @@ class Node:
         self.workers = {}
         self.applied_epoch = None
         self.result_seq = 0
-        self.acked_seq = 0
+        self.recovered = {}
         self.hb_seq = 0
         self.pending = []
         self.dropped = 0
+        box = self.profile.get("outbox", {})
+        self.outbox = Outbox(self.data_dir + "/outbox", box.get("capacity_bytes", 65536),
+                             box.get("segment_bytes", 4096), box.get("flush_records", 8))
+        self.flush_ms = box.get("flush_ms", 200)
+        self._outbox_error = None
         self._wake_publisher = asyncio.Event()
         self._cpu = 0.0
 
@@ -106,7 +115,43 @@ class Node:
                "us": elapsed_us, "in": index}
         if truth is not None:
             msg["truth"] = truth
-        self.queue("result", msg)
+        try:
+            self.outbox.append("result", self.boot, self.result_seq, protocol.encode("result", msg))
+        except OutboxError as e:
+            self.outbox_failed(e)
+        except ProtocolError as e:
+            _log("dropping bad result: %s" % e)
+
+    def outbox_failed(self, error):
+        # A full or failing flash: keep inferring; records stay buffered in RAM up to a bound,
+        # then the oldest are counted as dropped. Reported once per distinct error.
+        buffered = self.outbox.buffer
+        while len(buffered) > PENDING_LIMIT:
+            buffered.pop(0)
+            self.outbox.dropped += 1
+        if str(error) != self._outbox_error:
+            self._outbox_error = str(error)
+            self.event("error", "outbox_write_failed", str(error))
+
+    async def deliver_results(self):
+        """Flush the outbox on its timer and publish what the controller has not acknowledged."""
+        while True:
+            try:
+                self.outbox.flush()
+                self._outbox_error = None
+            except OutboxError as e:
+                self.outbox_failed(e)
+            client = self.client
+            batch = self.outbox.next_batch(DELIVERY_WINDOW) if client is not None and client.is_connected else []
+            if not batch:
+                await asyncio.sleep(self.flush_ms / 1000)
+                continue
+            topic = self.topic("result")
+            try:
+                await asyncio.gather(*[client.publish(topic, payload, 1, False) for _, _, _, payload in batch])
+            except MQTTError:
+                # The link task reconnects, and every (re)connect rewinds the outbox cursor.
+                await asyncio.sleep(self.flush_ms / 1000)
 
     async def publish_pending(self):
         while True:
@@ -126,10 +171,15 @@ class Node:
     def on_message(self, topic, payload, retain, qos):
         try:
             node, kind = protocol.parse_topic(self.prefix, topic)
-            if node != self.id:
+            if node != self.id and kind != "ctrl_status":
                 raise ProtocolError("message for node %r on our subscription" % node)
             msg = protocol.decode(kind, payload)
-            if kind == "assign":
+            if kind == "ctrl_status":
+                # A controller (re)started: it may have missed results the broker took while it
+                # was away, so deliver again from the oldest unacknowledged one.
+                if msg["state"] == "online":
+                    self.outbox.rewind()
+            elif kind == "assign":
                 self.apply_assignment(msg)
             elif kind == "ack":
                 self.on_ack(msg)
@@ -139,11 +189,13 @@ class Node:
             self.event("warn", "bad_message", str(e), {"topic": topic})
 
     def on_ack(self, msg):
-        if msg["boot"] == self.boot and msg["seq"] > self.result_seq:
-            self.event("warn", "bad_ack", "ack for result %d, only %d sent" % (msg["seq"], self.result_seq))
+        boot, seq = msg["boot"], msg["seq"]
+        known = self.result_seq if boot == self.boot else self.recovered.get(boot)
+        if known is None or seq > known:
+            self.event("warn", "bad_ack", "ack for result %d of boot %d, which this node never sent" % (seq, boot),
+                       {"boot": boot, "seq": seq})
             return
-        if msg["boot"] == self.boot and msg["seq"] > self.acked_seq:
-            self.acked_seq = msg["seq"]
+        self.outbox.ack(boot, seq)
 
     def on_command(self, msg):
         op = msg["op"]
@@ -228,7 +280,15 @@ class Node:
         temp = self.hal.temperature()
         return {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.hb_seq,
                 "up": self.uptime_ms(), "cpu": self._cpu, "mem_free": free, "mem_total": total,
-                "power": self.hal.power(self._cpu), "temp": temp, "wl": wl}
+                "power": self.hal.power(self._cpu), "temp": temp, "wl": wl, "outbox": self.outbox_report()}
+
+    def outbox_report(self):
+        box = self.outbox
+        report = {"records": box.records, "bytes": box.stats()["bytes"], "dropped": box.dropped}
+        oldest = box.oldest()
+        if oldest is not None:
+            report["oldest"] = [oldest[0], oldest[1]]
+        return report
 
     async def send_heartbeats(self):
         interval = self.cfg["hb_interval_ms"]
@@ -253,6 +313,8 @@ class Node:
         self.client = client
         for kind in ("assign", "ack", "cmd"):
             await client.subscribe(self.topic(kind), 1)
+        await client.subscribe(protocol.ctrl_topic(self.prefix), 1)
+        self.outbox.rewind()
         await client.publish(self.topic("status"), protocol.encode("status", self.status(self.state)), 1, True)
         await client.publish(self.topic("hello"), protocol.encode("hello", self.hello()), 1, False)
         self._wake_publisher.set()
@@ -278,6 +340,8 @@ class Node:
 
     async def main(self):
         self.boot = flashfile.next_boot(self.data_dir)
+        # Results of earlier boots still on flash: delivered like new ones.
+        self.recovered = self.outbox.recover()
         self.meter.install()
         free, total = self.hal.mem()
         # The runtime's own footprint, before any workload: what a board must spare for it.
@@ -286,6 +350,7 @@ class Node:
         self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"], "heap_used": heap_used, "heap_total": total})
         self.load_cached_assignment()
         asyncio.create_task(self.publish_pending())
+        asyncio.create_task(self.deliver_results())
         asyncio.create_task(self.send_heartbeats())
         await self.keep_link()
 

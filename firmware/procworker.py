@@ -8,7 +8,12 @@ import struct
 import sys
 
 from .errors import FirmwareError
+from .backends import top1
+from .clock import ticks_add, ticks_diff, ticks_ms
 from .inference_child import ERROR, HEADER, INFER, OUTPUTS, READY
+
+# Most inputs sent to an isolated model in one round trip.
+MAX_BATCH = 32
 
 
 class WorkerProcessError(FirmwareError):
@@ -110,3 +115,33 @@ class ProcessModel:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.stdin.close()
             await self._reap()
+
+
+# The serving loop of an isolated worker (firmware/worker.py): every input that is due goes to
+# the inference process in one round trip, so a worker that fell behind catches up at the
+# process hop's cost once per batch rather than once per input.
+async def serve_isolated(worker):
+    model, source = worker.model, worker.source
+    in_size, out_size = model.input_size, model.output_size
+    batch = bytearray(MAX_BATCH * in_size)
+    view = memoryview(batch)
+    meta = [None] * MAX_BATCH
+    period_ms = worker.period_ms()
+    due = ticks_ms()
+    while True:
+        late_ms = ticks_diff(ticks_ms(), due)
+        count = min(MAX_BATCH, 1 + max(0, late_ms) // period_ms)
+        for i in range(count):
+            meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
+        outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
+        worker.last_beat_ms = ticks_ms()
+        for i in range(count):
+            label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
+            worker.n += 1
+            worker.emit(worker, label, score, latencies[i], meta[i][1], meta[i][0])
+        due = ticks_add(due, count * period_ms)
+        delay = ticks_diff(due, ticks_ms())
+        if delay < -MAX_BATCH * period_ms:
+            due = ticks_ms()  # hopelessly behind: drop the backlog of due inputs
+            delay = 0
+        await asyncio.sleep(max(0, delay) / 1000)

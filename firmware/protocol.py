@@ -17,7 +17,7 @@ SCHEMAS = {
     "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj"),
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
-                 "temp:num|null wl:list"),
+                 "temp:num|null wl:list outbox:obj?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:str up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),

@@ -3,9 +3,8 @@
 # stuck inference shows as a stale beat rather than hiding behind a healthy side task.
 #
 # Two kinds of model run here. In-process models (the MicroPython engine) are called directly.
-# Isolated models (Linux nodes: a child process per worker, firmware/procworker.py) are called
-# with every input that is due at once, so a worker that fell behind catches up in one round
-# trip instead of paying the process hop per input.
+# Isolated models (Linux nodes: a child process per worker) are served by
+# firmware/procworker.py, which a microcontroller never loads.
 import asyncio
 
 from .backends import open_model, top1
@@ -13,8 +12,6 @@ from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from .errors import FirmwareError
 from .sources import open_source
 
-# Most inputs sent to an isolated model in one round trip.
-MAX_BATCH = 32
 RESTART_MIN_MS = 500
 RESTART_MAX_MS = 8000
 
@@ -67,7 +64,8 @@ class InferenceWorker:
             try:
                 self.state = "running"
                 if self.isolate:
-                    await self._serve_isolated()
+                    from .procworker import serve_isolated
+                    await serve_isolated(self)
                 else:
                     await self._serve_in_process()
             except asyncio.CancelledError:
@@ -88,13 +86,13 @@ class InferenceWorker:
                     self.fail(e2, "workload_failed")
                     return
 
-    def _period_ms(self):
+    def period_ms(self):
         return max(1, int(1000 / self.spec["rate"]))
 
     async def _serve_in_process(self):
         model, source = self.model, self.source
         inputs = bytearray(model.input_size)
-        period_ms = self._period_ms()
+        period_ms = self.period_ms()
         due = ticks_ms()
         while True:
             index, truth = source.read_into(inputs)
@@ -112,32 +110,6 @@ class InferenceWorker:
                 due = ticks_ms()
                 delay = 0
             await asyncio.sleep(delay / 1000)
-
-    async def _serve_isolated(self):
-        model, source = self.model, self.source
-        in_size, out_size = model.input_size, model.output_size
-        batch = bytearray(MAX_BATCH * in_size)
-        view = memoryview(batch)
-        meta = [None] * MAX_BATCH
-        period_ms = self._period_ms()
-        due = ticks_ms()
-        while True:
-            late_ms = ticks_diff(ticks_ms(), due)
-            count = min(MAX_BATCH, 1 + max(0, late_ms) // period_ms)
-            for i in range(count):
-                meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
-            outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
-            self.last_beat_ms = ticks_ms()
-            for i in range(count):
-                label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
-                self.n += 1
-                self.emit(self, label, score, latencies[i], meta[i][1], meta[i][0])
-            due = ticks_add(due, count * period_ms)
-            delay = ticks_diff(due, ticks_ms())
-            if delay < -MAX_BATCH * period_ms:
-                due = ticks_ms()  # hopelessly behind: drop the backlog of due inputs
-                delay = 0
-            await asyncio.sleep(max(0, delay) / 1000)
 
     def fail(self, error, kind):
         self.state = "failed"

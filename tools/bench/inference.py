@@ -99,8 +99,8 @@ def rss_bytes(pid):
 
 RAW_LOOP = """
 import sys, time, numpy as np
-from edgefleet.firmware.backends import _interpreter_class
-cls = _interpreter_class(sys.argv[2])
+from edgefleet.firmware.tflite_backend import interpreter_class
+cls = interpreter_class(sys.argv[2])
 interp = cls(model_path=sys.argv[1], num_threads=1)
 interp.allocate_tensors()
 inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
