@@ -21,6 +21,9 @@ Publish = namedtuple("Publish", "topic payload qos retain")
 # A node silent for this long is offline even if its Last Will never arrived (e.g. a broker
 # restart lost the will); the Last Will normally reports a dead node well before.
 HEARTBEAT_TIMEOUT_S = 10.0
+# A node that went offline keeps its workloads this long before they are placed elsewhere:
+# nodes infer on without a link, and a broker restart makes every node "offline" at once.
+OFFLINE_GRACE_S = 30.0
 
 
 class FleetController:
@@ -39,6 +42,8 @@ class FleetController:
         self._acks_due = set()
         self.results_total = 0
         self.duplicates = 0
+        # When the controller's own broker link last came up (set by tick()).
+        self.connected_since = 0
         self.rejected = 0
 
     # -- declared state ---------------------------------------------------------------------
@@ -167,15 +172,22 @@ class FleetController:
 
     # -- periodic ---------------------------------------------------------------------------
 
-    def tick(self):
-        """Time-driven work: silent nodes, acks, placement. Call about once a second."""
+    def tick(self, connected_since=None):
+        """Time-driven work: silent nodes, acks, placement. Call about once a second.
+
+        connected_since: when the controller's own broker link last came up. A node is silent
+        only if it was silent while the controller could hear it; after the controller itself
+        was cut off, every node gets a full timeout to show up again.
+        """
         effects = []
         now = self.clock()
+        self.connected_since = connected_since or 0
         for node in self.registry.nodes():
-            if node["state"] != "offline" and now - node["last_seen"] > HEARTBEAT_TIMEOUT_S:
+            heard = max(node["last_seen"], self.connected_since)
+            if node["state"] != "offline" and now - heard > HEARTBEAT_TIMEOUT_S:
                 self.registry.set_node_state(node["id"], "offline")
                 self.registry.add_event(node["id"], "warn", "node_offline",
-                                        "%s silent for %.0f s" % (node["id"], now - node["last_seen"]), now=now)
+                                        "%s silent for %.0f s" % (node["id"], now - heard), now=now)
         effects.extend(self.flush_acks())
         effects.extend(self.reconcile())
         self.registry.commit()
@@ -194,12 +206,15 @@ class FleetController:
     def reconcile(self):
         """Re-plan placements; publish a new assignment to every node whose set changed."""
         nodes = self.registry.nodes()
+        now = self.clock()
+        for node in nodes:
+            if node["state"] == "offline" and now - max(node["last_seen"], self.connected_since) < OFFLINE_GRACE_S:
+                node["state"] = "online"  # for placement only: it may well still be serving
         before = set(self.registry.placements())
         after, self.pending = placement.plan(self.registry.workloads(), nodes, before, self.profiles, self.manifests)
         after = set(after)
         if after == before:
             return []
-        now = self.clock()
         for wid, nid in sorted(before - after):
             self.registry.unplace(wid, nid)
             self.registry.add_event(nid, "info", "unplaced", "%s removed from %s" % (wid, nid), now=now)

@@ -83,6 +83,7 @@ class ControllerService:
             return
         self._ready.set()
         next_tick = time.monotonic()
+        connected_since = time.time()
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
             try:
@@ -90,11 +91,12 @@ class ControllerService:
             except queue.Empty:
                 what = None
             if what == "connected":
+                connected_since = time.time()
                 self._publish([self.fleet.ctrl_status("online")])
             elif what == "message":
                 self._publish(self.fleet.handle(topic, payload))
-            if time.monotonic() >= next_tick:
-                self._publish(self.fleet.tick())
+            if time.monotonic() >= next_tick and self.connected.is_set():
+                self._publish(self.fleet.tick(connected_since))
                 with self._snapshot_lock:
                     self._snapshot = self.fleet.snapshot()
                 next_tick = time.monotonic() + TICK_S

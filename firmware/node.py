@@ -284,7 +284,8 @@ class Node:
 
     def outbox_report(self):
         box = self.outbox
-        report = {"records": box.records, "bytes": box.stats()["bytes"], "dropped": box.dropped}
+        report = {"records": box.records, "bytes": box.stats()["bytes"], "dropped": box.dropped,
+                  "last": [self.boot, self.result_seq]}
         oldest = box.oldest()
         if oldest is not None:
             report["oldest"] = [oldest[0], oldest[1]]

@@ -6,6 +6,7 @@
 # Isolated models (Linux nodes: a child process per worker) are served by
 # firmware/procworker.py, which a microcontroller never loads.
 import asyncio
+import gc
 
 from .backends import open_model, top1
 from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
@@ -44,6 +45,9 @@ class InferenceWorker:
     async def open(self):
         """Start the model and the input stream; raises FirmwareError with a clear reason."""
         path = self.model_dir + "/model.tflite"
+        # A model file is read in one piece: collect first so a long-running board's
+        # fragmented heap still has a block that size.
+        gc.collect()
         if self.isolate:
             from .procworker import ProcessModel
             self.model = await ProcessModel(path, self.backend_name, self.num_threads).start()

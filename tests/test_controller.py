@@ -39,6 +39,11 @@ def hello(node, board="rpi-pico-w", runtime="micropython", boot=1, models=("digi
                                 "models": list(models)}})
 
 
+def heartbeat(node, boot=1, seq=1):
+    return json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "up": 1000, "cpu": 5.0, "mem_free": 1,
+                       "mem_total": 2, "power": {"src": "mains", "pct": None, "mw": None}, "temp": None, "wl": []})
+
+
 def result(node, seq, boot=1, label=3, truth=3):
     return json.dumps({"v": 1, "node": node, "boot": boot, "seq": seq, "wl": "w", "up": seq * 100, "label": label,
                        "score": 0.9, "us": 1000, "truth": truth})
@@ -102,6 +107,11 @@ def test_last_will_marks_offline_and_moves_the_workload(fleet):
     other = "mcu-2" if dead == "mcu-1" else "mcu-1"
     effects = fleet.handle("ef/node/%s/status" % dead, json.dumps({"v": 1, "node": dead, "state": "offline", "boot": 1}))
     assert fleet.registry.node(dead)["state"] == "offline"
+    # Within the grace period the workload stays: the node may be serving without a link.
+    assert fleet.registry.placements() == [("w", dead)] and effects == []
+    fleet.clock_.now += 31
+    fleet.handle("ef/node/%s/hb" % other, heartbeat(other))
+    effects = fleet.tick()
     assert fleet.registry.placements() == [("w", other)]
     topics = {e.topic for e in effects}
     assert "ef/node/%s/assign" % other in topics and "ef/node/%s/assign" % dead in topics

@@ -1,57 +1,48 @@
 # Portable int8 kernels: plain Python over signed int8 views, bit-exact with TFLM's reference
-# kernels. Every kernel writes int32 accumulators (bias included) into `acc`; requantize() then
-# scales them into the int8 output. The same requantize() serves the viper kernels.
+# kernels. They take the same arguments as kernels_viper's, parameters packed in an int32 view
+# (see interpreter.Interpreter._prepare) and read one by one, as unpacking a slice would
+# allocate on every inference. They write int32 accumulators (bias included) into `acc`;
+# quant.requantize then scales those into the int8 output.
 
 
-def requantize(acc, n, channels, mults, lshifts, rshifts, out_zp, lo, hi, dst):
-    """dst[i] = clamp(MultiplyByQuantizedMultiplier(acc[i]) + out_zp) with per-channel params
-    (channel = i % channels, NHWC). Multipliers are positive, so SaturatingRoundingDoublingHighMul
-    can never see INT32_MIN * INT32_MIN and its saturation branch is left out."""
-    c = 0
-    for i in range(n):
-        ab = (acc[i] << lshifts[c]) * mults[c]
-        if ab >= 0:
-            x = (ab + 0x40000000) >> 31
-        else:
-            # C division truncates toward zero, Python's shift floors: negate around it.
-            x = -((0x3FFFFFFF - ab) >> 31)
-        rs = rshifts[c]
-        if rs:
-            mask = (1 << rs) - 1
-            threshold = mask >> 1
-            if x < 0:
-                threshold += 1
-            rem = x & mask
-            x >>= rs
-            if rem > threshold:
-                x += 1
-        x += out_zp
-        dst[i] = lo if x < lo else (hi if x > hi else x)
-        c += 1
-        if c == channels:
-            c = 0
-
-
-def fully_connected(x, w, acc, depth, units, in_off, bias):
-    # sum((x + in_off) * w) + b == sum(x * w) + (b + in_off * sum(w)); `bias` is already folded.
+def fully_connected(x, w, acc, p):
+    # p: depth, units, then per unit its bias with the input offset folded in.
+    depth = p[0]
+    units = p[1]
     base = 0
     for o in range(units):
-        s = bias[o]
+        s = p[2 + o]
         for i in range(depth):
             s += x[i] * w[base + i]
         acc[o] = s
         base += depth
 
 
-def conv2d(x, w, acc, g, bias):
-    in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w, in_off = g
+def conv2d(x, w, acc, p):
+    # p: in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w, input
+    # offset, then the bias of each output channel.
+    in_h = p[0]
+    in_w = p[1]
+    in_c = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    out_c = p[5]
+    k_h = p[6]
+    k_w = p[7]
+    s_h = p[8]
+    s_w = p[9]
+    p_h = p[10]
+    p_w = p[11]
+    d_h = p[12]
+    d_w = p[13]
+    in_off = p[14]
     n = 0
     for oy in range(out_h):
         y0 = oy * s_h - p_h
         for ox in range(out_w):
             x0 = ox * s_w - p_w
             for oc in range(out_c):
-                s = bias[oc]
+                s = p[15 + oc]
                 for ky in range(k_h):
                     iy = y0 + ky * d_h
                     if iy < 0 or iy >= in_h:
@@ -68,8 +59,23 @@ def conv2d(x, w, acc, g, bias):
                 n += 1
 
 
-def depthwise_conv2d(x, w, acc, g, bias):
-    in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w, in_off = g
+def depthwise_conv2d(x, w, acc, p):
+    # p: as for conv2d.
+    in_h = p[0]
+    in_w = p[1]
+    in_c = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    out_c = p[5]
+    k_h = p[6]
+    k_w = p[7]
+    s_h = p[8]
+    s_w = p[9]
+    p_h = p[10]
+    p_w = p[11]
+    d_h = p[12]
+    d_w = p[13]
+    in_off = p[14]
     mult = out_c // in_c
     n = 0
     for oy in range(out_h):
@@ -78,7 +84,7 @@ def depthwise_conv2d(x, w, acc, g, bias):
             x0 = ox * s_w - p_w
             for oc in range(out_c):
                 ic = oc // mult
-                s = bias[oc]
+                s = p[15 + oc]
                 for ky in range(k_h):
                     iy = y0 + ky * d_h
                     if iy < 0 or iy >= in_h:
@@ -92,8 +98,22 @@ def depthwise_conv2d(x, w, acc, g, bias):
                 n += 1
 
 
-def max_pool(x, dst, g):
-    in_h, in_w, ch, out_h, out_w, k_h, k_w, s_h, s_w, p_h, p_w, lo, hi = g
+def max_pool(x, dst, p):
+    # p: in_h, in_w, channels, out_h, out_w, k_h, k_w, s_h, s_w, p_h, p_w, then the clamp
+    # bounds biased by +128.
+    in_h = p[0]
+    in_w = p[1]
+    ch = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    k_h = p[5]
+    k_w = p[6]
+    s_h = p[7]
+    s_w = p[8]
+    p_h = p[9]
+    p_w = p[10]
+    lo = p[11] - 128
+    hi = p[12] - 128
     n = 0
     for oy in range(out_h):
         y0 = oy * s_h - p_h
@@ -116,8 +136,21 @@ def max_pool(x, dst, g):
                 n += 1
 
 
-def average_pool(x, dst, g):
-    in_h, in_w, ch, out_h, out_w, k_h, k_w, s_h, s_w, p_h, p_w, lo, hi = g
+def average_pool(x, dst, p):
+    # p: as for max_pool.
+    in_h = p[0]
+    in_w = p[1]
+    ch = p[2]
+    out_h = p[3]
+    out_w = p[4]
+    k_h = p[5]
+    k_w = p[6]
+    s_h = p[7]
+    s_w = p[8]
+    p_h = p[9]
+    p_w = p[10]
+    lo = p[11] - 128
+    hi = p[12] - 128
     n = 0
     for oy in range(out_h):
         y0 = oy * s_h - p_h

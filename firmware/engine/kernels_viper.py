@@ -1,5 +1,6 @@
 # MicroPython viper versions of the accumulate loops (the multiply-accumulates dominate the
-# run time); requantization stays in kernels_pure.requantize, shared by both kernel sets.
+# run time), taking the same arguments as kernels_pure; requantization is quant.requantize on
+# 32-bit ports and requantize_64bit below on 64-bit ones.
 #
 # Tensors arrive as raw bytes (ptr8) and are sign-extended with (v ^ 0x80) - 0x80. Parameters
 # arrive packed in an array('i') (viper functions take at most four arguments). On 64-bit ports
@@ -242,7 +243,7 @@ def average_pool(x: ptr8, dst: ptr8, p: ptr32):
 
 @micropython.viper
 def requantize_64bit(acc: ptr32, dst: ptr8, q: ptr32, n: int):
-    # kernels_pure.requantize for ports whose machine word is 64 bits, where the int32 x Q31
+    # quant.requantize for ports whose machine word is 64 bits, where the int32 x Q31
     # product fits a viper int. q: [channels, out_zp + 128, lo + 128, hi + 128, then
     # (multiplier, left shift, right shift) per channel]. 32-bit boards keep the Python version,
     # whose arbitrary-precision ints give the same results.
