@@ -86,13 +86,10 @@ def cmd_controller(args):
 
 
 def cmd_node(args):
-    from edgefleet.boards import open_hal
-    from edgefleet.firmware import node
+    from edgefleet.boards import linux_main
     from edgefleet.firmware.errors import FirmwareError
-    if args.config_dir:
-        os.chdir(args.config_dir)
     try:
-        node.boot(args.config, open_hal)
+        linux_main.run(args.config, args.config_dir)
     except FirmwareError as e:
         raise ConfigError(str(e)) from e
     return 0
@@ -100,7 +97,8 @@ def cmd_node(args):
 
 def cmd_demo(args):
     from .demo import run_demo
-    return run_demo(nodes=args.nodes, duration=args.duration, as_json=args.json, broker_kind=args.broker)
+    return run_demo(nodes=args.nodes, duration=args.duration, as_json=args.json, broker_kind=args.broker,
+                    arm64=args.arm64)
 
 
 def _wait_for_signal():
@@ -124,6 +122,8 @@ def build_parser():
     d.add_argument("--json", action="store_true", help="print one JSON summary at the end instead of the live view")
     d.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="embedded broker: mosquitto when on PATH, else in-process amqtt (default auto)")
+    d.add_argument("--arm64", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="add N Pi-class nodes running real aarch64 binaries under qemu-user (default 1)")
     d.set_defaults(func=cmd_demo)
 
     for name, func, helptext in (("status", cmd_status, "table of nodes and workloads"),

@@ -19,8 +19,8 @@ REFRESH_S = 1.0
 
 def demo_workloads(layout, profiles_by_node, available_models):
     """One workload per runtime present: the dense model on MCUs, the conv model on Pi-class."""
-    mcu = [n for n, _ in layout if profiles_by_node[n] == "micropython"]
-    linux = [n for n, _ in layout if profiles_by_node[n] == "cpython"]
+    mcu = [entry[0] for entry in layout if profiles_by_node[entry[0]] == "micropython"]
+    linux = [entry[0] for entry in layout if profiles_by_node[entry[0]] == "cpython"]
     dense = "digits_dense" if "digits_dense" in available_models else available_models[0]
     conv = "digits_conv" if "digits_conv" in available_models else dense
     workloads = []
@@ -42,12 +42,12 @@ def _render(snapshot, broker, started, rate):
     return "\n".join(lines)
 
 
-def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout):
+def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0):
     available = models.names()
     if not available:
         from .errors import ConfigError
         raise ConfigError("no models in %s" % models.MODELS_DIR)
-    layout = demo_layout(nodes)
+    layout = demo_layout(nodes) + [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
     state_dir = os.path.dirname(default_path())
     os.makedirs(state_dir, exist_ok=True)
     db_path = os.path.join(state_dir, "demo.db")
@@ -62,9 +62,9 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     try:
         fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive)
         runtimes = {}
-        for node_id, board in layout:
-            fleet.add(node_id, board)
-            runtimes[node_id] = fleet.runtimes[node_id]
+        for entry in layout:
+            fleet.add(*entry)
+            runtimes[entry[0]] = fleet.runtimes[entry[0]]
         controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
                                        workloads=demo_workloads(layout, runtimes, available)).start()
         for board in fleet.boards.values():

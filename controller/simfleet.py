@@ -47,7 +47,9 @@ class SimFleet:
     def flash_dir(self, node_id):
         return os.path.join(self.root, node_id, "flash")
 
-    def add(self, node_id, board_name):
+    def add(self, node_id, board_name, arch=None):
+        """Add a board; arch "arm64" runs a Linux board's node on real aarch64 binaries under
+        qemu-user (controller/arm64.py) instead of this machine's Python."""
         profile = catalog.load(board_name)
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
@@ -61,16 +63,20 @@ class SimFleet:
         if profile["runtime"] == "micropython":
             heap = self.heap_override or profile["heap_bytes"]
             board = McuBoard(node_id, flash, heap, console_log=log)
+        elif arch == "arm64":
+            from .arm64 import ensure_runtime
+            runtime = ensure_runtime()
+            board = LinuxBoard(node_id, runtime.node_command("config.json"), flash, env=runtime.env(), console_log=log)
         else:
-            cmd = [sys.executable, "-m", "edgefleet.controller.cli", "node", "--config", "config.json"]
+            cmd = [sys.executable, "-m", "edgefleet.boards.linux_main", "config.json"]
             board = LinuxBoard(node_id, cmd, flash, console_log=log)
         self.boards[node_id] = board
         self.runtimes[node_id] = profile["runtime"]
         return board
 
     def start(self):
-        for node_id, board_name in self.layout:
-            self.add(node_id, board_name)
+        for entry in self.layout:
+            self.add(*entry)
         try:
             for board in self.boards.values():
                 board.start()
