@@ -7,9 +7,20 @@ the node id, so the same fleet state always gives the same plan.
 """
 
 
+# Heap the MCU engine's code takes once a first model loads (tools/bench/engine_heap.py
+# measures it; tests/test_mcu_heap.py fails when the engine outgrows this).
+ENGINE_HEAP_BYTES = 16384
+
+
 def free_heap_for_models(node, profile):
     heap = node["caps"].get("heap", 0)
     return heap - profile.get("runtime_heap_budget_bytes", 0)
+
+
+def model_heap_need(manifest):
+    """Heap a model needs on a MicroPython node: its arena, the model file the engine holds,
+    and the engine itself."""
+    return manifest.get("arena_bytes", 0) + manifest.get("flash_bytes", 0) + ENGINE_HEAP_BYTES
 
 
 def capable(workload, node, profile, manifest):
@@ -25,10 +36,11 @@ def capable(workload, node, profile, manifest):
     runtime = constraints.get("runtime")
     if runtime and node["runtime"] != runtime:
         return "%s runs %s, workload wants %s" % (node["id"], node["runtime"], runtime)
-    need = manifest.get("arena_bytes", 0) if manifest else 0
+    need = model_heap_need(manifest) if manifest else 0
     room = free_heap_for_models(node, profile)
     if node["runtime"] == "micropython" and need > room:
-        return "model %s needs %d arena bytes, %s has %d" % (workload["model"], need, node["id"], room)
+        return "model %s needs %d bytes of heap (arena, model, engine), %s has %d beside its runtime" % (
+            workload["model"], need, node["id"], room)
     return None
 
 

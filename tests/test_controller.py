@@ -150,7 +150,7 @@ def test_placement_spreads_replicas_and_explains_pending():
            {"id": "pi", "model": "digits_dense", "constraints": {"runtime": "cpython"}}]
     placed, pending = placement.plan(wls, nodes, [], profiles, MANIFESTS)
     assert placed == [("w", "a"), ("w", "b")]
-    assert "needs 10000000 arena bytes" in pending["huge"]
+    assert "needs %d bytes of heap" % (10_000_000 + placement.ENGINE_HEAP_BYTES) in pending["huge"]
     assert "node c is offline" in pending["pi"]
     # Placements are sticky while their node stays capable.
     again, _ = placement.plan(wls[:1], nodes + [_node("d", "esp32")], placed, profiles, MANIFESTS)
@@ -187,3 +187,20 @@ def test_board_profiles_are_complete():
             assert 0 < profile["runtime_heap_budget_bytes"] < profile["heap_bytes"]
     with pytest.raises(ConfigError, match="unknown board"):
         catalog.load("cray-1")
+
+
+def test_real_models_are_placed_only_where_their_heap_fits():
+    from edgefleet import models
+
+    profiles = {p["name"]: p for p in catalog.all_profiles()}
+    manifests = models.manifests()
+    nodes = [_node("esp", "esp32", models=("digits_dense", "digits_conv")),
+             _node("pico", "rpi-pico-w", models=("digits_dense", "digits_conv"))]
+    conv = {"id": "conv", "model": "digits_conv", "constraints": {"boards": ["esp32"]}}
+    dense = {"id": "dense", "model": "digits_dense", "constraints": {"boards": ["esp32"]}}
+    placed, pending = placement.plan([conv, dense], nodes, [], profiles, manifests)
+    assert placed == [("dense", "esp")]
+    assert "digits_conv needs" in pending["conv"] and "esp has" in pending["conv"]
+    conv["constraints"] = {}
+    placed, _ = placement.plan([conv], nodes, [], profiles, manifests)
+    assert placed == [("conv", "pico")]
