@@ -116,6 +116,7 @@ class FleetController:
         now = self.clock()
         telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
         telemetry["outbox"] = msg.get("outbox")
+        telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
         self.registry.record_heartbeat(node_id, telemetry, now)
         self._skip_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         if node["state"] == "offline":

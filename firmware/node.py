@@ -17,6 +17,8 @@ RUNTIME = "micropython" if sys.implementation.name == "micropython" else "cpytho
 # Events and replies kept in RAM while the link is down; the oldest are dropped past this.
 # (Results go to the flash outbox instead.)
 PENDING_LIMIT = 64
+# Heap an MCU keeps free beside a model's arena, for messages and buffers.
+ARENA_HEADROOM = 8192
 # Results published at once while delivering from the outbox (bounded QoS1 in flight).
 DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
@@ -240,7 +242,9 @@ class Node:
         # Linux nodes run each model in its own process (a native crash kills only that);
         # an MCU has one process, so its engine runs in the node's event loop.
         isolate = RUNTIME == "cpython" and self.cfg.get("isolate_workers", True)
-        budget = self.profile.get("heap_bytes") if RUNTIME == "micropython" else None
+        # The engine refuses (ModelTooLarge, naming both numbers) an arena the heap cannot
+        # hold beside what this node already runs, rather than failing later mid-inference.
+        budget = max(0, self.hal.mem()[0] - ARENA_HEADROOM) if RUNTIME == "micropython" else None
         worker = InferenceWorker(spec, self.models_dir, self.emit_result, self.worker_event, arena_budget=budget,
                                  isolate=isolate, num_threads=self.cfg.get("num_threads", 1))
         self.workers[spec["id"]] = worker

@@ -51,9 +51,10 @@ def newest_results(db_path, since):
     db = sqlite3.connect(db_path)
     try:
         out = {}
-        for node, telemetry, last_seen in db.execute("SELECT id, telemetry, last_seen FROM nodes"):
-            outbox = json.loads(telemetry).get("outbox") or {}
-            if last_seen >= since and "last" in outbox:
+        for node, telemetry in db.execute("SELECT id, telemetry FROM nodes"):
+            telemetry = json.loads(telemetry)
+            outbox = telemetry.get("outbox") or {}
+            if telemetry.get("at", 0) >= since and "last" in outbox:
                 out[node] = tuple(outbox["last"]) + (tuple(outbox.get("oldest") or outbox["last"]),)
         return out
     finally:
