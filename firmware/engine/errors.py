@@ -11,7 +11,7 @@ class MalformedModel(EngineError):
     """The .tflite bytes do not parse; `offset` is the byte position where parsing failed."""
 
     def __init__(self, message, offset=None):
-        super().__init__("%s (at byte %s)" % (message, offset))
+        super().__init__("%s (at offset %s)" % (message, offset))
         self.offset = offset
 
 

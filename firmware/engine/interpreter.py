@@ -55,6 +55,11 @@ def copy(dst, src):
 
 
 def _with_loader(name, *args):
+    if IS_MICROPYTHON:
+        # Collected first, the heap takes the loader's code into its lowest holes, leaving the
+        # larger free stretches to the blocks a model keeps.
+        import gc
+        gc.collect()
     from . import loader
     try:
         return getattr(loader, name)(*args)

@@ -3,7 +3,7 @@
 # 32-bit ports and requantize_64bit below on 64-bit ones.
 #
 # Tensors arrive as raw bytes (ptr8) and are sign-extended with (v ^ 0x80) - 0x80. Parameters
-# arrive packed in an array('i') (viper functions take at most four arguments). On 64-bit ports
+# arrive packed in an int32 block (viper functions take at most four arguments). On 64-bit ports
 # a ptr32 load zero-extends, so a negative parameter would read as a large positive one; the
 # values that may be negative (input offset, biases) only enter sums and products, which are
 # right modulo 2**32, and the accumulator store through ptr32 keeps exactly the low 32 bits, the

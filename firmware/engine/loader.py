@@ -68,7 +68,7 @@ def _copy_into(d, pos, dst):
 def _read(d, fmt, pos):
     size = struct.calcsize(fmt)
     if pos < 0 or pos + size > len(d):
-        raise MalformedModel("read past the end of a %d-byte model" % len(d), pos)
+        raise MalformedModel("past the end", pos)
     return struct.unpack(fmt, _bytes(d, pos, size))[0]
 
 
@@ -76,7 +76,7 @@ def _ref(d, pos):
     # uoffset_t fields point forward, relative to where they are stored.
     target = pos + _read(d, "<I", pos)
     if target >= len(d):
-        raise MalformedModel("offset points past the end of the model", pos)
+        raise MalformedModel("past the end", pos)
     return target
 
 
@@ -85,7 +85,7 @@ def _field(d, table, index):
     vtable = table - _read(d, "<i", table)
     size = _read(d, "<H", vtable)
     if size < 4 or size & 1:
-        raise MalformedModel("bad vtable size %d" % size, vtable)
+        raise MalformedModel("bad vtable", vtable)
     if 4 + 2 * index >= size:
         return 0
     off = _read(d, "<H", vtable + 4 + 2 * index)
@@ -110,7 +110,7 @@ def vector(d, table, index, size):
     start = _ref(d, pos)
     n = _read(d, "<I", start)
     if start + 4 + n * size > len(d):
-        raise MalformedModel("vector runs past the end of the model", start)
+        raise MalformedModel("past the end", start)
     return start + 4, n
 
 
@@ -133,9 +133,9 @@ class Graph:
 
 def parse(d):
     if len(d) < 8:
-        raise MalformedModel("model is %d bytes, shorter than a FlatBuffer header" % len(d), len(d))
+        raise MalformedModel("too short", len(d))
     if _bytes(d, 4, 4) != b"TFL3":
-        raise MalformedModel("missing TFL3 file identifier", 4)
+        raise MalformedModel("no TFL3 identifier", 4)
     g = Graph()
     g.data = d
     root = _ref(d, 0)
@@ -144,9 +144,9 @@ def parse(d):
     g.buffers = _tables(d, root, 4)
     subgraphs = _tables(d, root, 2)
     if not subgraphs:
-        raise MalformedModel("model has no subgraph", root)
+        raise MalformedModel("no subgraph", root)
     if len(subgraphs) > 1:
-        raise EngineError("model has %d subgraphs; the engine runs single-subgraph models" % len(subgraphs))
+        raise EngineError("%d subgraphs; the engine runs one" % len(subgraphs))
     graph = subgraphs[0]
     g.tensors = _tables(d, graph, 0)
     n = len(g.tensors)
@@ -158,15 +158,15 @@ def parse(d):
     for i, op in enumerate(_tables(d, graph, 3)):
         opcode = scalar(d, op, 0, "<I")
         if opcode >= len(codes):
-            raise MalformedModel("operator %d uses opcode %d of %d" % (i, opcode, len(codes)), op)
+            raise MalformedModel("bad opcode index", op)
         inputs, outputs = _ints(d, op, 1, "<i"), _ints(d, op, 2, "<i")
         for t in inputs + outputs:
             if t >= n:
-                raise MalformedModel("operator %d names tensor %d of %d" % (i, t, n), op)
+                raise MalformedModel("bad tensor index", op)
         g.ops.append((codes[opcode], inputs, outputs, _table(d, op, 4)))
     for t in g.inputs + g.outputs:
         if not 0 <= t < n:
-            raise MalformedModel("graph input/output names tensor %d of %d" % (t, n), graph)
+            raise MalformedModel("bad tensor index", graph)
     return g
 
 
@@ -183,12 +183,12 @@ def tensor(g, index):
     count = 1
     for n in shape:
         if n < 0:
-            raise MalformedModel("tensor %d has a dynamic shape" % index, t)
+            raise MalformedModel("dynamic shape", t)
         count *= n
     nbytes = count * (_ELEMENT_BYTES[dtype] if 0 <= dtype < 10 else 1)
     buffer = scalar(d, t, 2, "<I")
     if buffer >= len(g.buffers):
-        raise MalformedModel("tensor %d names buffer %d of %d" % (index, buffer, len(g.buffers)), t)
+        raise MalformedModel("bad buffer index", t)
     start, size = vector(d, g.buffers[buffer], 0, 1)
     if not size:
         # Models over 2 GB keep buffers outside the FlatBuffer, at an offset and size.
@@ -196,11 +196,11 @@ def tensor(g, index):
         if start > 1:
             size = scalar(d, g.buffers[buffer], 2, "<Q")
             if start + size > len(d):
-                raise MalformedModel("buffer runs past the end of the model", start)
+                raise MalformedModel("past the end", start)
     data = None
     if size:
         if size < nbytes:
-            raise MalformedModel("tensor %d needs %d bytes, its buffer has %d" % (index, nbytes, size), t)
+            raise MalformedModel("buffer too small", t)
         data = start
     q = _table(d, t, 4)
     if q:
@@ -221,10 +221,10 @@ def plan(g):
     for i in range(end):
         _, inputs, outputs, _ = g.ops[i]
         for t in outputs:
-            if t >= 0 and not _is_constant(g, t) and t not in live:
+            if t >= 0 and tensor(g, t)[3] is None and t not in live:
                 live[t] = [i, i]
         for t in inputs:
-            if t >= 0 and not _is_constant(g, t):
+            if t >= 0 and tensor(g, t)[3] is None:
                 if t not in live:
                     live[t] = [0, i]
                 live[t][1] = max(live[t][1], i)
@@ -249,10 +249,6 @@ def plan(g):
         placed.append((offset, offset + size, first, last))
         arena = max(arena, offset + size)
     return arena, offsets
-
-
-def _is_constant(g, t):
-    return tensor(g, t)[3] is not None
 
 
 # ---- exact emulation of the float/double computations TFLM does at prepare time ----
@@ -427,7 +423,7 @@ def _prepare(interp, d, arena_budget, kernels):
         kernels = "viper" if VIPER else "pure"
     if kernels == "viper":
         if VIPER is None:
-            raise EngineError("viper kernels need MicroPython with the native emitter")
+            raise EngineError("viper kernels need the native emitter")
         g.kernels = VIPER
     elif kernels == "pure":
         from . import kernels_pure
@@ -463,6 +459,9 @@ def _prepare(interp, d, arena_budget, kernels):
     g.memory = memory
     # The accumulators, shared by every op (each writes as many as its output has values).
     g.acc = memory[interp.arena_bytes:]
+    # How the kernels and requantization take them: raw bytes for viper, int32 for Python.
+    g.acc_int32 = int32(g.acc) if g.acc else None
+    g.acc_view = g.acc if kernel_set is VIPER else g.acc_int32
     g.filters = filters
     g.views = {}
     interp.memory = memory
@@ -505,7 +504,7 @@ def _prepare_op(steps, g, index):
 
     for t in (x, out):
         if t[1] != INT8:
-            raise refuse("a tensor has type %d; the engine runs int8 models" % t[1])
+            raise refuse("tensor type %d is not int8" % t[1])
     kernels = g.kernels
     # The viper kernels take raw bytes; the Python ones signed int8 and int32 views of them.
     pure = kernels is not VIPER
@@ -514,12 +513,12 @@ def _prepare_op(steps, g, index):
     src, dst = _activation(g, inputs[0]), _activation(g, outputs[0])
     if code == RESHAPE:
         if x[2] != out[2]:
-            raise refuse("reshape changes the element count")
+            raise refuse("reshape changes the size")
         steps += (copy, (dst, src))
         return
     if code == SOFTMAX:
         if out[4][:1] != [0x3B800000] or quantization(out)[1] != -128:
-            raise refuse("int8 output must have scale 1/256, zero point -128")
+            raise refuse("output scale must be 1/256, zero point -128")
         input_multiplier, shift, diff_min = softmax_prepare(scalar(d, opts, 0, "<I", 0x3F800000), x[4][0])
         depth = x[0][-1]
         steps += (quant.softmax_int8, (src, dst, x[2] // depth, depth, input_multiplier, shift, diff_min,
@@ -529,10 +528,10 @@ def _prepare_op(steps, g, index):
         if not opts:
             raise refuse("missing options")
         if x[4][:1] != out[4][:1] or quantization(x)[1] != quantization(out)[1]:
-            raise refuse("input and output quantization differ")
+            raise refuse("in and out quantization differ")
         geometry = _geometry(refuse, d, opts, x, out, scalar(d, opts, 4, "<i", 1), scalar(d, opts, 3, "<i", 1), 0)
         if geometry[2] != geometry[5]:
-            raise refuse("pool changes the channel count")
+            raise refuse("pool changes the channels")
         lo, hi = _clamp(refuse, scalar(d, opts, 5, "<b"), out)
         # Clamp bounds biased by +128 compare in the viper kernels' unsigned bytes.
         fn = kernels.max_pool if code == MAX_POOL_2D else kernels.average_pool
@@ -540,31 +539,31 @@ def _prepare_op(steps, g, index):
         return
     w = tensor(g, inputs[1])
     if w[3] is None:
-        raise refuse("filter must be a constant tensor")
+        raise refuse("filter not constant")
     if code == FULLY_CONNECTED:
         if len(w[0]) != 2:
-            raise refuse("weights must be a 2-D tensor")
+            raise refuse("bad filter shape")
         channels, depth = w[0]
         if x[2] != depth or out[2] != channels:
-            raise refuse("only batch 1 is supported")
+            raise refuse("batch must be 1")
         act = scalar(d, opts, 0, "<b")
     else:
         if len(w[0]) != 4 or not opts:
-            raise refuse("filter must be 4-D, with options")
+            raise refuse("bad filter shape")
         depthwise = code == DEPTHWISE_CONV_2D
         geometry = _geometry(refuse, d, opts, x, out, w[0][1], w[0][2], 5 if depthwise else 4)
         act = scalar(d, opts, 4 if depthwise else 3, "<b")
         channels = geometry[5]
         if (w[0][3] != channels or channels % geometry[2]) if depthwise else (
                 w[0][0] != channels or w[0][3] != geometry[2]):
-            raise refuse("filter channels do not match")
+            raise refuse("bad filter shape")
     lo, hi = _clamp(refuse, act, out)
     in_off = -quantization(x)[1]
     bias = [0] * channels
     if len(inputs) > 2 and inputs[2] >= 0:
         b = tensor(g, inputs[2])
         if b[1] != INT32 or b[3] is None or b[2] != 4 * channels:
-            raise refuse("bias must be a constant int32 tensor of one value per channel")
+            raise refuse("bias not constant int32")
         bias = list(struct.unpack("<%di" % channels, _bytes(d, b[3], 4 * channels)))
     # Copied out of the file, which load() does not keep.
     filters = g.filters.pop(0)
@@ -582,16 +581,14 @@ def _prepare_op(steps, g, index):
     else:
         packed = geometry + [in_off] + bias
         fn = kernels.depthwise_conv2d if depthwise else kernels.conv2d
-    if not hasattr(g, "acc_params"):
-        g.acc_params = params(g.acc)
-    steps += (fn, (view(src), view(filters), g.acc_params, params(_pack(packed))))
+    steps += (fn, (view(src), view(filters), g.acc_view, params(_pack(packed))))
     # Requantization of the accumulators into the int8 output, per output channel.
     scales = w[4]
     if len(scales) not in (1, channels):
-        raise refuse("filter has %d scales for %d channels" % (len(scales), channels))
+        raise refuse("filter has %d scales" % len(scales))
     for zp in w[5]:
         if zp:
-            raise refuse("filter zero point must be 0")
+            raise refuse("filter zero point not 0")
     packed = [len(scales), quantization(out)[1] + 128, lo + 128, hi + 128]
     for s in scales:
         mult, shift = multiplier(x[4][0], s, out[4][0], code != FULLY_CONNECTED or len(scales) > 1)
@@ -600,15 +597,13 @@ def _prepare_op(steps, g, index):
         steps += (VIPER.requantize_64bit, (g.acc, dst, _pack(packed), out[2]))
     else:
         # 32-bit words cannot hold the int32 x Q31 product in viper; Python's long ints can.
-        if not hasattr(g, "acc_int32"):
-            g.acc_int32 = g.acc_params if pure else int32(g.acc)
         steps += (quant.requantize, (g.acc_int32, signed(dst), int32(_pack(packed)), out[2]))
 
 
 def _geometry(refuse, d, opts, x, out, k_h, k_w, dilation_field):
     """[in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, s_h, s_w, p_h, p_w, d_h, d_w]."""
     if len(x[0]) != 4 or x[0][0] != 1 or len(out[0]) != 4:
-        raise refuse("only batch-1 NHWC tensors are supported")
+        raise refuse("batch must be 1")
     padding = scalar(d, opts, 0, "<b")
     s_w = scalar(d, opts, 1, "<i", 1)
     s_h = scalar(d, opts, 2, "<i", 1)
@@ -623,7 +618,7 @@ def _geometry(refuse, d, opts, x, out, k_h, k_w, dilation_field):
     else:  # VALID
         want = ((in_h - eff_h + s_h) // s_h, (in_w - eff_w + s_w) // s_w)
     if want != (out_h, out_w):
-        raise refuse("output shape does not match padding and stride")
+        raise refuse("bad output shape")
     # TFLM pads by half the total, the odd pixel going after the image (bottom/right).
     return [in_h, in_w, x[0][3], out_h, out_w, out[0][3], k_h, k_w, s_h, s_w,
             max(((out_h - 1) * s_h + eff_h - in_h) // 2, 0), max(((out_w - 1) * s_w + eff_w - in_w) // 2, 0),
