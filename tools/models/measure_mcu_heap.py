@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Records in each model's manifest the heap a MicroPython node needs to run it:
+`mcu_heap_bytes`, the smallest -X heapsize at which the engine (from .mpy, as on a board)
+imports, loads the model and runs an inference. The controller places a model on an MCU only
+where this fits beside the runtime's own budget (controller/placement.py).
+
+    python tools/models/measure_mcu_heap.py [--check]
+
+--check re-measures and fails if a manifest is stale (more than one step off).
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+import engine_heap  # noqa: E402
+
+from edgefleet import models  # noqa: E402
+
+TOLERANCE = 2048
+
+
+def measure():
+    with tempfile.TemporaryDirectory() as image:
+        engine_heap.compile_tree(image)
+        return {name: engine_heap.min_heap(image, os.path.join(models.MODELS_DIR, name, "model.tflite"))
+                for name in models.names()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    for name, need in measure().items():
+        path = os.path.join(models.MODELS_DIR, name, "manifest.json")
+        with open(path) as f:
+            manifest = json.load(f)
+        recorded = manifest.get("mcu_heap_bytes")
+        print("%s: needs %s bytes of MicroPython heap (manifest says %s)" % (name, need, recorded))
+        if args.check:
+            if recorded is None or need is None or abs(recorded - need) > TOLERANCE:
+                stale.append(name)
+            continue
+        manifest["mcu_heap_bytes"] = need
+        with open(path, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.write("\n")
+    if stale:
+        raise SystemExit("stale mcu_heap_bytes in: %s" % ", ".join(stale))
+
+
+if __name__ == "__main__":
+    main()
