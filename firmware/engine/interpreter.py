@@ -84,7 +84,18 @@ class Interpreter:
         self.input_view[:] = data
         steps = self.steps
         for i in range(0, len(steps), 2):
-            steps[i](*steps[i + 1])
+            # Spelled-out positional calls: MicroPython passes them on the stack, while a
+            # f(*args) call allocates its argument array on the heap every time.
+            fn, a = steps[i], steps[i + 1]
+            n = len(a)
+            if n == 4:
+                fn(a[0], a[1], a[2], a[3])
+            elif n == 3:
+                fn(a[0], a[1], a[2])
+            elif n == 2:
+                fn(a[0], a[1])
+            else:
+                fn(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])
         return self.output_view
 
     def output_int8(self):

@@ -245,3 +245,24 @@ def test_load_lets_the_loader_go():
     if [name for name in sys.modules if name.endswith("engine.loader")]:
         raise AssertionError("the loader is still imported")
 
+
+
+def test_invoke_allocates_nothing_even_transiently():
+    # With the heap locked any allocation raises, including one freed again at once (as a
+    # f(*args) call's argument array is): inference must run from preallocated memory only.
+    if not ON_MICROPYTHON:
+        _skip("heap locking is MicroPython's")
+    import micropython
+    for name in MODELS:
+        for kernels in ("viper", "pure"):
+            interp = load(_model_path(name), kernels=kernels)
+            data = bytearray(interp.input_size)
+            interp.invoke(data)
+            micropython.heap_lock()
+            try:
+                interp.invoke(data)
+            except MemoryError:
+                micropython.heap_unlock()
+                raise AssertionError("%s (%s kernels) allocates during invoke()" % (name, kernels))
+            micropython.heap_unlock()
+            interp = None
