@@ -18,6 +18,7 @@ import pytest
 from edgefleet import models
 from edgefleet.controller.service import ControllerService
 from edgefleet.controller.simfleet import SimFleet
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +30,6 @@ WORKLOADS = [
     {"id": "dense-pi", "model": "digits_dense", "rate": 20.0, "replicas": 1, "input": {"kind": "samples"},
      "constraints": {"runtime": "cpython"}},
 ]
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 class StatusWatcher:
