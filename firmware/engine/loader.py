@@ -19,6 +19,8 @@ from .errors import EngineError, MalformedModel, UnsupportedOp, ModelTooLarge
 from .quant import bit_length, INT32_MAX, SCALED_DIFF_INTEGER_BITS
 from .interpreter import IS_MICROPYTHON, VIPER, signed, int32, copy
 
+# The supported ops' codes, repeated from opnames.py on purpose: that module holds the whole
+# name table (~2 KB of heap) and is imported only to name an op the engine refuses.
 AVERAGE_POOL_2D = 1
 CONV_2D = 3
 DEPTHWISE_CONV_2D = 4
