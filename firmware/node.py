@@ -330,7 +330,9 @@ class Node:
         while True:
             try:
                 client = await self.connect_once()
-            except (MQTTError, OSError) as e:
+            except (MQTTError, OSError, MemoryError) as e:
+                # A heap too full to open a link now is a reason to retry, not to stop: the
+                # workloads and the outbox go on without the link.
                 _log("broker %s:%d unreachable (%s); retry in %d ms" % (
                     self.cfg["broker"]["host"], self.cfg["broker"]["port"], e, backoff))
                 self.client = None

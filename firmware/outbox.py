@@ -172,27 +172,30 @@ class Outbox:
             self.flush()
 
     def flush(self):
-        """Write every buffered record to flash in one append."""
+        """Write every buffered record to flash, one append per segment touched. A record is
+        accounted for only once its append succeeded; on a write error the unwritten ones stay
+        buffered for the next flush."""
         if not self.buffer:
             return 0
-        segment = self.segments[-1] if self.segments else self._new_segment()
         written = 0
-        chunk = []
-        size = self.sizes[segment]
-        for kind, boot, seq, record in self.buffer:
-            if size + len(record) > self.segment_bytes and size > 0:
-                written += self._write(segment, chunk)
-                chunk = []
+        while self.buffer:
+            segment = self.segments[-1] if self.segments else self._new_segment()
+            size = self.sizes[segment]
+            if size > 0 and size + len(self.buffer[0][3]) > self.segment_bytes:
                 segment = self._new_segment()
                 size = 0
-            chunk.append(record)
-            size += len(record)
-            self.counts[segment] += 1
-            if kind == "result":
-                _extend(self.index[segment], boot, seq)
-        written += self._write(segment, chunk)
-        self.records += len(self.buffer)
-        self.buffer = []
+            take = 0
+            while take < len(self.buffer) and (take == 0 or size + len(self.buffer[take][3]) <= self.segment_bytes):
+                size += len(self.buffer[take][3])
+                take += 1
+            chunk = self.buffer[:take]
+            written += self._write(segment, [entry[3] for entry in chunk])
+            for kind, boot, seq, _ in chunk:
+                if kind == "result":
+                    _extend(self.index[segment], boot, seq)
+            self.counts[segment] += take
+            self.records += take
+            self.buffer = self.buffer[take:]
         self.flushes += 1
         if self.cursor is None:
             self.cursor = (self.segments[0], 0)
