@@ -91,9 +91,15 @@ class FleetController:
         if known is None or known["boot"] != msg["boot"]:
             self.registry.add_event(node_id, "info", "registered",
                                     "%s (%s, %s) boot %d" % (node_id, msg["board"], msg["runtime"], msg["boot"]), now=now)
-        # A node that restarted may have lost in-flight results' acks; re-send its assignment
-        # so it is certain to run what the registry says, even if the retained copy was lost.
-        return [self._assignment(node_id)]
+        # Place first: a node booting from its cached assignment must not be told to stop it
+        # by an assignment sent before the controller had placed anything on it.
+        effects = self.reconcile()
+        assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
+        if not any(e.topic == assign_topic for e in effects):
+            # Re-send its assignment so it runs what the registry says, even if the broker lost
+            # the retained copy (a restarted broker without persistence).
+            effects.append(self._assignment(node_id))
+        return effects
 
     def _on_status(self, node_id, msg):
         node = self.registry.node(node_id)

@@ -345,6 +345,20 @@ class Node:
             _log("link lost: %s" % (client.last_error,))
             self.client = None
 
+    async def keep_running(self, loop):
+        """Run one of the node's service loops, starting it again if it fails: a MemoryError
+        on a fragmented heap, or a bug, must not silently end delivery or heartbeats."""
+        while True:
+            try:
+                await loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any failure: report it, collect, and run the loop again
+                _log("%s failed: %s: %s; restarting it" % (loop.__name__, type(e).__name__, e))
+                import gc
+                gc.collect()
+                await asyncio.sleep(0.5)
+
     async def main(self):
         self.boot = flashfile.next_boot(self.data_dir)
         # Results of earlier boots still on flash: delivered like new ones.
@@ -356,9 +370,8 @@ class Node:
         _log("%s (%s, %s) boot %d, heap in use %d of %d" % (self.id, self.cfg["board"], RUNTIME, self.boot, heap_used, total))
         self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"], "heap_used": heap_used, "heap_total": total})
         self.load_cached_assignment()
-        asyncio.create_task(self.publish_pending())
-        asyncio.create_task(self.deliver_results())
-        asyncio.create_task(self.send_heartbeats())
+        for loop in (self.publish_pending, self.deliver_results, self.send_heartbeats):
+            asyncio.create_task(self.keep_running(loop))
         await self.keep_link()
 
 
