@@ -121,6 +121,10 @@ class Node:
             self.outbox.append("result", self.boot, self.result_seq, protocol.encode("result", msg))
         except OutboxError as e:
             self.outbox_failed(e)
+        except MemoryError as e:
+            # The record stays buffered (or, if even that failed, is counted as dropped); the
+            # workload itself must not die of the outbox's trouble.
+            self.outbox_failed(OutboxError("out of heap: %s" % e))
         except ProtocolError as e:
             _log("dropping bad result: %s" % e)
 
@@ -355,6 +359,7 @@ class Node:
                 raise
             except Exception as e:  # any failure: report it, collect, and run the loop again
                 _log("%s failed: %s: %s; restarting it" % (loop.__name__, type(e).__name__, e))
+                _print_traceback(e)
                 import gc
                 gc.collect()
                 await asyncio.sleep(0.5)
@@ -373,6 +378,14 @@ class Node:
         for loop in (self.publish_pending, self.deliver_results, self.send_heartbeats):
             asyncio.create_task(self.keep_running(loop))
         await self.keep_link()
+
+
+def _print_traceback(error):
+    if hasattr(sys, "print_exception"):
+        sys.print_exception(error)
+    else:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__)
 
 
 def _jitter(ms):

@@ -130,10 +130,18 @@ class Outbox:
         segment = (self.segments[-1] + 1) if self.segments else 1
         while self.segments and self._total() + self.segment_bytes > self.capacity and len(self.segments) > 1:
             self._drop_oldest()
-        self.segments.append(segment)
-        self.index[segment] = []
-        self.sizes[segment] = 0
-        self.counts[segment] = 0
+        # Bookkeeping first, the segment list last: if the heap runs out half way (a dict
+        # growing on a full MCU heap), the outbox stays consistent and the next flush retries.
+        try:
+            self.index[segment] = []
+            self.sizes[segment] = 0
+            self.counts[segment] = 0
+            self.segments.append(segment)
+        except MemoryError:
+            self.index.pop(segment, None)
+            self.sizes.pop(segment, None)
+            self.counts.pop(segment, None)
+            raise OutboxError("no heap for outbox segment %d" % segment)
         return segment
 
     def _total(self):
