@@ -32,7 +32,7 @@ from edgefleet.firmware.procworker import ProcessModel
 HERE = os.path.dirname(os.path.abspath(__file__))
 MPY_ITERATIONS = {"viper": 500, "pure": 50}
 HOST_SECONDS = 2.0
-PI_ROUNDS = 3
+PI_ROUNDS = 5
 
 
 def micropython_binary():
