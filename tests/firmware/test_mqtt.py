@@ -8,19 +8,10 @@ import sys
 
 from firmware import mqtt
 from firmware.errors import LinkError, MQTTError
-from unit import Skip
+from unit import Skip, bounded
 
 RUN_ID = "%s%d" % (sys.implementation.name, random.getrandbits(24))
 TOPIC_ROOT = "eftest/" + RUN_ID + "/"
-
-
-def bounded(seconds):
-    """Run an async test under a deadline, so a hung link fails the test instead of the run."""
-    def wrap(body):
-        def test():
-            return asyncio.wait_for(body(), seconds)
-        return test
-    return wrap
 
 
 def _broker_address():

@@ -8,18 +8,9 @@ import struct
 from firmware import mqtt, mqtt_codec
 from firmware.errors import (ConnectRefused, LinkError, MQTTError, ProtocolViolation, SubscribeRefused,
                              Timeout)
-from unit import raises
+from unit import bounded, raises
 
 CONNACK_OK = b"\x20\x02\x00\x00"
-
-
-def bounded(seconds):
-    """Run an async test under a deadline, so a hung link fails the test instead of the run."""
-    def wrap(body):
-        def test():
-            return asyncio.wait_for(body(), seconds)
-        return test
-    return wrap
 
 
 async def _expect_error(coro, error_type):

@@ -33,6 +33,15 @@ def raises(exc_type, fn, *args, **kwargs):
     raise AssertionError("expected %s" % exc_type.__name__)
 
 
+def bounded(seconds):
+    """Run an async test under a deadline, so a hung link fails the test instead of the run."""
+    def wrap(body):
+        def test():
+            return asyncio.wait_for(body(), seconds)
+        return test
+    return wrap
+
+
 def _format_exc(e):
     try:
         import traceback
