@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/edgefleet demo
 
-# Debian's mosquitto is what the end-to-end tests run against; installed when missing and root.
+# Debian's mosquitto (and its clients: a test reads the fleet's traffic with mosquitto_sub) is
+# what the end-to-end tests run against; installed when missing and root.
 system-deps:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
 		else \
