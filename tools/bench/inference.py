@@ -39,14 +39,6 @@ def micropython_binary():
     return os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
-def build_engine_image(dest):
-    """The firmware package as a board holds it: .mpy for the simulated boards' architecture."""
-    for src, rel in image.firmware_files():
-        target = os.path.join(dest, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        image.compile_mpy(src, target[:-3] + ".mpy", rel, image.SIM_MPY_ARCH)
-
-
 def smallest_mcu_heap():
     return min(p["heap_bytes"] for p in catalog.all_profiles() if p["runtime"] == "micropython")
 
@@ -160,7 +152,7 @@ def main():
     heap = smallest_mcu_heap()
     report = {"models": [], "mcu_heap": heap}
     with tempfile.TemporaryDirectory() as image_dir:
-        build_engine_image(image_dir)
+        image.write_mpy_tree(image_dir, image.firmware_files())
         for name in models.names():
             model_dir = os.path.join(models.MODELS_DIR, name)
             viper = run_engine_probe(image_dir, model_dir, "viper", heap)

@@ -70,17 +70,9 @@ def micropython_binary():
     return os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
-def compile_firmware(dest):
-    """The firmware package as .mpy, as a board's flash holds it."""
-    for src, rel in image.firmware_files():
-        target = os.path.join(dest, rel[:-3] + ".mpy")
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        image.compile_mpy(src, target, rel, image.SIM_MPY_ARCH)
-
-
 def measure_appends(profile, work):
     code = os.path.join(work, "mpy")
-    compile_firmware(code)
+    image.write_mpy_tree(code, image.firmware_files())
     box = profile["outbox"]
     flash = os.path.join(work, "probe-flash")
     os.makedirs(flash)
