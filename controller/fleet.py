@@ -140,32 +140,30 @@ class FleetController:
         if key not in self._contiguous:
             # A controller that restarted resumes from what its registry already holds.
             self._contiguous[key] = self.registry.contiguous_results(node_id, msg["boot"])
-        contiguous = self._contiguous[key]
+        if msg["seq"] > self._contiguous[key]:
+            self._ahead.setdefault(key, set()).add(msg["seq"])
+        self._advance(key, self._contiguous[key])
+        return []
+
+    def _advance(self, key, watermark):
+        """Raise (node, boot)'s acknowledgement watermark to `watermark`, then on past every
+        result already stored just above it; an ack becomes due."""
         ahead = self._ahead.setdefault(key, set())
-        if msg["seq"] > contiguous:
-            ahead.add(msg["seq"])
-        ahead.discard(contiguous)  # nothing at or below the watermark stays "ahead"
+        contiguous = max(self._contiguous[key], watermark)
         while contiguous + 1 in ahead:
             contiguous += 1
             ahead.discard(contiguous)
         self._contiguous[key] = contiguous
         self._acks_due.add(key)
-        return []
 
     def _skip_dropped(self, node_id, oldest):
         """Results before the node's oldest one on flash will never come (its outbox dropped
         them when full): stop waiting for them, so acknowledgements move on."""
         if not (isinstance(oldest, list) and len(oldest) == 2 and all(isinstance(v, int) for v in oldest)):
             return
-        boot, seq = oldest
-        for key in list(self._contiguous):
-            if key[0] == node_id and key[1] == boot and self._contiguous[key] < seq - 1:
-                self._contiguous[key] = seq - 1
-                ahead = self._ahead.get(key, set())
-                while self._contiguous[key] + 1 in ahead:
-                    self._contiguous[key] += 1
-                    ahead.discard(self._contiguous[key])
-                self._acks_due.add(key)
+        key = (node_id, oldest[0])
+        if key in self._contiguous and self._contiguous[key] < oldest[1] - 1:
+            self._advance(key, oldest[1] - 1)
 
     def _on_event(self, node_id, msg):
         self.registry.add_event(node_id, msg["level"], msg["kind"], msg["msg"], msg.get("data"), now=self.clock())
