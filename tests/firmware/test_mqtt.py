@@ -154,10 +154,13 @@ def _largest_payload_size(sizes):
     # At the smallest board heap (96k), MicroPython compiling the firmware and these tests from
     # source leaves no free block of 8 KB; boards run precompiled code and real payloads are at
     # most 4 KB (docs/protocol.md), so there the test checks the largest size the heap can hold
-    # three times over (sent payload, reader buffer, received copy).
+    # five times over after a collection: the sent payload, the temporary that builds it, the
+    # reader's buffer, the received copy, and the headroom readexactly needs while it reads.
+    import gc
     for size in sizes:
+        gc.collect()
         try:
-            [bytearray(size) for _ in range(3)]
+            [bytearray(size) for _ in range(5)]
             return size
         except MemoryError:
             pass
