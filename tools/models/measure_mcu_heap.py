@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Records in each model's manifest the heap a MicroPython node needs to run it:
-`mcu_heap_bytes`, the smallest -X heapsize at which the engine (from .mpy, as on a board)
-imports, loads the model and runs an inference. The controller places a model on an MCU only
-where this fits beside the runtime's own budget (controller/placement.py).
+`mcu_heap_bytes`: the smallest -X heapsize from which the engine (from .mpy, as on a board)
+reliably imports, loads the model and runs an inference (tools/bench/engine_heap.py min_heap),
+plus MARGIN. The controller places a model on an MCU only where this fits beside the runtime's
+own budget (controller/placement.py), so the record must never be below what a board needs.
 
     python tools/models/measure_mcu_heap.py [--check]
 
---check re-measures and fails if a manifest is stale (more than one step off).
+--check re-measures and fails if a manifest is below the measured need, or so far above it
+(more than MARGIN + TOLERANCE) that placement would turn away boards that can run the model.
 """
 import argparse
 import json
@@ -20,7 +22,10 @@ import engine_heap  # noqa: E402
 
 from edgefleet import models  # noqa: E402
 
-TOLERANCE = 2048
+# The measured need moves by a few KB with things a board cannot control, such as how long the
+# model's path is (it lives on the heap and shifts what fragments where): ~3 KB seen.
+MARGIN = 4096
+TOLERANCE = 4096
 
 
 def measure():
@@ -41,11 +46,13 @@ def main():
             manifest = json.load(f)
         recorded = manifest.get("mcu_heap_bytes")
         print("%s: needs %s bytes of MicroPython heap (manifest says %s)" % (name, need, recorded))
+        if need is None:
+            raise SystemExit("%s does not run in any heap up to 256 KB" % name)
         if args.check:
-            if recorded is None or need is None or abs(recorded - need) > TOLERANCE:
+            if recorded is None or not need <= recorded <= need + MARGIN + TOLERANCE:
                 stale.append(name)
             continue
-        manifest["mcu_heap_bytes"] = need
+        manifest["mcu_heap_bytes"] = need + MARGIN
         with open(path, "w") as f:
             json.dump(manifest, f, indent=1)
             f.write("\n")
