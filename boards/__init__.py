@@ -16,7 +16,7 @@ def open_hal(backend, profile, options=None):
         return MicroPythonHal(profile)
     if backend == "linux":
         from .hal_linux import LinuxHal
-        return LinuxHal(profile, options.get("sysroot", ""))
+        return LinuxHal(profile, options.get("sysroot", ""), options)
     if backend == "sim":
         from .hal_sim import SimHal
         base = open_hal(options.get("base", "micropython"), profile, options)

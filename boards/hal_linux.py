@@ -6,9 +6,10 @@ import os
 class LinuxHal:
     name = "linux"
 
-    def __init__(self, profile, sysroot=""):
+    def __init__(self, profile, sysroot="", options=None):
         self.profile = profile
         self.root = sysroot
+        self.options = options or {}
         self._last_cpu = self._read_cpu_times()
 
     def _read(self, path):
@@ -88,6 +89,52 @@ class LinuxHal:
         except (OSError, ValueError):
             return False
         return bool(value & 0x6)
+
+    # -- systemd: readiness and watchdog (sd_notify), or /dev/watchdog ---------------------------
+
+    def _sd_notify(self, message):
+        path = os.environ.get("NOTIFY_SOCKET")
+        if not path:
+            return False
+        import socket
+        if path.startswith("@"):
+            path = "\0" + path[1:]   # an abstract socket
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(path)
+            sock.send(message.encode())
+        except OSError:
+            return False
+        finally:
+            sock.close()
+        return True
+
+    def notify_ready(self):
+        self._sd_notify("READY=1")
+
+    def watchdog_start(self, timeout_ms):
+        """systemd's WatchdogSec when the unit sets one, else /dev/watchdog if the config names it;
+        returns the timeout in force (ms), or None when nothing watches this node."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if usec and (not pid or pid == str(os.getpid())):
+            self._watchdog = "systemd"
+            return int(usec) // 1000
+        device = self.options.get("watchdog_device")
+        if device:
+            self._watchdog = open(device, "wb", buffering=0)
+            return timeout_ms
+        return None
+
+    def watchdog_feed(self):
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog == "systemd":
+            self._sd_notify("WATCHDOG=1")
+        elif watchdog is not None:
+            watchdog.write(b"\0")
+
+    def reset_cause(self):
+        return None
 
     def reboot(self):
         # The node agent runs under systemd with Restart=; exiting is how it restarts itself.

@@ -44,6 +44,34 @@ class MicroPythonHal:
                 return None
         return None
 
+    def watchdog_start(self, timeout_ms):
+        """Arm machine.WDT (it cannot be stopped again); returns the timeout used, or None."""
+        if machine is None or not hasattr(machine, "WDT"):
+            return None
+        limit = self.profile.get("watchdog", {}).get("max_timeout_ms")
+        if limit:
+            timeout_ms = min(timeout_ms, limit)
+        self._wdt = machine.WDT(timeout=timeout_ms)
+        return timeout_ms
+
+    def watchdog_feed(self):
+        wdt = getattr(self, "_wdt", None)
+        if wdt is not None:
+            wdt.feed()
+
+    def notify_ready(self):
+        pass
+
+    def reset_cause(self):
+        if machine is None or not hasattr(machine, "reset_cause"):
+            return None
+        cause = machine.reset_cause()
+        for name, label in (("WDT_RESET", "watchdog"), ("PWRON_RESET", "power"), ("HARD_RESET", "hard_reset"),
+                            ("SOFT_RESET", "soft"), ("DEEPSLEEP_RESET", "deepsleep")):
+            if getattr(machine, name, None) == cause:
+                return label
+        return None
+
     def reboot(self):
         if machine is not None and hasattr(machine, "reset"):
             machine.reset()

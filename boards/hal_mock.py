@@ -12,6 +12,10 @@ class MockHal:
         self.power_reading = {"src": "mains", "pct": None, "mw": None}
         self.temp = None
         self.reboots = 0
+        self.watchdog_timeout_ms = None
+        self.feeds = 0
+        self.ready = False
+        self.cause = None
 
     def cpu_percent(self):
         return self.cpu
@@ -27,3 +31,16 @@ class MockHal:
 
     def reboot(self):
         self.reboots += 1
+
+    def watchdog_start(self, timeout_ms):
+        self.watchdog_timeout_ms = timeout_ms
+        return timeout_ms
+
+    def watchdog_feed(self):
+        self.feeds += 1
+
+    def notify_ready(self):
+        self.ready = True
+
+    def reset_cause(self):
+        return self.cause

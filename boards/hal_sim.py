@@ -87,5 +87,57 @@ class SimHal:
     def temperature(self):
         return self.base.temperature()
 
+    # -- the watchdog: the harness enforces it (controller/simwatchdog.py) ---------------------
+
+    def notify_ready(self):
+        if self.base.name == "linux":
+            self.base.notify_ready()
+        else:
+            _notify_harness("READY=1")
+
+    def watchdog_start(self, timeout_ms):
+        if self.base.name == "linux":
+            return self.base.watchdog_start(timeout_ms)
+        # The unix port has no machine.WDT: the harness plays it, with the board's limit.
+        limit = self.profile.get("watchdog", {}).get("max_timeout_ms")
+        if limit:
+            timeout_ms = min(timeout_ms, limit)
+        return timeout_ms if _notify_harness("WDT_START=%d" % timeout_ms) else None
+
+    def watchdog_feed(self):
+        if self.base.name == "linux":
+            self.base.watchdog_feed()
+        else:
+            _notify_harness("WATCHDOG=1")
+
+    def reset_cause(self):
+        # The harness's reset-cause register: why it last reset this board.
+        import os
+        return os.getenv("EDGEFLEET_SIM_RESET_CAUSE") or None
+
     def reboot(self):
         self.base.reboot()
+
+
+_harness_line = [None]
+
+
+def _notify_harness(message):
+    """One datagram to the harness's watchdog line ($NOTIFY_SOCKET); False when there is none."""
+    import os
+    import socket
+    path = os.getenv("NOTIFY_SOCKET")
+    if not path:
+        return False
+    try:
+        sock = _harness_line[0]
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            # MicroPython's unix port takes a raw sockaddr_un: family 1 (AF_UNIX), then the path.
+            sock.connect(b"\x01\x00" + path.encode() + b"\x00")
+            _harness_line[0] = sock
+        sock.send(message.encode())
+    except OSError:
+        _harness_line[0] = None
+        return False
+    return True

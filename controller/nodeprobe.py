@@ -16,11 +16,12 @@ from .simfleet import SimFleet
 
 
 class NodeProbe:
-    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None):
+    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None, config=None):
         self.broker = broker
         self.node_id = node_id
         self.fleet = SimFleet(root, broker.host, broker.port, [(node_id, board)], keepalive=keepalive,
-                              heap_override=heap_override, extra_files=extra_files)
+                              heap_override=heap_override, extra_files=extra_files, config=config)
+        self._commands = 0
         self.messages = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-" + node_id)
@@ -49,9 +50,25 @@ class NodeProbe:
         self.fleet.start()
         return self
 
+    def command(self, op, args=None, timeout=10):
+        """Send a `cmd` to the node and return its reply (None if none came in time)."""
+        self._commands += 1
+        cid = "probe-%d" % self._commands
+        msg = {"v": 1, "id": cid, "op": op}
+        if args is not None:
+            msg["args"] = args
+        self._client.publish(protocol.node_topic("ef", self.node_id, "cmd"), json.dumps(msg), qos=1).wait_for_publish(5)
+        replies = self.wait_for(lambda p: [r for r in p.of_kind("reply") if r.get("id") == cid], timeout)
+        return replies[0] if replies else None
+
     def of_kind(self, kind):
         with self._lock:
             return [msg for _, k, msg in self.messages if k == kind]
+
+    def timed(self, kind):
+        """(arrival time on time.monotonic(), message) of every message of a kind."""
+        with self._lock:
+            return [(t, msg) for t, k, msg in self.messages if k == kind]
 
     def wait_for(self, predicate, timeout):
         """Poll predicate(probe) until it returns something true, or return None at timeout."""

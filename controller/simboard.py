@@ -27,6 +27,7 @@ import tty
 
 from .errors import BoardError
 from .netutil import free_port
+from .simwatchdog import WatchdogLine
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,12 @@ class SupervisedProcess:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._supervisor = None
+        # The board's watchdog (simwatchdog.py); a service's WatchdogSec where it has one.
+        self.watchdog = None
+        self.service_watchdog_s = None
+        self.watchdog_resets = 0
+        # What the next boot's reset-cause register reads: set by whatever causes the reset.
+        self._boot_cause = "power"
 
     # -- what a concrete board provides ----------------------------------------------------
 
@@ -105,6 +112,7 @@ class SupervisedProcess:
             if not self._opened:
                 try:
                     self._open()
+                    self.watchdog = WatchdogLine(self.name, self._watchdog_expired)
                 except BaseException:
                     self._close()
                     raise
@@ -116,6 +124,7 @@ class SupervisedProcess:
             if self._powered:
                 return self
             self._powered = True
+            self._boot_cause = "power"
             boot_number = self._boot_locked()
         self._announce_boot(boot_number)
         return self
@@ -134,8 +143,26 @@ class SupervisedProcess:
             if self._closed or not self._powered:
                 raise BoardError("board %s is not powered" % self.name, self.name)
             self._halt_locked(timeout)
+            self._boot_cause = "hard_reset"
             boot_number = self._boot_locked()
         self._announce_boot(boot_number)
+
+    def _watchdog_expired(self):
+        with self._cond:
+            if self._closed or not self._powered or self._proc is None:
+                return
+            self.watchdog_resets += 1
+            self._halt_locked(10.0)
+            self._boot_cause = "watchdog"
+            boot_number = self._boot_locked()
+        self._announce_boot(boot_number)
+
+    def boot_env(self):
+        """Environment a board process gets from its hardware: the watchdog line, the reset cause."""
+        env = {"EDGEFLEET_SIM_RESET_CAUSE": self._boot_cause}
+        if self.watchdog is not None:
+            env.update(self.watchdog.env(self.service_watchdog_s))
+        return env
 
     def stop(self, timeout=10.0):
         """Power off and release everything the board holds: process, threads, sockets, fds."""
@@ -151,6 +178,8 @@ class SupervisedProcess:
             self._supervisor.join(timeout)
         if self._opened:
             self._close()
+            if self.watchdog is not None:
+                self.watchdog.close()
 
     def wait_boots(self, count, timeout=10.0):
         """Block until the board has booted `count` times and is running; False on timeout."""
@@ -167,6 +196,8 @@ class SupervisedProcess:
 
     def _boot_locked(self):
         self._before_boot()
+        if self.watchdog is not None:
+            self.watchdog.new_boot(self.service_watchdog_s)
         try:
             proc = self._spawn()
         except OSError as exc:
@@ -175,6 +206,7 @@ class SupervisedProcess:
         self._proc = proc
         self._unreaped.append(proc)
         self.boots += 1
+        self._boot_cause = "soft"   # an exit nobody asked for: the process reset itself
         log.debug("board %s boot %d pid %d", self.name, self.boots, proc.pid)
         self._cond.notify_all()
         return self.boots
@@ -452,6 +484,7 @@ class McuBoard(SupervisedProcess):
     def _spawn(self):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         env["MICROPYPATH"] = ":".join([self.flash_dir, os.path.join(self.flash_dir, "lib"), ".frozen"])
+        env.update(self.boot_env())
         env.update(self.env)
         interpreter = [self.micropython, "-X", "heapsize=%d" % self.heap_bytes, "-i", "main.py"]
         argv = list(_sigint_ignoring_launcher()) + interpreter
@@ -650,8 +683,9 @@ class LinuxBoard(SupervisedProcess):
     anything the agent forked goes down with it, as when power is cut.
     """
 
-    def __init__(self, name, command, workdir, env=None, console_log=None, restart_delay=0.2):
+    def __init__(self, name, command, workdir, env=None, console_log=None, restart_delay=0.2, watchdog_s=None):
         super().__init__(name, restart_delay)
+        self.service_watchdog_s = watchdog_s
         self.command = list(command)
         self.workdir = os.path.abspath(workdir)
         self.env = dict(env or {})
@@ -671,6 +705,7 @@ class LinuxBoard(SupervisedProcess):
     def _spawn(self):
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"   # so the log shows what the agent did up to a power cut
+        env.update(self.boot_env())
         env.update(self.env)
         output = self._log_file if self._log_file is not None else subprocess.DEVNULL
         return subprocess.Popen(self.command, cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,

@@ -13,6 +13,8 @@ from .simboard import LinuxBoard, McuBoard
 
 # The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
+# WatchdogSec of a simulated Pi-class board's service, as firmware/node.py's default watchdog_ms.
+DEFAULT_WATCHDOG_MS = 8000
 
 
 def demo_layout(count):
@@ -32,7 +34,7 @@ def demo_layout(count):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
-                 extra_files=None):
+                 extra_files=None, config=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
         self.layout = layout
@@ -41,6 +43,8 @@ class SimFleet:
         self.heap_override = heap_override
         # {path on flash: source file} added to every image, e.g. extra models for tests
         self.extra_files = extra_files or {}
+        # settings merged into every node's config.json, e.g. {"allow_faults": True}
+        self.config = config or {}
         self.boards = {}
         self.runtimes = {}
 
@@ -53,6 +57,7 @@ class SimFleet:
         profile = catalog.load(board_name)
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
+        cfg.update(self.config)
         flash = self.flash_dir(node_id)
         image.write_image(flash, cfg)
         for rel, src in self.extra_files.items():
@@ -69,7 +74,9 @@ class SimFleet:
             board = LinuxBoard(node_id, runtime.node_command("config.json"), flash, env=runtime.env(), console_log=log)
         else:
             cmd = [sys.executable, "-m", "edgefleet.boards.linux_main", "config.json"]
-            board = LinuxBoard(node_id, cmd, flash, console_log=log)
+            # As the systemd unit a Pi-class board runs under: its WatchdogSec is the node's watchdog.
+            watchdog_ms = cfg.get("supervision", {}).get("watchdog_ms", DEFAULT_WATCHDOG_MS)
+            board = LinuxBoard(node_id, cmd, flash, console_log=log, watchdog_s=watchdog_ms / 1000)
         self.boards[node_id] = board
         self.runtimes[node_id] = profile["runtime"]
         return board

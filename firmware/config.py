@@ -12,6 +12,10 @@ DEFAULTS = {
     "hal": "micropython",
     "hal_options": {},
     "fw": "0.1.0",
+    # Supervision limits (firmware/node.py SUPERVISION names them); {} keeps the defaults.
+    "supervision": {},
+    # Lets `cmd` op "fault" inject crashes and hangs (firmware/faults.py); off on real fleets.
+    "allow_faults": False,
 }
 BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None, "keepalive": 10}
 
@@ -51,6 +55,12 @@ def parse(cfg):
     if not isinstance(broker["keepalive"], int) or broker["keepalive"] < 1:
         raise ConfigError("config: broker.keepalive must be a positive int", "broker.keepalive")
     out["broker"] = broker
+    supervision = out["supervision"]
+    if not isinstance(supervision, dict):
+        raise ConfigError("config: 'supervision' must be an object", "supervision")
+    for key in supervision:
+        if not isinstance(supervision[key], int) or supervision[key] < 0:
+            raise ConfigError("config: supervision.%s must be a non-negative int" % key, "supervision." + key)
     if not isinstance(out["hb_interval_ms"], int) or not 100 <= out["hb_interval_ms"] <= 1000:
         raise ConfigError("config: hb_interval_ms must be 100..1000 (heartbeats at >= 1 Hz)", "hb_interval_ms")
     return out

@@ -17,6 +17,8 @@ READY = 1
 INFER = 2
 OUTPUTS = 3
 ERROR = 4
+# Fault injection (firmware/faults.py): spin forever, as a native interpreter stuck in a loop.
+HANG = 5
 
 
 def read_exact(stream, size):
@@ -52,6 +54,9 @@ def serve(model_path, backend, num_threads, stdin, stdout):
             return 0  # the agent closed the pipe: stop quietly
         kind, count, length = HEADER.unpack(header)
         payload = read_exact(stdin, length)
+        if kind == HANG:
+            while True:
+                pass
         if kind != INFER or payload is None or length != count * in_size:
             write_frame(stdout, ERROR, 0, b"bad request frame")
             return 1

@@ -1,17 +1,23 @@
 # The node runtime: boots from the config on flash, keeps its MQTT link up, runs the assigned
 # inference workloads and reports. Workloads never wait for the link: a node without broker or
 # controller keeps inferring from the assignment it cached on flash.
+#
+# Supervision tree (firmware/supervisor.py):
+#   node (rest_for_one): link, publisher, delivery, heartbeats, workers
+#     workers (one_for_one): one InferenceWorker per assigned workload
+# The hardware watchdog is fed only while the node supervisor and its critical children beat in
+# time, never because of the link; so a hung event loop or a service that keeps failing resets
+# the board, and being offline never does.
 import asyncio
 import sys
 
 from . import assignment, flashfile, protocol
-from .backends import available as available_backends
 from .clock import ticks_diff, ticks_ms
 from .errors import ProtocolError
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
 from .outbox import Outbox, OutboxError
-from .worker import InferenceWorker
+from .supervisor import ONE_FOR_ONE, REST_FOR_ONE, TRANSIENT, Child, Supervisor
 
 RUNTIME = "micropython" if sys.implementation.name == "micropython" else "cpython"
 # Events and replies kept in RAM while the link is down; the oldest are dropped past this.
@@ -23,6 +29,17 @@ ARENA_HEADROOM = 8192
 DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 30000
+# How often the link child shows life while its connection is up.
+LINK_BEAT_S = 1
+# Supervision settings; a node's config may override any of them under "supervision".
+SUPERVISION = {
+    "intensity": 5, "period_ms": 60000, "backoff_min_ms": 100, "backoff_max_ms": 30000,
+    # A worker silent this long is hung (it beats from its inference loop); its first beat after
+    # a (re)start may take worker_start_ms (an inference process loading its interpreter).
+    "worker_beat_ms": 3000, "worker_start_ms": 30000,
+    "service_beat_ms": 10000, "watchdog_ms": 8000,
+    "stable_after_ms": 300000, "quick_boot_limit": 3,
+}
 
 
 def _log(msg):
@@ -57,6 +74,22 @@ class Node:
         self._outbox_error = None
         self._wake_publisher = asyncio.Event()
         self._cpu = 0.0
+        sup = dict(SUPERVISION)
+        sup.update(cfg.get("supervision") or {})
+        self.sup_cfg = sup
+        limits = {"intensity": sup["intensity"], "period_ms": sup["period_ms"],
+                  "backoff_min_ms": sup["backoff_min_ms"], "backoff_max_ms": sup["backoff_max_ms"],
+                  "on_exit": self.child_exited, "on_escalate": self.escalate}
+        self.supervisor = Supervisor("node", REST_FOR_ONE, **limits)
+        self.workers_sup = Supervisor("workers", ONE_FOR_ONE, **limits)
+        self.assigned = []   # workload specs of the applied assignment, in order
+        self.backends = []
+        self.reset_info = {}
+        self.stable = False
+        self.crashes_unsent = True   # until checked on the first link
+        self.safe_mode = False
+        self.degraded = None
+        self.watchdog_starving = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -81,7 +114,7 @@ class Node:
             "fw": self.cfg["fw"], "boot": self.boot,
             "caps": {
                 "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
-                "backends": available_backends(), "models": self.models_on_flash(),
+                "backends": self.backends, "models": self.models_on_flash(),
             },
         }
 
@@ -139,9 +172,10 @@ class Node:
             self._outbox_error = str(error)
             self.event("error", "outbox_write_failed", str(error))
 
-    async def deliver_results(self):
+    async def deliver_results(self, child):
         """Flush the outbox on its timer and publish what the controller has not acknowledged."""
         while True:
+            child.beat()
             try:
                 self.outbox.flush()
                 self._outbox_error = None
@@ -159,7 +193,7 @@ class Node:
                 # The link task reconnects, and every (re)connect rewinds the outbox cursor.
                 await asyncio.sleep(self.flush_ms / 1000)
 
-    async def publish_pending(self):
+    async def publish_pending(self, child):
         while True:
             await self._wake_publisher.wait()
             self._wake_publisher.clear()
@@ -204,21 +238,15 @@ class Node:
         self.outbox.ack(boot, seq)
 
     def on_command(self, msg):
-        op = msg["op"]
-        reply = {"v": protocol.VERSION, "id": msg["id"], "ok": True}
-        if op == "ping":
-            reply["data"] = {"up": self.uptime_ms()}
-        elif op == "info":
-            data = self.hello()
-            data["mem_free"] = self.hal.mem()[0]
-            reply["data"] = data
-        elif op == "reboot":
-            asyncio.create_task(self._reboot_soon())
-        else:
-            reply = {"v": protocol.VERSION, "id": msg["id"], "ok": False, "error": "unknown op %r" % op}
+        # Commands are rare; their code is loaded for each one and released again.
+        from . import commands
+        try:
+            reply = commands.handle(self, msg)
+        finally:
+            release_module(commands)
         self.queue("reply", reply)
 
-    async def _reboot_soon(self):
+    async def reboot_soon(self):
         await asyncio.sleep(0.3)  # let the reply go out
         self.hal.reboot()
 
@@ -228,13 +256,18 @@ class Node:
         if not assignment.accept(self.applied_epoch, msg):
             return
         running = {}
-        for wid in self.workers:
-            running[wid] = self.workers[wid].spec
+        for spec in self.assigned:
+            running[spec["id"]] = spec
         stop, start = assignment.changes(running, msg["wl"])
+        self.assigned = list(msg["wl"])
         for wid in stop:
-            self.workers.pop(wid).stop()
-        for spec in start:
-            self.start_worker(spec)
+            self.stop_worker(wid)
+        # In safe mode the assignment is kept (on flash too) but nothing runs until the node
+        # leaves safe mode; the workers supervisor starts what is assigned when it (re)starts.
+        if not self.safe_mode and self.supervisor.child("workers") is not None:
+            for spec in start:
+                self.start_worker(spec)
+        self.recheck_degraded()
         self.applied_epoch = msg["epoch"]
         if not from_cache:
             flashfile.write(self.data_dir + "/assign.json", msg)
@@ -249,10 +282,24 @@ class Node:
         # The engine refuses (ModelTooLarge, naming both numbers) an arena the heap cannot
         # hold beside what this node already runs, rather than failing later mid-inference.
         budget = max(0, self.hal.mem()[0] - ARENA_HEADROOM) if RUNTIME == "micropython" else None
+        # Loaded with the first workload: a board that runs none (it holds no model that fits)
+        # keeps the worker, backend and input-stream code out of its heap.
+        from .worker import InferenceWorker
         worker = InferenceWorker(spec, self.models_dir, self.emit_result, self.worker_event, arena_budget=budget,
                                  isolate=isolate, num_threads=self.cfg.get("num_threads", 1))
         self.workers[spec["id"]] = worker
-        worker.start()
+        sup = self.sup_cfg
+        # Transient: a model this board cannot run ends the worker normally, for good; a crash
+        # or a hang restarts it.
+        self.workers_sup.start_child(Child(
+            spec["id"], worker.serve, restart=TRANSIENT, beat_timeout_ms=max(sup["worker_beat_ms"], 3 * worker.period_ms()),
+            start_timeout_ms=sup["worker_start_ms"], kill=worker.kill))
+
+    def stop_worker(self, wid):
+        self.workers_sup.terminate_child(wid)
+        worker = self.workers.pop(wid, None)
+        if worker is not None:
+            worker.stop()
 
     def worker_event(self, worker, kind, detail):
         self.event("error", kind, "%s: %s" % (worker.id, detail), {"wl": worker.id, "model": worker.spec["model"]})
@@ -299,9 +346,10 @@ class Node:
             report["oldest"] = [oldest[0], oldest[1]]
         return report
 
-    async def send_heartbeats(self):
+    async def send_heartbeats(self, child):
         interval = self.cfg["hb_interval_ms"]
         while True:
+            child.beat()
             await asyncio.sleep(interval / 1000)
             hb = self.heartbeat()
             if self.client is None or not self.client.is_connected:
@@ -329,9 +377,10 @@ class Node:
         self._wake_publisher.set()
         return client
 
-    async def keep_link(self):
+    async def keep_link(self, child):
         backoff = BACKOFF_MIN_MS
         while True:
+            child.beat()
             try:
                 client = await self.connect_once()
             except (MQTTError, OSError, MemoryError) as e:
@@ -345,39 +394,122 @@ class Node:
                 continue
             backoff = BACKOFF_MIN_MS
             _log("connected to %s:%d" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"]))
-            await client.wait_closed()
+            self.publish_crash_records()
+            while client.is_connected:
+                child.beat()
+                try:
+                    await asyncio.wait_for(client.wait_closed(), LINK_BEAT_S)
+                except asyncio.TimeoutError:
+                    pass
             _log("link lost: %s" % (client.last_error,))
             self.client = None
 
-    async def keep_running(self, loop):
-        """Run one of the node's service loops, starting it again if it fails: a MemoryError
-        on a fragmented heap, or a bug, must not silently end delivery or heartbeats."""
+    # -- supervision ---------------------------------------------------------------------------
+
+    def service_specs(self):
+        beat = self.sup_cfg["service_beat_ms"]
+        return [
+            # Not critical: a link that cannot connect is offline operation, not a fault.
+            Child("link", self.keep_link, beat_timeout_ms=max(beat, 3 * BACKOFF_MAX_MS)),
+            Child("publisher", self.publish_pending),
+            Child("delivery", self.deliver_results, beat_timeout_ms=beat, critical=True),
+            Child("heartbeats", self.send_heartbeats, beat_timeout_ms=beat, critical=True),
+            Child("workers", self.run_workers, beat_timeout_ms=beat, critical=True,
+                      kill=self.workers_sup.terminate_all),
+        ]
+
+    async def run_workers(self, child):
+        """The workers supervisor, itself a child: (re)starts the assigned workers and watches them."""
+        self.workers_sup.terminate_all()
+        if not self.safe_mode:
+            for spec in self.assigned:
+                self.start_worker(spec)
+        await self.workers_sup.run(child.beat)
+
+    def child_exited(self, child, how, error):
+        if how == "normal":
+            return
+        from . import crashlog
+        try:
+            crashlog.record(self, child, how, error)
+        finally:
+            release_module(crashlog)
+
+    def publish_crash_records(self):
+        """Crash records written while offline or before a reset, once a link is up."""
+        if not self.crashes_unsent:
+            return
+        self.crashes_unsent = False
+        from . import crashlog
+        try:
+            crashlog.publish(self)
+        finally:
+            release_module(crashlog)
+
+    def write_boot_record(self, cause=None, detail=None):
+        """Record on flash the reset this node is about to cause, or that this boot is stable."""
+        from . import bootguard
+        try:
+            bootguard.write(self.data_dir, self.boot, self.reset_info["quick_boots"], self.stable, cause, detail)
+        finally:
+            release_module(bootguard)
+
+    def escalate(self, child, reason):
+        """A child restarted too often: give it up and tell the controller this node is degraded."""
+        self.degraded = "%s: %s" % (child.id, reason)
+        self.event("error", "degraded", "gave up %s" % self.degraded, {"child": child.id})
+        self.set_state("degraded")
+
+    def set_state(self, state):
+        if state != self.state:
+            self.state = state
+            self.queue("status", self.status(state))
+
+    def recheck_degraded(self):
+        # Degraded lasts while a given-up child remains; removing it (the controller moved its
+        # workload away) makes the node whole again.
+        if self.degraded is not None and not self.workers_sup.given_up() and not self.supervisor.given_up():
+            self.degraded = None
+            self.set_state("safe" if self.safe_mode else "online")
+
+    async def feed_watchdog(self):
+        """Feed the hardware watchdog while the supervision tree is healthy; record why before
+        letting it bite. Without a hardware watchdog the node resets itself the same way."""
+        timeout = self.hal.watchdog_start(self.sup_cfg["watchdog_ms"])
+        limit = timeout or self.sup_cfg["watchdog_ms"]
+        interval = min(1000, limit // 4)
+        starving_since = None
         while True:
-            try:
-                await loop()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # any failure: report it, collect, and run the loop again
-                _log("%s failed: %s: %s; restarting it" % (loop.__name__, type(e).__name__, e))
-                _print_traceback(e)
-                import gc
-                gc.collect()
-                await asyncio.sleep(0.5)
+            fresh, why = self.supervisor.critical_fresh()
+            if fresh:
+                starving_since = None
+                self.hal.watchdog_feed()
+            elif starving_since is None:
+                starving_since = ticks_ms()
+                self.watchdog_starving = why
+                _log("watchdog: %s; no longer feeding it" % why)
+                self.write_boot_record("watchdog", why)
+                try:
+                    self.outbox.flush()   # what the node accepted survives the reset
+                except OutboxError:
+                    pass
+            elif timeout is None and ticks_diff(ticks_ms(), starving_since) > limit:
+                self.hal.reboot()
+            if not self.stable and self.uptime_ms() >= self.sup_cfg["stable_after_ms"]:
+                self.stable = True
+                self.write_boot_record()
+            await asyncio.sleep(interval / 1000)
 
     async def main(self):
-        self.boot = flashfile.next_boot(self.data_dir)
-        # Results of earlier boots still on flash: delivered like new ones.
-        self.recovered = self.outbox.recover()
-        self.meter.install()
-        free, total = self.hal.mem()
-        # The runtime's own footprint, before any workload: what a board must spare for it.
-        heap_used = total - free
-        _log("%s (%s, %s) boot %d, heap in use %d of %d" % (self.id, self.cfg["board"], RUNTIME, self.boot, heap_used, total))
-        self.event("info", "boot", "boot %d" % self.boot, {"fw": self.cfg["fw"], "heap_used": heap_used, "heap_total": total})
-        self.load_cached_assignment()
-        for loop in (self.publish_pending, self.deliver_results, self.send_heartbeats):
-            asyncio.create_task(self.keep_running(loop))
-        await self.keep_link()
+        # The boot sequence runs once; its code leaves the heap when it is done.
+        from . import bootguard
+        bootguard.start(self)
+        release_module(bootguard)
+        for child in self.service_specs():
+            self.supervisor.start_child(child)
+        asyncio.create_task(self.feed_watchdog())
+        self.hal.notify_ready()
+        await self.supervisor.run()
 
 
 def _print_traceback(error):
@@ -393,7 +525,7 @@ def _jitter(ms):
     return ms // 2 + random.getrandbits(16) % (ms // 2 + 1)
 
 
-def _release_module(module):
+def release_module(module):
     # A module needed only at boot gives its heap back: on a 110 KB board every KB counts.
     package, _, name = module.__name__.rpartition(".")
     sys.modules.pop(module.__name__, None)
@@ -406,8 +538,17 @@ def boot(config_path, open_hal):
     from . import config
     cfg = config.load(config_path)
     if RUNTIME == "micropython":
-        _release_module(config)
+        release_module(config)
     del config
     hal = open_hal(cfg["hal"], cfg["profile"], cfg["hal_options"])
     node = Node(cfg, hal)
-    asyncio.run(node.main())
+    try:
+        asyncio.run(node.main())
+    except Exception as e:  # the runtime itself failed: record why, then reset like a board
+        _log("node runtime failed: %s: %s" % (type(e).__name__, e))
+        _print_traceback(e)
+        try:
+            node.write_boot_record("crash", "%s: %s" % (type(e).__name__, e))
+        except (OSError, KeyError):
+            pass
+        hal.reboot()

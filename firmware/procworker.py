@@ -10,18 +10,20 @@ import sys
 from .errors import FirmwareError
 from .backends import top1
 from .clock import ticks_add, ticks_diff, ticks_ms
-from .inference_child import ERROR, HEADER, INFER, OUTPUTS, READY
+from .inference_child import ERROR, HANG, HEADER, INFER, OUTPUTS, READY
 
 # Most inputs sent to an isolated model in one round trip.
 MAX_BATCH = 32
 
 
 class WorkerProcessError(FirmwareError):
-    """The inference process failed to start, died, or answered nonsense."""
+    """The inference process failed to start, died, or answered nonsense; `refused` when it
+    answered that the model cannot be loaded at all (restarting will not help)."""
 
-    def __init__(self, message, returncode=None):
+    def __init__(self, message, returncode=None, refused=False):
         super().__init__(message)
         self.returncode = returncode
+        self.refused = refused
 
 
 class ProcessModel:
@@ -34,6 +36,12 @@ class ProcessModel:
         self.input_size = self.output_size = 0
         self.input_quant = self.output_quant = (1.0, 0)
         self.backend_name = None
+        self.in_flight = 0   # batches submitted and not yet collected
+
+    @property
+    def reusable(self):
+        """Alive and between batches: a new serving loop can take over this process."""
+        return self.proc is not None and self.proc.returncode is None and self.in_flight == 0
 
     @property
     def pid(self):
@@ -50,7 +58,7 @@ class ProcessModel:
             raise WorkerProcessError("inference process for %s did not start in %.0f s" % (self.path, self.start_timeout))
         if kind == ERROR:
             await self._reap()
-            raise WorkerProcessError("cannot load %s: %s" % (self.path, payload.decode(errors="replace")))
+            raise WorkerProcessError("cannot load %s: %s" % (self.path, payload.decode(errors="replace")), refused=True)
         if kind != READY:
             self.kill()
             raise WorkerProcessError("inference process sent frame %d before READY" % kind)
@@ -78,6 +86,7 @@ class ProcessModel:
             code = self.proc.returncode
             raise WorkerProcessError("inference process exited (code %s)" % code, code)
         try:
+            self.in_flight += 1
             self.proc.stdin.write(HEADER.pack(INFER, count, len(payload)))
             self.proc.stdin.write(payload)
             await self.proc.stdin.drain()
@@ -88,6 +97,7 @@ class ProcessModel:
     async def collect(self):
         """The results of the oldest submitted batch: (raw int8 outputs, latencies in us)."""
         kind, count, body = await self._read_frame()
+        self.in_flight -= 1
         out_bytes = count * self.output_size
         if kind != OUTPUTS or len(body) != out_bytes + 4 * count:
             self.kill()
@@ -110,6 +120,18 @@ class ProcessModel:
     def kill(self):
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
+
+    def signal(self, signum):
+        """Deliver a signal to the inference process (fault injection: SIGKILL, SIGSEGV)."""
+        if self.proc is None or self.proc.returncode is not None:
+            raise WorkerProcessError("inference process is not running")
+        import os
+        os.kill(self.proc.pid, signum)
+
+    async def hang(self):
+        """Fault injection: the inference process spins in an endless loop from now on."""
+        self.proc.stdin.write(HEADER.pack(HANG, 0, 0))
+        await self.proc.stdin.drain()
 
     async def close(self):
         if self.proc is not None and self.proc.returncode is None:
@@ -134,11 +156,13 @@ async def serve_isolated(worker):
         for i in range(count):
             meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
         outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
-        worker.last_beat_ms = ticks_ms()
+        worker.beat()
         for i in range(count):
             label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
             worker.n += 1
             worker.emit(worker, label, score, latencies[i], meta[i][1], meta[i][0])
+        if worker.fault is not None:
+            await worker.injected_fault()
         due = ticks_add(due, count * period_ms)
         delay = ticks_diff(due, ticks_ms())
         if delay < -MAX_BATCH * period_ms:

@@ -13,11 +13,24 @@ from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from .errors import FirmwareError
 from .sources import open_source
 
-RESTART_MIN_MS = 500
-RESTART_MAX_MS = 8000
+
+class InjectedFault(FirmwareError):
+    """A fault an operator or a test asked for (firmware/faults.py); a crash like any other."""
+
+
+def _refused_model(error):
+    # The model itself cannot run here (bad file, unsupported op, too big, no backend): no restart
+    # fixes that, so the workload fails for good and the controller places it elsewhere. A
+    # process that died while loading is a crash, and is restarted.
+    refused = getattr(error, "refused", None)   # WorkerProcessError says which it was
+    return True if refused is None else refused
 
 
 class InferenceWorker:
+    """One workload's inference loop: a child of the node's workers supervisor. serve() is the
+    child's body; a crash or a stale beat makes the supervisor restart it (kill() ends its
+    process first); the input stream outlives restarts, so the workload continues where it was."""
+
     def __init__(self, spec, models_dir, emit, report_event=None, backend=None, arena_budget=None,
                  isolate=False, num_threads=1):
         self.spec = spec
@@ -32,11 +45,11 @@ class InferenceWorker:
         self.state = "starting"
         self.n = 0
         self.err = None
-        self.restarts = 0
         self.last_beat_ms = ticks_ms()
-        self.task = None
+        self.child = None
         self.model = None
         self.source = None
+        self.fault = None
 
     @property
     def model_dir(self):
@@ -47,6 +60,8 @@ class InferenceWorker:
         path = self.model_dir + "/model.tflite"
         # A model file is read in one piece: collect first so a long-running board's
         # fragmented heap still has a block that size.
+        if self.model is not None:
+            return   # kept across a crash of the serving loop (kill())
         gc.collect()
         if self.isolate:
             from .procworker import ProcessModel
@@ -57,38 +72,29 @@ class InferenceWorker:
         if self.source is None:
             self.source = open_source(self.spec["input"], self.model_dir, self.model.input_size)
 
-    async def run(self):
+    async def serve(self, child=None):
+        """The supervised body: open, then infer until cancelled or crashed."""
+        self.child = child
+        self.state = "starting"
         try:
             await self.open()
-        except (FirmwareError, OSError, ValueError, MemoryError) as e:
+        except (FirmwareError, OSError, ValueError) as e:
+            self.kill("hang")
+            if not _refused_model(e):
+                raise
             self.fail(e, "workload_failed")
             return
-        backoff = RESTART_MIN_MS
-        while True:
-            try:
-                self.state = "running"
-                if self.isolate:
-                    from .procworker import serve_isolated
-                    await serve_isolated(self)
-                else:
-                    await self._serve_in_process()
-            except asyncio.CancelledError:
-                self.state = "stopped"
-                raise
-            except (FirmwareError, OSError, ValueError, MemoryError) as e:
-                if not self.isolate:
-                    self.fail(e, "workload_failed")
-                    return
-                # The inference process died (a native crash, a kill): start a fresh one.
-                self.restarts += 1
-                self.fail(e, "worker_crashed")
-                await asyncio.sleep(backoff / 1000)
-                backoff = min(backoff * 2, RESTART_MAX_MS)
-                try:
-                    await self.open()
-                except (FirmwareError, OSError, ValueError, MemoryError) as e2:
-                    self.fail(e2, "workload_failed")
-                    return
+        self.state = "running"
+        if self.isolate:
+            from .procworker import serve_isolated
+            await serve_isolated(self)
+        else:
+            await self._serve_in_process()
+
+    def beat(self):
+        self.last_beat_ms = ticks_ms()
+        if self.child is not None:
+            self.child.beat()
 
     def period_ms(self):
         return max(1, int(1000 / self.spec["rate"]))
@@ -105,8 +111,10 @@ class InferenceWorker:
             elapsed_us = ticks_diff(ticks_us(), t0)
             label, score = top1(outputs, model.output_quant)
             self.n += 1
-            self.last_beat_ms = ticks_ms()
+            self.beat()
             self.emit(self, label, score, elapsed_us, truth, index)
+            if self.fault is not None:
+                await self.injected_fault()
             due = ticks_add(due, period_ms)
             delay = ticks_diff(due, ticks_ms())
             if delay < 0:
@@ -115,25 +123,54 @@ class InferenceWorker:
                 delay = 0
             await asyncio.sleep(delay / 1000)
 
+    async def injected_fault(self):
+        fault = self.fault
+        if fault != "crashloop":   # a crash loop crashes every (re)start until reassigned
+            self.fault = None
+        if fault == "raise" or fault == "crashloop":
+            raise InjectedFault("injected crash in workload %s" % self.id)
+        if fault == "hang":
+            if self.isolate:
+                await self.model.hang()   # the inference process spins; collect() never returns
+            # A livelock: the loop keeps yielding but never beats again.
+            while True:
+                await asyncio.sleep(0.05)
+
     def fail(self, error, kind):
         self.state = "failed"
         self.err = "%s: %s" % (type(error).__name__, error)
         if self.report_event is not None:
             self.report_event(self, kind, self.err)
 
-    def start(self):
-        self.task = asyncio.create_task(self.run())
-        return self.task
+    def kill(self, how="stop"):
+        """The supervisor's kill hook. After a crash of this loop the model is kept for the restart
+        where it is sound (an inference process still alive with no batch half done): a crash
+        costs a restart of the loop, not of the interpreter. A hang, or a dead process, ends it."""
+        model = self.model
+        if model is None:
+            return
+        if how == "crash" and getattr(model, "reusable", True) is True:
+            return
+        if hasattr(model, "kill"):
+            model.kill()
+        self.model = None
 
     def stop(self):
-        if self.task is not None:
-            self.task.cancel()
+        self.kill()
         self.state = "stopped"
-        if self.model is not None and hasattr(self.model, "kill"):
-            self.model.kill()
         if self.source is not None:
             self.source.close()
             self.source = None
 
     def report(self):
-        return {"id": self.id, "state": self.state, "n": self.n, "err": self.err}
+        state = self.state
+        child = self.child
+        restarts = 0
+        if child is not None:
+            restarts = child.restarts
+            if child.state == "backoff":
+                state = "restarting"
+            elif child.state == "failed":
+                state = "given_up"
+        return {"id": self.id, "state": state, "n": self.n, "err": self.err if self.err is not None else (
+            child.last_error if child is not None else None), "restarts": restarts}

@@ -158,8 +158,8 @@ def test_killing_a_pi_worker_process_does_not_take_the_node_down(signum, mosquit
         agent = probe.board.pid
         (worker,) = probe.wait_for(lambda p: _children(agent), 10)
         os.kill(worker, signum)
-        crashed = probe.wait_for(lambda p: [e for e in p.of_kind("event") if e["kind"] == "worker_crashed"], 10)
-        assert crashed and "exited" in crashed[0]["msg"]
+        crashed = probe.wait_for(lambda p: [e for e in p.of_kind("event") if e["kind"] == "crash"], 10)
+        assert crashed and "exited" in crashed[0]["msg"] and crashed[0]["data"]["child"] == "w"
         before = len(probe.of_kind("result"))
         assert probe.wait_for(lambda p: len(p.of_kind("result")) >= before + 10, 20), "no results after the crash"
         assert probe.board.pid == agent and probe.board.boots == 1, "the node agent itself restarted"
