@@ -109,12 +109,11 @@ class LinuxHal:
             sock.close()
         return True
 
-    def notify_ready(self):
-        self._sd_notify("READY=1")
-
     def watchdog_start(self, timeout_ms):
-        """systemd's WatchdogSec when the unit sets one, else /dev/watchdog if the config names it;
+        """Called once the node has booted: tells systemd it is ready (Type=notify), then arms
+        systemd's WatchdogSec when the unit sets one, else /dev/watchdog if the config names it;
         returns the timeout in force (ms), or None when nothing watches this node."""
+        self._sd_notify("READY=1")
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")
         if usec and (not pid or pid == str(os.getpid())):

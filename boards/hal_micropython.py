@@ -59,9 +59,6 @@ class MicroPythonHal:
         if wdt is not None:
             wdt.feed()
 
-    def notify_ready(self):
-        pass
-
     def reset_cause(self):
         if machine is None or not hasattr(machine, "reset_cause"):
             return None

@@ -33,14 +33,12 @@ class MockHal:
         self.reboots += 1
 
     def watchdog_start(self, timeout_ms):
+        self.ready = True
         self.watchdog_timeout_ms = timeout_ms
         return timeout_ms
 
     def watchdog_feed(self):
         self.feeds += 1
-
-    def notify_ready(self):
-        self.ready = True
 
     def reset_cause(self):
         return self.cause

@@ -89,12 +89,6 @@ class SimHal:
 
     # -- the watchdog: the harness enforces it (controller/simwatchdog.py) ---------------------
 
-    def notify_ready(self):
-        if self.base.name == "linux":
-            self.base.notify_ready()
-        else:
-            _notify_harness("READY=1")
-
     def watchdog_start(self, timeout_ms):
         if self.base.name == "linux":
             return self.base.watchdog_start(timeout_ms)
@@ -102,7 +96,7 @@ class SimHal:
         limit = self.profile.get("watchdog", {}).get("max_timeout_ms")
         if limit:
             timeout_ms = min(timeout_ms, limit)
-        return timeout_ms if _notify_harness("WDT_START=%d" % timeout_ms) else None
+        return timeout_ms if _notify_harness("READY=1\nWDT_START=%d" % timeout_ms) else None
 
     def watchdog_feed(self):
         if self.base.name == "linux":

@@ -3,7 +3,7 @@
 # controller keeps inferring from the assignment it cached on flash.
 #
 # Supervision tree (firmware/supervisor.py):
-#   node (rest_for_one): link, publisher, delivery, heartbeats, workers
+#   node (rest_for_one): link, delivery, heartbeats, workers
 #     workers (one_for_one): one InferenceWorker per assigned workload
 # The hardware watchdog is fed only while the node supervisor and its critical children beat in
 # time, never because of the link; so a hung event loop or a service that keeps failing resets
@@ -72,7 +72,6 @@ class Node:
                              box.get("segment_bytes", 4096), box.get("flush_records", 8))
         self.flush_ms = box.get("flush_ms", 200)
         self._outbox_error = None
-        self._wake_publisher = asyncio.Event()
         self._cpu = 0.0
         sup = dict(SUPERVISION)
         sup.update(cfg.get("supervision") or {})
@@ -133,7 +132,6 @@ class Node:
             self.pending.pop(0)
             self.dropped += 1
         self.pending.append((kind, payload))
-        self._wake_publisher.set()
 
     def event(self, level, kind, msg, data=None):
         _log("%s %s: %s" % (level, kind, msg))
@@ -173,9 +171,11 @@ class Node:
             self.event("error", "outbox_write_failed", str(error))
 
     async def deliver_results(self, child):
-        """Flush the outbox on its timer and publish what the controller has not acknowledged."""
+        """Publish what is queued in RAM, flush the outbox on its timer and publish the results
+        the controller has not acknowledged."""
         while True:
             child.beat()
+            await self.publish_pending()
             try:
                 self.outbox.flush()
                 self._outbox_error = None
@@ -193,18 +193,16 @@ class Node:
                 # The link task reconnects, and every (re)connect rewinds the outbox cursor.
                 await asyncio.sleep(self.flush_ms / 1000)
 
-    async def publish_pending(self, child):
-        while True:
-            await self._wake_publisher.wait()
-            self._wake_publisher.clear()
-            while self.pending and self.client is not None and self.client.is_connected:
-                kind, payload = self.pending[0]
-                qos, retain = protocol.DELIVERY[kind]
-                try:
-                    await self.client.publish(self.topic(kind), payload, qos, retain)
-                except MQTTError:
-                    break  # the link task reconnects; the message stays queued
-                self.pending.pop(0)
+    async def publish_pending(self):
+        """Events, replies and status changes queued in RAM, oldest first, while the link is up."""
+        while self.pending and self.client is not None and self.client.is_connected:
+            kind, payload = self.pending[0]
+            qos, retain = protocol.DELIVERY[kind]
+            try:
+                await self.client.publish(self.topic(kind), payload, qos, retain)
+            except MQTTError:
+                return  # the link task reconnects; the message stays queued
+            self.pending.pop(0)
 
     # -- incoming messages ------------------------------------------------------------------
 
@@ -374,7 +372,6 @@ class Node:
         self.outbox.rewind()
         await client.publish(self.topic("status"), protocol.encode("status", self.status(self.state)), 1, True)
         await client.publish(self.topic("hello"), protocol.encode("hello", self.hello()), 1, False)
-        self._wake_publisher.set()
         return client
 
     async def keep_link(self, child):
@@ -411,7 +408,6 @@ class Node:
         return [
             # Not critical: a link that cannot connect is offline operation, not a fault.
             Child("link", self.keep_link, beat_timeout_ms=max(beat, 3 * BACKOFF_MAX_MS)),
-            Child("publisher", self.publish_pending),
             Child("delivery", self.deliver_results, beat_timeout_ms=beat, critical=True),
             Child("heartbeats", self.send_heartbeats, beat_timeout_ms=beat, critical=True),
             Child("workers", self.run_workers, beat_timeout_ms=beat, critical=True,
@@ -468,7 +464,8 @@ class Node:
     def recheck_degraded(self):
         # Degraded lasts while a given-up child remains; removing it (the controller moved its
         # workload away) makes the node whole again.
-        if self.degraded is not None and not self.workers_sup.given_up() and not self.supervisor.given_up():
+        given_up = [c for c in self.workers_sup.children + self.supervisor.children if c.state == "failed"]
+        if self.degraded is not None and not given_up:
             self.degraded = None
             self.set_state("safe" if self.safe_mode else "online")
 
@@ -508,7 +505,6 @@ class Node:
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
-        self.hal.notify_ready()
         await self.supervisor.run()
 
 

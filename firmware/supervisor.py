@@ -53,7 +53,6 @@ class Child:
         self.state = "starting"   # running, backoff, stopped (ended normally), failed (given up)
         self.started_ms = ticks_ms()
         self.last_beat_ms = None
-        self.beats = 0
         self.restarts = 0
         self.backoff_ms = 0
         self.due_ms = 0
@@ -62,17 +61,14 @@ class Child:
 
     def beat(self):
         self.last_beat_ms = ticks_ms()
-        self.beats += 1
 
     def silent_ms(self, now):
         """How long since the child last showed life (its start, before its first beat)."""
         return ticks_diff(now, self.last_beat_ms if self.last_beat_ms is not None else self.started_ms)
 
     def hung(self, now):
-        if self.state != "running":
-            return False
         limit = self.beat_timeout_ms if self.last_beat_ms is not None else self.start_timeout_ms
-        return limit is not None and self.silent_ms(now) > limit
+        return self.state == "running" and limit is not None and self.silent_ms(now) > limit
 
 
 def _jittered(ms):
@@ -110,7 +106,6 @@ class Supervisor:
         self.children = []
         self.recent_restarts = []
         self.monitor_beat_ms = ticks_ms()
-        self._monitor = None
 
     # -- children -------------------------------------------------------------------------------
 
@@ -141,9 +136,6 @@ class Supervisor:
         for child in list(self.children):
             self.terminate_child(child.id)
 
-    def given_up(self):
-        return [c for c in self.children if c.state == "failed"]
-
     def critical_fresh(self, now=None):
         """(True, None) while the monitor and every critical child beat in time; else (False, why)."""
         now = ticks_ms() if now is None else now
@@ -160,10 +152,6 @@ class Supervisor:
         return True, None
 
     # -- the watch loop ---------------------------------------------------------------------------
-
-    def start(self):
-        self._monitor = asyncio.create_task(self.run())
-        return self._monitor
 
     async def run(self, beat=None):
         """Watch the children forever; beat() is called each round (a supervisor supervised)."""

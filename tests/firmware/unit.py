@@ -4,6 +4,7 @@
 # (tests/test_firmware_units.py) runs each module under CPython and under the real MicroPython
 # interpreter with `python unit.py MODULE`, and reads one JSON line per test from stdout.
 # Async tests are coroutine functions; they run under asyncio.run.
+import gc
 import sys
 import json
 
@@ -66,6 +67,9 @@ def run_module(name, only=None):
             continue
         fn = getattr(mod, n)
         status, detail = "pass", ""
+        # Each test starts from a collected heap, as a board's code after boot would: what one
+        # test left for the collector must not decide whether the next one fits.
+        gc.collect()
         try:
             result = fn()
             if result is not None and asyncio is not None and hasattr(result, "send"):
