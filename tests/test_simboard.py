@@ -344,3 +344,46 @@ def test_linux_board_reset_and_power_off(make_linux, tmp_path):
     time.sleep(0.3)
     assert not board.running and board.boots == 2
     assert not pid_alive(agent) and not pid_alive(helper)
+
+
+FIRMWARE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "firmware")
+BOARDS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "boards")
+
+
+def _watchdog_firmware(flash, feed_ms):
+    os.makedirs(os.path.join(flash, "boards"), exist_ok=True)
+    for name in ("__init__.py", "hal_micropython.py", "hal_sim.py", "power.py"):
+        with open(os.path.join(BOARDS_DIR, name)) as src, open(os.path.join(flash, "boards", name), "w") as dst:
+            dst.write(src.read())
+    with open(os.path.join(FIRMWARE_DIR, "watchdog_feeder.py")) as f:
+        source = f.read()
+    with open(os.path.join(flash, "feed_ms.txt"), "w") as f:
+        f.write(str(feed_ms))
+    return source
+
+
+def test_mcu_board_watchdog_spares_firmware_that_feeds_it(make_mcu, tmp_path):
+    board = make_mcu(_watchdog_firmware(str(tmp_path / "flash0"), 60000), wait_for=b"armed: 400")
+    assert b"reset cause: power" in board.console.since(0)
+    time.sleep(1.5)
+    assert board.watchdog_resets == 0 and board.boots == 1 and board.watchdog.feeds > 10
+
+
+def test_mcu_board_watchdog_resets_firmware_that_stops_feeding_it(make_mcu, tmp_path):
+    board = make_mcu(_watchdog_firmware(str(tmp_path / "flash0"), 300), wait_for=b"armed: 400", restart_delay=0.05)
+    started = time.monotonic()
+    assert wait_until(lambda: board.watchdog_resets >= 1, 5)
+    # Fed for 300 ms, then reset once the 400 ms timeout ran out.
+    assert time.monotonic() - started < 0.3 + 0.4 + 0.5
+    assert board.wait_console(b"reset cause: watchdog", timeout=BOOT_TIMEOUT_S)
+
+
+def test_linux_board_plays_systemd_watchdog_for_its_service(make_linux, tmp_path):
+    service = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "watchdog_service.py")
+    log = tmp_path / "console.log"
+    board = make_linux([sys.executable, service, "300"], watchdog_s=0.5, console_log=str(log))
+    assert wait_until(lambda: board.watchdog_resets >= 1, 5), "the service was never reset"
+    assert wait_until(lambda: b"reset cause: watchdog" in log.read_bytes(), 5), log.read_text()
+    text = log.read_text()
+    assert "reset cause: power" in text and "armed: 500" in text, text
+    assert board.watchdog.ready and board.watchdog.feeds > 0

@@ -1,0 +1,96 @@
+# What a node keeps on flash about its resets and crashes, and the commands that act on them,
+# under CPython and MicroPython: reset causes, quick boots and safe mode, crash records.
+import os
+
+from firmware import bootguard, commands, crashlog, flashfile
+
+_count = [0]
+
+
+def _fresh_dir():
+    _count[0] += 1
+    path = "/tmp/edgefleet-records-%d-%d" % (os.getpid() if hasattr(os, "getpid") else 0, _count[0])
+    flashfile.ensure_dir(path)
+    for name in os.listdir(path):
+        os.remove(path + "/" + name)
+    return path
+
+
+def test_reset_causes_come_from_the_record_then_the_hal_then_power():
+    d = _fresh_dir()
+    assert bootguard.on_boot(d, 1, None, 3)["reset"] == "first"
+    bootguard.write(d, 1, 0, False, "watchdog", "critical child delivery silent for 12000 ms")
+    info = bootguard.on_boot(d, 2, "hard_reset", 3)
+    assert info["reset"] == "watchdog" and "delivery" in info["reset_detail"], info
+    # Nothing recorded: the board's own register, if it has one, else a power cut.
+    assert bootguard.on_boot(d, 3, "watchdog", 3)["reset"] == "watchdog"
+    info = bootguard.on_boot(d, 4, None, 3)
+    assert info["reset"] == "power" and info["reset_detail"] is None, info
+
+
+def test_three_quick_boots_in_a_row_mean_safe_mode_and_a_stable_boot_clears_them():
+    d = _fresh_dir()
+    seen = [bootguard.on_boot(d, b, None, 3) for b in (1, 2, 3, 4)]
+    assert [i["quick_boots"] for i in seen] == [0, 1, 2, 3], seen
+    assert [i["safe_mode"] for i in seen] == [False, False, False, True]
+    bootguard.write(d, 4, 3, True)   # this boot ran long enough
+    info = bootguard.on_boot(d, 5, None, 3)
+    assert info["quick_boots"] == 0 and not info["safe_mode"], info
+
+
+def test_crash_records_keep_the_last_few_and_are_sent_once():
+    d = _fresh_dir()
+    for i in range(crashlog.KEEP + 3):
+        crashlog.add(d, 1, 1000 + i, "w", "crash", "RuntimeError: %d %s" % (i, "x" * 300), False)
+    records = crashlog.read(d)
+    assert len(records) == crashlog.KEEP and records[-1]["up"] == 1000 + crashlog.KEEP + 2
+    assert len(records[0]["err"]) == crashlog.ERROR_CHARS
+
+    class Node:
+        data_dir = d
+        events = []
+
+        def event(self, level, kind, msg, data=None):
+            self.events.append((kind, msg, data))
+
+    node = Node()
+    crashlog.publish(node)
+    assert len(node.events) == crashlog.KEEP and node.events[0][0] == "crash"
+    assert node.events[0][2]["child"] == "w"
+    crashlog.publish(node)
+    assert len(node.events) == crashlog.KEEP, "records were sent twice"
+    assert all(r["sent"] for r in crashlog.read(d))
+
+
+class _CommandNode:
+    """What commands.handle() reads of a node."""
+
+    def __init__(self, allow_faults=False):
+        self.cfg = {"allow_faults": allow_faults}
+        self.workers = {}
+        self.safe_mode = False
+        self.data_dir = _fresh_dir()
+        self.records = []
+
+    def write_boot_record(self, cause=None, detail=None):
+        self.records.append((cause, detail))
+
+
+def test_fault_injection_is_refused_unless_the_config_allows_it():
+    reply = commands.handle(_CommandNode(), {"v": 1, "id": "c1", "op": "fault", "args": {"kind": "freeze"}})
+    assert not reply["ok"] and "allow_faults" in reply["error"], reply
+    node = _CommandNode(allow_faults=True)
+    reply = commands.handle(node, {"v": 1, "id": "c2", "op": "fault", "args": {"kind": "melt"}})
+    assert not reply["ok"] and "unknown fault 'melt'" in reply["error"], reply
+    reply = commands.handle(node, {"v": 1, "id": "c3", "op": "fault", "args": {"kind": "raise", "wl": "nope"}})
+    assert not reply["ok"] and "no workload 'nope'" in reply["error"], reply
+
+
+def test_resume_outside_safe_mode_and_unknown_ops_are_refused_by_name():
+    node = _CommandNode()
+    reply = commands.handle(node, {"v": 1, "id": "c4", "op": "resume"})
+    assert not reply["ok"] and reply["error"] == "not in safe mode" and node.records == []
+    reply = commands.handle(node, {"v": 1, "id": "c5", "op": "explode"})
+    assert not reply["ok"] and "unknown op 'explode'" in reply["error"]
+    reply = commands.handle(node, {"v": 1, "id": "c6", "op": "crashes"})
+    assert reply["ok"] and reply["data"] == {"records": []}
