@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from .errors import ConfigError, EdgefleetError
+from .errors import ConfigError, EdgefleetError, NotFound
 from .netutil import parse_hostport
 
 
@@ -53,6 +53,33 @@ def cmd_events(args):
     for ev in events:
         stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
         print("%s %-5s %-12s %-18s %s" % (stamp, ev["level"], ev["node"] or "-", ev["kind"], ev["msg"]))
+    return 0
+
+
+# What `edgefleet logs` shows of a node unless --all: its boots (with why it reset), its
+# children's crashes and hangs, and its supervisor's escalations.
+SUPERVISION_KINDS = ("boot", "crash", "hang", "degraded", "safe_mode", "workload_failed",
+                     "node_degraded", "node_safe", "node_offline", "node_online", "registered")
+
+
+def cmd_logs(args):
+    registry = _registry(args)
+    try:
+        if registry.node(args.node) is None:
+            raise NotFound("no node %r in the registry at %s" % (args.node, registry.path))
+        events = registry.events(args.node, args.limit, None if args.all else SUPERVISION_KINDS)
+    finally:
+        registry.close()
+    if args.json:
+        print(json.dumps(events, indent=1))
+        return 0
+    for ev in events:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["ts"]))
+        data = ev["data"] or {}
+        where = "boot %s" % data["boot"] if "boot" in data else ""
+        if ev["kind"] == "boot" and data.get("reset"):
+            where = "reset: %s%s" % (data["reset"], " (%s)" % data["reset_detail"] if data.get("reset_detail") else "")
+        print("%s %-5s %-16s %s%s" % (stamp, ev["level"], ev["kind"], ev["msg"], "  [%s]" % where if where else ""))
     return 0
 
 
@@ -135,6 +162,14 @@ def build_parser():
             s.add_argument("--node", help="only this node's events")
             s.add_argument("--limit", type=int, default=50)
         s.set_defaults(func=func)
+
+    lg = sub.add_parser("logs", help="a node's boots, reset causes, crashes, hangs and escalations")
+    lg.add_argument("node", help="node id")
+    lg.add_argument("--db", help="registry file (default $EDGEFLEET_HOME/fleet.db)")
+    lg.add_argument("--all", action="store_true", help="every event of the node, not only supervision")
+    lg.add_argument("--limit", type=int, default=100)
+    lg.add_argument("--json", action="store_true")
+    lg.set_defaults(func=cmd_logs)
 
     b = sub.add_parser("broker", help="run an MQTT broker for a fleet")
     b.add_argument("--port", type=int, default=1883)

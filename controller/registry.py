@@ -197,12 +197,17 @@ class Registry:
         self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
                         (now or time.time(), node_id, level, kind, msg, json.dumps(data) if data is not None else None))
 
-    def events(self, node_id=None, limit=50):
+    def events(self, node_id=None, limit=50, kinds=None):
         query = "SELECT * FROM events"
-        args = ()
+        where, args = [], ()
         if node_id:
-            query += " WHERE node=?"
-            args = (node_id,)
+            where.append("node=?")
+            args += (node_id,)
+        if kinds:
+            where.append("kind IN (%s)" % ",".join("?" * len(kinds)))
+            args += tuple(kinds)
+        if where:
+            query += " WHERE " + " AND ".join(where)
         query += " ORDER BY id DESC LIMIT ?"
         rows = [dict(r) for r in self.db.execute(query, args + (limit,))]
         for row in rows:
