@@ -36,7 +36,7 @@ ENUMS = {
 }
 
 WORKLOAD_SCHEMA = "id:str model:str rate:num input:obj"
-WORKLOAD_STATE_SCHEMA = "id:str state:str n:int err:str|null"
+WORKLOAD_STATE_SCHEMA = "id:str state:str n:int err:str|null restarts:int?"
 POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
 
