@@ -179,7 +179,11 @@ def _prune(top, keep):
 
 def ef_remove(paths, dirs):
     for path in paths:
-        os.remove(path)
+        try:
+            os.remove(path)
+        except OSError as exc:
+            if exc.errno != 2:   # a stale PATH.part is gone once PATH was received again
+                raise
     for top in dirs:
         if _exists(top):
             _prune(top, True)

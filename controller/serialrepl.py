@@ -153,7 +153,9 @@ class ReplLink:
 
     # -- REPL primitives -------------------------------------------------------------------
 
-    def enter_raw_repl(self, attempts=3, attempt_timeout=3.0):
+    def enter_raw_repl(self, attempts=3):
+        # A board still booting may hold a Ctrl-C back for a moment: ask again, within the timeout.
+        attempt_timeout = max(1.0, self.timeout / attempts)
         for _ in range(attempts):
             self.write(b"\r" + CTRL_C + CTRL_C)
             time.sleep(0.05)
