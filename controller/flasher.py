@@ -33,6 +33,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 import time
 import zlib
 
@@ -61,7 +62,7 @@ class SyncResult:
         self.unchanged = 0
         self.removed = []
         self.payload_bytes = 0     # bytes of the files written
-        self.wire_bytes = 0        # bytes sent over the link, REPL protocol included
+        self.wire_bytes = 0        # bytes sent to the board, REPL protocol (and for flash(), the agent) included
         self.seconds = 0.0
         self.node_id = None
         self.broker = None
@@ -348,7 +349,8 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     """Build `board`'s image and sync it to the board on `port`; returns the SyncResult.
 
     broker: (host, port) or None; simulated: None means "a socket:// port is a simulated board"
-    (HAL "sim", native code for the host's arch).
+    (HAL "sim", native code for the host's arch). With node_id and broker given, the image is
+    built while the board is being reached (compiling the modules takes as long as that).
     """
     profile = catalog.load(board)
     if profile["runtime"] != "micropython":
@@ -359,25 +361,58 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")
     key = keys.load_or_create(key_path)
     started = time.monotonic()
-    link, agent, info = open_session(port, baudrate, timeout)
-    try:
-        node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
-        host, broker_port = broker or _broker_from_board(info, port)
-        cfg = image.node_config(node_id, profile, host, broker_port, simulated=simulated)
-        with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tree:
+    with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tree:
+        def build(node, host, broker_port):
+            cfg = image.node_config(node, profile, host, broker_port, simulated=simulated)
             image.write_image(tree, cfg, model_names, mpy_arch=mpy_arch)
             with open(os.path.join(tree, keys.BOARD_FILE), "w") as f:
                 f.write(keys.to_board_text(key))
+
+        early = _Background(build, node_id, *broker) if node_id and broker else None
+        try:
+            link, agent, info = open_session(port, baudrate, timeout)
+        except BaseException:
+            if early is not None:
+                early.join(reraise=False)   # the board's error is the one to report
+            raise
+        if early is not None:
+            early.join()
+        try:
+            if early is None:
+                node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
+                broker = broker or _broker_from_board(info, port)
+                build(node_id, *broker)
             check_compatible(info, local_tree(tree), port)
             result = sync(agent, tree, progress)
-        if reset:
-            link.soft_reset()
-    finally:
-        link.close()
+            if reset:
+                link.soft_reset()
+        finally:
+            link.close()
+    result.wire_bytes = link.sent
     result.seconds = time.monotonic() - started
     result.node_id = node_id
-    result.broker = (host, broker_port)
+    result.broker = tuple(broker)
     return result
+
+
+class _Background:
+    """A function run on a thread; join() re-raises what it raised."""
+
+    def __init__(self, func, *args):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(func,) + args, daemon=True)
+        self._thread.start()
+
+    def _run(self, func, *args):
+        try:
+            func(*args)
+        except BaseException as exc:
+            self._error = exc
+
+    def join(self, reraise=True):
+        self._thread.join()
+        if self._error is not None and reraise:
+            raise self._error
 
 
 def _node_from_uid(board, uid, port):
