@@ -152,16 +152,24 @@ def board_source(path):
 
 
 # Bytes a bytes literal cannot carry as they are: the raw REPL's Ctrl-C and Ctrl-D, the line
-# ends, the quote and the backslash, and NUL (MicroPython's lexer reads it as 0x01).
-_LITERAL_ESCAPES = {0: b"\\x00", 3: b"\\x03", 4: b"\\x04", 10: b"\\n", 13: b"\\r", 39: b"\\'", 92: b"\\\\"}
+# ends, the quote and the backslash, and NUL (MicroPython's lexer reads it as 0x01). The classic
+# raw REPL also acts on Ctrl-A and Ctrl-B; raw-paste mode passes them through.
 _LITERAL_SPECIAL = re.compile(b"[\x00\x03\x04\n\r'\\\\]")
+_LITERAL_SPECIAL_CLASSIC = re.compile(b"[\x00-\x04\n\r'\\\\]")
+_LITERAL_NAMED = {10: b"\\n", 13: b"\\r", 39: b"\\'", 92: b"\\\\"}
 _ALL_BYTES = bytes(range(256))
 
 
-def bytes_literal(data):
+def _escape(match):
+    byte = match.group()[0]
+    return _LITERAL_NAMED.get(byte) or b"\\x%02x" % byte
+
+
+def bytes_literal(data, classic=False):
     """A Python bytes literal of `data`, all bytes but the special ones as they are: ~1.03 bytes
     per byte of compressed data, against base64's 1.33."""
-    return b"b'" + _LITERAL_SPECIAL.sub(lambda m: _LITERAL_ESCAPES[m.group()[0]], data) + b"'"
+    pattern = _LITERAL_SPECIAL_CLASSIC if classic else _LITERAL_SPECIAL
+    return b"b'" + pattern.sub(_escape, data) + b"'"
 
 
 class BoardAgent:
@@ -178,7 +186,8 @@ class BoardAgent:
         self.literals = False
 
     def load(self):
-        code = board_source(BOOT_SOURCE).encode() + b"ef_boot(%s)\n" % bytes_literal(_ALL_BYTES)
+        # The raw REPL's mode is not known before this first exec: escape for the classic one.
+        code = board_source(BOOT_SOURCE).encode() + b"ef_boot(%s)\n" % bytes_literal(_ALL_BYTES, classic=True)
         words = self.link.exec(code).decode("utf-8", "replace").split()
         self.deflate = words[:1] == ["True"]
         self.literals = words[1:2] == [hashlib.sha256(_ALL_BYTES).hexdigest()]
@@ -194,7 +203,7 @@ class BoardAgent:
     def _data(self, payload):
         """Code that evaluates to `payload` on this board: a literal, or base64 decoded there."""
         if self.literals:
-            return bytes_literal(payload)
+            return bytes_literal(payload, classic=self.link.raw_paste is False)
         return b"binascii.a2b_base64(b'" + binascii.b2a_base64(payload, newline=False) + b"')"
 
     def probe(self):

@@ -240,6 +240,38 @@ def test_binary_files_arrive_intact_with_and_without_compression(empty_board, tm
         assert (tmp_path / "flash0" / path).read_bytes() == data
 
 
+@pytest.mark.micropython
+def test_classic_raw_repl_when_raw_paste_is_off(empty_board, tmp_path):
+    board = empty_board()
+    tree = tmp_path / "tree"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "lib" / "m.py").write_bytes(b"X = 1\n" * 300)   # more than one 256-byte piece
+    link, agent, _info = flasher.open_session(board.serial_url)
+    try:
+        assert link.raw_paste is True
+        link.raw_paste = False   # as with a board older than raw-paste mode (MicroPython < 1.14)
+        result = flasher.sync(agent, str(tree))
+        assert link.exec("print(6 * 7)") == b"42\n"
+    finally:
+        link.close()
+    assert [path for path, _ in result.written] == ["lib/m.py"]
+    assert (tmp_path / "flash0" / "lib" / "m.py").read_bytes() == b"X = 1\n" * 300
+
+
+@pytest.mark.micropython
+def test_paced_link_runs_at_the_baud_rate(empty_board):
+    board = empty_board(baud=19200)   # 1920 bytes/s each way
+    from edgefleet.controller.serialrepl import ReplLink
+    with ReplLink(board.serial_url) as link:
+        link.enter_raw_repl()
+        started = time.monotonic()
+        out = link.exec("x = %r\nprint('y' * 1000)" % ("z" * 1000))
+        elapsed = time.monotonic() - started
+    assert out == b"y" * 1000 + b"\n"
+    # ~1030 bytes each way, both directions paced and in turn: about 1.07 s
+    assert 0.9 < elapsed < 2.5, elapsed
+
+
 # -- errors before anything is written -------------------------------------------------------
 
 def test_silent_port_is_a_clear_error(fleet_home):
