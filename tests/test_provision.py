@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet.controller import cli, keys, provision
+from edgefleet.controller.errors import ConfigError
 from support.sshd import Sshd, sshd_available
 
 NODE = "pi-prov"
@@ -137,3 +138,19 @@ def test_unit_template_is_filled_in():
     assert "Description=edgefleet node n7" in text and "User=pi" in text
     assert "ExecStart=/opt/edgefleet/venv/bin/python -m edgefleet.boards.linux_main config.json" in text
     assert "$" not in text
+
+
+def test_unreachable_board_is_a_clear_error_from_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path / "home"))
+    from edgefleet.controller.netutil import free_port
+    port = free_port()   # nothing listens there
+    code = cli.main(["provision", "nobody@127.0.0.1:%d" % port, "--board", "rpi4", "--broker", "h:1883",
+                     "--root", str(tmp_path / "root")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("edgefleet: 127.0.0.1: SSH failed during connect"), err
+
+
+def test_microcontroller_is_refused_with_the_command_to_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path / "home"))
+    with pytest.raises(ConfigError, match="edgefleet flash PORT --board esp32"):
+        provision.provision("nobody@127.0.0.1:1", "esp32", "n", ("h", 1883))
