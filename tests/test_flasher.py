@@ -22,6 +22,8 @@ from edgefleet.controller.simboard import McuBoard
 
 BOARD = "rpi-pico-w"
 HEAP = 192 * 1024
+# The MCU profile with the smallest heap: flashing must fit beside a node it interrupts there.
+SMALL = catalog.load("esp32")
 
 
 @pytest.fixture
@@ -36,10 +38,10 @@ def empty_board(tmp_path):
     """A simulated MCU board with nothing on its flash: it sits at the REPL."""
     boards = []
 
-    def make(flash_dir=None, **kwargs):
+    def make(flash_dir=None, heap_bytes=HEAP, **kwargs):
         flash = flash_dir or str(tmp_path / ("flash%d" % len(boards)))
         os.makedirs(flash, exist_ok=True)
-        board = McuBoard("empty%d" % len(boards), flash, HEAP, console_log=str(tmp_path / "console.log"),
+        board = McuBoard("empty%d" % len(boards), flash, heap_bytes, console_log=str(tmp_path / "console.log"),
                          **kwargs)
         boards.append(board)
         board.start()
@@ -97,10 +99,10 @@ def flash_tree(flash_dir):
 @pytest.mark.micropython
 def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, fleet_home, capsys, tmp_path):
     hellos = Hellos(mosquitto)
-    board = empty_board()
+    board = empty_board(heap_bytes=SMALL["heap_bytes"])
     broker = "%s:%d" % (mosquitto.host, mosquitto.port)
     try:
-        code, out, err = flash_cli(capsys, board.serial_url, "--board", BOARD, "--node", "flash-a",
+        code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "flash-a",
                                    "--broker", broker)
         assert code == 0, err
         assert "wrote" in out and "0 unchanged" in out
@@ -113,20 +115,20 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
 
         # Unchanged: nothing written, node id and broker kept from the board's config.json.
         started = time.monotonic()
-        result = flasher.flash(board.serial_url, BOARD)
+        result = flasher.flash(board.serial_url, SMALL["name"])
         assert time.monotonic() - started < 5
         assert result.written == [] and result.removed == [] and result.unchanged > 40
         assert result.node_id == "flash-a" and result.broker == (mosquitto.host, mosquitto.port)
         assert hellos.wait("flash-a", 2), board.console.since(0)[-2000:]
 
         # One model fewer: its files are removed, nothing else is sent.
-        result = flasher.flash(board.serial_url, BOARD, model_names=["digits_dense"])
+        result = flasher.flash(board.serial_url, SMALL["name"], model_names=["digits_dense"])
         assert result.written == []
         assert result.removed and all(p.startswith("models/digits_conv/") for p in result.removed)
         assert not (tmp_path / "flash0" / "models" / "digits_conv").exists()
 
         # A new node id changes config.json only, and only config.json is sent.
-        result = flasher.flash(board.serial_url, BOARD, node_id="flash-b", model_names=["digits_dense"])
+        result = flasher.flash(board.serial_url, SMALL["name"], node_id="flash-b", model_names=["digits_dense"])
         assert [path for path, _ in result.written] == ["config.json"]
         assert hellos.wait("flash-b", 1), board.console.since(0)[-2000:]
     finally:
@@ -136,7 +138,7 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_board, fleet_home, tmp_path):
-    board = empty_board()
+    board = empty_board(heap_bytes=SMALL["heap_bytes"])
     big = "models/digits_conv/model.tflite"
 
     class CutPower(flasher.Progress):
@@ -145,7 +147,7 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
                 board.power_off()
 
     with pytest.raises(FlashError) as failure:
-        flasher.flash(board.serial_url, BOARD, node_id="cut", broker=("127.0.0.1", 1883), progress=CutPower(),
+        flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), progress=CutPower(),
                       timeout=2)
     assert failure.value.path == big and big in str(failure.value) and "flash again" in str(failure.value)
     flash_dir = str(tmp_path / "flash0")
@@ -153,13 +155,13 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     assert not os.path.exists(os.path.join(flash_dir, "main.py"))   # top-level files go last
 
     board.power_on()
-    result = flasher.flash(board.serial_url, BOARD, node_id="cut", broker=("127.0.0.1", 1883), reset=False)
+    result = flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), reset=False)
     assert big in [path for path, _ in result.written]
     assert 0 < result.unchanged   # what arrived before the cut is not sent again
     assert big + ".part" in result.removed
     # The board now holds exactly the image, as built here for the same node.
     expected = str(tmp_path / "expected")
-    cfg = image.node_config("cut", catalog.load(BOARD), "127.0.0.1", 1883, simulated=True)
+    cfg = image.node_config("cut", SMALL, "127.0.0.1", 1883, simulated=True)
     image.write_image(expected, cfg)
     (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.to_board_text(keys.load()))
     assert flash_tree(flash_dir) == flash_tree(expected)
