@@ -218,7 +218,9 @@ class Provisioner:
         name, nd = "node dir", shlex.quote(self.node_dir)
         if self._run("test -d %s && test -w %s" % (nd, nd), name, warn=True).ok:
             return self._done(name, "unchanged", self.node_dir)
-        self._run("mkdir -p %s && chown %s %s" % (nd, shlex.quote(self.user), nd), name, privileged=True)
+        if not self._run("mkdir -p %s && test -w %s" % (nd, nd), name, warn=True).ok:
+            # Under /opt a user needs root to create it, and then owns it.
+            self._run("mkdir -p %s && chown %s %s" % (nd, shlex.quote(self.user), nd), name, privileged=True)
         return self._done(name, "changed", "created " + self.node_dir)
 
     def step_venv(self):

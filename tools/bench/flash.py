@@ -11,7 +11,8 @@ the unit of the link's rate. Both boards' flash must then equal the image, byte 
 
 `resync_s` is the median of three re-flashes of the unchanged image onto the first board while
 its node runs, with the same command as the first flash (interrupt, compare the tree's digest,
-reboot), the image build included.
+reboot), the image build included, and so is the 0.3 s that pyserial's socket:// handler sleeps
+when it closes (a real serial port closes at once).
 
 Prints progress to stderr and one JSON line last on stdout:
   {"edgefleet_kbps", "mpremote_kbps", "ratio", "resync_s", "baud", "image_bytes", "image_files",
