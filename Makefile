@@ -17,13 +17,15 @@ demo: $(STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/edgefleet demo
 
 # Debian's mosquitto (and its clients: a test reads the fleet's traffic with mosquitto_sub) is
-# what the end-to-end tests run against; installed when missing and root.
+# what the end-to-end tests run against, and OpenSSH's server the provisioning tests' Pi-class
+# board; installed when missing and root.
 system-deps:
-	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1; then \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1 \
+			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server; \
 		else \
-			echo "make test needs mosquitto: sudo apt-get install mosquitto mosquitto-clients" >&2; exit 1; \
+			echo "make test needs mosquitto and sshd: sudo apt-get install mosquitto mosquitto-clients openssh-server" >&2; exit 1; \
 		fi; \
 	fi
 

@@ -37,3 +37,22 @@ class PlacementError(EdgefleetError):
 
 class NotFound(EdgefleetError):
     """A node, workload or model named by the user does not exist."""
+
+
+class FlashError(EdgefleetError):
+    """Installing an image over a board's serial REPL failed: `port` is the board's link,
+    `path` the file on the board's flash it failed on, when it was one file."""
+
+    def __init__(self, message, port=None, path=None):
+        super().__init__(message)
+        self.port = port
+        self.path = path
+
+
+class ProvisionError(EdgefleetError):
+    """Provisioning a Linux board over SSH failed: `host` is the target, `step` the step that failed."""
+
+    def __init__(self, message, host=None, step=None):
+        super().__init__(message)
+        self.host = host
+        self.step = step

@@ -367,6 +367,37 @@ class _Console:
             return self._cond.wait_for(lambda: needle in self.since(position), timeout)
 
 
+class _Pacer:
+    """Lets bytes through at a serial line's rate: baud/10 bytes/s, 8N1 framing.
+
+    A small burst allowance stands for the UART FIFO and keeps the pump from waking per byte.
+    """
+
+    BURST_BYTES = 32
+
+    def __init__(self, baud):
+        self.rate = baud / 10.0
+        self._allowance = float(self.BURST_BYTES)
+        self._at = time.monotonic()
+
+    def _refill(self):
+        now = time.monotonic()
+        self._allowance = min(self.BURST_BYTES, self._allowance + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, wanted):
+        """How many of `wanted` bytes may go now; they count as sent."""
+        self._refill()
+        count = min(wanted, int(self._allowance))
+        self._allowance -= count
+        return count
+
+    def wait_s(self):
+        """Seconds until the next byte may go."""
+        self._refill()
+        return max(0.0, (1.0 - self._allowance) / self.rate)
+
+
 class McuBoard(SupervisedProcess):
     """A MicroPython microcontroller: the unix port behind a TCP serial endpoint.
 
@@ -381,6 +412,11 @@ class McuBoard(SupervisedProcess):
     UART IRQ consumes it. While the REPL waits for input the handler is not installed (SIGINT would
     kill it), so 0x03 is passed on as a character. In between (booting, or leaving an exec) the
     0x03 and the bytes after it wait until one of the two states is reached.
+
+    Link speed: by default bytes cross the endpoint as fast as the loopback carries them. With
+    `baud` set, each direction is paced to baud/10 bytes/s (8N1 framing), as a real UART clocks
+    them; output the board writes faster than that backs up into the pty, so a chatty board
+    blocks on its console as one does on a full TX FIFO.
     """
 
     CONSOLE_KEEP_BYTES = 64 * 1024
@@ -389,9 +425,10 @@ class McuBoard(SupervisedProcess):
     INTERRUPT_DEFER_S = 2.0      # longest a 0x03 waits for the interpreter to pick a state
     STATE_POLL_S = 0.02
     CLIENT_SEND_TIMEOUT_S = 5.0
+    PACED_OUTPUT_BACKLOG = 4096   # bytes read from the console ahead of a paced link
 
     def __init__(self, name, flash_dir, heap_bytes, serial_port=None, micropython=None,
-                 env=None, console_log=None, restart_delay=0.2):
+                 env=None, console_log=None, restart_delay=0.2, baud=None):
         super().__init__(name, restart_delay)
         self.flash_dir = os.path.abspath(flash_dir)
         self.heap_bytes = int(heap_bytes)
@@ -409,6 +446,10 @@ class McuBoard(SupervisedProcess):
         self._pending_input = bytearray()
         self._interrupt_waiting_since = None   # when the 0x03 at the head of the input arrived
         self._unsettled_interrupt_at = None    # when a SIGINT went out that may still be pending
+        self.baud = baud
+        self._rx_pacer = _Pacer(baud) if baud else None   # client -> interpreter
+        self._tx_pacer = _Pacer(baud) if baud else None   # interpreter -> client
+        self._pending_output = bytearray()
 
     @property
     def serial_url(self):
@@ -523,17 +564,26 @@ class McuBoard(SupervisedProcess):
             self._settle_interrupt()
         if self._pending_input:
             self._feed_interpreter()
+        if self._pending_output:
+            self._flush_paced_output()
 
     def _select(self):
-        readers = [self._wake_r, self._master, self._listener]
+        readers = [self._wake_r, self._listener]
+        if len(self._pending_output) < self.PACED_OUTPUT_BACKLOG:
+            readers.append(self._master)
         if self._client is not None and len(self._pending_input) < self.MAX_PENDING_INPUT:
             readers.append(self._client)
+        feed = bool(self._pending_input)
         if self._interrupt_waiting_since is not None:
             writers, timeout = [], self.STATE_POLL_S
         elif self._unsettled_interrupt_at is not None:
-            writers, timeout = ([self._master] if self._pending_input else []), self.STATE_POLL_S
+            writers, timeout = ([self._master] if feed else []), self.STATE_POLL_S
         else:
-            writers, timeout = ([self._master] if self._pending_input else []), 1.0
+            writers, timeout = ([self._master] if feed else []), 1.0
+        if feed and self._rx_pacer is not None and self._rx_pacer.wait_s() > 0:
+            writers, timeout = [], min(timeout, self._rx_pacer.wait_s())
+        if self._pending_output:
+            timeout = min(timeout, self._tx_pacer.wait_s())
         readable, _, _ = select.select(readers, writers, [], timeout)
         return readable
 
@@ -551,6 +601,20 @@ class McuBoard(SupervisedProcess):
         if self._log_file is not None:
             self._log_file.write(data)
         if self._client is not None:
+            if self._tx_pacer is not None:
+                self._pending_output += data
+                self._flush_paced_output()
+            else:
+                self._send_to_client(data)
+
+    def _flush_paced_output(self):
+        if self._client is None:
+            self._pending_output.clear()
+            return
+        count = self._tx_pacer.take(len(self._pending_output))
+        if count:
+            data = bytes(self._pending_output[:count])
+            del self._pending_output[:count]
             self._send_to_client(data)
 
     def _send_to_client(self, data):
@@ -574,6 +638,7 @@ class McuBoard(SupervisedProcess):
 
     def _drop_client(self):
         client, self._client = self._client, None
+        self._pending_output.clear()
         if client is not None:
             client.close()
 
@@ -595,10 +660,14 @@ class McuBoard(SupervisedProcess):
         with self._lock:
             while self._pending_input:
                 if self._pending_input[0] == CTRL_C:
+                    if self._rx_pacer is not None and self._rx_pacer.wait_s() > 0:
+                        return
                     verdict = self._route_interrupt()
                     if verdict == "wait":
                         return
                     if verdict == "consumed":
+                        if self._rx_pacer is not None:
+                            self._rx_pacer.take(1)
                         del self._pending_input[0]
                         continue
                     chunk_end = 1
@@ -607,6 +676,10 @@ class McuBoard(SupervisedProcess):
                     chunk_end = self._pending_input.find(CTRL_C)
                     if chunk_end < 0:
                         chunk_end = len(self._pending_input)
+                if self._rx_pacer is not None:
+                    chunk_end = self._rx_pacer.take(chunk_end)
+                    if not chunk_end:
+                        return
                 try:
                     written = os.write(self._master, bytes(self._pending_input[:chunk_end]))
                 except (BlockingIOError, InterruptedError):

@@ -1,0 +1,82 @@
+"""CLI commands that put edgefleet on boards: `flash` (a MicroPython board over its serial
+port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
+import argparse
+
+from .netutil import parse_hostport
+
+
+def cmd_flash(args):
+    from . import flasher
+    from .progress import FlashProgress
+    broker = parse_hostport(args.broker) if args.broker else None
+    result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
+                           key_path=args.key, simulated=args.simulated, baudrate=args.baud,
+                           reset=not args.no_reset, progress=FlashProgress())
+    print("edgefleet: %s: node %s, broker %s:%d; %s" % (args.port, result.node_id, result.broker[0],
+                                                         result.broker[1], result.summary()))
+    return 0
+
+
+def cmd_provision(args):
+    from . import provision
+    host, port = parse_hostport(args.broker)
+    steps = provision.provision(args.target, args.board, args.node, (host, port), port=args.ssh_port,
+                                key_filename=args.ssh_key, fleet_key_path=args.key,
+                                report=lambda step: print(step, flush=True), root=args.root,
+                                node_dir=args.dir, python=args.python, model_names=args.models,
+                                wheel=args.wheel)
+    print("edgefleet: %s: %s" % (args.target, provision.describe(steps)))
+    return 0
+
+
+def cmd_keygen(args):
+    from . import keys
+    path = args.path or keys.default_path()
+    keys.create(path, overwrite=args.force)
+    print("edgefleet: fleet key written to %s (boards get it when flashed or provisioned)" % path)
+    return 0
+
+
+def _board_names(runtime):
+    from edgefleet.boards import catalog
+    return [p["name"] for p in catalog.all_profiles() if p["runtime"] == runtime]
+
+
+def register(sub):
+    """Add the flash, provision and keygen commands to the CLI's subparsers."""
+    f = sub.add_parser("flash", help="install the node image on a MicroPython board over its serial port")
+    f.add_argument("port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://127.0.0.1:PORT "
+                                "for a simulated board)")
+    f.add_argument("--board", required=True, choices=_board_names("micropython"))
+    f.add_argument("--node", help="node id (default: kept from the board's config.json, else BOARD-<unique id>)")
+    f.add_argument("--broker", help="HOST:PORT of the MQTT broker (default: kept from the board's config.json)")
+    f.add_argument("--model", dest="models", action="append", metavar="NAME",
+                   help="model to install (repeat for more; default: all)")
+    f.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")
+    f.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
+                   help="a simulated board (HAL sim, native code for this host); default: when PORT is socket://")
+    f.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
+    f.add_argument("--no-reset", action="store_true", help="leave the board at the REPL instead of rebooting it")
+    f.set_defaults(func=cmd_flash)
+
+    p = sub.add_parser("provision", help="set up a Pi-class Linux board over SSH: venv, edgefleet, config, key, systemd unit")
+    p.add_argument("target", help="USER@HOST[:PORT] to reach the board over SSH")
+    p.add_argument("--board", required=True, choices=_board_names("cpython"))
+    p.add_argument("--broker", required=True, help="HOST:PORT of the MQTT broker the node connects to")
+    p.add_argument("--node", help="node id (default: the board's host name)")
+    p.add_argument("--model", dest="models", action="append", metavar="NAME",
+                   help="model to install (repeat for more; default: all)")
+    p.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")
+    p.add_argument("--ssh-key", help="SSH private key file (default: the SSH agent and ~/.ssh)")
+    p.add_argument("--ssh-port", type=int, help="SSH port (default 22, or the one in TARGET)")
+    p.add_argument("--root", default="/", help="install root on the board, prefixed to every path (default /)")
+    p.add_argument("--dir", default="/opt/edgefleet", help="node directory on the board (default /opt/edgefleet)")
+    p.add_argument("--python", default="python3", help="Python on the board the venv is made from (default python3)")
+    p.add_argument("--wheel", help="edgefleet wheel to install (default: built from this source checkout)")
+    p.set_defaults(func=cmd_provision)
+
+    k = sub.add_parser("keygen", help="create the fleet key that boards are flashed and provisioned with")
+    k.add_argument("--force", action="store_true", help="replace an existing key (boards flashed with it "
+                                                        "stop accepting what the new one signs)")
+    k.add_argument("--path", help="key file (default $EDGEFLEET_HOME/fleet.key)")
+    k.set_defaults(func=cmd_keygen)

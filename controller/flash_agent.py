@@ -1,0 +1,190 @@
+# The board side of `edgefleet flash`: MicroPython code the flasher sends into the board's RAM
+# over the raw REPL once per session, after controller/flash_boot.py (it is never written to
+# flash), then calls one function per exec. It lives in the controller package because the host reads it from here; it is not
+# imported on the host.
+#
+# Paths are relative to the board's current directory, the flash root after a boot.
+# Output is one line per answer, so the host never has to parse Python reprs.
+import binascii
+import gc
+import hashlib
+import io
+import os
+import sys
+
+try:
+    import deflate
+except ImportError:
+    deflate = None
+
+_buf = bytearray(1024)
+_part = None    # [open file, target path] while a file is being received
+
+
+def _digest(path):
+    h = hashlib.sha256()
+    view = memoryview(_buf)
+    with open(path, "rb") as f:
+        while True:
+            n = f.readinto(_buf)
+            if not n:
+                break
+            h.update(view[:n])
+    return binascii.hexlify(h.digest()).decode()
+
+
+def _walk(top, out):
+    try:
+        entries = list(os.ilistdir(top))
+    except OSError:
+        return
+    for entry in entries:
+        path = top + "/" + entry[0]
+        if entry[1] == 0x4000:
+            _walk(path, out)
+        else:
+            out.append(path)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def _owned(dirs, files):
+    # The image's files on this board, and what else lies in the image's folders; a top-level
+    # file's leftover .part from an interrupted transfer counts too, so that it gets removed.
+    out = []
+    for top in dirs:
+        _walk(top, out)
+    for name in files:
+        for path in (name, name + ".part"):
+            if _exists(path):
+                out.append(path)
+    out.sort()
+    return out
+
+
+def ef_probe():
+    import json
+    gc.collect()
+    info = {"mpy": getattr(sys.implementation, "_mpy", 0), "deflate": deflate is not None,
+            "free": gc.mem_free(), "uid": None, "node": None, "broker": None}
+    try:
+        import machine
+        info["uid"] = binascii.hexlify(machine.unique_id()).decode()
+    except (ImportError, AttributeError, OSError):
+        pass
+    try:
+        with open("config.json") as f:
+            cfg = json.load(f)
+        info["node"] = cfg.get("node")
+        info["broker"] = cfg.get("broker")
+    except (OSError, ValueError, AttributeError):
+        pass
+    print(json.dumps(info))
+
+
+def ef_summary(dirs, files):
+    # One digest over the whole tree: an unchanged board costs one short answer.
+    h = hashlib.sha256()
+    for path in _owned(dirs, files):
+        h.update(path.encode())
+        h.update(b"\n")
+        h.update(_digest(path).encode())
+        h.update(b"\n")
+    print(binascii.hexlify(h.digest()).decode())
+
+
+def ef_listing(dirs, files):
+    for path in _owned(dirs, files):
+        print(path, _digest(path))
+
+
+def _mkdirs(path):
+    parent = ""
+    for part in path.split("/")[:-1]:
+        parent = parent + "/" + part if parent else part
+        if not _exists(parent):
+            os.mkdir(parent)
+
+
+def _abort():
+    global _part
+    if _part is not None:
+        part, _part = _part, None
+        part[0].close()
+        try:
+            os.remove(part[1] + ".part")
+        except OSError:
+            pass
+
+
+def ef_write(path, data, digest, wbits):
+    # One chunk of a file: `path` opens the file (first chunk), `digest` ends it (last chunk);
+    # `data` is raw deflate with a 2**wbits window when `wbits` is set.
+    # The file is received as PATH.part and renamed over PATH only once its sha256 matches,
+    # so a transfer cut short never leaves a half-written module where the firmware imports it.
+    global _part
+    if path is not None:
+        _abort()
+        _mkdirs(path)
+        _part = [open(path + ".part", "wb"), path]
+    f = _part[0]
+    try:
+        if wbits:
+            stream = deflate.DeflateIO(io.BytesIO(data), deflate.RAW, wbits)
+            view = memoryview(_buf)
+            while True:
+                n = stream.readinto(_buf)
+                if not n:
+                    break
+                f.write(view[:n])
+        else:
+            f.write(data)
+    except BaseException:
+        _abort()   # frees the flash a full filesystem needs back
+        raise
+    if digest is None:
+        print("more")
+        return
+    target = _part[1]
+    f.close()
+    _part = None
+    got = _digest(target + ".part")
+    if got != digest:
+        os.remove(target + ".part")
+        print("mismatch", got)
+        return
+    os.rename(target + ".part", target)
+    gc.collect()
+    print("ok")
+
+
+def _prune(top, keep):
+    # Removes empty folders under `top`; `keep` keeps `top` itself.
+    empty = True
+    for entry in list(os.ilistdir(top)):
+        path = top + "/" + entry[0]
+        if entry[1] == 0x4000 and _prune(path, False):
+            continue
+        empty = False
+    if empty and not keep:
+        os.rmdir(top)
+    return empty
+
+
+def ef_remove(paths, dirs):
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError as exc:
+            if exc.errno != 2:   # a stale PATH.part is gone once PATH was received again
+                raise
+    for top in dirs:
+        if _exists(top):
+            _prune(top, True)
+    print("ok")

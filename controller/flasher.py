@@ -1,0 +1,444 @@
+"""`edgefleet flash`: installing a board image on a MicroPython board over its serial REPL.
+
+What goes on the board: the tree that controller/image.py's write_image() builds for the board
+(firmware and HAL modules as .mpy, main.py, the models, config.json), plus the fleet key
+(keys.BOARD_FILE next to config.json). The tree is synced generically: whatever files the image
+holds, the board gets.
+
+How, with serialrepl.ReplLink's primitives and the functions of controller/flash_agent.py, which
+is sent into the board's RAM once per session:
+1. The board hashes its copy of the image's files (sha256, on the board) into one digest over
+   the tree, compared with the same digest of the local tree: an unchanged board costs one exec
+   and a 64-character answer.
+2. Otherwise it lists each file with its sha256, and only the files that differ are sent.
+3. A file goes in chunks of CHUNK_BYTES, one exec each. When the board has the `deflate` module
+   (MicroPython >= 1.21) a chunk is raw-deflated with a 2**WBITS-byte window (the board's
+   decompressor then needs that much RAM, which fits the smallest heap) unless that does not
+   make it smaller; then base64. The board writes PATH.part, checks its sha256, and renames it
+   over PATH: a transfer cut short never leaves a half-written file where the firmware reads it.
+   Files inside folders go first and top-level files (main.py, config.json, the key) last, so a
+   board flashed from empty has no main.py until everything it imports is there.
+4. Files in the image's own folders (its top-level folders: firmware/, boards/, models/) that
+   the image no longer has are removed, and folders left empty. Nothing else on the board is
+   removed: top-level files other than the image's (boot.py, the node's data/ folder, a user's
+   files) are never touched, nor is a whole folder an older image had and this one does not.
+5. A soft reset, after which the board boots the image.
+
+The node id and broker in config.json come from the caller, else from the config.json already
+on the board (so a re-flash keeps them), else the node id is the board name and the last six hex
+digits of machine.unique_id(); a first flash with no broker given is an error.
+"""
+import binascii
+import hashlib
+import os
+import re
+import tempfile
+import threading
+import time
+import zlib
+
+from edgefleet.boards import catalog
+
+from . import image, keys
+from .errors import ConfigError, FlashError
+from .serialrepl import LinkLost, NoAnswer, ReplExecError, ReplLink
+
+CHUNK_BYTES = 4096
+WBITS = 10
+ENOSPC = 28
+HERE = os.path.dirname(os.path.abspath(__file__))
+AGENT_SOURCE = os.path.join(HERE, "flash_agent.py")
+BOOT_SOURCE = os.path.join(HERE, "flash_boot.py")
+RELEASE_SOURCE = os.path.join(HERE, "flash_release.py")
+# sys.implementation._mpy >> 10 and an .mpy header's arch field index this list.
+MPY_ARCHS = (None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+             "xtensa", "xtensawin", "rv32imc", "rv64imc")
+
+
+class SyncResult:
+    """What a sync did: files written (path, bytes), unchanged, removed; bytes and seconds."""
+
+    def __init__(self):
+        self.written = []
+        self.unchanged = 0
+        self.removed = []
+        self.payload_bytes = 0     # bytes of the files written
+        self.wire_bytes = 0        # bytes sent to the board, REPL protocol (and for flash(), the agent) included
+        self.seconds = 0.0
+        self.node_id = None
+        self.broker = None
+
+    @property
+    def changed(self):
+        return bool(self.written or self.removed)
+
+    def summary(self):
+        if not self.changed:
+            return "board up to date: %d files unchanged (%.1f s)" % (self.unchanged, self.seconds)
+        return ("wrote %d files (%.1f KB, %.1f KB over the link), %d unchanged, %d removed (%.1f s)"
+                % (len(self.written), self.payload_bytes / 1024.0, self.wire_bytes / 1024.0,
+                   self.unchanged, len(self.removed), self.seconds))
+
+
+class Progress:
+    """What sync() reports to; the CLI's progress bar implements it. This one is silent."""
+
+    def start(self, files, total_bytes):
+        pass
+
+    def advance(self, path, nbytes):
+        pass
+
+    def file_done(self, path, size):
+        pass
+
+    def removed(self, path):
+        pass
+
+    def finish(self):
+        pass
+
+
+# -- the local tree ------------------------------------------------------------------------------
+
+def local_tree(root):
+    """[(path on the board, local file, size, sha256 hex)] for every file under root, by path."""
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            local = os.path.join(dirpath, name)
+            rel = os.path.relpath(local, root).replace(os.sep, "/")
+            with open(local, "rb") as f:
+                data = f.read()
+            entries.append((rel, local, len(data), hashlib.sha256(data).hexdigest()))
+    entries.sort()
+    return entries
+
+
+def tree_digest(entries):
+    """The digest flash_agent.ef_summary() computes on the board, of the local tree."""
+    h = hashlib.sha256()
+    for path, _local, _size, digest in entries:
+        h.update(path.encode() + b"\n" + digest.encode() + b"\n")
+    return h.hexdigest()
+
+
+def image_roots(entries):
+    """(top-level folders, top-level files) of a tree: what the image owns on a board."""
+    dirs = sorted({path.split("/", 1)[0] for path, _l, _s, _d in entries if "/" in path})
+    files = sorted(path for path, _l, _s, _d in entries if "/" not in path)
+    return dirs, files
+
+
+def mpy_requirements(entries):
+    """{(mpy version, arch index, sub-version)} the tree's .mpy files need from a board."""
+    needs = set()
+    for path, local, _size, _digest in entries:
+        if path.endswith(".mpy"):
+            with open(local, "rb") as f:
+                header = f.read(3)
+            if len(header) == 3 and header[:1] == b"M":
+                needs.add((header[1], header[2] >> 2, header[2] & 3))
+    return needs
+
+
+# -- the board side ------------------------------------------------------------------------------
+
+def board_source(path):
+    """A board-side module without comment lines and blank lines: bytes on a slow link are time."""
+    with open(path) as f:
+        lines = [line for line in f.read().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return "\n".join(lines) + "\n"
+
+
+# Bytes a bytes literal cannot carry as they are: the raw REPL's Ctrl-C and Ctrl-D, the line
+# ends, the quote and the backslash, and NUL (MicroPython's lexer reads it as 0x01). The classic
+# raw REPL also acts on Ctrl-A and Ctrl-B; raw-paste mode passes them through.
+_LITERAL_SPECIAL = re.compile(b"[\x00\x03\x04\n\r'\\\\]")
+_LITERAL_SPECIAL_CLASSIC = re.compile(b"[\x00-\x04\n\r'\\\\]")
+_LITERAL_NAMED = {10: b"\\n", 13: b"\\r", 39: b"\\'", 92: b"\\\\"}
+_ALL_BYTES = bytes(range(256))
+
+
+def raw_deflate(data):
+    """`data` as raw deflate with the small window the board decompresses it with."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def _escape(match):
+    byte = match.group()[0]
+    return _LITERAL_NAMED.get(byte) or b"\\x%02x" % byte
+
+
+def bytes_literal(data, classic=False):
+    """A Python bytes literal of `data`, all bytes but the special ones as they are: ~1.08 bytes
+    per byte of compressed (near-random) data, against base64's 1.33."""
+    pattern = _LITERAL_SPECIAL_CLASSIC if classic else _LITERAL_SPECIAL
+    return b"b'" + pattern.sub(_escape, data) + b"'"
+
+
+class BoardAgent:
+    """flash_agent.py's functions, called over a ReplLink at the raw REPL.
+
+    Binary data goes as bytes literals with only the special bytes escaped when the board's
+    lexer passes the other byte values through unchanged (MicroPython's does, CPython's would
+    not): the first exec checks that on the board, and base64 is used where it does not hold.
+    """
+
+    def __init__(self, link):
+        self.link = link
+        self.deflate = False
+        self.literals = False
+
+    def load(self):
+        self.link.exec(board_source(RELEASE_SOURCE).encode())
+        # The raw REPL's mode is not known before this exec: escape for the classic one.
+        code = board_source(BOOT_SOURCE).encode() + b"ef_boot(%s)\n" % bytes_literal(_ALL_BYTES, classic=True)
+        words = self.link.exec(code).decode("utf-8", "replace").split()
+        self.deflate = words[:1] == ["True"]
+        self.literals = words[1:2] == [hashlib.sha256(_ALL_BYTES).hexdigest()]
+        source = board_source(AGENT_SOURCE).encode()
+        if self.deflate:
+            self.link.exec(b"import deflate,io\nexec(deflate.DeflateIO(io.BytesIO(%s),deflate.RAW,%d).read())"
+                           % (self._data(raw_deflate(source)), WBITS))
+        else:
+            self.link.exec(source)
+
+    def _data(self, payload):
+        """Code that evaluates to `payload` on this board: a literal, or base64 decoded there."""
+        if self.literals:
+            return bytes_literal(payload, classic=self.link.raw_paste is False)
+        return b"binascii.a2b_base64(b'" + binascii.b2a_base64(payload, newline=False) + b"')"
+
+    def probe(self):
+        import json
+        out = self.link.exec("ef_probe()").decode("utf-8", "replace").strip()
+        try:
+            info = json.loads(out.splitlines()[-1])
+        except (ValueError, IndexError):
+            raise FlashError("unexpected answer from the board on %s: %r" % (self.link.port, out[-200:]),
+                             self.link.port)
+        self.deflate = bool(info.get("deflate"))
+        return info
+
+    def summary(self, dirs, files):
+        return self.link.exec("ef_summary(%r,%r)" % (dirs, files)).decode().strip()
+
+    def listing(self, dirs, files):
+        board = {}
+        for line in self.link.exec("ef_listing(%r,%r)" % (dirs, files)).decode("utf-8", "replace").splitlines():
+            if line.strip():
+                path, digest = line.rstrip("\r").rsplit(" ", 1)
+                board[path] = digest
+        return board
+
+    def remove(self, paths, dirs):
+        self.link.exec("ef_remove(%r,%r)" % (paths, dirs))
+
+    def write_file(self, path, data, digest, progress):
+        """Send one file in chunks; FlashError naming the file when the board cannot take it."""
+        total = len(data)
+        offset = 0
+        while True:
+            chunk = data[offset:offset + CHUNK_BYTES]
+            last = offset + CHUNK_BYTES >= total
+            payload, wbits = chunk, 0
+            if self.deflate and chunk:
+                packed = raw_deflate(chunk)
+                if len(packed) < len(chunk):
+                    payload, wbits = packed, WBITS
+            code = b"ef_write(%s,%s,%s,%d)" % (repr(path if offset == 0 else None).encode(),
+                                                 self._data(payload),
+                                                 repr(digest if last else None).encode(), wbits)
+            try:
+                answer = self.link.exec(code, path=path).decode("utf-8", "replace").strip()
+            except ReplExecError as exc:
+                raise self._write_error(path, total, exc) from exc
+            except (LinkLost, NoAnswer) as exc:
+                raise FlashError("%s while writing %s (%d of %d bytes sent); flash again to finish: "
+                                 "the files already written are kept and this one is sent again"
+                                 % (exc, path, offset, total), self.link.port, path) from exc
+            offset += len(chunk)
+            progress.advance(path, len(chunk))
+            if last:
+                break
+            if answer != "more":
+                raise FlashError("unexpected answer from the board on %s while writing %s: %r"
+                                 % (self.link.port, path, answer[-200:]), self.link.port, path)
+        if answer.startswith("mismatch"):
+            raise FlashError("%s failed its hash check after writing on the board on %s: sha256 %s "
+                             "expected, the board has %s; nothing was replaced, flash again"
+                             % (path, self.link.port, digest, answer.split()[-1]), self.link.port, path)
+        if answer != "ok":
+            raise FlashError("unexpected answer from the board on %s after writing %s: %r"
+                             % (self.link.port, path, answer[-200:]), self.link.port, path)
+
+    def _write_error(self, path, size, exc):
+        port = self.link.port
+        if exc.errno == ENOSPC:
+            return FlashError("the flash of the board on %s is full: %s (%d bytes) does not fit; "
+                              "its partial copy was removed (flash fewer models with --model, or "
+                              "free space on the board)" % (port, path, size), port, path)
+        if "MemoryError" in exc.stderr:
+            return FlashError("the board on %s ran out of RAM receiving %s: %s"
+                              % (port, path, exc.stderr.strip().splitlines()[-1]), port, path)
+        return FlashError("writing %s on the board on %s failed: %s"
+                          % (path, port, exc.stderr.strip().splitlines()[-1]), port, path)
+
+
+def check_compatible(info, entries, port):
+    """FlashError when the board cannot load the image's .mpy files (format or native arch)."""
+    board_mpy = int(info.get("mpy") or 0)
+    version, sub, arch = board_mpy & 0xff, (board_mpy >> 8) & 3, board_mpy >> 10
+    for need_version, need_arch, need_sub in sorted(mpy_requirements(entries)):
+        if board_mpy and need_version != version:
+            raise FlashError("the board on %s loads .mpy version %d, the image has version %d: "
+                             "update the board's MicroPython (or mpy-cross)" % (port, version, need_version), port)
+        if need_arch and (need_arch != arch or need_sub != sub):
+            raise FlashError("the board on %s runs native code for %s, the image's is compiled for %s: "
+                             "pick the right --board" % (port, _arch_name(arch), _arch_name(need_arch)), port)
+
+
+def _arch_name(index):
+    name = MPY_ARCHS[index] if 0 <= index < len(MPY_ARCHS) else None
+    return name or "no native arch (%d)" % index
+
+
+# -- syncing a tree ------------------------------------------------------------------------------
+
+def sync(agent, root, progress=None, remove_stale=True):
+    """Make the board's copy of the image in `root` equal to it (see the module docstring)."""
+    progress = progress or Progress()
+    started = time.monotonic()
+    sent_before = agent.link.sent
+    result = SyncResult()
+    entries = local_tree(root)
+    dirs, files = image_roots(entries)
+    if agent.summary(dirs, files) == tree_digest(entries):
+        result.unchanged = len(entries)
+    else:
+        board = agent.listing(dirs, files)
+        local_paths = {path for path, _l, _s, _d in entries}
+        stale = sorted(path for path in board if path not in local_paths) if remove_stale else []
+        todo = [entry for entry in entries if board.get(entry[0]) != entry[3]]
+        todo.sort(key=lambda entry: ("/" not in entry[0], entry[0]))
+        result.unchanged = len(entries) - len(todo)
+        progress.start(len(todo), sum(entry[2] for entry in todo))
+        for path, local, size, digest in todo:
+            with open(local, "rb") as f:
+                data = f.read()
+            agent.write_file(path, data, digest, progress)
+            result.written.append((path, size))
+            result.payload_bytes += size
+            progress.file_done(path, size)
+        if stale:
+            agent.remove(stale, dirs)
+            for path in stale:
+                progress.removed(path)
+        result.removed = stale
+        progress.finish()
+    result.wire_bytes = agent.link.sent - sent_before
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def open_session(port, baudrate=115200, timeout=10.0):
+    """A ReplLink at the raw REPL with the agent loaded: (link, agent, board info)."""
+    link = ReplLink(port, baudrate, timeout)
+    try:
+        link.enter_raw_repl()
+        agent = BoardAgent(link)
+        agent.load()
+        info = agent.probe()
+    except BaseException:
+        link.close()
+        raise
+    return link, agent, info
+
+
+def flash(port, board, node_id=None, broker=None, model_names=None, key_path=None, simulated=None,
+          baudrate=115200, reset=True, progress=None, timeout=10.0):
+    """Build `board`'s image and sync it to the board on `port`; returns the SyncResult.
+
+    broker: (host, port) or None; simulated: None means "a socket:// port is a simulated board"
+    (HAL "sim", native code for the host's arch). With node_id and broker given, the image is
+    built while the board is being reached (compiling the modules takes as long as that).
+    """
+    profile = catalog.load(board)
+    if profile["runtime"] != "micropython":
+        raise ConfigError("board %s runs Linux, not MicroPython: provision it over SSH "
+                          "(edgefleet provision USER@HOST --board %s)" % (board, board))
+    if simulated is None:
+        simulated = port.startswith("socket://")
+    mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")
+    key = keys.load_or_create(key_path)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tree:
+        def build(node, host, broker_port):
+            cfg = image.node_config(node, profile, host, broker_port, simulated=simulated)
+            image.write_image(tree, cfg, model_names, mpy_arch=mpy_arch)
+            with open(os.path.join(tree, keys.BOARD_FILE), "w") as f:
+                f.write(keys.to_board_text(key))
+
+        early = _Background(build, node_id, *broker) if node_id and broker else None
+        try:
+            link, agent, info = open_session(port, baudrate, timeout)
+        except BaseException:
+            if early is not None:
+                early.join(reraise=False)   # the board's error is the one to report
+            raise
+        if early is not None:
+            early.join()
+        try:
+            if early is None:
+                node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
+                broker = broker or _broker_from_board(info, port)
+                build(node_id, *broker)
+            check_compatible(info, local_tree(tree), port)
+            result = sync(agent, tree, progress)
+            if reset:
+                link.soft_reset()
+        finally:
+            link.close()
+    result.wire_bytes = link.sent
+    result.seconds = time.monotonic() - started
+    result.node_id = node_id
+    result.broker = tuple(broker)
+    return result
+
+
+class _Background:
+    """A function run on a thread; join() re-raises what it raised."""
+
+    def __init__(self, func, *args):
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(func,) + args, daemon=True)
+        self._thread.start()
+
+    def _run(self, func, *args):
+        try:
+            func(*args)
+        except BaseException as exc:
+            self._error = exc
+
+    def join(self, reraise=True):
+        self._thread.join()
+        if self._error is not None and reraise:
+            raise self._error
+
+
+def _node_from_uid(board, uid, port):
+    if not uid:
+        raise ConfigError("the board on %s has no config.json and no machine.unique_id(): "
+                          "name the node with --node" % port)
+    return "%s-%s" % (board, uid[-6:])
+
+
+def _broker_from_board(info, port):
+    broker = info.get("broker") or {}
+    if not broker.get("host") or not broker.get("port"):
+        raise ConfigError("the board on %s has no config.json to keep the broker from: "
+                          "pass --broker HOST:PORT" % port)
+    return broker["host"], int(broker["port"])

@@ -1,0 +1,67 @@
+"""A real OpenSSH server for provisioning tests: its own host key, a throwaway user key, and a
+free loopback port; stopped (by its PID) when the test is done."""
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import time
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+class Sshd:
+    def __init__(self, workdir):
+        from edgefleet.controller.netutil import free_port
+        self.workdir = workdir
+        self.port = free_port()
+        self.user = getpass.getuser()
+        self.client_key = os.path.join(workdir, "client_key")
+        self.host_key = os.path.join(workdir, "host_key")
+        self.log = os.path.join(workdir, "sshd.log")
+        self.proc = None
+
+    @property
+    def target(self):
+        return "%s@127.0.0.1:%d" % (self.user, self.port)
+
+    def start(self):
+        for key in (self.host_key, self.client_key):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+        authorized = os.path.join(self.workdir, "authorized_keys")
+        shutil.copyfile(self.client_key + ".pub", authorized)
+        config = os.path.join(self.workdir, "sshd_config")
+        with open(config, "w") as f:
+            f.write("\n".join([
+                "Port %d" % self.port, "ListenAddress 127.0.0.1", "HostKey " + self.host_key,
+                "AuthorizedKeysFile " + authorized, "PidFile " + os.path.join(self.workdir, "sshd.pid"),
+                "PasswordAuthentication no", "KbdInteractiveAuthentication no", "StrictModes no",
+                "UsePAM no", "Subsystem sftp " + SFTP_SERVER, ""]))
+        os.makedirs("/run/sshd", exist_ok=True)
+        # -D: stays in the foreground, so self.proc is the server and stop() ends exactly it.
+        self.proc = subprocess.Popen([SSHD, "-D", "-f", config, "-E", self.log])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("sshd did not start: %s" % open(self.log).read()[-1000:])
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def sshd_available():
+    return os.path.exists(SSHD) and os.path.exists(SFTP_SERVER)

@@ -1,0 +1,357 @@
+"""`edgefleet flash` and `edgefleet keygen`: the serial flasher against simulated MCU boards
+(the real MicroPython unix port behind a socket:// UART), from an empty flash to a node on the
+broker, re-flashing, a power cut mid-file, a full flash; and its pieces on their own."""
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgefleet.boards import catalog
+from edgefleet.controller import cli, flasher, image, keys
+from edgefleet.controller.errors import ConfigError, FlashError
+from edgefleet.controller.progress import FlashProgress
+from edgefleet.controller.serialrepl import NoAnswer, ReplExecError
+from edgefleet.controller.simboard import McuBoard
+
+BOARD = "rpi-pico-w"
+HEAP = 192 * 1024
+# The MCU profile with the smallest heap: flashing must fit beside a node it interrupts there.
+SMALL = catalog.load("esp32")
+
+
+@pytest.fixture
+def fleet_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("EDGEFLEET_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def empty_board(tmp_path):
+    """A simulated MCU board with nothing on its flash: it sits at the REPL."""
+    boards = []
+
+    def make(flash_dir=None, heap_bytes=HEAP, **kwargs):
+        flash = flash_dir or str(tmp_path / ("flash%d" % len(boards)))
+        os.makedirs(flash, exist_ok=True)
+        board = McuBoard("empty%d" % len(boards), flash, heap_bytes, console_log=str(tmp_path / "console.log"),
+                         **kwargs)
+        boards.append(board)
+        board.start()
+        assert board.wait_console(b">>> ", timeout=10), board.console.since(0)
+        return board
+
+    yield make
+    for board in boards:
+        board.stop()
+
+
+class Hellos:
+    """The hello messages nodes publish on the broker."""
+
+    def __init__(self, broker):
+        self.seen = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flash-test-observer")
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe("ef/node/+/hello", qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client, userdata, message):
+        with self._cond:
+            self.seen.append(json.loads(message.payload))
+            self._cond.notify_all()
+
+    def wait(self, node, count, timeout=20):
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.of(node)) >= count, timeout)
+
+    def of(self, node):
+        return [msg for msg in self.seen if msg.get("node") == node]
+
+    def stop(self):
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def flash_cli(capsys, *argv):
+    code = cli.main(["flash"] + list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def flash_tree(flash_dir):
+    """{path: sha256} of a board's flash, as the flasher's local_tree() sees a folder."""
+    return {path: digest for path, _l, _s, digest in flasher.local_tree(flash_dir)}
+
+
+# -- a whole flash, end to end --------------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, fleet_home, capsys, tmp_path):
+    hellos = Hellos(mosquitto)
+    board = empty_board(heap_bytes=SMALL["heap_bytes"])
+    broker = "%s:%d" % (mosquitto.host, mosquitto.port)
+    try:
+        code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "flash-a",
+                                   "--broker", broker)
+        assert code == 0, err
+        assert "wrote" in out and "0 unchanged" in out
+        assert "wrote main.py" in err   # not a TTY: one line per file
+        # The board rebooted into the node, which says hello on the broker.
+        assert hellos.wait("flash-a", 1), board.console.since(0)[-2000:]
+        assert board.boots == 2
+        key_on_board = (tmp_path / "flash0" / keys.BOARD_FILE).read_text()
+        assert keys.parse(key_on_board) == keys.load()   # the host's key, created on the way
+
+        # Unchanged: nothing written, node id and broker kept from the board's config.json.
+        started = time.monotonic()
+        result = flasher.flash(board.serial_url, SMALL["name"])
+        assert time.monotonic() - started < 5
+        assert result.written == [] and result.removed == [] and result.unchanged > 40
+        assert result.node_id == "flash-a" and result.broker == (mosquitto.host, mosquitto.port)
+        assert hellos.wait("flash-a", 2), board.console.since(0)[-2000:]
+
+        # One model fewer: its files are removed, nothing else is sent.
+        result = flasher.flash(board.serial_url, SMALL["name"], model_names=["digits_dense"])
+        assert result.written == []
+        assert result.removed and all(p.startswith("models/digits_conv/") for p in result.removed)
+        assert not (tmp_path / "flash0" / "models" / "digits_conv").exists()
+
+        # A new node id changes config.json only, and only config.json is sent.
+        result = flasher.flash(board.serial_url, SMALL["name"], node_id="flash-b", model_names=["digits_dense"])
+        assert [path for path, _ in result.written] == ["config.json"]
+        assert hellos.wait("flash-b", 1), board.console.since(0)[-2000:]
+    finally:
+        hellos.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_board, fleet_home, tmp_path):
+    board = empty_board(heap_bytes=SMALL["heap_bytes"])
+    big = "models/digits_conv/model.tflite"
+
+    class CutPower(flasher.Progress):
+        def advance(self, path, nbytes):
+            if path == big:
+                board.power_off()
+
+    with pytest.raises(FlashError) as failure:
+        flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), progress=CutPower(),
+                      timeout=2)
+    assert failure.value.path == big and big in str(failure.value) and "flash again" in str(failure.value)
+    flash_dir = str(tmp_path / "flash0")
+    assert not os.path.exists(os.path.join(flash_dir, big))   # only ever a .part, never half a file
+    assert not os.path.exists(os.path.join(flash_dir, "main.py"))   # top-level files go last
+
+    board.power_on()
+    result = flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), reset=False)
+    assert big in [path for path, _ in result.written]
+    assert 0 < result.unchanged   # what arrived before the cut is not sent again
+    assert big + ".part" in result.removed
+    # The board now holds exactly the image, as built here for the same node.
+    expected = str(tmp_path / "expected")
+    cfg = image.node_config("cut", SMALL, "127.0.0.1", 1883, simulated=True)
+    image.write_image(expected, cfg)
+    (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.to_board_text(keys.load()))
+    assert flash_tree(flash_dir) == flash_tree(expected)
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_full_flash_is_a_clear_error(empty_board, fleet_home, tmp_path):
+    flash_dir = str(tmp_path / "small_flash")
+    os.makedirs(flash_dir)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", flash_dir],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip("a small flash needs a tmpfs mount, which needs root: " + mounted.stderr.strip())
+    board = None
+    try:
+        board = empty_board(flash_dir)
+        with pytest.raises(FlashError) as failure:
+            flasher.flash(board.serial_url, BOARD, node_id="full", broker=("127.0.0.1", 1883))
+        message = str(failure.value)
+        assert "is full" in message and failure.value.path in message
+        assert not any(name.endswith(".part") for _, _, names in os.walk(flash_dir) for name in names)
+    finally:
+        if board is not None:
+            board.stop()   # its interpreter runs in the mount
+        subprocess.run(["umount", flash_dir], check=True)
+
+
+@pytest.mark.micropython
+def test_file_that_fails_its_hash_check_is_not_installed(empty_board, tmp_path):
+    board = empty_board()
+    tree = tmp_path / "tree"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "lib" / "a.txt").write_bytes(b"first version\n")
+    link, agent, _info = flasher.open_session(board.serial_url)
+    try:
+        flasher.sync(agent, str(tree))
+        assert (tmp_path / "flash0" / "lib" / "a.txt").read_bytes() == b"first version\n"
+
+        class ChangeUnderway(flasher.Progress):
+            def start(self, files, total_bytes):
+                # The file changes after its sha256 was taken: the board's check must catch it.
+                (tree / "lib" / "a.txt").write_bytes(b"second version, altered in flight\n")
+
+        (tree / "lib" / "a.txt").write_bytes(b"second version\n")
+        with pytest.raises(FlashError) as failure:
+            flasher.sync(agent, str(tree), ChangeUnderway())
+        assert "failed its hash check" in str(failure.value) and failure.value.path == "lib/a.txt"
+        assert (tmp_path / "flash0" / "lib" / "a.txt").read_bytes() == b"first version\n"
+        assert not (tmp_path / "flash0" / "lib" / "a.txt.part").exists()
+    finally:
+        link.close()
+
+
+@pytest.mark.micropython
+def test_binary_files_arrive_intact_with_and_without_compression(empty_board, tmp_path):
+    board = empty_board()
+    tree = tmp_path / "tree"
+    (tree / "d" / "e").mkdir(parents=True)
+    payloads = {"d/all_bytes.bin": bytes(range(256)) * 40,             # compresses
+                "d/e/random.bin": os.urandom(flasher.CHUNK_BYTES * 2 + 17),   # does not; 3 chunks
+                "d/empty.bin": b"", "top.txt": b"it's a \\ 'quoted'\r\n\x00\x03\x04 line\n"}
+    for path, data in payloads.items():
+        (tree / path).write_bytes(data)
+    link, agent, _info = flasher.open_session(board.serial_url)
+    try:
+        assert agent.deflate and agent.literals
+        result = flasher.sync(agent, str(tree))
+        agent.literals = False   # the base64 path, as for a board whose lexer is not 8-bit clean
+        (tree / "d" / "e" / "random.bin").write_bytes(os.urandom(5000))
+        payloads["d/e/random.bin"] = (tree / "d" / "e" / "random.bin").read_bytes()
+        second = flasher.sync(agent, str(tree))
+    finally:
+        link.close()
+    assert sorted(path for path, _ in result.written) == sorted(payloads)
+    assert [path for path, _ in second.written] == ["d/e/random.bin"]
+    for path, data in payloads.items():
+        assert (tmp_path / "flash0" / path).read_bytes() == data
+
+
+@pytest.mark.micropython
+def test_classic_raw_repl_when_raw_paste_is_off(empty_board, tmp_path):
+    board = empty_board()
+    tree = tmp_path / "tree"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "lib" / "m.py").write_bytes(b"X = 1\n" * 300)   # more than one 256-byte piece
+    link, agent, _info = flasher.open_session(board.serial_url)
+    try:
+        assert link.raw_paste is True
+        link.raw_paste = False   # as with a board older than raw-paste mode (MicroPython < 1.14)
+        result = flasher.sync(agent, str(tree))
+        assert link.exec("print(6 * 7)") == b"42\n"
+    finally:
+        link.close()
+    assert [path for path, _ in result.written] == ["lib/m.py"]
+    assert (tmp_path / "flash0" / "lib" / "m.py").read_bytes() == b"X = 1\n" * 300
+
+
+@pytest.mark.micropython
+def test_paced_link_runs_at_the_baud_rate(empty_board):
+    board = empty_board(baud=19200)   # 1920 bytes/s each way
+    from edgefleet.controller.serialrepl import ReplLink
+    with ReplLink(board.serial_url) as link:
+        link.enter_raw_repl()
+        started = time.monotonic()
+        out = link.exec("x = %r\nprint('y' * 1000)" % ("z" * 1000))
+        elapsed = time.monotonic() - started
+    assert out == b"y" * 1000 + b"\n"
+    # ~1030 bytes each way, both directions paced and in turn: about 1.07 s
+    assert 0.9 < elapsed < 2.5, elapsed
+
+
+# -- errors before anything is written -------------------------------------------------------
+
+def test_silent_port_is_a_clear_error(fleet_home):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = "socket://127.0.0.1:%d" % silent.getsockname()[1]
+        with pytest.raises(NoAnswer) as failure:
+            flasher.flash(url, BOARD, node_id="x", broker=("h", 1), timeout=1.5)
+    assert "no MicroPython REPL answers on " + url in str(failure.value)
+
+
+def test_closed_port_is_a_clear_error_from_the_cli(fleet_home, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = "socket://127.0.0.1:%d" % probe.getsockname()[1]
+    code, _out, err = flash_cli(capsys, url, "--board", BOARD, "--node", "x", "--broker", "h:1")
+    assert code == 1 and err.startswith("edgefleet: cannot open " + url)
+
+
+def test_linux_board_is_refused_with_the_command_to_use(fleet_home):
+    with pytest.raises(ConfigError, match="edgefleet provision"):
+        flasher.flash("socket://127.0.0.1:1", "rpi4")
+
+
+def test_native_code_for_another_arch_is_refused(tmp_path):
+    x64_viper = tmp_path / "k.mpy"
+    x64_viper.write_bytes(b"M\x06" + bytes([(2 << 2) | 3]) + b"rest")
+    entries = flasher.local_tree(str(tmp_path))
+    xtensawin_board = {"mpy": 6 | (3 << 8) | (10 << 10)}
+    with pytest.raises(FlashError, match="native code for xtensawin, the image's is compiled for x64"):
+        flasher.check_compatible(xtensawin_board, entries, "PORT")
+    flasher.check_compatible({"mpy": 6 | (3 << 8) | (2 << 10)}, entries, "PORT")
+    with pytest.raises(FlashError, match=".mpy version 5"):
+        flasher.check_compatible({"mpy": 5 | (2 << 10)}, entries, "PORT")
+
+
+def test_exec_error_carries_the_oserror_number():
+    err = ReplExecError("m", stderr="Traceback...\nOSError: [Errno 28] ENOSPC\n")
+    assert err.errno == 28
+    assert ReplExecError("m", stderr="OSError: 28\n").errno == 28
+    assert ReplExecError("m", stderr="MemoryError\n").errno is None
+
+
+def test_tree_digest_is_over_paths_and_contents(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.py").write_bytes(b"1")
+    (tmp_path / "main.py").write_bytes(b"2")
+    entries = flasher.local_tree(str(tmp_path))
+    assert flasher.image_roots(entries) == (["a"], ["main.py"])
+    expected = hashlib.sha256(b"a/x.py\n" + hashlib.sha256(b"1").hexdigest().encode() + b"\n" +
+                              b"main.py\n" + hashlib.sha256(b"2").hexdigest().encode() + b"\n").hexdigest()
+    assert flasher.tree_digest(entries) == expected
+
+
+def test_progress_is_one_line_per_file_off_a_terminal_and_a_bar_on_one():
+    log = io.StringIO()
+    plain = FlashProgress(log, tty=False)
+    plain.start(2, 3000)
+    plain.advance("a.mpy", 1000)
+    plain.file_done("a.mpy", 1000)
+    plain.removed("old.mpy")
+    plain.finish()
+    assert log.getvalue().splitlines() == ["sending 2 files (2.9 KB)", "wrote a.mpy (1000 bytes)", "removed old.mpy"]
+    screen = io.StringIO()
+    bar = FlashProgress(screen, tty=True)
+    bar.start(1, 2000)
+    bar.advance("b.mpy", 1000)
+    bar.finish()
+    assert screen.getvalue().startswith("\r[" + "#" * 15 + "." * 15 + "]  50%") and screen.getvalue().endswith("\n")
+
+
+def test_keygen_creates_refuses_to_replace_and_replaces_when_forced(fleet_home, capsys):
+    assert cli.main(["keygen"]) == 0
+    first = keys.load()
+    assert oct(os.stat(keys.default_path()).st_mode & 0o777) == "0o600"
+    assert cli.main(["keygen"]) == 1
+    assert "edgefleet: a fleet key already exists" in capsys.readouterr().err
+    assert keys.load() == first
+    assert cli.main(["keygen", "--force"]) == 0
+    assert keys.load() != first
