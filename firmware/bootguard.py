@@ -6,15 +6,21 @@
 # recorded ended without warning: a power cut, or a hang that the hardware watchdog ended; the
 # HAL's own reset cause, where the board has one, tells those apart.
 #
-# A boot that reaches the node's stable_after_ms of uptime is marked stable. Boots that end
-# before that are counted; after `limit` of them in a row the next boot is a safe-mode boot: only
-# the link and the deploy path run, so a bad update can be fixed remotely rather than boot-loop.
+# A boot that reaches the node's stable_after_ms of uptime is marked stable. Boots that a fault
+# ended before that (the runtime crashed, the watchdog fired, the board reset itself unasked) are
+# counted; after `limit` of them in a row the next boot is a safe-mode boot: only the link and the
+# deploy path run, so a bad update can be fixed remotely rather than boot-loop. Power cuts, reset
+# buttons and commanded reboots say nothing about the code and leave the count as it was: a
+# battery board that browns out every few seconds keeps inferring and buffering.
 #
 # Used at boot and on the rare occasions the record changes; the node loads it only then (every
 # KB of heap counts on a microcontroller). start() is the node's boot sequence.
 from . import flashfile
 
 FILE = "/bootguard.json"
+# Reset causes that mean the code failed: the node's own records, or the board's register
+# ("soft" is what MCU ports report after a panic).
+FAULTS = ("crash", "watchdog", "soft")
 
 
 def start(node):
@@ -54,7 +60,11 @@ def on_boot(data_dir, boot, hal_cause, limit):
     else:
         cause = last.get("cause") or hal_cause or "power"
         detail = last.get("detail")
-        quick = 0 if last.get("stable") else last.get("quick", 0) + 1
+        quick = last.get("quick", 0)
+        if last.get("stable"):
+            quick = 0
+        elif cause in FAULTS:
+            quick += 1
     write(data_dir, boot, quick, False)
     return {"reset": cause, "reset_detail": detail, "quick_boots": quick, "safe_mode": quick >= limit}
 

@@ -10,9 +10,11 @@
 #   kill    SIGKILL the workload's inference process (Linux nodes)
 #   segv    SIGSEGV the workload's inference process, as a native crash (Linux nodes)
 #   freeze  the whole event loop spins forever; only the (hardware) watchdog ends that
+#   panic   the node's runtime itself fails (an error escapes its root supervisor): the node
+#           records a crash and resets the board
 import asyncio
 
-KINDS = ("raise", "crashloop", "hang", "kill", "segv", "freeze")
+KINDS = ("raise", "crashloop", "hang", "kill", "segv", "freeze", "panic")
 
 
 def inject(node, args):
@@ -25,6 +27,9 @@ def inject(node, args):
     if kind == "freeze":
         asyncio.create_task(_freeze_soon())
         return True, "event loop freezes in 200 ms"
+    if kind == "panic":
+        asyncio.create_task(_panic_soon(node))
+        return True, "node runtime fails in 200 ms"
     wid = args.get("wl")
     worker = node.workers.get(wid) if wid else None
     if worker is None:
@@ -43,3 +48,12 @@ async def _freeze_soon():
     await asyncio.sleep(0.2)   # the reply goes out first
     while True:
         pass
+
+
+async def _panic_soon(node):
+    await asyncio.sleep(0.2)
+    node.supervisor.fail(InjectedPanic("injected panic"))
+
+
+class InjectedPanic(Exception):
+    pass

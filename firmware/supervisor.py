@@ -106,6 +106,7 @@ class Supervisor:
         self.children = []
         self.recent_restarts = []
         self.monitor_beat_ms = ticks_ms()
+        self.failure = None
 
     # -- children -------------------------------------------------------------------------------
 
@@ -153,9 +154,17 @@ class Supervisor:
 
     # -- the watch loop ---------------------------------------------------------------------------
 
+    def fail(self, error):
+        """End run() with `error`: a failure nothing below this supervisor can contain, for its
+        caller to handle (the node's runtime records it and resets the board)."""
+        self.failure = error
+
     async def run(self, beat=None):
-        """Watch the children forever; beat() is called each round (a supervisor supervised)."""
+        """Watch the children until fail(); beat() is called each round (a supervisor supervised)."""
         while True:
+            if self.failure is not None:
+                self.terminate_all()
+                raise self.failure
             self.monitor_beat_ms = now = ticks_ms()
             if beat is not None:
                 beat()

@@ -1,7 +1,7 @@
 """Fault tolerance on real nodes, MicroPython and CPython: the supervisor restarts a crashed or
 hung worker, gives up on a crash loop and reports the node degraded, the watchdog resets a node
 whose event loop froze (the simulated board enforces it as hardware would), the node says why
-it reset, and quick reboots end in safe mode. No result the node accepted is lost."""
+it reset, and runtime crashes in a row end in safe mode. No result the node accepted is lost."""
 import pytest
 
 from edgefleet.controller.nodeprobe import NodeProbe
@@ -128,22 +128,27 @@ def test_a_frozen_node_is_reset_by_the_watchdog_and_reports_why(board, mosquitto
 
 
 @pytest.mark.parametrize("board", BOARDS)
-def test_quick_reboots_end_in_safe_mode_until_the_operator_resumes(board, mosquitto, tmp_path):
+def test_runtime_crashes_in_a_row_end_in_safe_mode_until_the_operator_resumes(board, mosquitto, tmp_path):
     with _probe(mosquitto, tmp_path, board, "safe-" + board.split("-")[-1]) as probe:
-        for boot in (1, 2, 3):
+        # A commanded reboot is no fault: it does not count towards safe mode.
+        assert probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == 1], 30)
+        assert probe.command("reboot")["ok"]
+        for boot in (2, 3, 4):
             assert probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == boot], 30), boot
-            assert probe.command("reboot")["ok"]
-        safe = probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == 4], 30)
-        assert safe and safe[0]["data"]["safe_mode"] and safe[0]["data"]["reset"] == "reboot", safe
+            _fault(probe, "panic", wl=None)
+        safe = probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == 5], 30)
+        assert safe and safe[0]["data"]["safe_mode"] and safe[0]["data"]["reset"] == "crash", safe
+        assert "injected panic" in safe[0]["data"]["reset_detail"], safe
+        assert [e["data"]["quick_boots"] for e in _events(probe, "boot")] == [0, 0, 1, 2, 3]
         assert probe.wait_for(lambda p: _events(p, "safe_mode"), 10)
         assert probe.wait_for(lambda p: p.of_kind("status")[-1]["state"] == "safe", 10)
-        hb = probe.wait_for(lambda p: [h for h in p.of_kind("hb") if h["boot"] == 4], 10)
+        hb = probe.wait_for(lambda p: [h for h in p.of_kind("hb") if h["boot"] == 5], 10)
         assert hb and hb[-1]["wl"] == [], "workloads run in safe mode"
-        assert not [r for r in p_results(probe) if r["boot"] == 4]
+        assert not [r for r in p_results(probe) if r["boot"] == 5]
         assert probe.command("resume")["ok"]
-        normal = probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == 5], 30)
+        normal = probe.wait_for(lambda p: [e for e in _events(p, "boot") if e["boot"] == 6], 30)
         assert normal and not normal[0]["data"]["safe_mode"], normal
-        assert probe.wait_for(lambda p: [r for r in p.of_kind("result") if r["boot"] == 5], 20)
+        assert probe.wait_for(lambda p: [r for r in p.of_kind("result") if r["boot"] == 6], 20)
 
 
 def p_results(probe):

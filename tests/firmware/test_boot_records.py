@@ -28,14 +28,31 @@ def test_reset_causes_come_from_the_record_then_the_hal_then_power():
     assert info["reset"] == "power" and info["reset_detail"] is None, info
 
 
-def test_three_quick_boots_in_a_row_mean_safe_mode_and_a_stable_boot_clears_them():
+def test_three_quick_boots_ended_by_faults_mean_safe_mode_and_a_stable_boot_clears_them():
     d = _fresh_dir()
-    seen = [bootguard.on_boot(d, b, None, 3) for b in (1, 2, 3, 4)]
+    seen = [bootguard.on_boot(d, 1, None, 3)]
+    for boot, cause in ((2, "crash"), (3, "watchdog"), (4, "soft")):
+        bootguard.write(d, boot - 1, seen[-1]["quick_boots"], False, cause if cause != "soft" else None)
+        seen.append(bootguard.on_boot(d, boot, "soft", 3))
     assert [i["quick_boots"] for i in seen] == [0, 1, 2, 3], seen
     assert [i["safe_mode"] for i in seen] == [False, False, False, True]
     bootguard.write(d, 4, 3, True)   # this boot ran long enough
     info = bootguard.on_boot(d, 5, None, 3)
     assert info["quick_boots"] == 0 and not info["safe_mode"], info
+
+
+def test_power_cuts_resets_and_reboots_neither_count_nor_clear_quick_boots():
+    d = _fresh_dir()
+    bootguard.on_boot(d, 1, None, 3)
+    bootguard.write(d, 1, 0, False, "crash")
+    assert bootguard.on_boot(d, 2, None, 3)["quick_boots"] == 1
+    for boot in range(3, 20):   # a board browning out again and again keeps running its workloads
+        info = bootguard.on_boot(d, boot, "hard_reset" if boot % 2 else None, 3)
+        assert info["quick_boots"] == 1 and not info["safe_mode"], info
+    bootguard.write(d, 19, 1, False, "reboot")
+    assert bootguard.on_boot(d, 20, None, 3)["quick_boots"] == 1
+    bootguard.write(d, 20, 1, False, "crash")
+    assert bootguard.on_boot(d, 21, None, 3)["quick_boots"] == 2
 
 
 def test_crash_records_keep_the_last_few_and_are_sent_once():

@@ -168,6 +168,23 @@ async def test_watchdog_freshness_follows_critical_children_and_the_monitor():
     sup.terminate_all()
 
 
+@bounded(10)
+async def test_fail_ends_run_with_the_error_after_stopping_every_child():
+    sup = _supervisor()
+    running = asyncio.create_task(sup.run())
+    body = Body()
+    sup.start_child(sv.Child("w", body, kill=body.kill))
+    await _until(lambda: body.starts == 1)
+    sup.fail(OSError(5, "flash gone"))
+    await _until(lambda: running.done())
+    try:
+        await running
+        raise AssertionError("run() returned")
+    except OSError as e:
+        assert e.args == (5, "flash gone"), e.args
+    assert sup.children == [] and body.kills == 1
+
+
 def test_bad_specs_are_refused():
     try:
         sv.Child("x", None, restart="sometimes")
