@@ -57,6 +57,7 @@ class Node:
         self._outbox_error = None
         self._wake_publisher = asyncio.Event()
         self._cpu = 0.0
+        self._ota = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -191,6 +192,8 @@ class Node:
                 self.on_ack(msg)
             elif kind == "cmd":
                 self.on_command(msg)
+            elif kind == "ota":
+                self.ota_agent().handle(msg)
         except ProtocolError as e:
             self.event("warn", "bad_message", str(e), {"topic": topic})
 
@@ -217,6 +220,13 @@ class Node:
         else:
             reply = {"v": protocol.VERSION, "id": msg["id"], "ok": False, "error": "unknown op %r" % op}
         self.queue("reply", reply)
+
+    def ota_agent(self):
+        # Updates (docs/ota.md): the receive logic loads only once an update starts.
+        if self._ota is None:
+            from .ota import OtaAgent
+            self._ota = OtaAgent(self)
+        return self._ota
 
     async def _reboot_soon(self):
         await asyncio.sleep(0.3)  # let the reply go out
@@ -320,7 +330,7 @@ class Node:
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client
-        for kind in ("assign", "ack", "cmd"):
+        for kind in ("assign", "ack", "cmd", "ota"):
             await client.subscribe(self.topic(kind), 1)
         await client.subscribe(protocol.ctrl_topic(self.prefix), 1)
         self.outbox.rewind()
@@ -377,6 +387,9 @@ class Node:
         self.load_cached_assignment()
         for loop in (self.publish_pending, self.deliver_results, self.send_heartbeats):
             asyncio.create_task(self.keep_running(loop))
+        if self.cfg.get("slot"):
+            from .health import guard   # a tentative slot confirms or reverts itself
+            asyncio.create_task(guard(self))
         await self.keep_link()
 
 
@@ -401,10 +414,16 @@ def _release_module(module):
         delattr(sys.modules[package], name)
 
 
-def boot(config_path, open_hal):
-    """Entry point of every node: read the config on flash, open its HAL, run forever."""
+def boot(config_path, open_hal, slot=None, version=None):
+    """Entry point of every node: read the config on flash, open its HAL, run forever.
+
+    slot: the A/B slot folder the boot selector chose (docs/ota.md); its models and version
+    replace the config's."""
     from . import config
     cfg = config.load(config_path)
+    if slot:
+        cfg["slot"], cfg["models_dir"] = slot, slot + "/models"
+        cfg["fw"] = version or cfg["fw"]
     if RUNTIME == "micropython":
         _release_module(config)
     del config

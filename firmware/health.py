@@ -1,0 +1,69 @@
+# The tentative boot (docs/ota.md): a freshly switched slot must prove itself healthy - link
+# up, every assigned workload running and past its first inference - within the window the
+# update set, or the node reverts to the previous slot by itself and reboots.
+import asyncio
+
+from . import protocol, slots
+from .clock import ticks_diff, ticks_ms
+
+POLL_MS = 200
+
+
+def healthy(node):
+    client = node.client
+    if client is None or not client.is_connected:
+        return False
+    for wid in node.workers:
+        worker = node.workers[wid]
+        if worker.state != "running" or worker.n < 1:
+            return False
+    return True
+
+
+def _report(node, pointer, slot, state, err=None):
+    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "id": pointer.get("ids", {}).get(slot) or "",
+           "state": state, "off": 0, "ver": pointer["ver"].get(slot) or ""}
+    if err:
+        msg["err"] = err
+    node.queue("ota_state", msg)
+
+
+async def guard(node, root="."):
+    """Run once per boot: report a revert the selector made, confirm or revert a tentative slot."""
+    pointer = slots.read(root)
+    if pointer is None:
+        return
+    reverted = pointer.get("reverted")
+    if reverted:
+        pointer = dict(pointer)
+        pointer["reverted"] = None
+        slots.write(root, pointer)
+        msg = "version %s reverted: %s" % (reverted.get("ver"), reverted.get("why"))
+        node.event("error", "ota_reverted", msg, {"id": reverted.get("id") or "", "ver": reverted.get("ver")})
+        _report(node, {"ids": {"x": reverted.get("id")}, "ver": {"x": reverted.get("ver")}}, "x", "reverted",
+                reverted.get("why"))
+    if not pointer.get("tentative"):
+        return
+    started = ticks_ms()
+    window = pointer.get("window_ms") or slots.DEFAULT_WINDOW_MS
+    while True:
+        await asyncio.sleep(POLL_MS / 1000)
+        if healthy(node):
+            current = slots.read(root) or pointer
+            slots.write(root, slots.confirm(current))
+            node.event("info", "ota_confirmed", "version %s healthy; update confirmed" % pointer["ver"].get(pointer["active"]))
+            _report(node, pointer, pointer["active"], "confirmed")
+            return
+        if ticks_diff(ticks_ms(), started) > window:
+            why = "not healthy within %d ms" % window
+            detail = []
+            for wid in node.workers:
+                w = node.workers[wid]
+                detail.append("%s %s n=%d %s" % (wid, w.state, w.n, w.err or ""))
+            if detail:
+                why += " (" + "; ".join(detail) + ")"
+            slots.write(root, slots.revert(slots.read(root) or pointer, why))
+            node.event("error", "ota_reverting", why)
+            await asyncio.sleep(0.3)   # let the event go out if the link is up
+            node.hal.reboot()
+            return
