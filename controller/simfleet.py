@@ -32,7 +32,7 @@ def demo_layout(count):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
-                 extra_files=None):
+                 extra_files=None, slotted=False, key=None, node_settings=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
         self.layout = layout
@@ -41,6 +41,11 @@ class SimFleet:
         self.heap_override = heap_override
         # {path on flash: source file} added to every image, e.g. extra models for tests
         self.extra_files = extra_files or {}
+        # A/B slot images (docs/ota.md) with this fleet key installed, so boards take updates.
+        self.slotted = slotted
+        self.key = key
+        # extra config.json keys for every node (e.g. hb_interval_ms)
+        self.node_settings = node_settings or {}
         self.boards = {}
         self.runtimes = {}
 
@@ -53,8 +58,12 @@ class SimFleet:
         profile = catalog.load(board_name)
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
+        cfg.update(self.node_settings)
         flash = self.flash_dir(node_id)
-        image.write_image(flash, cfg)
+        if self.slotted:
+            image.write_slotted_image(flash, cfg, key=self.key)
+        else:
+            image.write_image(flash, cfg)
         for rel, src in self.extra_files.items():
             target = os.path.join(flash, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
