@@ -90,7 +90,11 @@ class Receiver:
         pointer = slots.read(self.root)
         if pointer is None:
             raise BundleError("this node's flash has no A/B slots (%s); it cannot take updates" % slots.POINTER)
-        if pointer.get("ids", {}).get(pointer["active"]) == msg["id"] and not pointer.get("tentative"):
+        if pointer.get("tentative"):
+            # Writing the other slot now would destroy the version to fall back to.
+            raise BundleError("version %s is still on probation; update again once it is confirmed or reverted"
+                              % pointer["ver"].get(pointer["active"]))
+        if pointer.get("ids", {}).get(pointer["active"]) == msg["id"]:
             return [self.state("current", msg["id"], ver=pointer["ver"].get(pointer["active"]))]
         size = msg.get("size")
         if not isinstance(size, int) or size < 40:
