@@ -23,7 +23,29 @@ CHUNK = 65536
 
 
 def manifest_bytes(manifest):
-    return json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    """The manifest as signed and as a slot keeps it: a JSON header line, then one
+    "SIZE SHA256 PATH" line per file (firmware/bundle.py reads it a line at a time)."""
+    header = {k: v for k, v in manifest.items() if k != "files"}
+    header["files"] = len(manifest["files"])
+    lines = [json.dumps(header, separators=(",", ":"), sort_keys=True)]
+    for path, size, digest in manifest["files"]:
+        if " " in path or "\n" in path:
+            raise BundleError("file path %r cannot go in a manifest (no spaces or newlines)" % path)
+        lines.append("%d %s %s" % (size, digest, path))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def parse_manifest(raw):
+    """The manifest dict (header keys plus 'files': [[path, size, sha256]]) from its bytes."""
+    text = raw.decode()
+    lines = text.split("\n")
+    header = json.loads(lines[0])
+    count = header.pop("files")
+    entries = [line.split(" ", 2) for line in lines[1:1 + count]]
+    if len(entries) != count or any(len(e) != 3 for e in entries) or lines[1 + count:] != [""]:
+        raise ValueError("manifest lists %d files, its header says %d" % (len(entries), count))
+    header["files"] = [[path, int(size), digest] for size, digest, path in entries]
+    return header
 
 
 def _sha256_file(path):
@@ -106,10 +128,10 @@ def inspect(data, key=None, path=None):
     raw = data[8:8 + length]
     mac = data[8 + length:8 + length + wire.MAC_BYTES]
     try:
-        manifest = json.loads(raw)
+        manifest = parse_manifest(raw)
         files = manifest["files"]
-    except (ValueError, KeyError, TypeError):
-        raise CorruptBundle("%s: manifest is not valid" % where, path)
+    except (ValueError, KeyError, TypeError, UnicodeError) as e:
+        raise CorruptBundle("%s: manifest is not valid (%s)" % (where, e), path)
     signed_ok = None
     if key is not None:
         signed_ok = hmac.compare_digest(hmac.new(key, data[:8 + length], hashlib.sha256).digest(), mac)

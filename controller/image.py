@@ -153,9 +153,10 @@ def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH):
 
 
 def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, version=None, key=None):
-    """A board image with A/B slots: code and models in slot_a/ (with its manifest.json), the
+    """A board image with A/B slots: code and models in slot_a/ (with its MANIFEST), the
     slot pointer, the boot selector (MCU: /slots.mpy beside /main.py), config.json and, when
     given, the fleet key. A Linux board runs it with linux_main, which reads the same pointer."""
+    from edgefleet.firmware import bundle as wire
     from edgefleet.firmware import slots
     from . import bundle, keys
     profile = cfg["profile"]
@@ -164,8 +165,8 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
     version = version or cfg.get("fw", "0.1.0")
     written = write_slot(slot_dir, profile, model_names, mpy_arch)
     manifest = bundle.manifest_for(slot_dir, written, profile, version, mpy_arch)
-    with open(os.path.join(slot_dir, "manifest.json"), "w") as f:
-        f.write(bundle.manifest_bytes(manifest).decode())
+    with open(os.path.join(slot_dir, wire.SLOT_MANIFEST), "wb") as f:
+        f.write(bundle.manifest_bytes(manifest))
     if profile["runtime"] == "micropython":
         shutil.copyfile(os.path.join(BOARDS_DIR, "mcu_main.py"), os.path.join(dest_dir, "main.py"))
         selector = os.path.join(FIRMWARE_DIR, "slots.py")

@@ -14,6 +14,8 @@ from .errors import BundleError, FirmwareError
 # A stream with no chunk for this long is dropped; its partial slot stays unused.
 ABANDON_MS = 30000
 KEY_FILE = "fleet.key"
+# The incoming manifest, outside both slots until the bundle is complete.
+MANIFEST_PART = "ota-manifest.part"
 
 
 def mpy_version():
@@ -101,17 +103,24 @@ class Receiver:
             raise BundleError("begin: bundle size %r is not a bundle's" % (size,))
         key = load_key(self.root)
         self.drop()
-        pointer, target = slots.staging(pointer)
-        slots.write(self.root, pointer)
-        self.target = slots.slot_dir(self.root, target)
-        slots.remove_tree(self.target)
-        bundle._makedirs(self.target + "/x")
-        self.reader = bundle.BundleReader(key, self.board, self.runtime, self.target, mpy_version())
+        import gc
+        gc.collect()
+        self.target = slots.slot_dir(self.root, slots.other(pointer["active"]))
+        # Nothing on flash changes until the manifest's signature and board check out: a forged
+        # or foreign bundle leaves both slots - and the way back - as they were.
+        self.reader = bundle.BundleReader(key, self.board, self.runtime, self.target, mpy_version(),
+                                          slots.slot_dir(self.root, MANIFEST_PART), self._clear_target)
         self.id, self.size, self.off = msg["id"], size, 0
         self.ver = msg.get("ver")
         self.window_ms = msg.get("window_ms") or slots.DEFAULT_WINDOW_MS
         self.last_ms = self.now_ms()
         return [self.state("receiving")]
+
+    def _clear_target(self):
+        pointer, target = slots.staging(slots.read(self.root))
+        slots.write(self.root, pointer)
+        slots.remove_tree(self.target)
+        bundle._makedirs(self.target + "/x")
 
     def chunk(self, msg):
         if msg["id"] != self.id or self.reader is None:
@@ -123,7 +132,13 @@ class Receiver:
         data = binascii.a2b_base64(msg.get("data") or "")
         if self.off + len(data) > self.size:
             raise BundleError("chunk at %d runs past the announced size %d" % (self.off, self.size))
-        self.reader.feed(data)
+        try:
+            self.reader.feed(data)
+        except Exception:
+            # A reader that failed part-way (also for lack of heap) is in no state to go on:
+            # the stream is dropped and starts over with the controller's next begin.
+            self.drop()
+            raise
         self.off += len(data)
         self.last_ms = self.now_ms()
         if self.off < self.size:
@@ -178,6 +193,12 @@ class OtaAgent:
         except OSError as e:
             self.receiver.drop()
             reports = [self.receiver.state("rejected", msg["id"], "flash error: %s" % e)]
+        except MemoryError as e:
+            sys.print_exception(e) if hasattr(sys, "print_exception") else None
+            self.receiver.drop()
+            import gc
+            gc.collect()
+            reports = [self.receiver.state("rejected", msg["id"], "out of heap while unpacking")]
         for report in reports:
             self.report(report)
         if self.receiver.switched:

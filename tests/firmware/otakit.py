@@ -20,11 +20,13 @@ def make_bundle(files, key=KEY, board="rpi-pico-w", runtime=None, version="0.2.0
     """files: [(path, bytes)]. Returns the bundle's bytes, laid out as firmware/bundle.py reads."""
     import sys
     runtime = runtime or ("micropython" if sys.implementation.name == "micropython" else "cpython")
-    manifest = {"format": 1, "version": version, "board": board, "runtime": runtime, "mpy": None,
-                "files": [[p, len(d), sha(d)] for p, d in files]}
+    header = {"format": 1, "version": version, "board": board, "runtime": runtime, "mpy": None, "files": len(files)}
     if manifest_extra:
-        manifest.update(manifest_extra)
-    raw = json.dumps(manifest).encode()
+        header.update(manifest_extra)
+    raw = json.dumps(header) + "\n"
+    for p, d in files:
+        raw += "%d %s %s\n" % (len(d), sha(d), p)
+    raw = raw.encode()
     head = bundle.MAGIC + len(raw).to_bytes(4, "big")
     out = bytearray(head + raw)
     out.extend(hmac256.digest(key, head + raw))
