@@ -12,7 +12,10 @@ import math
 from edgefleet.firmware import protocol
 
 CHUNK_BYTES = 1536
-# A chunk (or begin) unanswered this long is sent again; the node answers with its offset.
+# Chunks a transfer keeps in flight: a round trip through the broker and an MCU's flash write
+# per chunk would otherwise set the pace.
+WINDOW = 6
+# With no progress this long, the begin is sent again; the node answers with its offset.
 RESEND_S = 2.0
 
 
@@ -23,67 +26,84 @@ def ota_msg(bundle_id, op, **fields):
 
 
 class Transfer:
-    """One node's bundle stream: in order, one chunk in flight, resumed from the node's offset.
+    """One node's bundle stream: in order, up to `window` chunks in flight, resumed from the
+    offset the node reports (every accepted chunk is acknowledged with the node's new offset;
+    an out-of-order chunk is answered with the offset the node wants).
 
     status: sending -> switching (all bytes in, node verified and switched) -> confirmed, or
     failed (rejected, reverted, abandoned) with `error`."""
 
-    def __init__(self, node, data, bundle_id, version, window_ms, chunk=CHUNK_BYTES):
+    def __init__(self, node, data, bundle_id, version, window_ms, chunk=CHUNK_BYTES, window=WINDOW):
         self.node = node
         self.data = data
         self.id = bundle_id
         self.version = version
         self.window_ms = window_ms
         self.chunk = chunk
+        self.window = window
         self.status = "sending"
         self.error = None
-        self.acked = 0
-        self.inflight = None     # offset of the chunk (or -1 for begin) awaiting an answer
-        self.sent_at = 0.0
+        self.acked = 0          # the node's offset, as last reported
+        self.next_off = 0       # the next chunk to send
+        self.waiting = False    # a begin (or chunks) are out and unanswered
+        self.progress_at = 0.0
+        self.rewound = (None, 0.0)
         self.bytes_sent = 0
 
     def begin(self, now):
-        self.inflight, self.sent_at = -1, now
+        self.waiting, self.progress_at = True, now
         return [(self.node, ota_msg(self.id, "begin", size=len(self.data), ver=self.version,
                                     window_ms=self.window_ms))]
 
-    def _send_from(self, off, now):
-        if off >= len(self.data):
-            self.inflight = None
-            return []
-        piece = self.data[off:off + self.chunk]
-        self.inflight, self.sent_at = off, now
-        self.bytes_sent += len(piece)
-        return [(self.node, ota_msg(self.id, "chunk", off=off, data=base64.b64encode(piece).decode()))]
+    def _fill(self, now):
+        out = []
+        while self.next_off < len(self.data) and self.next_off - self.acked < self.window * self.chunk:
+            piece = self.data[self.next_off:self.next_off + self.chunk]
+            out.append((self.node, ota_msg(self.id, "chunk", off=self.next_off,
+                                           data=base64.b64encode(piece).decode())))
+            self.next_off += len(piece)
+            self.bytes_sent += len(piece)
+        if out:
+            self.waiting = True
+        return out
 
     def on_state(self, msg, now):
         state = msg["state"]
         if state == "receiving" and self.status == "sending":
             off = msg["off"]
-            self.acked = off
-            if off == self.inflight:
-                return []   # that chunk is already on its way
-            return self._send_from(off, now)
+            if off > self.acked or (off == 0 and self.next_off == 0):
+                self.acked, self.progress_at = off, now
+                self.next_off = max(self.next_off, off)
+                return self._fill(now)
+            # No progress: the node wants `off` (after a resume, or chunks it dropped). Rewind
+            # once per offset and resend interval, so a burst of such answers costs one resend.
+            if self.rewound[0] == off and now - self.rewound[1] < RESEND_S:
+                return []
+            self.rewound = (off, now)
+            self.acked, self.next_off, self.progress_at = off, off, now
+            return self._fill(now)
         if state == "idle" and self.status == "sending":
+            self.acked = self.next_off = 0
             return self.begin(now)   # the node lost the stream (it rebooted): start over
         if state == "switching":
-            self.status, self.acked, self.inflight = "switching", len(self.data), None
+            self.status, self.acked, self.waiting = "switching", len(self.data), False
         elif state in ("current", "confirmed") and msg.get("ver", self.version) == self.version:
-            self.status, self.inflight = "confirmed", None
+            self.status, self.waiting = "confirmed", False
         elif state in ("rejected", "reverted", "abandoned"):
-            self.status, self.inflight = "failed", None
+            self.status, self.waiting = "failed", False
             self.error = "%s: %s" % (state, msg.get("err") or "no reason given")
         return []
 
     def on_reboot(self, now):
         """The node booted again (hello with a new boot number)."""
         if self.status == "sending":
+            self.acked = self.next_off = 0
             return self.begin(now)
         return []
 
     def tick(self, now):
-        if self.status == "sending" and self.inflight is not None and now - self.sent_at > RESEND_S:
-            return self.begin(now)   # lost message or node: ask where it is
+        if self.status == "sending" and self.waiting and now - self.progress_at > RESEND_S:
+            return self.begin(now)   # lost messages or node: ask where it is
         return []
 
     def progress(self):
@@ -200,7 +220,10 @@ class Rollout:
                 return []
             if t is None or msg["id"] != self.id or self.status != "running":
                 return []
+            before = t.status
             out = t.on_state(msg, now)
+            if t.status != before:
+                self.log.append((now, "%s %s%s" % (node, t.status, ": " + t.error if t.error else "")))
             return out + self._check_wave(now)
         if kind == "hb" and self.status == "running" and self.soak_from is not None and node in self._wave_nodes():
             if msg["boot"] >= self.boots.get(node, 0):
