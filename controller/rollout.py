@@ -27,8 +27,8 @@ def ota_msg(bundle_id, op, **fields):
 
 class Transfer:
     """One node's bundle stream: in order, up to `window` chunks in flight, resumed from the
-    offset the node reports (every accepted chunk is acknowledged with the node's new offset;
-    an out-of-order chunk is answered with the offset the node wants).
+    offset the node reports. Every accepted chunk is acknowledged with the node's new offset;
+    with no progress for RESEND_S the begin goes again, and its answer says where to go on.
 
     status: sending -> switching (all bytes in, node verified and switched) -> confirmed, or
     failed (rejected, reverted, abandoned) with `error`."""
@@ -47,11 +47,11 @@ class Transfer:
         self.next_off = 0       # the next chunk to send
         self.waiting = False    # a begin (or chunks) are out and unanswered
         self.progress_at = 0.0
-        self.rewound = (None, 0.0)
+        self.asked = False      # a begin went out and its answer has not come
         self.bytes_sent = 0
 
     def begin(self, now):
-        self.waiting, self.progress_at = True, now
+        self.waiting, self.asked, self.progress_at = True, True, now
         return [(self.node, ota_msg(self.id, "begin", size=len(self.data), ver=self.version,
                                     window_ms=self.window_ms))]
 
@@ -71,17 +71,18 @@ class Transfer:
         state = msg["state"]
         if state == "receiving" and self.status == "sending":
             off = msg["off"]
-            if off > self.acked or (off == 0 and self.next_off == 0):
-                self.acked, self.progress_at = off, now
+            if off > self.acked:
+                self.acked, self.progress_at, self.asked = off, now, False
                 self.next_off = max(self.next_off, off)
                 return self._fill(now)
-            # No progress: the node wants `off` (after a resume, or chunks it dropped). Rewind
-            # once per offset and resend interval, so a burst of such answers costs one resend.
-            if self.rewound[0] == off and now - self.rewound[1] < RESEND_S:
-                return []
-            self.rewound = (off, now)
-            self.acked, self.next_off, self.progress_at = off, off, now
-            return self._fill(now)
+            if self.asked and off == self.acked:
+                # The answer to a begin: the node is at `off`; what was in flight beyond it is
+                # lost (a dropped link) and goes again.
+                self.asked, self.progress_at, self.next_off = False, now, off
+                return self._fill(now)
+            # Otherwise a stale answer (to chunks an earlier deployer sent) or a duplicate
+            # chunk's: the node's offset does not move backwards, so nothing to do.
+            return []
         if state == "idle" and self.status == "sending":
             self.acked = self.next_off = 0
             return self.begin(now)   # the node lost the stream (it rebooted): start over

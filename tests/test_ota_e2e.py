@@ -39,7 +39,7 @@ class Fleet:
         self.broker, self.root = broker, root
         self.db = os.path.join(root, "fleet.db")
         self.sim = SimFleet(os.path.join(root, "fleet"), broker.host, broker.port, LAYOUT, keepalive=2, slotted=True,
-                            key=KEY)
+                            key=KEY, node_settings={"ota_abandon_ms": 3000})
         self.controller = ControllerService(broker.host, broker.port, db_path=self.db, manifests=models.manifests(),
                                             workloads=WORKLOADS)
 
@@ -61,11 +61,29 @@ class Fleet:
         before = self.results()
         wait_until(lambda: all(self.results()[n] > before[n] for n in nodes), timeout, "results from %s" % nodes)
 
-    def deploy(self, data, nodes, version, window_ms=15000, **kwargs):
+    def deploy(self, data, nodes, version, window_ms=15000, stop_at=None, **kwargs):
+        """Run a rollout; stop_at (a fraction of the bytes) disconnects the deployer mid-stream."""
         rollout = Rollout(data, bundle.bundle_id(data), version, nodes, gate=Gate(soak_s=1.0), window_ms=window_ms,
                           wave_timeout_s=60, **kwargs)
+
+        def watch(progress):
+            if stop_at is not None and progress["bytes"] >= stop_at * progress["bytes_total"]:
+                raise Interrupted(progress["bytes"])
+
         with Deployer(self.broker.host, self.broker.port) as deployer:
-            return deployer.run(rollout, timeout_s=120)
+            try:
+                return deployer.run(rollout, timeout_s=120, on_progress=watch)
+            except Interrupted:
+                return rollout
+
+    def cli(self, *args, home):
+        env = dict(os.environ, EDGEFLEET_HOME=home)
+        return subprocess.run([sys.executable, "-m", "edgefleet.controller.cli"] + list(args), capture_output=True,
+                              text=True, timeout=120, env=env)
+
+
+class Interrupted(Exception):
+    pass
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +100,21 @@ def fleet(mosquitto, tmp_path_factory):
         f.controller.stop()
 
 
-def test_ota_of_micropython_and_cpython_nodes(fleet):
+def test_ota_of_micropython_and_cpython_nodes(fleet, tmp_path):
     assert {n: fleet.pointer(n)["active"] for n, _ in LAYOUT} == {"mcu-a": "slot_a", "mcu-b": "slot_a", "pi-a": "slot_a"}
-    mcu = bundle.build("rpi-pico-w", "0.2.0", KEY, models=["digits_dense"], mpy_arch="x64")
-    rollout = fleet.deploy(mcu, ["mcu-a", "mcu-b"], "0.2.0", canary=1, batch=1)
-    assert rollout.status == "done", (rollout.error, rollout.log)
+    # The MicroPython boards through the CLI: bundle, then deploy to the board's group, which
+    # the registry resolves (canary mcu-a, then mcu-b).
+    home = str(tmp_path)
+    with open(os.path.join(home, "fleet.key"), "w") as f:
+        f.write(KEY.hex() + "\n")
+    path = os.path.join(home, "mcu.efb")
+    proc = fleet.cli("bundle", "--board", "rpi-pico-w", "--version", "0.2.0", "--arch", "x64", "--models", "digits_dense",
+                     "-o", path, home=home)
+    assert proc.returncode == 0, proc.stderr
+    proc = fleet.cli("deploy", path, "--to", "rpi-pico-w", "--db", fleet.db, "--broker", "%s:%d" % (
+        fleet.broker.host, fleet.broker.port), "--soak", "1", "--batch", "1", "--window", "15", home=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0.2.0 healthy on 2 node(s)" in proc.stdout and "wave 2/2" in proc.stderr, proc.stdout + proc.stderr
     pi = bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"])
     rollout = fleet.deploy(pi, ["pi-a"], "0.2.0")
     assert rollout.status == "done", (rollout.error, rollout.log)
@@ -142,6 +170,28 @@ def test_bad_version_reverts_by_itself_and_the_canary_stops_the_rollout(fleet, t
     assert time.monotonic() - started < 60
     fleet.deliver_more(["mcu-a"])
     assert fleet.fw("mcu-a") == "0.2.0"
+
+
+def test_a_stream_resumes_after_the_deployer_drops_and_a_stalled_one_is_abandoned(fleet):
+    update = bundle.build("rpi-pico-w", "0.2.1", KEY, models=["digits_dense"], mpy_arch="x64")
+    first = fleet.deploy(update, ["mcu-b"], "0.2.1", stop_at=0.3)
+    held = first.transfers["mcu-b"].acked
+    assert first.status == "running" and 0 < held < len(update)
+    # A new deployer (a restarted controller) asks where the node is and goes on from there.
+    second = fleet.deploy(update, ["mcu-b"], "0.2.1")
+    assert second.status == "done", (second.error, second.log)
+    assert second.transfers["mcu-b"].bytes_sent <= len(update) - held + 6 * 1536, "resumed, not restarted"
+    assert fleet.pointer("mcu-b")["ver"][fleet.pointer("mcu-b")["active"]] == "0.2.1"
+    # A stream nobody finishes is dropped by the node after ota_abandon_ms, cleanly.
+    stalled = bundle.build("rpi-pico-w", "0.2.2", KEY, models=["digits_dense"], mpy_arch="x64")
+    assert fleet.deploy(stalled, ["mcu-b"], "0.2.2", stop_at=0.3).status == "running"
+    with Deployer(fleet.broker.host, fleet.broker.port) as deployer:
+        def abandoned():
+            return any(kind == "ota_state" and msg["state"] == "abandoned" for _, kind, msg in deployer.messages(0.5))
+        wait_until(abandoned, 10, "mcu-b abandoning the stalled stream")
+    pointer = fleet.pointer("mcu-b")
+    assert pointer["ver"][pointer["active"]] == "0.2.1" and not pointer["tentative"]
+    fleet.deliver_more(["mcu-b"])
 
 
 def test_rollback_command_returns_a_node_to_its_previous_slot(fleet, tmp_path):
