@@ -20,9 +20,9 @@ def healthy(node):
     return True
 
 
-def _report(node, pointer, slot, state, err=None):
-    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "id": pointer.get("ids", {}).get(slot) or "",
-           "state": state, "off": 0, "ver": pointer["ver"].get(slot) or ""}
+def _report(node, state, bundle_id, version, err=None):
+    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "id": bundle_id or "", "state": state,
+           "off": 0, "ver": version or ""}
     if err:
         msg["err"] = err
     node.queue("ota_state", msg)
@@ -40,8 +40,7 @@ async def guard(node, root="."):
         slots.write(root, pointer)
         msg = "version %s reverted: %s" % (reverted.get("ver"), reverted.get("why"))
         node.event("error", "ota_reverted", msg, {"id": reverted.get("id") or "", "ver": reverted.get("ver")})
-        _report(node, {"ids": {"x": reverted.get("id")}, "ver": {"x": reverted.get("ver")}}, "x", "reverted",
-                reverted.get("why"))
+        _report(node, "reverted", reverted.get("id"), reverted.get("ver"), reverted.get("why"))
     if not pointer.get("tentative"):
         return
     started = ticks_ms()
@@ -52,7 +51,8 @@ async def guard(node, root="."):
             current = slots.read(root) or pointer
             slots.write(root, slots.confirm(current))
             node.event("info", "ota_confirmed", "version %s healthy; update confirmed" % pointer["ver"].get(pointer["active"]))
-            _report(node, pointer, pointer["active"], "confirmed")
+            active = pointer["active"]
+            _report(node, "confirmed", pointer.get("ids", {}).get(active), pointer["ver"].get(active))
             return
         if ticks_diff(ticks_ms(), started) > window:
             why = "not healthy within %d ms" % window

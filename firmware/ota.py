@@ -193,8 +193,7 @@ class OtaAgent:
         except OSError as e:
             self.receiver.drop()
             reports = [self.receiver.state("rejected", msg["id"], "flash error: %s" % e)]
-        except MemoryError as e:
-            sys.print_exception(e) if hasattr(sys, "print_exception") else None
+        except MemoryError:
             self.receiver.drop()
             import gc
             gc.collect()

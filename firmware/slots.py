@@ -130,10 +130,27 @@ def slot_dir(root, slot):
     return slot if root in ("", ".") else root + "/" + slot
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 def select(root="."):
-    """Run at every boot: apply on_boot, persist it, return (slot dir, pointer); None without slots."""
+    """Run at every boot: apply on_boot, persist it, return (slot dir, pointer); None without slots.
+
+    A pointer that cannot be read (it is only ever replaced by rename, so this takes a damaged
+    flash) falls back to the first slot holding a complete manifest ("MANIFEST", written last
+    when a slot is unpacked)."""
     pointer = read(root)
     if pointer is None:
+        for slot in SLOTS:
+            if _exists(slot_dir(root, slot) + "/MANIFEST"):
+                pointer = initial(slot, "unknown")
+                write(root, pointer)
+                return slot_dir(root, slot), pointer
         return None
     new, slot = on_boot(pointer)
     if new is not None:

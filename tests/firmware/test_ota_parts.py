@@ -126,7 +126,14 @@ def test_select_reads_and_persists_the_pointer():
         assert slot == root + "/slot_b" and slots.read(root)["tries"] == 1
         with open(root + "/" + slots.POINTER, "w") as f:
             f.write("{not json")
-        assert slots.select(root) is None
+        assert slots.select(root) is None   # and no slot holds a complete manifest
+        os.mkdir(root + "/slot_b")
+        with open(root + "/slot_b/MANIFEST", "w") as f:
+            f.write("{}\n")
+        with open(root + "/" + slots.POINTER, "w") as f:
+            f.write("{not json")
+        slot, pointer = slots.select(root)
+        assert slot == root + "/slot_b" and slots.read(root)["active"] == "slot_b"
     finally:
         cleanup(root)
 
