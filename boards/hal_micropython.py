@@ -73,6 +73,11 @@ class MicroPythonHal:
         if machine is not None and hasattr(machine, "reset"):
             machine.reset()
         # The unix port has no machine.reset(); leaving the interpreter is its reboot (the
-        # simulated board's harness starts it again, as a reset circuit would).
+        # simulated board's harness starts it again, as a reset circuit would). SystemExit
+        # alone does not leave it when main.py runs under `-i` (it drops to the REPL), so the
+        # process ends itself: $PPID of the shell os.system starts is this interpreter.
         import sys
+        if sys.platform == "linux":
+            import os
+            os.system("kill -TERM $PPID")
         sys.exit(0)

@@ -1,6 +1,9 @@
 # main.py of a MicroPython edgefleet node (copied to the board's flash as /main.py).
-# The one place where the board's HAL and the firmware meet.
+# The one place where the board's HAL and the firmware meet, and the stable boot selector:
+# on a flash with A/B slots (docs/ota.md) it picks the slot (slots.py at the flash root,
+# outside both slots, never replaced by an update) and boots the firmware from that slot.
 import gc
+import sys
 
 # MicroPython's heap never moves objects: what fails on a small board is the largest free block,
 # not the free total. Collecting every 4 KB of allocation keeps the objects that live for good
@@ -8,16 +11,38 @@ import gc
 # with ~15 KB free after boot, where it needed ~27 KB without (measured with the simulated board).
 gc.threshold(4096)
 
-from boards import open_hal
-from firmware.node import boot
+try:
+    import slots
+    chosen = slots.select(".")
+    sys.modules.pop("slots", None)   # needed again only at the next boot
+    del slots
+except ImportError:
+    chosen = None
 
 try:
-    boot("config.json", open_hal)
+    if chosen is None:
+        from boards import open_hal
+        from firmware.node import boot
+        boot("config.json", open_hal)
+    else:
+        slot, pointer = chosen
+        sys.path.insert(0, slot)
+        try:
+            from boards import open_hal
+            from firmware.node import boot
+            boot("config.json", open_hal, slot, pointer["ver"].get(pointer["active"]))
+        except Exception as e:
+            # A slot that cannot boot must reset the board, so the selector counts the try and
+            # falls back once the tentative slot has used its tries.
+            sys.print_exception(e)
+            try:
+                import machine
+                machine.reset()
+            except (ImportError, AttributeError):
+                sys.exit(1)
 except KeyboardInterrupt:
     # Ctrl-C at the serial console (a person, or `edgefleet flash`) stopped the node. The REPL
     # that follows needs heap to compile anything, and a small board's node filled it: dropping
     # the node's modules (and asyncio's queue of its stopped tasks) makes all of it garbage.
-    import sys
     sys.modules.clear()
-    del boot, open_hal
     raise

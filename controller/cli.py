@@ -191,6 +191,8 @@ def build_parser():
 
     from . import cli_provisioning
     cli_provisioning.register(sub)
+    from . import cli_deploy
+    cli_deploy.register(sub)
     return p
 
 

@@ -56,3 +56,25 @@ class ProvisionError(EdgefleetError):
         super().__init__(message)
         self.host = host
         self.step = step
+class BundleError(EdgefleetError):
+    """An update bundle cannot be built, or is not one this fleet should install."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+class BadSignature(BundleError):
+    """The bundle is unsigned, tampered with, or signed with another fleet key."""
+
+
+class CorruptBundle(BundleError):
+    """The bundle's bytes are not a well-formed bundle, or a file does not match its hash."""
+
+
+class RolloutError(EdgefleetError):
+    """A deploy or rollback could not start, or stopped; carries the nodes it concerns."""
+
+    def __init__(self, message, nodes=None):
+        super().__init__(message)
+        self.nodes = list(nodes or [])

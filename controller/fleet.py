@@ -68,7 +68,7 @@ class FleetController:
         """Process one message from the broker; returns the Publish effects it causes."""
         try:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
-            if kind in ("assign", "ack", "cmd", "ctrl_status"):
+            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
                 return []  # our own messages, echoed back by a wildcard subscription
             msg = protocol.decode(kind, payload)
             if "node" in msg and msg["node"] != node_id:
@@ -167,6 +167,15 @@ class FleetController:
 
     def _on_event(self, node_id, msg):
         self.registry.add_event(node_id, msg["level"], msg["kind"], msg["msg"], msg.get("data"), now=self.clock())
+        return []
+
+    def _on_ota_state(self, node_id, msg):
+        # Update progress is the deployer's business (controller/deployer.py); the registry
+        # keeps the outcomes in the node's event log.
+        if msg["state"] in ("rejected", "reverted", "abandoned", "confirmed", "rolledback"):
+            level = "info" if msg["state"] in ("confirmed", "rolledback") else "warn"
+            self.registry.add_event(node_id, level, "ota_" + msg["state"], "update %s %s%s" % (
+                msg["id"], msg["state"], ": " + msg["err"] if msg.get("err") else ""), now=self.clock())
         return []
 
     def _on_reply(self, node_id, msg):

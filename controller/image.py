@@ -23,6 +23,9 @@ BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
 SIM_MPY_ARCH = "x64"
 # HAL modules an MCU image carries; hal_linux is for Linux boards only.
 MCU_BOARD_MODULES = ("__init__.py", "hal_micropython.py", "hal_sim.py", "hal_mock.py", "power.py")
+LINUX_BOARD_MODULES = ("__init__.py", "hal_linux.py", "hal_sim.py", "hal_mock.py", "power.py")
+# A/B slot images (docs/ota.md): the first slot a freshly flashed board boots.
+FIRST_SLOT = "slot_a"
 
 
 def node_config(node_id, profile, broker_host, broker_port, simulated=True, keepalive=10, prefix="ef",
@@ -121,4 +124,65 @@ def write_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH):
             shutil.copyfile(src, target)
     with open(os.path.join(dest_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
+    return dest_dir
+
+
+def slot_code_files(profile):
+    """(source, path in a slot) for the code an A/B slot holds: the firmware and the board's HAL
+    modules as the packages `firmware` and `boards`. main.py and the boot selector stay outside."""
+    names = MCU_BOARD_MODULES if profile["runtime"] == "micropython" else LINUX_BOARD_MODULES
+    files = firmware_files()
+    for name in names:
+        files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
+    return files
+
+
+def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH):
+    """Write one slot's files (code, models) into slot_dir; MicroPython code as .mpy for
+    mpy_arch (None keeps .py). Returns the paths written, relative to slot_dir, sorted."""
+    written = []
+    files = slot_code_files(profile) + model_files(model_names)
+    compile_code = profile["runtime"] == "micropython" and mpy_arch
+    for src, rel in files:
+        if compile_code and rel.endswith(".py"):
+            rel = rel[:-3] + ".mpy"
+        target = os.path.join(slot_dir, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if compile_code and rel.endswith(".mpy"):
+            compile_mpy(src, target, rel[:-4] + ".py", mpy_arch)
+        else:
+            shutil.copyfile(src, target)
+        written.append(rel)
+    return sorted(written)
+
+
+def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, version=None, key=None):
+    """A board image with A/B slots: code and models in slot_a/ (with its MANIFEST), the
+    slot pointer, the boot selector (MCU: /slots.mpy beside /main.py), config.json and, when
+    given, the fleet key. A Linux board runs it with linux_main, which reads the same pointer."""
+    from edgefleet.firmware import bundle as wire
+    from edgefleet.firmware import slots
+    from . import bundle, keys
+    profile = cfg["profile"]
+    os.makedirs(dest_dir, exist_ok=True)
+    slot_dir = os.path.join(dest_dir, FIRST_SLOT)
+    version = version or cfg.get("fw", "0.1.0")
+    written = write_slot(slot_dir, profile, model_names, mpy_arch)
+    manifest = bundle.manifest_for(slot_dir, written, profile, version, mpy_arch)
+    with open(os.path.join(slot_dir, wire.SLOT_MANIFEST), "wb") as f:
+        f.write(bundle.manifest_bytes(manifest))
+    if profile["runtime"] == "micropython":
+        shutil.copyfile(os.path.join(BOARDS_DIR, "mcu_main.py"), os.path.join(dest_dir, "main.py"))
+        selector = os.path.join(FIRMWARE_DIR, "slots.py")
+        if mpy_arch:
+            compile_mpy(selector, os.path.join(dest_dir, "slots.mpy"), "slots.py", mpy_arch)
+        else:
+            shutil.copyfile(selector, os.path.join(dest_dir, "slots.py"))
+    slots.write(dest_dir, slots.initial(FIRST_SLOT, version, "flashed-" + version))
+    cfg = dict(cfg, fw=version)
+    with open(os.path.join(dest_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    if key is not None:
+        with open(os.path.join(dest_dir, keys.BOARD_FILE), "w") as f:
+            f.write(keys.to_board_text(key))
     return dest_dir

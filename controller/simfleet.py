@@ -34,7 +34,7 @@ def demo_layout(count):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
-                 extra_files=None, config=None):
+                 extra_files=None, config=None, slotted=False, key=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
         self.layout = layout
@@ -45,6 +45,9 @@ class SimFleet:
         self.extra_files = extra_files or {}
         # settings merged into every node's config.json, e.g. {"allow_faults": True}
         self.config = config or {}
+        # A/B slot images (docs/ota.md) with this fleet key installed, so boards take updates.
+        self.slotted = slotted
+        self.key = key
         self.boards = {}
         self.runtimes = {}
 
@@ -59,7 +62,10 @@ class SimFleet:
                                 keepalive=self.keepalive, prefix=self.prefix)
         cfg.update(self.config)
         flash = self.flash_dir(node_id)
-        image.write_image(flash, cfg)
+        if self.slotted:
+            image.write_slotted_image(flash, cfg, key=self.key)
+        else:
+            image.write_image(flash, cfg)
         for rel, src in self.extra_files.items():
             target = os.path.join(flash, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -89,6 +89,7 @@ class Node:
         self.safe_mode = False
         self.degraded = None
         self.watchdog_starving = None
+        self._ota = None
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -223,6 +224,8 @@ class Node:
                 self.on_ack(msg)
             elif kind == "cmd":
                 self.on_command(msg)
+            elif kind == "ota":
+                self.ota_agent().handle(msg)
         except ProtocolError as e:
             self.event("warn", "bad_message", str(e), {"topic": topic})
 
@@ -243,6 +246,13 @@ class Node:
         finally:
             release_module(commands)
         self.queue("reply", reply)
+
+    def ota_agent(self):
+        # Updates (docs/ota.md): the receive logic loads only once an update starts.
+        if self._ota is None:
+            from .ota import OtaAgent
+            self._ota = OtaAgent(self)
+        return self._ota
 
     async def reboot_soon(self):
         await asyncio.sleep(0.3)  # let the reply go out
@@ -366,7 +376,7 @@ class Node:
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client
-        for kind in ("assign", "ack", "cmd"):
+        for kind in ("assign", "ack", "cmd", "ota"):
             await client.subscribe(self.topic(kind), 1)
         await client.subscribe(protocol.ctrl_topic(self.prefix), 1)
         self.outbox.rewind()
@@ -505,6 +515,9 @@ class Node:
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
+        if self.cfg.get("slot"):
+            from .health import guard   # a tentative slot confirms or reverts itself
+            asyncio.create_task(guard(self))
         await self.supervisor.run()
 
 
@@ -529,10 +542,16 @@ def release_module(module):
         delattr(sys.modules[package], name)
 
 
-def boot(config_path, open_hal):
-    """Entry point of every node: read the config on flash, open its HAL, run forever."""
+def boot(config_path, open_hal, slot=None, version=None):
+    """Entry point of every node: read the config on flash, open its HAL, run forever.
+
+    slot: the A/B slot folder the boot selector chose (docs/ota.md); its models and version
+    replace the config's."""
     from . import config
     cfg = config.load(config_path)
+    if slot:
+        cfg["slot"], cfg["models_dir"] = slot, slot + "/models"
+        cfg["fw"] = version or cfg["fw"]
     if RUNTIME == "micropython":
         release_module(config)
     del config

@@ -25,6 +25,9 @@ SCHEMAS = {
     "ack": (256, "v:int boot:int seq:int"),
     "cmd": (2048, "v:int id:str op:str args:obj?"),
     "ctrl_status": (512, "v:int state:str ctrl:str"),
+    # Updates (docs/ota.md): controller -> node chunks of a bundle, node -> controller progress.
+    "ota": (3072, "v:int id:str op:str off:int? size:int? ver:str? window_ms:int? data:str?"),
+    "ota_state": (1024, "v:int node:str boot:int id:str state:str off:int ver:str? err:str?"),
 }
 
 # Values a field may take, where the protocol fixes them: "kind.field": "value value ...".
@@ -33,6 +36,8 @@ ENUMS = {
     "status.state": "online offline degraded safe",
     "event.level": "debug info warn error",
     "ctrl_status.state": "online offline",
+    "ota.op": "begin chunk abort rollback",
+    "ota_state.state": "receiving idle current switching rejected abandoned confirmed reverted rolledback",
 }
 
 WORKLOAD_SCHEMA = "id:str model:str rate:num input:obj"
@@ -40,12 +45,12 @@ WORKLOAD_STATE_SCHEMA = "id:str state:str n:int err:str|null restarts:int?"
 POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
 
-NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd")
+NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd", "ota", "ota_state")
 # QoS and retain flag per kind, as the topic table of docs/protocol.md fixes them.
 DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
     "event": (1, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
-    "cmd": (1, False), "ctrl_status": (1, True),
+    "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
 }
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -22,6 +22,9 @@ ACK = {"v": 1, "boot": 7, "seq": 250}
 CMD = {"v": 1, "id": "c-17", "op": "ping", "args": {}}
 REPLY = {"v": 1, "id": "c-17", "ok": True, "data": {"up": 1234}}
 CTRL = {"v": 1, "state": "online", "ctrl": "ctrl-1"}
+OTA_BEGIN = {"v": 1, "id": "a81998fc4d742c7c", "op": "begin", "size": 111228, "ver": "0.2.0", "window_ms": 30000}
+OTA_CHUNK = {"v": 1, "id": "a81998fc4d742c7c", "op": "chunk", "off": 3072, "data": "RUZCMQAAEIQ="}
+OTA_STATE = {"v": 1, "node": "mcu-1", "boot": 4, "id": "a81998fc4d742c7c", "state": "receiving", "off": 4608}
 
 
 def with_(msg, **changes):
@@ -45,6 +48,10 @@ def vectors():
         ("event", EVENT), ("event", with_(EVENT, data=DELETE)), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
         ("ack", ACK), ("ack", with_(ACK, seq=0)), ("cmd", CMD), ("cmd", with_(CMD, args=DELETE)), ("reply", REPLY),
         ("reply", {"v": 1, "id": "c-18", "ok": False, "error": "unknown op 'dance'"}), ("ctrl_status", CTRL),
+        ("ota", OTA_BEGIN), ("ota", OTA_CHUNK), ("ota", {"v": 1, "id": "rollback-1", "op": "rollback"}),
+        ("ota_state", OTA_STATE),
+        ("ota_state", with_(OTA_STATE, state="rejected", off=0, err="bundle is for board 'esp32', this node is 'rpi-pico-w'")),
+        ("ota_state", with_(OTA_STATE, state="confirmed", off=0, ver="0.2.0")),
         # Unknown extra fields are ignored, for forward compatibility.
         ("status", with_(STATUS, extra="ignored")),
     ]
@@ -63,6 +70,9 @@ def vectors():
         ("assign", with_(ASSIGN, wl=[{"id": "a", "rate": 1, "input": {"kind": "samples"}}]), "wl[0].model"),
         ("assign", with_(ASSIGN, wl=["digits"]), "wl[0]"),
         ("assign", with_(ASSIGN, wl=[ASSIGN["wl"][0], ASSIGN["wl"][0]]), "wl[1].id"),
+        ("ota", with_(OTA_BEGIN, op="flash"), "op"), ("ota", with_(OTA_CHUNK, off="3072"), "off"),
+        ("ota", with_(OTA_CHUNK, id=DELETE), "id"), ("ota_state", with_(OTA_STATE, state="done"), "state"),
+        ("ota_state", with_(OTA_STATE, off=DELETE), "off"),
         ("ack", with_(ACK, seq=-1), "seq"), ("cmd", with_(CMD, op=None), "op"), ("reply", with_(REPLY, ok="yes"), "ok"),
     ]
     out = []
@@ -81,6 +91,8 @@ TOPICS = [
     {"topic": "ef/node/mcu-1/hello", "node": "mcu-1", "kind": "hello"},
     {"topic": "ef/node/pi_4/result", "node": "pi_4", "kind": "result"},
     {"topic": "ef/ctrl/status", "node": "", "kind": "ctrl_status"},
+    {"topic": "ef/node/mcu-1/ota", "node": "mcu-1", "kind": "ota"},
+    {"topic": "ef/node/pi-2/ota_state", "node": "pi-2", "kind": "ota_state"},
     {"topic": "ef/node/MCU/hello", "error": True},
     {"topic": "ef/node/mcu-1/launch", "error": True},
     {"topic": "ef/node/mcu-1/hello/x", "error": True},

@@ -1,0 +1,152 @@
+"""`edgefleet bundle`, `edgefleet deploy` and `edgefleet rollback` (docs/ota.md).
+
+register(subparsers) adds the three commands to the CLI; their errors are EdgefleetErrors,
+printed once by cli.main()."""
+import os
+import sys
+import time
+
+from .errors import ConfigError, NotFound, RolloutError
+from .netutil import parse_hostport
+
+
+def cmd_bundle(args):
+    from . import bundle, keys
+    key = keys.load(args.key)
+    models = args.models.split(",") if args.models else None
+    arch = {"profile": "profile", "none": None}.get(args.arch, args.arch)
+    data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch)
+    out = args.output or "%s-%s.efb" % (args.board, args.version)
+    with open(out, "wb") as f:
+        f.write(data)
+    info = bundle.inspect(data, key)
+    print("edgefleet: bundle %s for %s, version %s: %d files, %d bytes, id %s" % (
+        out, args.board, args.version, len(info["manifest"]["files"]), len(data), info["id"]))
+    return 0
+
+
+def resolve_group(group, db=None, board=None):
+    """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids. With a
+    bundle's board, only nodes of that board are kept (a node refuses another board's bundle)."""
+    from .registry import Registry, default_path
+    path = db or default_path()
+    nodes = []
+    if os.path.exists(path):
+        registry = Registry(path)
+        try:
+            nodes = registry.nodes()
+        finally:
+            registry.close()
+    wanted = set(group.split(","))
+    if not nodes:
+        if group in ("all",) or any(n for n in wanted if not n):
+            raise ConfigError("no fleet registry at %s to resolve group %r; name the nodes (a,b,c) or pass --db" % (path, group))
+        return sorted(wanted)
+    picked = [n for n in nodes if group == "all" or n["board"] == group or n["runtime"] == group or n["id"] in wanted]
+    if board is not None:
+        picked = [n for n in picked if n["board"] == board]
+    if not picked:
+        raise NotFound("group %r matches no %snode in the registry %s" % (group, "%s " % board if board else "", path))
+    return sorted(n["id"] for n in picked)
+
+
+class ProgressBar:
+    """One line redrawn in place on a terminal; a line per change otherwise."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last = None
+
+    def __call__(self, p):
+        width = 30
+        frac = p["bytes"] / p["bytes_total"] if p["bytes_total"] else 1.0
+        bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
+        line = "[%s] %3.0f%%  wave %d/%d  confirmed %d/%d  %s" % (
+            bar, 100 * frac, max(p["wave"], 1), p["waves"], p["confirmed"], p["nodes"], p["status"])
+        if line == self.last:
+            return
+        self.last = line
+        if self.tty:
+            self.stream.write("\r" + line)
+            if p["status"] not in ("running", "rolling_back"):
+                self.stream.write("\n")
+        elif p["status"] not in ("running",) or int(100 * frac) % 25 == 0:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def cmd_deploy(args):
+    from . import bundle, keys
+    from .deployer import Deployer
+    from .rollout import Gate, Rollout
+    key = keys.load(args.key)
+    data, info = bundle.read(args.bundle, key)
+    manifest = info["manifest"]
+    nodes = resolve_group(args.to, args.db, manifest["board"])
+    host, port = parse_hostport(args.broker)
+    gate = Gate(soak_s=args.soak, max_error_rate=args.max_error_rate, max_latency_us=args.max_latency_us)
+    rollout = Rollout(data, info["id"], manifest["version"], nodes, canary=args.canary, batch=args.batch, gate=gate,
+                      window_ms=int(args.window * 1000), wave_timeout_s=args.wave_timeout)
+    print("edgefleet: deploying %s (%s, %d bytes) to %d node(s) in %d wave(s)" % (
+        manifest["version"], manifest["board"], len(data), len(nodes), len(rollout.waves)), flush=True)
+    started = time.monotonic()
+    with Deployer(host, port, args.prefix) as deployer:
+        deployer.run(rollout, timeout_s=args.timeout, on_progress=None if args.quiet else ProgressBar())
+    if rollout.status != "done":
+        raise RolloutError("rollout of %s stopped: %s%s" % (
+            manifest["version"], rollout.error, "; rolled back %s" % ", ".join(sorted(rollout.rolled_back))
+            if rollout.rolled_back else ""), rollout.waves[rollout.wave] if rollout.wave >= 0 else [])
+    print("edgefleet: %s healthy on %d node(s) in %.1f s" % (manifest["version"], len(nodes), time.monotonic() - started))
+    return 0
+
+
+def cmd_rollback(args):
+    from .deployer import Deployer
+    nodes = resolve_group(args.to, args.db)
+    host, port = parse_hostport(args.broker)
+    started = time.monotonic()
+    with Deployer(host, port, args.prefix) as deployer:
+        versions = deployer.rollback(nodes, timeout_s=args.timeout)
+    for node in sorted(versions):
+        print("%s -> %s" % (node, versions[node]))
+    print("edgefleet: rolled back %d node(s) in %.1f s" % (len(nodes), time.monotonic() - started))
+    return 0
+
+
+def _common(p):
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    p.add_argument("--db", help="registry file for resolving groups (default $EDGEFLEET_HOME/fleet.db)")
+    p.add_argument("--prefix", default="ef", help="MQTT topic prefix")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+
+
+def register(sub):
+    b = sub.add_parser("bundle", help="build a signed update bundle for a board")
+    b.add_argument("--board", required=True, help="board profile name (e.g. rpi-pico-w, rpi4)")
+    b.add_argument("--version", required=True, help="version string the nodes will report")
+    b.add_argument("--models", help="comma-separated models to include (default: all)")
+    b.add_argument("--arch", default="profile", help="mpy-cross arch: profile (the board's), x64 (simulated boards), none")
+    b.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key)")
+    b.add_argument("-o", "--output", help="bundle file (default BOARD-VERSION.efb)")
+    b.set_defaults(func=cmd_bundle)
+
+    d = sub.add_parser("deploy", help="roll a bundle out: canary, then batches, gated on inference health")
+    d.add_argument("bundle", help="bundle file from `edgefleet bundle`")
+    d.add_argument("--to", required=True, help="group: all, a board, a runtime, or node ids a,b,c")
+    d.add_argument("--canary", type=int, default=1, help="nodes in the first wave (default 1)")
+    d.add_argument("--batch", type=int, help="nodes per later wave (default: the rest in two waves)")
+    d.add_argument("--soak", type=float, default=10.0, help="seconds of health a wave must show (default 10)")
+    d.add_argument("--max-error-rate", type=float, default=0.0, help="share of failing workloads a wave may show")
+    d.add_argument("--max-latency-us", type=float, help="highest mean inference latency a wave may show")
+    d.add_argument("--window", type=float, default=60.0, help="seconds a new version has to prove healthy on a node")
+    d.add_argument("--wave-timeout", type=float, default=300.0, help="seconds a wave may take")
+    d.add_argument("--key", help="fleet key file, to check the bundle before sending it")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    _common(d)
+    d.set_defaults(func=cmd_deploy)
+
+    r = sub.add_parser("rollback", help="switch nodes back to their previous version")
+    r.add_argument("--to", required=True, help="group: all, a board, a runtime, or node ids a,b,c")
+    _common(r)
+    r.set_defaults(func=cmd_rollback)

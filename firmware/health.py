@@ -1,0 +1,73 @@
+# The tentative boot (docs/ota.md): a freshly switched slot must prove itself healthy - link
+# up, the supervision tree's critical children beating, every assigned workload running and past
+# its first inference - within the window the update set, or the node reverts to the previous
+# slot by itself and reboots.
+import asyncio
+
+from . import protocol, slots
+from .clock import ticks_diff, ticks_ms
+
+POLL_MS = 200
+
+
+def healthy(node):
+    client = node.client
+    if client is None or not client.is_connected:
+        return False
+    if node.safe_mode or node.degraded is not None or not node.supervisor.critical_fresh()[0]:
+        return False
+    for wid in node.workers:
+        worker = node.workers[wid]
+        if worker.state != "running" or worker.n < 1:
+            return False
+    return True
+
+
+def _report(node, state, bundle_id, version, err=None):
+    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "id": bundle_id or "", "state": state,
+           "off": 0, "ver": version or ""}
+    if err:
+        msg["err"] = err
+    node.queue("ota_state", msg)
+
+
+async def guard(node, root="."):
+    """Run once per boot: report a revert the selector made, confirm or revert a tentative slot."""
+    pointer = slots.read(root)
+    if pointer is None:
+        return
+    reverted = pointer.get("reverted")
+    if reverted:
+        pointer = dict(pointer)
+        pointer["reverted"] = None
+        slots.write(root, pointer)
+        msg = "version %s reverted: %s" % (reverted.get("ver"), reverted.get("why"))
+        node.event("error", "ota_reverted", msg, {"id": reverted.get("id") or "", "ver": reverted.get("ver")})
+        _report(node, "reverted", reverted.get("id"), reverted.get("ver"), reverted.get("why"))
+    if not pointer.get("tentative"):
+        return
+    started = ticks_ms()
+    window = pointer.get("window_ms") or slots.DEFAULT_WINDOW_MS
+    while True:
+        await asyncio.sleep(POLL_MS / 1000)
+        if healthy(node):
+            current = slots.read(root) or pointer
+            slots.write(root, slots.confirm(current))
+            node.event("info", "ota_confirmed", "version %s healthy; update confirmed" % pointer["ver"].get(pointer["active"]))
+            active = pointer["active"]
+            _report(node, "confirmed", pointer.get("ids", {}).get(active), pointer["ver"].get(active))
+            return
+        if ticks_diff(ticks_ms(), started) > window:
+            why = "not healthy within %d ms" % window
+            detail = []
+            for wid in node.workers:
+                w = node.workers[wid]
+                detail.append("%s %s n=%d %s" % (wid, w.state, w.n, w.err or ""))
+            if detail:
+                why += " (" + "; ".join(detail) + ")"
+            slots.write(root, slots.revert(slots.read(root) or pointer, why))
+            node.event("error", "ota_reverting", why)
+            node.write_boot_record("reboot", "update reverted: " + why)
+            await asyncio.sleep(0.3)   # let the event go out if the link is up
+            node.hal.reboot()
+            return

@@ -1,0 +1,223 @@
+# The node's side of an over-the-air update (docs/ota.md): a bundle arrives as in-order chunks
+# on the `ota` topic, is verified and unpacked into the inactive slot as it streams, re-read and
+# hash-checked, and only then does one atomic pointer write make it the (tentative) active slot.
+# The node reports progress on `ota_state`; the controller resumes from the last offset it saw.
+# Imported only when the first `ota` message arrives: a board that is not updating pays nothing.
+import asyncio
+import binascii
+import sys
+
+from . import bundle, protocol, slots
+from .clock import ticks_diff, ticks_ms
+from .errors import BundleError, FirmwareError
+
+# A stream with no chunk for this long is dropped; its partial slot stays unused.
+ABANDON_MS = 30000
+KEY_FILE = "fleet.key"
+# The incoming manifest, outside both slots until the bundle is complete.
+MANIFEST_PART = "ota-manifest.part"
+
+
+def mpy_version():
+    """The .mpy version this MicroPython loads (None on CPython)."""
+    mpy = getattr(sys.implementation, "_mpy", None)
+    return None if mpy is None else mpy & 0xFF
+
+
+def load_key(root):
+    try:
+        with open(slots.slot_dir(root, KEY_FILE)) as f:
+            text = f.read().strip()
+        key = binascii.unhexlify(text)
+    except (OSError, ValueError):
+        raise BundleError("no usable fleet key (%s) on this board: it cannot check bundles" % KEY_FILE)
+    if len(key) != 32:
+        raise BundleError("fleet key holds %d bytes, expected 32" % len(key))
+    return key
+
+
+class Receiver:
+    """The receive state machine, free of MQTT: handle() takes a validated `ota` message and
+    returns the `ota_state` reports to send; done() tells the caller to reboot."""
+
+    def __init__(self, root, board, runtime, now_ms=ticks_ms, abandon_ms=ABANDON_MS):
+        self.root = root
+        self.board = board
+        self.runtime = runtime
+        self.now_ms = now_ms
+        self.abandon_ms = abandon_ms
+        self.id = None
+        self.size = 0
+        self.off = 0
+        self.ver = None
+        self.window_ms = slots.DEFAULT_WINDOW_MS
+        self.reader = None
+        self.target = None
+        self.last_ms = 0
+        self.switched = False
+
+    def state(self, state, bundle_id=None, err=None, ver=None):
+        msg = {"id": bundle_id if bundle_id is not None else (self.id or ""), "state": state, "off": self.off}
+        if err is not None:
+            msg["err"] = err
+        if ver is not None:
+            msg["ver"] = ver
+        return msg
+
+    def handle(self, msg):
+        op = msg["op"]
+        try:
+            if op == "begin":
+                return self.begin(msg)
+            if op == "chunk":
+                return self.chunk(msg)
+            if op == "abort":
+                if msg["id"] == self.id:
+                    self.drop()
+                    return [self.state("abandoned", msg["id"], "aborted by the controller")]
+                return []
+            if op == "rollback":
+                return self.rollback(msg)
+        except BundleError as e:
+            bundle_id = self.id or msg["id"]
+            self.drop()
+            return [self.state("rejected", bundle_id, str(e))]
+        return [self.state("rejected", msg["id"], "unknown ota op %r" % op)]
+
+    def begin(self, msg):
+        if self.switched:
+            return [self.state("switching", msg["id"])]
+        if msg["id"] == self.id:
+            return [self.state("receiving")]   # a resume: carry on from self.off
+        pointer = slots.read(self.root)
+        if pointer is None:
+            raise BundleError("this node's flash has no A/B slots (%s); it cannot take updates" % slots.POINTER)
+        if pointer.get("tentative"):
+            # Writing the other slot now would destroy the version to fall back to.
+            raise BundleError("version %s is still on probation; update again once it is confirmed or reverted"
+                              % pointer["ver"].get(pointer["active"]))
+        if pointer.get("ids", {}).get(pointer["active"]) == msg["id"]:
+            return [self.state("current", msg["id"], ver=pointer["ver"].get(pointer["active"]))]
+        size = msg.get("size")
+        if not isinstance(size, int) or size < 40:
+            raise BundleError("begin: bundle size %r is not a bundle's" % (size,))
+        key = load_key(self.root)
+        self.drop()
+        import gc
+        gc.collect()
+        self.target = slots.slot_dir(self.root, slots.other(pointer["active"]))
+        # Nothing on flash changes until the manifest's signature and board check out: a forged
+        # or foreign bundle leaves both slots - and the way back - as they were.
+        self.reader = bundle.BundleReader(key, self.board, self.runtime, self.target, mpy_version(),
+                                          slots.slot_dir(self.root, MANIFEST_PART), self._clear_target)
+        self.id, self.size, self.off = msg["id"], size, 0
+        self.ver = msg.get("ver")
+        self.window_ms = msg.get("window_ms") or slots.DEFAULT_WINDOW_MS
+        self.last_ms = self.now_ms()
+        return [self.state("receiving")]
+
+    def _clear_target(self):
+        pointer, target = slots.staging(slots.read(self.root))
+        slots.write(self.root, pointer)
+        slots.remove_tree(self.target)
+        bundle._makedirs(self.target + "/x")
+
+    def chunk(self, msg):
+        if msg["id"] != self.id or self.reader is None:
+            # Not the stream in progress (e.g. the node rebooted mid-stream): ask for a begin.
+            return [self.state("idle", msg["id"])]
+        off = msg.get("off")
+        if off != self.off:
+            return [self.state("receiving")]   # out of order: the controller rewinds to self.off
+        data = binascii.a2b_base64(msg.get("data") or "")
+        if self.off + len(data) > self.size:
+            raise BundleError("chunk at %d runs past the announced size %d" % (self.off, self.size))
+        try:
+            self.reader.feed(data)
+        except Exception:
+            # A reader that failed part-way (also for lack of heap) is in no state to go on:
+            # the stream is dropped and starts over with the controller's next begin.
+            self.drop()
+            raise
+        self.off += len(data)
+        self.last_ms = self.now_ms()
+        if self.off < self.size:
+            return [self.state("receiving")]
+        manifest = self.reader.finish()
+        self.reader = None
+        bundle.verify_slot(self.target)
+        pointer = slots.read(self.root)
+        if pointer is None:
+            raise BundleError("slot pointer vanished during the update")
+        target = self.target.rsplit("/", 1)[-1]
+        slots.write(self.root, slots.switch(pointer, target, manifest["version"], self.id, self.window_ms))
+        self.switched = True
+        return [self.state("switching", ver=manifest["version"])]
+
+    def rollback(self, msg):
+        pointer = slots.read(self.root)
+        new = slots.rollback(pointer) if pointer is not None else None
+        if new is None:
+            raise BundleError("no previous slot to roll back to")
+        slots.write(self.root, new)
+        self.switched = True
+        return [self.state("rolledback", msg["id"], ver=new["ver"].get(new["active"]))]
+
+    def expired(self):
+        return self.reader is not None and ticks_diff(self.now_ms(), self.last_ms) > self.abandon_ms
+
+    def drop(self):
+        """Forget the stream in progress; its partial slot stays on flash, referenced by nothing."""
+        if self.reader is not None:
+            self.reader.close()
+        self.reader = None
+        self.id = None
+        self.off = 0
+
+
+class OtaAgent:
+    """Connects a Receiver to the node: reports, abandon timer, reboot after the switch."""
+
+    def __init__(self, node, root="."):
+        self.node = node
+        self.receiver = Receiver(root, node.cfg["board"], "micropython" if sys.implementation.name == "micropython" else "cpython",
+                                 abandon_ms=node.cfg.get("ota_abandon_ms", ABANDON_MS))
+        self._watch = None
+
+    def handle(self, msg):
+        try:
+            reports = self.receiver.handle(msg)
+        except FirmwareError as e:   # flash trouble: refuse the update, keep running
+            self.receiver.drop()
+            reports = [self.receiver.state("rejected", msg["id"], "%s: %s" % (type(e).__name__, e))]
+        except OSError as e:
+            self.receiver.drop()
+            reports = [self.receiver.state("rejected", msg["id"], "flash error: %s" % e)]
+        except MemoryError:
+            self.receiver.drop()
+            import gc
+            gc.collect()
+            reports = [self.receiver.state("rejected", msg["id"], "out of heap while unpacking")]
+        for report in reports:
+            self.report(report)
+        if self.receiver.switched:
+            asyncio.create_task(self.node.reboot_soon())
+        elif self.receiver.reader is not None and self._watch is None:
+            self._watch = asyncio.create_task(self.watch())
+
+    def report(self, state):
+        msg = {"v": protocol.VERSION, "node": self.node.id, "boot": self.node.boot}
+        msg.update(state)
+        if state["state"] == "rejected":
+            self.node.event("warn", "ota_rejected", "update %s refused: %s" % (state["id"], state.get("err")),
+                            {"id": state["id"]})
+        self.node.queue("ota_state", msg)
+
+    async def watch(self):
+        while self.receiver.reader is not None:
+            await asyncio.sleep(1)
+            if self.receiver.expired():
+                bundle_id = self.receiver.id
+                self.receiver.drop()
+                self.report(self.receiver.state("abandoned", bundle_id, "no chunk for %d ms" % self.receiver.abandon_ms))
+        self._watch = None

@@ -1,0 +1,60 @@
+# A board's update life on real flash files, forever, for the power-cut test
+# (tests/test_ota_power_cut.py): boot through the slot selector, confirm the tentative slot
+# (unless it is one of the versions that never get healthy), then receive the next bundle
+# chunk by chunk from a recorded stream and switch to it. The test SIGKILLs this at random.
+#
+#   micropython ota_replay.py ROOT BUNDLE_A BUNDLE_B
+import binascii
+import random
+import sys
+
+from firmware import slots
+from firmware.ota import Receiver
+
+CHUNK = 1536
+
+
+def stream(rx, bundle_id, path, size):
+    rx.handle({"v": 1, "id": bundle_id, "op": "begin", "size": size, "window_ms": 1000})
+    off = 0
+    with open(path, "rb") as f:
+        while True:
+            piece = f.read(CHUNK)
+            if not piece:
+                break
+            report = rx.handle({"v": 1, "id": bundle_id, "op": "chunk", "off": off,
+                                "data": binascii.b2a_base64(piece).decode().strip()})[0]
+            off += len(piece)
+            if report["state"] not in ("receiving", "switching"):
+                raise SystemExit("update refused: %r" % report)
+
+
+def healthy(bundle_id):
+    # One update in three is a version that never gets healthy: the selector must revert it.
+    return sum(bundle_id.encode()) % 3 != 0
+
+
+def size_of(path):
+    import os
+    return os.stat(path)[6]
+
+
+def main(root, paths):
+    sizes = [size_of(p) for p in paths]
+    boots = 0
+    while True:
+        boots += 1
+        slot, pointer = slots.select(root)
+        if pointer.get("tentative") and healthy(pointer["ids"][pointer["active"]]):
+            slots.write(root, slots.confirm(pointer))
+        pointer = slots.read(root)
+        if pointer.get("tentative"):
+            continue   # not healthy: a node refuses updates then, and reboots (revert in time)
+        running = pointer["ver"].get(pointer["active"])
+        i = 1 if running == "A" else 0
+        rx = Receiver(root, "rpi-pico-w", "micropython")
+        stream(rx, "bundle-%d-%d-%d" % (i, boots, random.getrandbits(16)), paths[i], sizes[i])
+        print("boot", boots, "ran", running, "switched", rx.switched)
+
+
+main(sys.argv[1], sys.argv[2:4])

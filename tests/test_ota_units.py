@@ -1,0 +1,230 @@
+"""Update parts on the controller side, fast: bundles built, signed and inspected; the firmware's
+streaming reader on a real built bundle; the firmware HMAC against CPython's hmac; the rollout
+and transfer state machines (canary failure, health gate, rollback of a failed wave, resume)."""
+import base64
+import hashlib
+import hmac
+import os
+import random
+
+import pytest
+
+from edgefleet.controller import bundle, cli
+from edgefleet.controller.errors import BadSignature, BundleError, CorruptBundle
+from edgefleet.controller.rollout import Gate, Rollout, Transfer, plan_waves
+from edgefleet.firmware import bundle as wire
+from edgefleet.firmware import errors as fw_errors
+from edgefleet.firmware import hmac256
+
+KEY = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def mcu_bundle():
+    return bundle.build("rpi-pico-w", "0.2.0", KEY, models=["digits_dense"], mpy_arch="x64")
+
+
+def test_firmware_hmac_equals_cpython_hmac_on_random_vectors():
+    rng = random.Random(7)
+    for _ in range(200):
+        key = bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, 32, 63, 64, 65, 200))))
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
+        assert hmac256.digest(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+
+
+def test_bundle_lists_every_file_with_hash_and_is_signed(mcu_bundle):
+    info = bundle.inspect(mcu_bundle, KEY)
+    manifest = info["manifest"]
+    assert manifest["board"] == "rpi-pico-w" and manifest["runtime"] == "micropython" and manifest["version"] == "0.2.0"
+    paths = [f[0] for f in manifest["files"]]
+    assert "firmware/node.mpy" in paths and "boards/hal_micropython.mpy" in paths
+    assert "models/digits_dense/model.tflite" in paths
+    assert not any(p.endswith(".py") for p in paths), "MCU code ships precompiled"
+    assert manifest["mpy"] == 6
+    assert KEY not in mcu_bundle and KEY.hex().encode() not in mcu_bundle, "the key never travels in a bundle"
+    assert info["signed_ok"] and info["id"] == bundle.bundle_id(mcu_bundle)
+    linux = bundle.inspect(bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"]), KEY)["manifest"]
+    assert "firmware/procworker.py" in [f[0] for f in linux["files"]] and linux["mpy"] is None
+
+
+def test_bad_bundles_are_refused_with_clear_errors(mcu_bundle):
+    with pytest.raises(BadSignature, match="signature"):
+        bundle.inspect(mcu_bundle, bytes(32))
+    flipped = bytearray(mcu_bundle)
+    flipped[-10] ^= 1
+    with pytest.raises(CorruptBundle, match="sha256"):
+        bundle.inspect(bytes(flipped), KEY)
+    with pytest.raises(CorruptBundle, match="truncated"):
+        bundle.inspect(mcu_bundle[:-300], KEY)
+    with pytest.raises(CorruptBundle, match="not an edgefleet bundle"):
+        bundle.inspect(b"PK\x03\x04" + mcu_bundle[4:], KEY)
+    with pytest.raises(BundleError, match="unknown board"):
+        bundle.build("toaster", "1", KEY)
+
+
+def test_firmware_reader_unpacks_a_controller_bundle_streaming(mcu_bundle, tmp_path):
+    dest = str(tmp_path / "slot_b")
+    os.mkdir(dest)
+    reader = wire.BundleReader(KEY, "rpi-pico-w", "micropython", dest, mpy=6)
+    for i in range(0, len(mcu_bundle), 1536):
+        reader.feed(mcu_bundle[i:i + 1536])
+    manifest = reader.finish()
+    assert wire.verify_slot(dest) == manifest
+    with open(os.path.join(dest, "models/digits_dense/model.tflite"), "rb") as f:
+        want = [e[2] for e in bundle.inspect(mcu_bundle)["manifest"]["files"] if e[0].endswith("model.tflite")]
+        assert [hashlib.sha256(f.read()).hexdigest()] == want
+    for board, runtime, mpy, error in (("esp32", "micropython", 6, fw_errors.WrongBoard),
+                                       ("rpi-pico-w", "micropython", 5, fw_errors.WrongBoard)):
+        reader = wire.BundleReader(KEY, board, runtime, str(tmp_path / "x"), mpy=mpy)
+        with pytest.raises(error):
+            reader.feed(mcu_bundle[:12000])
+
+
+def test_cli_bundle_writes_a_verifiable_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
+    assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9"]) == 1
+    assert "no fleet key" in capsys.readouterr().err
+    from edgefleet.controller import keys
+    key = keys.create()
+    out = str(tmp_path / "b.efb")
+    assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9", "--models", "digits_dense", "-o", out]) == 0
+    with open(out, "rb") as f:
+        assert bundle.inspect(f.read(), key)["manifest"]["version"] == "9.9"
+
+
+# -- state machines ------------------------------------------------------------------------
+
+DATA = bytes(range(256)) * 20   # 5 KB: four chunks
+
+
+def _answer(transfer, out, state="receiving"):
+    """What a node would answer to the messages a transfer sent."""
+    msg = out[0][1]
+    if msg["op"] == "begin":
+        return {"state": state, "off": 0, "id": msg["id"]}
+    return {"state": state, "off": msg["off"] + len(base64.b64decode(msg["data"])), "id": msg["id"]}
+
+
+class FakeNode:
+    """The node's side of a transfer: accepts only the chunk at its offset, answers each."""
+
+    def __init__(self):
+        self.off = 0
+        self.connected = True
+
+    def answer(self, msg):
+        if not self.connected:
+            return None
+        if msg["op"] == "begin":
+            return {"state": "receiving", "off": self.off, "id": msg["id"]}
+        if msg["off"] == self.off:
+            self.off += len(base64.b64decode(msg["data"]))
+        return {"state": "receiving", "off": self.off, "id": msg["id"]}
+
+
+def test_transfer_pipelines_chunks_in_order_and_resumes_from_the_node_offset():
+    t = Transfer("n1", DATA * 4, "b1", "0.2.0", 5000, window=3)
+    node = FakeNode()
+    pending = t.begin(0.0)
+    now, lost_once = 0.0, False
+    while pending and node.off < len(t.data):
+        now += 0.01
+        _, msg = pending.pop(0)
+        if msg["op"] == "chunk":
+            assert msg["off"] < node.off + 3 * 1536 + 1, "never more than the window ahead of the node"
+        if not lost_once and msg["op"] == "chunk" and msg["off"] == 3 * 1536:
+            lost_once = True
+            node.connected = False   # the link drops: this chunk and the rest in flight are lost
+        reply = node.answer(msg)
+        if reply is not None:
+            pending += t.on_state(reply, now)
+        if not pending:
+            node.connected = True
+            now += 5.0
+            pending += t.tick(now)   # no progress: ask the node where it is
+    assert node.off == len(t.data) and lost_once
+    assert t.bytes_sent < len(t.data) + 5 * 1536, "a resume resends only what was lost"
+    assert t.on_state({"state": "switching", "off": len(t.data), "id": "b1", "ver": "0.2.0"}, now) == []
+    t.on_state({"state": "confirmed", "off": 0, "id": "b1", "ver": "0.2.0"}, now)
+    assert t.status == "confirmed" and t.progress() == len(t.data)
+    # A rebooted node (new hello) that lost the stream gets a new begin.
+    t2 = Transfer("n2", DATA, "b1", "0.2.0", 5000)
+    t2.begin(0)
+    assert t2.on_reboot(1)[0][1]["op"] == "begin"
+    assert t2.on_state({"state": "idle", "off": 0, "id": "b1"}, 2)[0][1]["op"] == "begin"
+
+
+def _drive_to_confirmed(rollout, nodes, now):
+    """Every node of the current wave takes the bundle, switches and confirms."""
+    out = []
+    for node in nodes:
+        out += rollout.handle(node, "ota_state", {"id": "b1", "state": "switching", "off": len(DATA), "ver": "0.2.0"}, now)
+        out += rollout.handle(node, "hello", {"boot": 2}, now)
+        out += rollout.handle(node, "ota_state", {"id": "b1", "state": "confirmed", "off": 0, "ver": "0.2.0"}, now)
+    return out
+
+
+def _hb(boot, state="running", err=None):
+    return {"boot": boot, "wl": [{"id": "w", "state": state, "n": 5, "err": err}]}
+
+
+def test_waves_are_canary_then_batches():
+    assert plan_waves(["a", "b", "c", "d", "e"], canary=1, batch=2) == [["a"], ["b", "c"], ["d", "e"]]
+    assert plan_waves(["a", "b", "c", "d", "e"]) == [["a"], ["b", "c"], ["d", "e"]]
+    assert plan_waves(["a"], canary=3) == [["a"]]
+
+
+def test_rollout_goes_wave_by_wave_on_health():
+    nodes = ["a", "b", "c"]
+    ro = Rollout(DATA, "b1", "0.2.0", nodes, canary=1, batch=2, gate=Gate(soak_s=1.0, max_latency_us=50000))
+    out = ro.start(0)
+    assert [n for n, m in out] == ["a"] and out[0][1]["op"] == "begin"
+    _drive_to_confirmed(ro, ["a"], 1)
+    assert ro.tick(1.0) == [] and ro.soak_from == 1.0
+    ro.handle("a", "hb", _hb(2), 1.5)
+    ro.handle("a", "result", {"us": 20000}, 1.6)
+    out = ro.tick(2.1)
+    assert sorted(n for n, m in out) == ["b", "c"] and ro.wave == 1
+    _drive_to_confirmed(ro, ["b", "c"], 3)
+    ro.tick(3)
+    for node in ("b", "c"):
+        ro.handle(node, "hb", _hb(2), 3.5)
+        ro.handle(node, "result", {"us": 10000}, 3.6)
+    ro.tick(4.5)
+    assert ro.status == "done" and ro.progress()["confirmed"] == 3
+
+
+def test_canary_failure_stops_the_rollout():
+    ro = Rollout(DATA, "b1", "0.2.0", ["a", "b", "c"], canary=1)
+    ro.start(0)
+    ro.handle("a", "ota_state", {"id": "b1", "state": "switching", "off": len(DATA), "ver": "0.2.0"}, 1)
+    # The canary reverted by itself: its new version never became healthy.
+    out = ro.handle("a", "ota_state", {"id": "b1", "state": "reverted", "off": 0, "ver": "0.2.0",
+                                       "err": "not healthy within 5000 ms (w failed n=0 bad model)"}, 8)
+    assert ro.status == "failed" and "wave 1/3" in ro.error and "bad model" in ro.error
+    assert out == [] and set(ro.transfers) == {"a"}, "no other node was touched"
+    assert ro.tick(100) == []
+
+
+def test_a_wave_failing_its_health_gate_is_rolled_back():
+    ro = Rollout(DATA, "b1", "0.2.0", ["a", "b", "c"], canary=1, gate=Gate(soak_s=1.0, max_latency_us=1000))
+    ro.start(0)
+    _drive_to_confirmed(ro, ["a"], 1)
+    ro.tick(1)
+    ro.handle("a", "hb", _hb(2), 1.2)
+    ro.handle("a", "result", {"us": 30000}, 1.3)
+    out = ro.tick(2.5)
+    assert ro.status == "rolling_back" and "latency" in ro.error
+    assert out == [("a", {"v": 1, "id": "b1", "op": "rollback"})]
+    ro.handle("a", "ota_state", {"id": "b1", "state": "rolledback", "off": 0, "ver": "0.1.0"}, 2.6)
+    ro.handle("a", "hb", _hb(2), 2.7)        # still the old boot: not back yet
+    assert ro.status == "rolling_back"
+    ro.handle("a", "hb", _hb(3), 4.0)        # booted again, workloads running
+    assert ro.status == "failed" and ro.rolled_back == {"a"} and ro.rolled_back_at == 4.0
+
+
+def test_gate_counts_failing_workloads_as_errors():
+    gate = Gate(soak_s=0, max_error_rate=0.1)
+    assert gate.verdict({"workloads": 10, "failed": 2, "results": 5, "us": 500}).startswith("error rate")
+    assert gate.verdict({"workloads": 10, "failed": 1, "results": 5, "us": 500}) is None
+    assert "results" in gate.verdict({"workloads": 10, "failed": 0, "results": 0, "us": 0})
