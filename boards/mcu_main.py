@@ -45,4 +45,5 @@ except KeyboardInterrupt:
     # that follows needs heap to compile anything, and a small board's node filled it: dropping
     # the node's modules (and asyncio's queue of its stopped tasks) makes all of it garbage.
     sys.modules.clear()
+    boot = open_hal = None
     raise

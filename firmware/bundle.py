@@ -15,7 +15,7 @@ import json
 import os
 
 from . import hmac256
-from .errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
+from .update_errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
 
 MAGIC = b"EFB1"
 FORMAT = 1

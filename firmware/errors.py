@@ -51,27 +51,3 @@ class Timeout(MQTTError):
 
 class SubscribeRefused(MQTTError):
     """The broker answered SUBSCRIBE with failure (0x80); the link stays open."""
-
-
-class BundleError(FirmwareError):
-    """An update bundle was refused (docs/ota.md); the node keeps running its current version."""
-
-
-class BadSignature(BundleError):
-    """The bundle's manifest MAC does not verify under this board's fleet key (unsigned or tampered)."""
-
-
-class WrongBoard(BundleError):
-    """The bundle was built for another board, runtime or .mpy version."""
-
-
-class CorruptBundle(BundleError):
-    """The bundle's bytes do not match its manifest: bad header, bad path, wrong hash, extra bytes."""
-
-
-class TruncatedBundle(BundleError):
-    """The bundle ended before every file in its manifest was complete."""
-
-
-class SlotError(FirmwareError):
-    """The A/B slot pointer or a slot's files cannot be used."""

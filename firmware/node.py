@@ -370,6 +370,10 @@ class Node:
     # -- the link ---------------------------------------------------------------------------
 
     async def connect_once(self):
+        # The link's objects live as long as it does: collected first, they pack into the low
+        # end of the heap instead of splitting the free space a workload needs later.
+        import gc
+        gc.collect()
         b = self.cfg["broker"]
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
                             keepalive=b["keepalive"], on_message=self.on_message)

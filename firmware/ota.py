@@ -9,7 +9,8 @@ import sys
 
 from . import bundle, protocol, slots
 from .clock import ticks_diff, ticks_ms
-from .errors import BundleError, FirmwareError
+from .errors import FirmwareError
+from .update_errors import BundleError
 
 # A stream with no chunk for this long is dropped; its partial slot stays unused.
 ABANDON_MS = 30000

@@ -6,7 +6,7 @@ import gc
 import os
 
 from firmware import bundle, hmac256, slots
-from firmware.errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
+from firmware.update_errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
 from firmware.ota import Receiver
 from otakit import FILES, KEY, OTHER_KEY, cleanup, make_bundle, scratch
 from unit import raises

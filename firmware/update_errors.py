@@ -1,0 +1,24 @@
+# Why an update bundle was refused (docs/ota.md). Apart from errors.py because only a node
+# receiving an update needs these classes: on a microcontroller each class costs ~400 bytes of
+# heap from boot on.
+from .errors import FirmwareError
+
+
+class BundleError(FirmwareError):
+    """An update bundle was refused (docs/ota.md); the node keeps running its current version."""
+
+
+class BadSignature(BundleError):
+    """The bundle's manifest MAC does not verify under this board's fleet key (unsigned or tampered)."""
+
+
+class WrongBoard(BundleError):
+    """The bundle was built for another board, runtime or .mpy version."""
+
+
+class CorruptBundle(BundleError):
+    """The bundle's bytes do not match its manifest: bad header, bad path, wrong hash, extra bytes."""
+
+
+class TruncatedBundle(BundleError):
+    """The bundle ended before every file in its manifest was complete."""
