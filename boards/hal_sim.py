@@ -26,6 +26,7 @@ class SimHal:
         self._battery_set = None
         self._cpu_mark = None
         self._last_power_s = None
+        self.temp_c = None
         self._read_sim_file()
 
     def _read_sim_file(self):
@@ -44,6 +45,9 @@ class SimHal:
         self.injected_load = float(settings.get("load", self.injected_load))
         model.source = settings.get("source", model.source)
         model.time_scale = float(settings.get("time_scale", model.time_scale))
+        model.solar_mw = float(settings.get("solar_mw", model.solar_mw))
+        model.throttled = bool(settings.get("throttled", False))
+        self.temp_c = settings.get("temp", None)
         # A battery level set by the operator applies once; from there the model drains it.
         pct = settings.get("battery_pct")
         if pct is not None and pct != self._battery_set and model.battery_pct is not None:
@@ -85,6 +89,9 @@ class SimHal:
         return self.injected_load
 
     def temperature(self):
+        self._read_sim_file()
+        if self.temp_c is not None:
+            return float(self.temp_c)
         return self.base.temperature()
 
     def reboot(self):

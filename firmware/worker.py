@@ -15,6 +15,8 @@ from .sources import open_source
 
 RESTART_MIN_MS = 500
 RESTART_MAX_MS = 8000
+# How often a worker that reached its hand-over point (input.until) looks for a later one.
+HANDED_OVER_POLL_MS = 200
 
 
 class InferenceWorker:
@@ -66,6 +68,12 @@ class InferenceWorker:
         backoff = RESTART_MIN_MS
         while True:
             try:
+                if not self.has_more():
+                    # Handed over (live migration): idle until the controller unassigns the
+                    # workload or moves the hand-over point on (an aborted move).
+                    self.state = "done"
+                    await asyncio.sleep(HANDED_OVER_POLL_MS / 1000)
+                    continue
                 self.state = "running"
                 if self.isolate:
                     from .procworker import serve_isolated
@@ -90,6 +98,17 @@ class InferenceWorker:
                     self.fail(e2, "workload_failed")
                     return
 
+    def remaining(self):
+        """Inputs left before the stream's hand-over point (input.until); None: unbounded."""
+        until = self.spec["input"].get("until")
+        if until is None or self.source is None:
+            return None
+        return until - self.source.pos
+
+    def has_more(self):
+        left = self.remaining()
+        return left is None or left > 0
+
     def period_ms(self):
         return max(1, int(1000 / self.spec["rate"]))
 
@@ -98,7 +117,7 @@ class InferenceWorker:
         inputs = bytearray(model.input_size)
         period_ms = self.period_ms()
         due = ticks_ms()
-        while True:
+        while self.has_more():
             index, truth = source.read_into(inputs)
             t0 = ticks_us()
             outputs = model.invoke(inputs)
