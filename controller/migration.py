@@ -16,6 +16,7 @@ Anti-flap:
   one per cycle  each node is the source of at most one move and the target of at most one move
               per controller cycle; a dead node is exempt as a source (it cannot flap, and its
               work must run elsewhere at once)
+A dead node and an operator's drain override the cooldown: that work has to leave.
 
 A move is make-before-break where the old node is alive (docs/placement.md):
   starting      the new node is assigned the workload from hand-over position H; the old node
@@ -185,12 +186,13 @@ def plan_moves(triggered, placements, workloads, rnd, cooldown, busy, now):
         for wl in here:
             if not dead and src in sources_used:
                 break
-            if not dead and not cooldown.may_move(wl["id"], now):
+            forced = dead or reason == "drain"
+            if not forced and not cooldown.may_move(wl["id"], now):
                 stuck[wl["id"]] = "moved less than %.0f s ago" % cooldown.cfg["cooldown_s"]
                 continue
             others = {n for w, n in placements if w == wl["id"]}
             exclude = others | set(triggered) | (targets_used if not dead else set()) | set(busy)
-            dst, why = rnd.best(wl, exclude=exclude)
+            dst, why = rnd.best(wl, exclude=exclude, ignore_cooldown=forced)
             if dst is None:
                 stuck[wl["id"]] = "no node can take it: " + ("; ".join(sorted(set(why))) or "no other node")
                 continue

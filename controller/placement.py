@@ -18,8 +18,9 @@ triggers, not the planner, decide when running work leaves):
 Score (higher wins), among admissible nodes:
     score = headroom + w_power * power - 0.05 * workloads already on the node
     headroom = (100 - projected CPU) / 100
-    power    = 1.0 on mains; on battery or solar min(1, hours of budget / 24) * 0.9
-               (a solar board that harvests more than it draws counts as 0.9)
+    power    = 1.0 on mains; on battery or solar 0.6 * min(1, hours of budget / 48)
+               (a solar board that harvests more than it draws counts as 0.6): a battery
+               board ranks below a mains board unless it has far more CPU headroom
     w_power  = 1 (battery-aware, the default), 2 for a workload that prefers mains,
                0 under the load-only policy (the energy benchmark's baseline)
 Ties are broken by the node id, so the same fleet state always gives the same plan.
@@ -132,7 +133,7 @@ def power_score(node, profile):
     hours = battery_hours(power, profile)
     if hours is None:
         return 0.5
-    return min(1.0, hours / 24.0) * 0.9
+    return 0.6 * min(1.0, hours / 48.0)
 
 
 class Round:
@@ -167,7 +168,7 @@ class Round:
     def cpu(self, node):
         return ((node.get("telemetry") or {}).get("cpu") or 0.0) + self.cpu_added[node["id"]]
 
-    def admits(self, workload, node):
+    def admits(self, workload, node, ignore_cooldown=False):
         """None when the workload may be newly placed on the node, else why not."""
         if node["state"] != "online":
             return "node %s is %s" % (node["id"], node["state"])
@@ -180,7 +181,7 @@ class Round:
         why = power_problem(node, self.profile(node), self.settings)
         if why:
             return why
-        if (workload["id"], node["id"]) in self.blocked:
+        if not ignore_cooldown and (workload["id"], node["id"]) in self.blocked:
             return "%s left %s %s" % (workload["id"], node["id"], self.blocked[(workload["id"], node["id"])])
         return None
 
@@ -191,13 +192,13 @@ class Round:
             weight = 2.0 if workload.get("constraints", {}).get("prefer_mains") else 1.0
         return headroom + weight * power_score(node, self.profile(node)) - SPREAD_PENALTY * self.count[node["id"]]
 
-    def best(self, workload, exclude=()):
+    def best(self, workload, exclude=(), ignore_cooldown=False):
         """(node id, None) of the best admissible node, or (None, reasons)."""
         best, reasons = None, []
         for node in self.nodes:
             if node["id"] in exclude:
                 continue
-            why = self.admits(workload, node)
+            why = self.admits(workload, node, ignore_cooldown)
             if why is not None:
                 reasons.append(why)
                 continue

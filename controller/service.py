@@ -22,7 +22,7 @@ TICK_S = 1.0
 
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
-                 workloads=None, ctrl_id="ctrl", keepalive=10):
+                 workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S):
         self.host, self.port = host, port
         self.db_path = db_path
         self.prefix = prefix
@@ -30,6 +30,8 @@ class ControllerService:
         self.workloads = workloads
         self.ctrl_id = ctrl_id
         self.keepalive = keepalive
+        self.settings = settings  # migration settings (controller/migration.py DEFAULTS)
+        self.tick_s = tick_s
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -70,7 +72,7 @@ class ControllerService:
     def _run(self):
         try:
             registry = Registry(self.db_path)
-            self.fleet = FleetController(registry, self.prefix, self.manifests, self.ctrl_id)
+            self.fleet = FleetController(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings)
             if self.workloads is not None:
                 self.fleet.declare(self.workloads)
             will = self.fleet.ctrl_status("offline")
@@ -99,7 +101,7 @@ class ControllerService:
                 self._publish(self.fleet.tick(connected_since))
                 with self._snapshot_lock:
                     self._snapshot = self.fleet.snapshot()
-                next_tick = time.monotonic() + TICK_S
+                next_tick = time.monotonic() + self.tick_s
         self._publish([self.fleet.ctrl_status("offline")])
         time.sleep(0.2)
         self.client.disconnect()
