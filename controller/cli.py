@@ -153,6 +153,9 @@ def build_parser():
     n.add_argument("--config", default="config.json", help="node config file")
     n.add_argument("--config-dir", help="directory holding the config, models and data (the board's SD card)")
     n.set_defaults(func=cmd_node)
+
+    from . import cli_fleet
+    cli_fleet.register(sub)
     return p
 
 
