@@ -32,4 +32,6 @@ class PowerModel:
         reading = {"src": self.source, "pct": pct, "mw": round(self.draw_mw, 1)}
         if self.throttled:
             reading["throttled"] = True
+        if self.source == "solar":
+            reading["harvest_mw"] = round(self.solar_mw, 1)
         return reading

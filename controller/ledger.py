@@ -8,9 +8,12 @@ open-ended). A move closes the old owner's row at the hand-over position H and o
 owner's at H, so the stretches never overlap.
 
 A result is accepted when its node owns its position and the position was not accepted before
-(the `accepted` table's primary key); otherwise it is dropped and counted, never stored. So per
-workload and lane, each position is stored once, from one node - the evidence the end-to-end
-tests read.
+(the `accepted` table's primary key). A result for a position another node was accepted for is
+dropped and counted, never stored; one for a position the same node delivered before (a
+rebooted node re-inferring from its cached assignment until the controller's resume position
+reaches it) is kept as that node's result, the stream counting the position once. So per
+workload and lane, each position is accepted once, from exactly one node - the evidence the
+end-to-end tests read.
 """
 
 SCHEMA = """
@@ -114,6 +117,10 @@ class Ledger:
         elif key not in self._next:
             self.next_pos(workload, lane)
         return True
+
+    def accepted_by(self, workload, lane, pos):
+        r = self.db.execute("SELECT node FROM accepted WHERE workload=? AND lane=? AND pos=?", (workload, lane, pos)).fetchone()
+        return r[0] if r else None
 
     def forget_workload(self, workload):
         self.db.execute("DELETE FROM streams WHERE workload=?", (workload,))

@@ -262,9 +262,10 @@ def test_a_dead_nodes_workload_moves_at_once_from_the_first_unaccepted_input(sim
     # The dead node comes back with results it made while cut off: those past the hand-over
     # point are not stored (the new node owns them), the ones before it are.
     sim.effects += sim.ctl.handle("ef/node/%s/hello" % src, hello(src))
-    sim.emit(src, 6)
-    sim.emit(src, 8)
-    assert sim.ctl.out_of_range == 1 and sim.ctl.duplicates == 1
+    sim.emit(src, 6)  # its own position again (a re-inference): kept as its result, counted once
+    sim.emit(src, 8)  # past the hand-over: the new node's
+    sim.emit(dst, 6)  # the new node does not own what came before the hand-over
+    assert sim.ctl.out_of_range == 2 and sim.ctl.replays == 1 and sim.ctl.duplicates == 0
     assert tuple(sim.registry.db.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM accepted").fetchone()) == (8, 8)
 
 
