@@ -210,9 +210,11 @@ class FleetController:
         """Exactly once across moves (controller/ledger.py): a result is stored only when its
         node owns its input position and no other result for that position was stored."""
         pos = msg.get("in")
-        if pos is None or not self.ledger.open_rows(msg["wl"]) and self.ledger.row(msg["wl"], node_id) is None:
-            return True  # a workload the ledger does not track (no placement made by this registry)
+        if pos is None:
+            return True
         lane = self.ledger.owner_lane(msg["wl"], node_id, pos)
+        if lane is None and not self.ledger.tracks(msg["wl"]):
+            return True  # a workload the ledger does not track (no placement made by this registry)
         if lane is None:
             self.out_of_range += 1
             return False
@@ -412,11 +414,12 @@ class FleetController:
 
     def _observe_moves(self, node_id, wl_reports, now):
         effects = []
+        mine = [(key, move) for key, move in sorted(self.moves.items()) if node_id in (move.src, move.dst)]
+        if not mine:
+            return effects
         reports = {r["id"]: r for r in wl_reports}
         nodes = {n["id"]: n for n in self.registry.nodes()}
-        for key, move in sorted(self.moves.items()):
-            if node_id not in (move.src, move.dst):
-                continue
+        for key, move in mine:
             src_down = nodes.get(move.src, {}).get("state") == "offline"
             if move.observe(node_id, reports.get(move.workload), now, src_down):
                 effects.extend(self._move_changed(move, now))

@@ -118,6 +118,9 @@ class Ledger:
             self.next_pos(workload, lane)
         return True
 
+    def tracks(self, workload):
+        return self.db.execute("SELECT 1 FROM streams WHERE workload=? LIMIT 1", (workload,)).fetchone() is not None
+
     def accepted_by(self, workload, lane, pos):
         r = self.db.execute("SELECT node FROM accepted WHERE workload=? AND lane=? AND pos=?", (workload, lane, pos)).fetchone()
         return r[0] if r else None

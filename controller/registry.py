@@ -71,6 +71,13 @@ def default_path():
     return os.path.join(home, "fleet.db")
 
 
+def _node_row(row):
+    node = dict(row)
+    node["caps"] = json.loads(node["caps"])
+    node["telemetry"] = json.loads(node["telemetry"])
+    return node
+
+
 class Registry:
     def __init__(self, path=None):
         self.path = path or default_path()
@@ -117,19 +124,11 @@ class Registry:
         self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
 
     def nodes(self):
-        out = []
-        for row in self.db.execute("SELECT * FROM nodes ORDER BY id"):
-            node = dict(row)
-            node["caps"] = json.loads(node["caps"])
-            node["telemetry"] = json.loads(node["telemetry"])
-            out.append(node)
-        return out
+        return [_node_row(row) for row in self.db.execute("SELECT * FROM nodes ORDER BY id")]
 
     def node(self, node_id):
-        for node in self.nodes():
-            if node["id"] == node_id:
-                return node
-        return None
+        row = self.db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return _node_row(row) if row is not None else None
 
     # -- workloads and placements -------------------------------------------------------------
 
