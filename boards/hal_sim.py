@@ -27,6 +27,7 @@ class SimHal:
         self._cpu_mark = None
         self._last_power_s = None
         self.temp_c = None
+        self.hb_jitter = 0.0
         self._read_sim_file()
 
     def _read_sim_file(self):
@@ -48,6 +49,7 @@ class SimHal:
         model.solar_mw = float(settings.get("solar_mw", model.solar_mw))
         model.throttled = bool(settings.get("throttled", False))
         self.temp_c = settings.get("temp", None)
+        self.hb_jitter = float(settings.get("hb_jitter", 0.0))
         # A battery level set by the operator applies once; from there the model drains it.
         pct = settings.get("battery_pct")
         if pct is not None and pct != self._battery_set and model.battery_pct is not None:
@@ -93,6 +95,16 @@ class SimHal:
         if self.temp_c is not None:
             return float(self.temp_c)
         return self.base.temperature()
+
+    def heartbeat_delay_ms(self, interval_ms):
+        """The wait before the next heartbeat: `interval_ms`, spread uniformly by +-hb_jitter
+        (a fraction; sim.json, default 0) to test the failure detector against a noisy link."""
+        self._read_sim_file()
+        if self.hb_jitter <= 0:
+            return interval_ms
+        import random
+        spread = random.getrandbits(16) / 32767.5 - 1.0   # -1 .. 1
+        return max(1, int(interval_ms * (1.0 + self.hb_jitter * spread)))
 
     def reboot(self):
         self.base.reboot()

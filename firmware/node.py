@@ -321,8 +321,10 @@ class Node:
 
     async def send_heartbeats(self):
         interval = self.cfg["hb_interval_ms"]
+        # A simulated board can jitter its heartbeats (boards/hal_sim.py, sim.json hb_jitter).
+        delay = getattr(self.hal, "heartbeat_delay_ms", None)
         while True:
-            await asyncio.sleep(interval / 1000)
+            await asyncio.sleep((delay(interval) if delay else interval) / 1000)
             hb = self.heartbeat()
             if self.client is None or not self.client.is_connected:
                 continue
