@@ -52,5 +52,6 @@ def test_failover_bench_moves_a_killed_nodes_workload_and_prints_its_keys(capsys
     assert 0 < line["p50_s"] < 5
     assert line["baseline_p50_s"] > bench.BASELINE_TIMEOUT_S
     assert line["false_failovers"] == 0 and line["baseline_false_failovers"] == 0
+    assert line["stream_gaps"] == 0 and line["baseline_stream_gaps"] == 0
     # The boards' heartbeats really were jittered, as the controller saw them arrive.
     assert line["hb_interval_std_s"] > 0.07

@@ -35,7 +35,8 @@ the other in this run, each on a fresh broker and a freshly booted fleet:
 JSON keys (project unless prefixed): nodes; p50_s, p99_s (kill trials); hang_p50_s, hang_p99_s;
 false_failovers (moves of workloads off nodes that were never failed); false_suspicions (nodes
 never failed that the controller marked offline); trials, hang_trials, unrecovered,
-results_stored; the same with the baseline_ prefix; hb_interval_mean_s / hb_interval_std_s: the
+results_stored, stream_gaps (input positions of a workload's stream never stored between its
+first and last stored one: lost in a failover); the same with the baseline_ prefix; hb_interval_mean_s / hb_interval_std_s: the
 heartbeat inter-arrival times the project's detector held after the soak (20% uniform jitter on
 1 s: std ~0.115 s, more where the machine delays the boards). Percentiles are nearest-rank.
 
@@ -204,6 +205,14 @@ def false_alarms(db, failed):
     return moves, len(offline - set(failed))
 
 
+def stream_gaps(db):
+    """Input positions never accepted between the first and the last accepted one of each
+    workload's lane: what a failover lost (the ledger's key already rules out doubles)."""
+    row = db.execute("SELECT SUM(hi - lo + 1 - n) FROM (SELECT MIN(pos) AS lo, MAX(pos) AS hi, COUNT(*) AS n "
+                     "FROM accepted GROUP BY workload, lane)").fetchone()
+    return row[0] or 0
+
+
 def heartbeat_spread(controller):
     """(mean, standard deviation) of the heartbeat inter-arrival times the project's detector
     holds, over all nodes: evidence of the jitter the controller really saw. None for the baseline."""
@@ -246,7 +255,7 @@ def run_phase(name, fleet_class, root, nodes, rounds, kills, hangs, soak_s, jitt
         false_moves, false_offline = false_alarms(db, failed)
         return {"trials": trials, "false_failovers": false_moves, "false_suspicions": false_offline,
                 "hb_interval_mean_s": hb_mean, "hb_interval_std_s": hb_std,
-                "results": db.execute("SELECT COUNT(*) FROM results").fetchone()[0]}
+                "results": db.execute("SELECT COUNT(*) FROM results").fetchone()[0], "gaps": stream_gaps(db)}
     finally:
         if db is not None:
             db.close()
@@ -266,7 +275,7 @@ def summary(phase, prefix=""):
             prefix + "false_suspicions": phase["false_suspicions"],
             prefix + "trials": len(kill), prefix + "hang_trials": len(hang),
             prefix + "unrecovered": sum(1 for t in phase["trials"] if t["s"] is None),
-            prefix + "results_stored": phase["results"]}
+            prefix + "results_stored": phase["results"], prefix + "stream_gaps": phase["gaps"]}
 
 
 def run(nodes, rounds, kills, hangs, soak_s, jitter=JITTER, seed=1, phases=PHASES):
