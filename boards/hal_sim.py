@@ -26,6 +26,8 @@ class SimHal:
         self._battery_set = None
         self._cpu_mark = None
         self._last_power_s = None
+        self.temp_c = None
+        self.hb_jitter = 0.0
         self._read_sim_file()
 
     def _read_sim_file(self):
@@ -44,6 +46,10 @@ class SimHal:
         self.injected_load = float(settings.get("load", self.injected_load))
         model.source = settings.get("source", model.source)
         model.time_scale = float(settings.get("time_scale", model.time_scale))
+        model.solar_mw = float(settings.get("solar_mw", model.solar_mw))
+        model.throttled = bool(settings.get("throttled", False))
+        self.temp_c = settings.get("temp", None)
+        self.hb_jitter = float(settings.get("hb_jitter", 0.0))
         # A battery level set by the operator applies once; from there the model drains it.
         pct = settings.get("battery_pct")
         if pct is not None and pct != self._battery_set and model.battery_pct is not None:
@@ -85,6 +91,9 @@ class SimHal:
         return self.injected_load
 
     def temperature(self):
+        self._read_sim_file()
+        if self.temp_c is not None:
+            return float(self.temp_c)
         return self.base.temperature()
 
     # -- the watchdog: the harness enforces it (controller/simwatchdog.py) ---------------------
@@ -108,6 +117,16 @@ class SimHal:
         # The harness's reset-cause register: why it last reset this board.
         import os
         return os.getenv("EDGEFLEET_SIM_RESET_CAUSE") or None
+
+    def heartbeat_delay_ms(self, interval_ms):
+        """The wait before the next heartbeat: `interval_ms`, spread uniformly by +-hb_jitter
+        (a fraction; sim.json, default 0) to test the failure detector against a noisy link."""
+        self._read_sim_file()
+        if self.hb_jitter <= 0:
+            return interval_ms
+        import random
+        spread = random.getrandbits(16) / 32767.5 - 1.0   # -1 .. 1
+        return max(1, int(interval_ms * (1.0 + self.hb_jitter * spread)))
 
     def reboot(self):
         self.base.reboot()

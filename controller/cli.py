@@ -193,6 +193,8 @@ def build_parser():
     cli_provisioning.register(sub)
     from . import cli_deploy
     cli_deploy.register(sub)
+    from . import cli_fleet
+    cli_fleet.register(sub)
     return p
 
 

@@ -12,7 +12,7 @@ from . import views
 from .broker import default_broker
 from .registry import default_path
 from .service import ControllerService
-from .simfleet import SimFleet, demo_layout
+from .simfleet import SimFleet, default_index_path, demo_layout
 
 REFRESH_S = 1.0
 
@@ -60,7 +60,10 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     started = time.time()
     snapshot = None
     try:
-        fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive)
+        index = default_index_path()
+        if os.path.exists(index):
+            os.remove(index)  # boards of an earlier demo
+        fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
         runtimes = {}
         for entry in layout:
             fleet.add(*entry)

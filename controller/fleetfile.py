@@ -7,6 +7,9 @@
     replicas = 2             # optional, default 1
     input = { kind = "samples" }          # optional, default shown
     constraints = { runtime = "micropython", boards = ["esp32"] }  # optional
+    # optional: also labels = ["camera"] (every one on the node), prefer_mains = true
+    resources = { arena_bytes = 60000, cpu_share = 15 }   # optional (cpu_share: % of a node's CPU)
+    priority = 10            # optional, default 0: higher is placed first and kept when room is short
 """
 import tomllib
 
@@ -14,7 +17,9 @@ from edgefleet.firmware.protocol import valid_node_id
 
 from .errors import ConfigError
 
-ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints"}
+ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority"}
+CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
+RESOURCE_KEYS = ("arena_bytes", "cpu_share")
 
 
 def parse_workload(raw, where, known_models=None):
@@ -41,10 +46,32 @@ def parse_workload(raw, where, known_models=None):
     if not isinstance(source, dict) or source.get("kind") != "samples":
         raise ConfigError("%s (%s): input.kind must be 'samples'" % (where, wid))
     constraints = raw.get("constraints", {})
-    if not isinstance(constraints, dict) or set(constraints) - {"runtime", "boards"}:
-        raise ConfigError("%s (%s): constraints may hold 'runtime' and 'boards'" % (where, wid))
-    return {"id": wid, "model": model, "rate": float(rate), "replicas": replicas, "input": dict(source),
-            "constraints": dict(constraints)}
+    if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
+        raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))
+    for key in ("boards", "labels"):
+        if key in constraints and not (isinstance(constraints[key], list) and all(isinstance(v, str) for v in constraints[key])):
+            raise ConfigError("%s (%s): constraints.%s must be a list of strings" % (where, wid, key))
+    if "prefer_mains" in constraints and not isinstance(constraints["prefer_mains"], bool):
+        raise ConfigError("%s (%s): constraints.prefer_mains must be true or false" % (where, wid))
+    resources = raw.get("resources", {})
+    if not isinstance(resources, dict) or set(resources) - set(RESOURCE_KEYS):
+        raise ConfigError("%s (%s): resources may hold %s" % (where, wid, ", ".join(RESOURCE_KEYS)))
+    for key in RESOURCE_KEYS:
+        value = resources.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError("%s (%s): resources.%s must be a number >= 0" % (where, wid, key))
+    if resources.get("cpu_share", 0) > 100:
+        raise ConfigError("%s (%s): resources.cpu_share is a percentage of one node's CPU (0-100)" % (where, wid))
+    priority = raw.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError("%s (%s): 'priority' must be an integer" % (where, wid))
+    out = {"id": wid, "model": model, "rate": float(rate), "replicas": replicas, "input": dict(source),
+           "constraints": dict(constraints)}
+    if resources:
+        out["resources"] = dict(resources)
+    if priority:
+        out["priority"] = priority
+    return out
 
 
 def parse(text, known_models=None, source="fleet file"):
@@ -69,3 +96,29 @@ def load(path, known_models=None):
     except OSError as e:
         raise ConfigError("cannot read fleet file %s: %s" % (path, e.strerror)) from e
     return parse(text, known_models, path)
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join("%s = %s" % (k, _toml_value(value[k])) for k in sorted(value)) + " }"
+    raise ConfigError("cannot write %r to a fleet file" % (value,))
+
+
+def dump(workloads):
+    """The fleet file declaring exactly these workloads (what `edgefleet export` writes)."""
+    lines = ["# edgefleet fleet file: the declared workloads (edgefleet export)"]
+    for wl in sorted(workloads, key=lambda w: w["id"]):
+        lines.append("")
+        lines.append("[[workload]]")
+        for key in ("id", "model", "rate", "replicas", "priority", "input", "constraints", "resources"):
+            if key in wl and wl[key] not in ({}, None) and not (key == "priority" and wl[key] == 0):
+                lines.append("%s = %s" % (key, _toml_value(wl[key])))
+    return "\n".join(lines) + "\n"

@@ -1,11 +1,39 @@
-"""Where workloads run: a pure function from fleet state to placements.
+"""Where workloads run: pure functions from fleet state to placements.
 
-A node can host a workload when it is online, has the model on flash, matches the workload's
-constraints, and - on a MicroPython board - has the heap the model was measured to need on top
-of what its runtime itself needs.
-Among capable nodes the one with the fewest workloads wins, then the lowest CPU load, then
-the node id, so the same fleet state always gives the same plan.
+Fit (hard; a placement that stops fitting is dropped):
+  the model is on the node's flash; the workload's constraints hold (runtime, board kinds,
+  labels); the memory fits: on a MicroPython board the model's measured heap need (manifest
+  `mcu_heap_bytes`) or the declared `arena_bytes`, whichever is larger, summed over every
+  workload on the node, within the board's heap less its runtime's recorded budget; on a Linux
+  board the declared arena bytes within the heap it reports.
+
+Admission (soft; checked only when a workload is newly put on a node, so the migration
+triggers, not the planner, decide when running work leaves):
+  the node is online (not down, degraded or draining); its CPU, plus the CPU shares placed on
+  it in this round, is under `place_below` percent (hysteresis: triggers fire at 85%, work is
+  placed only under 60%); its power is acceptable: mains, or a battery above the low watermark
+  with at least `min_budget_h` hours of budget at its present draw; it is not thermally
+  throttled; and the workload did not leave it within the cooldown.
+
+Score (higher wins), among admissible nodes:
+    score = headroom + w_power * power - 0.05 * workloads already on the node
+    headroom = (100 - projected CPU) / 100
+    power    = 1.0 on mains; on battery or solar 0.6 * min(1, hours of budget / 48)
+               (a solar board that harvests more than it draws counts as 0.6): a battery
+               board ranks below a mains board unless it has far more CPU headroom
+    w_power  = 1 (battery-aware, the default), 2 for a workload that prefers mains,
+               0 under the load-only policy (the energy benchmark's baseline)
+Ties are broken by the node id, so the same fleet state always gives the same plan.
+Workloads are placed in priority order (higher first, then id): when room runs out, the lower
+priority ones stay pending, each with the reasons no node took it.
 """
+
+DEFAULT_CPU_SHARE = 10.0
+PLACE_BELOW = 60.0
+BATTERY_LOW = 20.0
+MIN_BUDGET_H = 1.0
+TEMP_LIMIT_C = 80.0
+SPREAD_PENALTY = 0.05
 
 
 def free_heap_for_models(node, profile):
@@ -20,10 +48,25 @@ def model_heap_need(manifest):
     return manifest.get("mcu_heap_bytes")
 
 
-def capable(workload, node, profile, manifest):
-    """None when the node can host the workload, else the reason it cannot."""
-    if node["state"] != "online":
-        return "node %s is %s" % (node["id"], node["state"])
+def memory_need(workload, node, manifest):
+    """(bytes the workload needs on this node, or None, reason when it cannot be known)."""
+    declared = workload.get("resources", {}).get("arena_bytes", 0) or 0
+    if node["runtime"] == "micropython":
+        need = model_heap_need(manifest or {})
+        if need is None:
+            return None, "model %s has no measured MicroPython heap need (tools/models/measure_mcu_heap.py)" % workload["model"]
+        return max(need, declared), None
+    return declared, None
+
+
+def memory_room(node, profile):
+    if node["runtime"] == "micropython":
+        return free_heap_for_models(node, profile)
+    return node["caps"].get("heap", 0)
+
+
+def fits(workload, node, profile, manifest, used=0):
+    """None when the node can hold the workload (beside `used` bytes of other workloads), else why not."""
     if workload["model"] not in node["caps"].get("models", []):
         return "model %s is not on %s's flash" % (workload["model"], node["id"])
     constraints = workload.get("constraints", {})
@@ -33,60 +76,180 @@ def capable(workload, node, profile, manifest):
     runtime = constraints.get("runtime")
     if runtime and node["runtime"] != runtime:
         return "%s runs %s, workload wants %s" % (node["id"], node["runtime"], runtime)
-    if node["runtime"] == "micropython":
-        need = model_heap_need(manifest or {})
-        if need is None:
-            return "model %s has no measured MicroPython heap need (tools/models/measure_mcu_heap.py)" % workload["model"]
-        room = free_heap_for_models(node, profile)
-        if need > room:
-            return "model %s needs %d bytes of MicroPython heap, %s has %d beside its runtime" % (
-                workload["model"], need, node["id"], room)
+    labels = constraints.get("labels") or []
+    missing = [label for label in labels if label not in node["caps"].get("labels", [])]
+    if missing:
+        return "%s lacks label %s" % (node["id"], ", ".join(missing))
+    need, why = memory_need(workload, node, manifest)
+    if why:
+        return why
+    room = memory_room(node, profile) - used
+    if need > room:
+        if node["runtime"] == "micropython":
+            return "model %s needs %d bytes of MicroPython heap, %s has %d beside its runtime%s" % (
+                workload["model"], need, node["id"], room, " and workloads" if used else "")
+        return "workload %s needs %d arena bytes, %s has %d" % (workload["id"], need, node["id"], room)
     return None
 
 
-def plan(workloads, nodes, placements, profiles, manifests):
+def battery_hours(power, profile):
+    """Hours a battery lasts at its present net draw; None when unknown or not on battery."""
+    if not power or power.get("src") == "mains" or power.get("pct") is None:
+        return None
+    capacity = profile.get("power", {}).get("battery_mwh", 0)
+    draw = power.get("mw") or profile.get("power", {}).get("idle_mw", 0)
+    net = draw - (power.get("harvest_mw") or 0)
+    if not capacity:
+        return None
+    if net <= 0:
+        return float("inf")
+    return capacity * power["pct"] / 100.0 / net
+
+
+def power_problem(node, profile, settings=None):
+    """None when the node's power and temperature allow new work, else why not."""
+    s = settings or {}
+    tel = node.get("telemetry") or {}
+    power = tel.get("power") or {}
+    if power.get("throttled"):
+        return "%s is thermally throttled" % node["id"]
+    temp = tel.get("temp")
+    if temp is not None and temp >= s.get("temp_limit", TEMP_LIMIT_C):
+        return "%s is at %.0f C" % (node["id"], temp)
+    if power.get("src") in ("battery", "solar") and power.get("pct") is not None:
+        low = s.get("battery_low", BATTERY_LOW)
+        if power["pct"] < low:
+            return "%s's battery is at %.0f%%, under %.0f%%" % (node["id"], power["pct"], low)
+        hours = battery_hours(power, profile)
+        if hours is not None and hours < s.get("min_budget_h", MIN_BUDGET_H):
+            return "%s has %.1f h of battery budget" % (node["id"], hours)
+    return None
+
+
+def power_score(node, profile):
+    power = (node.get("telemetry") or {}).get("power") or {}
+    if not power or power.get("src") == "mains":
+        return 1.0
+    hours = battery_hours(power, profile)
+    if hours is None:
+        return 0.5
+    return 0.6 * min(1.0, hours / 48.0)
+
+
+class Round:
+    """One planning round's bookkeeping: memory and CPU given out so far, per node."""
+
+    def __init__(self, nodes, profiles, manifests, settings=None, policy="battery_aware", blocked=None):
+        self.nodes = nodes
+        self.by_id = {n["id"]: n for n in nodes}
+        self.profiles = profiles
+        self.manifests = manifests
+        self.settings = settings or {}
+        self.policy = policy
+        # (workload id, node id) pairs a workload may not be placed on now (cooldown)
+        self.blocked = blocked or {}
+        self.mem_used = {n["id"]: 0 for n in nodes}
+        self.cpu_added = {n["id"]: 0.0 for n in nodes}
+        self.count = {n["id"]: 0 for n in nodes}
+
+    def profile(self, node):
+        return self.profiles.get(node["board"], {})
+
+    def take(self, workload, node_id):
+        node = self.by_id[node_id]
+        need, _ = memory_need(workload, node, self.manifests.get(workload["model"]))
+        self.mem_used[node_id] += need or 0
+        self.cpu_added[node_id] += cpu_share(workload)
+        self.count[node_id] += 1
+
+    def keeps(self, workload, node):
+        return fits(workload, node, self.profile(node), self.manifests.get(workload["model"]), self.mem_used[node["id"]])
+
+    def cpu(self, node):
+        return ((node.get("telemetry") or {}).get("cpu") or 0.0) + self.cpu_added[node["id"]]
+
+    def admits(self, workload, node, ignore_cooldown=False):
+        """None when the workload may be newly placed on the node, else why not."""
+        if node["state"] != "online":
+            return "node %s is %s" % (node["id"], node["state"])
+        why = self.keeps(workload, node)
+        if why:
+            return why
+        below = self.settings.get("place_below", PLACE_BELOW)
+        if self.cpu(node) >= below:
+            return "%s's CPU is at %.0f%%, placement needs under %.0f%%" % (node["id"], self.cpu(node), below)
+        why = power_problem(node, self.profile(node), self.settings)
+        if why:
+            return why
+        if not ignore_cooldown and (workload["id"], node["id"]) in self.blocked:
+            return "%s left %s %s" % (workload["id"], node["id"], self.blocked[(workload["id"], node["id"])])
+        return None
+
+    def score(self, workload, node):
+        headroom = (100.0 - min(100.0, self.cpu(node) + cpu_share(workload))) / 100.0
+        weight = 0.0
+        if self.policy == "battery_aware":
+            weight = 2.0 if workload.get("constraints", {}).get("prefer_mains") else 1.0
+        return headroom + weight * power_score(node, self.profile(node)) - SPREAD_PENALTY * self.count[node["id"]]
+
+    def best(self, workload, exclude=(), ignore_cooldown=False):
+        """(node id, None) of the best admissible node, or (None, reasons)."""
+        best, reasons = None, []
+        for node in self.nodes:
+            if node["id"] in exclude:
+                continue
+            why = self.admits(workload, node, ignore_cooldown)
+            if why is not None:
+                reasons.append(why)
+                continue
+            key = (-round(self.score(workload, node), 6), node["id"])
+            if best is None or key < best[0]:
+                best = (key, node["id"])
+        if best is None:
+            return None, reasons
+        return best[1], None
+
+
+def cpu_share(workload):
+    return float(workload.get("resources", {}).get("cpu_share", DEFAULT_CPU_SHARE))
+
+
+def by_priority(workloads):
+    return sorted(workloads, key=lambda wl: (-wl.get("priority", 0), wl["id"]))
+
+
+def plan(workloads, nodes, placements, profiles, manifests, settings=None, policy="battery_aware", blocked=None):
     """Return (placements, pending) for the fleet.
 
-    workloads: list of {id, model, replicas, constraints}; nodes: registry node dicts;
-    placements: iterable of (workload id, node id) now in force; profiles: {board: profile};
-    manifests: {model: manifest}. Result: a sorted list of (workload, node) and
-    {workload id: reason it is not (fully) placed}.
+    workloads: list of {id, model, replicas, constraints, resources, priority}; nodes: registry
+    node dicts (state, caps, telemetry); placements: iterable of (workload id, node id) now in
+    force; profiles: {board: profile}; manifests: {model: manifest}. Result: a sorted list of
+    (workload, node) and {workload id: reason it is not (fully) placed}.
+
+    Existing placements stay while they fit, whatever the node's state: moving running work is
+    the migration triggers' decision (controller/migration.py), made before-break.
     """
-    by_id = {n["id"]: n for n in nodes}
-    load = {n["id"]: 0 for n in nodes}
-    kept = {}
-    for wl in workloads:
-        kept[wl["id"]] = []
+    rnd = Round(nodes, profiles, manifests, settings, policy, blocked)
     wl_by_id = {wl["id"]: wl for wl in workloads}
+    kept = {wl["id"]: [] for wl in workloads}
     for wid, nid in sorted(placements):
-        wl, node = wl_by_id.get(wid), by_id.get(nid)
-        if wl is None or node is None:
+        wl, node = wl_by_id.get(wid), rnd.by_id.get(nid)
+        if wl is None or node is None or nid in kept[wid]:
             continue
-        if capable(wl, node, profiles.get(node["board"], {}), manifests.get(wl["model"])) is None:
-            if len(kept[wid]) < wl.get("replicas", 1):
-                kept[wid].append(nid)
-                load[nid] += 1
+        if len(kept[wid]) < wl.get("replicas", 1) and rnd.keeps(wl, node) is None:
+            kept[wid].append(nid)
+            rnd.take(wl, nid)
     pending = {}
-    for wl in workloads:
+    for wl in by_priority(workloads):
         want = wl.get("replicas", 1)
         reasons = []
         while len(kept[wl["id"]]) < want:
-            best = None
-            for node in nodes:
-                if node["id"] in kept[wl["id"]]:
-                    continue
-                why = capable(wl, node, profiles.get(node["board"], {}), manifests.get(wl["model"]))
-                if why is not None:
-                    reasons.append(why)
-                    continue
-                cpu = node.get("telemetry", {}).get("cpu", 0.0) or 0.0
-                key = (load[node["id"]], cpu, node["id"])
-                if best is None or key < best[0]:
-                    best = (key, node["id"])
-            if best is None:
+            nid, why = rnd.best(wl, exclude=kept[wl["id"]])
+            if nid is None:
+                reasons.extend(why)
                 break
-            kept[wl["id"]].append(best[1])
-            load[best[1]] += 1
+            kept[wl["id"]].append(nid)
+            rnd.take(wl, nid)
         placed = len(kept[wl["id"]])
         if placed < want:
             detail = "; ".join(sorted(set(reasons))) if reasons else "no nodes registered"

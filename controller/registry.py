@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS workloads (
     rate REAL NOT NULL,
     input TEXT NOT NULL,
     replicas INTEGER NOT NULL DEFAULT 1,
-    constraints TEXT NOT NULL DEFAULT '{}'
+    constraints TEXT NOT NULL DEFAULT '{}',
+    extra TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS placements (
     workload TEXT NOT NULL,
@@ -61,9 +62,20 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+# Workload fields kept together in the workloads table's `extra` column.
+WORKLOAD_EXTRA = ("resources", "priority")
+
+
 def default_path():
     home = os.environ.get("EDGEFLEET_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state", "edgefleet")
     return os.path.join(home, "fleet.db")
+
+
+def _node_row(row):
+    node = dict(row)
+    node["caps"] = json.loads(node["caps"])
+    node["telemetry"] = json.loads(node["telemetry"])
+    return node
 
 
 class Registry:
@@ -77,6 +89,10 @@ class Registry:
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        # Registries written before workloads had resources and a priority.
+        columns = [r[1] for r in self.db.execute("PRAGMA table_info(workloads)")]
+        if "extra" not in columns:
+            self.db.execute("ALTER TABLE workloads ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
         self.db.commit()
 
     def close(self):
@@ -108,29 +124,22 @@ class Registry:
         self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
 
     def nodes(self):
-        out = []
-        for row in self.db.execute("SELECT * FROM nodes ORDER BY id"):
-            node = dict(row)
-            node["caps"] = json.loads(node["caps"])
-            node["telemetry"] = json.loads(node["telemetry"])
-            out.append(node)
-        return out
+        return [_node_row(row) for row in self.db.execute("SELECT * FROM nodes ORDER BY id")]
 
     def node(self, node_id):
-        for node in self.nodes():
-            if node["id"] == node_id:
-                return node
-        return None
+        row = self.db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return _node_row(row) if row is not None else None
 
     # -- workloads and placements -------------------------------------------------------------
 
     def put_workload(self, wl):
         self.db.execute(
-            "INSERT INTO workloads (id, model, rate, input, replicas, constraints) VALUES (?,?,?,?,?,?) "
+            "INSERT INTO workloads (id, model, rate, input, replicas, constraints, extra) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET model=excluded.model, rate=excluded.rate, input=excluded.input, "
-            "replicas=excluded.replicas, constraints=excluded.constraints",
+            "replicas=excluded.replicas, constraints=excluded.constraints, extra=excluded.extra",
             (wl["id"], wl["model"], wl["rate"], json.dumps(wl.get("input", {"kind": "samples"})),
-             wl.get("replicas", 1), json.dumps(wl.get("constraints", {}))),
+             wl.get("replicas", 1), json.dumps(wl.get("constraints", {})),
+             json.dumps({k: wl[k] for k in WORKLOAD_EXTRA if k in wl})),
         )
 
     def remove_workload(self, workload_id):
@@ -143,6 +152,7 @@ class Registry:
             wl = dict(row)
             wl["input"] = json.loads(wl["input"])
             wl["constraints"] = json.loads(wl["constraints"])
+            wl.update(json.loads(wl.pop("extra", None) or "{}"))
             out.append(wl)
         return out
 

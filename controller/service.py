@@ -22,7 +22,8 @@ TICK_S = 1.0
 
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
-                 workloads=None, ctrl_id="ctrl", keepalive=10):
+                 workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
+                 fleet_class=FleetController):
         self.host, self.port = host, port
         self.db_path = db_path
         self.prefix = prefix
@@ -30,6 +31,10 @@ class ControllerService:
         self.workloads = workloads
         self.ctrl_id = ctrl_id
         self.keepalive = keepalive
+        self.settings = settings  # migration settings (controller/migration.py DEFAULTS)
+        self.tick_s = tick_s
+        # A FleetController subclass (tools/bench/failover.py runs a baseline detector with it).
+        self.fleet_class = fleet_class
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -70,7 +75,7 @@ class ControllerService:
     def _run(self):
         try:
             registry = Registry(self.db_path)
-            self.fleet = FleetController(registry, self.prefix, self.manifests, self.ctrl_id)
+            self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings)
             if self.workloads is not None:
                 self.fleet.declare(self.workloads)
             will = self.fleet.ctrl_status("offline")
@@ -99,7 +104,7 @@ class ControllerService:
                 self._publish(self.fleet.tick(connected_since))
                 with self._snapshot_lock:
                     self._snapshot = self.fleet.snapshot()
-                next_tick = time.monotonic() + TICK_S
+                next_tick = time.monotonic() + self.tick_s
         self._publish([self.fleet.ctrl_status("offline")])
         time.sleep(0.2)
         self.client.disconnect()

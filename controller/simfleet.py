@@ -34,7 +34,7 @@ def demo_layout(count):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
-                 extra_files=None, config=None, slotted=False, key=None):
+                 extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
         self.layout = layout
@@ -48,6 +48,10 @@ class SimFleet:
         # A/B slot images (docs/ota.md) with this fleet key installed, so boards take updates.
         self.slotted = slotted
         self.key = key
+        # Where `edgefleet sim` finds each board's flash (record_board()); None: nowhere.
+        self.index_path = index_path
+        # {node id: {config key: value}} added to a node's config.json (labels, lease_k, ...)
+        self.node_options = node_options or {}
         self.boards = {}
         self.runtimes = {}
 
@@ -61,6 +65,7 @@ class SimFleet:
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
         cfg.update(self.config)
+        cfg.update(self.node_options.get(node_id, {}))
         flash = self.flash_dir(node_id)
         if self.slotted:
             image.write_slotted_image(flash, cfg, key=self.key)
@@ -85,6 +90,8 @@ class SimFleet:
             board = LinuxBoard(node_id, cmd, flash, console_log=log, watchdog_s=watchdog_ms / 1000)
         self.boards[node_id] = board
         self.runtimes[node_id] = profile["runtime"]
+        if self.index_path:
+            record_board(self.index_path, node_id, flash)
         return board
 
     def start(self):
@@ -106,16 +113,7 @@ class SimFleet:
     def set_sim(self, node_id, **settings):
         """Change a board's simulated hardware: load (%), source (mains/battery), battery_pct, time_scale."""
         self.board(node_id)
-        path = os.path.join(self.flash_dir(node_id), "sim.json")
-        current = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                current = json.load(f)
-        current.update(settings)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(current, f)
-        os.replace(tmp, path)
+        write_sim_settings(self.flash_dir(node_id), settings)
 
     def stop(self):
         for board in self.boards.values():
@@ -123,3 +121,44 @@ class SimFleet:
                 board.stop()
             except Exception:  # keep stopping the others
                 pass
+
+
+def write_sim_settings(flash_dir, settings):
+    """Merge settings into a simulated board's sim.json (read by boards/hal_sim.py), atomically."""
+    path = os.path.join(flash_dir, "sim.json")
+    current = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            current = json.load(f)
+    current.update(settings)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(current, f)
+    os.replace(tmp, path)
+    return current
+
+
+def record_board(index_path, node_id, flash_dir):
+    """Note a simulated board's flash directory in the index `edgefleet sim` reads."""
+    index = read_index(index_path)
+    index[node_id] = os.path.abspath(flash_dir)
+    os.makedirs(os.path.dirname(os.path.abspath(index_path)), exist_ok=True)
+    tmp = index_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(index, f, indent=1)
+    os.replace(tmp, index_path)
+
+
+def read_index(index_path):
+    try:
+        with open(index_path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:
+        raise ConfigError("simulated board index %s is not JSON: %s" % (index_path, e)) from e
+
+
+def default_index_path():
+    from .registry import default_path
+    return os.path.join(os.path.dirname(default_path()), "simboards.json")

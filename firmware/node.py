@@ -14,6 +14,7 @@ import sys
 from . import assignment, flashfile, protocol
 from .clock import ticks_diff, ticks_ms
 from .errors import ProtocolError
+from .lease import Lease
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
 from .outbox import Outbox, OutboxError
@@ -90,6 +91,8 @@ class Node:
         self.degraded = None
         self.watchdog_starving = None
         self._ota = None
+        # Fencing (firmware/lease.py): results wait in the outbox while the controller's lease is lost.
+        self.lease = Lease(cfg.get("lease_k", 3))
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -115,6 +118,7 @@ class Node:
             "caps": {
                 "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
                 "backends": self.backends, "models": self.models_on_flash(),
+                "labels": self.cfg.get("labels", []),
             },
         }
 
@@ -183,7 +187,9 @@ class Node:
             except OutboxError as e:
                 self.outbox_failed(e)
             client = self.client
-            batch = self.outbox.next_batch(DELIVERY_WINDOW) if client is not None and client.is_connected else []
+            batch = []
+            if client is not None and client.is_connected and not self.lease.fenced:
+                batch = self.outbox.next_batch(DELIVERY_WINDOW)
             if not batch:
                 await asyncio.sleep(self.flush_ms / 1000)
                 continue
@@ -210,7 +216,7 @@ class Node:
     def on_message(self, topic, payload, retain, qos):
         try:
             node, kind = protocol.parse_topic(self.prefix, topic)
-            if node != self.id and kind != "ctrl_status":
+            if node != self.id and kind not in ("ctrl_status", "lease"):
                 raise ProtocolError("message for node %r on our subscription" % node)
             msg = protocol.decode(kind, payload)
             if kind == "ctrl_status":
@@ -218,8 +224,15 @@ class Node:
                 # was away, so deliver again from the oldest unacknowledged one.
                 if msg["state"] == "online":
                     self.outbox.rewind()
+                else:
+                    self.lease.release()
+            elif kind == "lease":
+                self.lease.renew()
             elif kind == "assign":
                 self.apply_assignment(msg)
+                if self.lease.confirm():
+                    self.event("info", "unfenced", "lease back and assignment epoch %d confirmed" % msg["epoch"])
+                    self.outbox.rewind()
             elif kind == "ack":
                 self.on_ack(msg)
             elif kind == "cmd":
@@ -268,6 +281,9 @@ class Node:
             running[spec["id"]] = spec
         stop, start = assignment.changes(running, msg["wl"])
         self.assigned = list(msg["wl"])
+        for spec in assignment.retuned(running, msg["wl"]):
+            if spec["id"] in self.workers:
+                self.workers[spec["id"]].spec = spec  # a live migration's hand-over point
         for wid in stop:
             self.stop_worker(wid)
         # In safe mode the assignment is kept (on flash too) but nothing runs until the node
@@ -341,9 +357,14 @@ class Node:
         for wid in sorted(self.workers):
             wl.append(self.workers[wid].report())
         temp = self.hal.temperature()
-        return {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.hb_seq,
-                "up": self.uptime_ms(), "cpu": self._cpu, "mem_free": free, "mem_total": total,
-                "power": self.hal.power(self._cpu), "temp": temp, "wl": wl, "outbox": self.outbox_report()}
+        hb = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.hb_seq,
+              "up": self.uptime_ms(), "cpu": self._cpu, "mem_free": free, "mem_total": total,
+              "power": self.hal.power(self._cpu), "temp": temp, "wl": wl, "outbox": self.outbox_report()}
+        if self.lease.beat():
+            self.event("warn", "fenced", "no controller lease for %d heartbeats: results wait in the outbox" % self.lease.missed)
+        if self.lease.held:
+            hb["fenced"] = self.lease.fenced
+        return hb
 
     def outbox_report(self):
         box = self.outbox
@@ -356,9 +377,11 @@ class Node:
 
     async def send_heartbeats(self, child):
         interval = self.cfg["hb_interval_ms"]
+        # A simulated board can jitter its heartbeats (boards/hal_sim.py, sim.json hb_jitter).
+        delay = getattr(self.hal, "heartbeat_delay_ms", None)
         while True:
             child.beat()
-            await asyncio.sleep(interval / 1000)
+            await asyncio.sleep((delay(interval) if delay else interval) / 1000)
             hb = self.heartbeat()
             if self.client is None or not self.client.is_connected:
                 continue
@@ -383,6 +406,7 @@ class Node:
         for kind in ("assign", "ack", "cmd", "ota"):
             await client.subscribe(self.topic(kind), 1)
         await client.subscribe(protocol.ctrl_topic(self.prefix), 1)
+        await client.subscribe(protocol.lease_topic(self.prefix), 0)
         self.outbox.rewind()
         await client.publish(self.topic("status"), protocol.encode("status", self.status(self.state)), 1, True)
         await client.publish(self.topic("hello"), protocol.encode("hello", self.hello()), 1, False)

@@ -153,6 +153,11 @@ async def serve_isolated(worker):
     while True:
         late_ms = ticks_diff(ticks_ms(), due)
         count = min(MAX_BATCH, 1 + max(0, late_ms) // period_ms)
+        left = worker.remaining()
+        if left is not None:
+            if left <= 0:
+                return  # the stream's hand-over point: the worker idles (worker.run)
+            count = min(count, left)
         for i in range(count):
             meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
         outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)

@@ -17,7 +17,7 @@ SCHEMAS = {
     "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj"),
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
-                 "temp:num|null wl:list outbox:obj?"),
+                 "temp:num|null wl:list outbox:obj? fenced:bool?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:str up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
@@ -28,6 +28,8 @@ SCHEMAS = {
     # Updates (docs/ota.md): controller -> node chunks of a bundle, node -> controller progress.
     "ota": (3072, "v:int id:str op:str off:int? size:int? ver:str? window_ms:int? data:str?"),
     "ota_state": (1024, "v:int node:str boot:int id:str state:str off:int ver:str? err:str?"),
+    # The controller's lease (docs/placement.md, fencing): published about once a second.
+    "lease": (256, "v:int ctrl:str seq:int"),
 }
 
 # Values a field may take, where the protocol fixes them: "kind.field": "value value ...".
@@ -51,6 +53,7 @@ DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
     "event": (1, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
     "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
+    "lease": (0, False),
 }
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -73,10 +76,17 @@ def ctrl_topic(prefix):
     return prefix + "/ctrl/status"
 
 
+def lease_topic(prefix):
+    return prefix + "/ctrl/lease"
+
+
 def parse_topic(prefix, topic):
-    """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic."""
+    """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic,
+    ("", "lease") for its lease."""
     if topic == ctrl_topic(prefix):
         return "", "ctrl_status"
+    if topic == lease_topic(prefix):
+        return "", "lease"
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != prefix or parts[1] != "node":
         raise ProtocolError("not an edgefleet topic: %s" % topic)

@@ -3,6 +3,10 @@
 # "samples": the held-out inputs bundled with a model on flash (samples.bin: raw int8 inputs
 # back to back; labels.bin: one true label byte per input). Read one record at a time with
 # seek + readinto into a preallocated buffer, so the stream costs no RAM beyond one input.
+#
+# A stream position counts on past the end of the samples (sample = position % count), so a
+# position names one input of the workload's stream for its whole life: the controller hands a
+# stream over between nodes at a position (docs/placement.md, exactly once across moves).
 from .errors import FirmwareError
 
 
@@ -26,12 +30,13 @@ class SampleSource:
         if self.count == 0:
             self.close()
             raise SourceError("samples.bin in %s holds no %d-byte input" % (model_dir, input_size))
-        self.index = start % self.count
+        self.pos = start
         self._label = bytearray(1)
 
     def read_into(self, buf):
-        """Fill buf with the next input; returns (index, true label or None)."""
-        index = self.index
+        """Fill buf with the next input; returns (stream position, true label or None)."""
+        pos = self.pos
+        index = pos % self.count
         self._samples.seek(index * self.input_size)
         got = self._samples.readinto(buf)
         if got != self.input_size:
@@ -41,8 +46,8 @@ class SampleSource:
             self._labels.seek(index)
             if self._labels.readinto(self._label) == 1:
                 truth = self._label[0]
-        self.index = (index + 1) % self.count
-        return index, truth
+        self.pos = pos + 1
+        return pos, truth
 
     def close(self):
         self._samples.close()

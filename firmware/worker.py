@@ -13,6 +13,9 @@ from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from .errors import FirmwareError
 from .sources import open_source
 
+# How often a worker that reached its hand-over point (input.until) looks for a later one.
+HANDED_OVER_POLL_MS = 200
+
 
 class InjectedFault(FirmwareError):
     """A fault an operator or a test asked for (firmware/faults.py); a crash like any other."""
@@ -84,17 +87,36 @@ class InferenceWorker:
                 raise
             self.fail(e, "workload_failed")
             return
-        self.state = "running"
-        if self.isolate:
-            from .procworker import serve_isolated
-            await serve_isolated(self)
-        else:
-            await self._serve_in_process()
+        while True:
+            if not self.has_more():
+                # Handed over (live migration): idle until the controller unassigns the
+                # workload or moves the hand-over point on (an aborted move).
+                self.state = "done"
+                self.beat()
+                await asyncio.sleep(HANDED_OVER_POLL_MS / 1000)
+                continue
+            self.state = "running"
+            if self.isolate:
+                from .procworker import serve_isolated
+                await serve_isolated(self)
+            else:
+                await self._serve_in_process()
 
     def beat(self):
         self.last_beat_ms = ticks_ms()
         if self.child is not None:
             self.child.beat()
+
+    def remaining(self):
+        """Inputs left before the stream's hand-over point (input.until); None: unbounded."""
+        until = self.spec["input"].get("until")
+        if until is None or self.source is None:
+            return None
+        return until - self.source.pos
+
+    def has_more(self):
+        left = self.remaining()
+        return left is None or left > 0
 
     def period_ms(self):
         return max(1, int(1000 / self.spec["rate"]))
@@ -104,7 +126,7 @@ class InferenceWorker:
         inputs = bytearray(model.input_size)
         period_ms = self.period_ms()
         due = ticks_ms()
-        while True:
+        while self.has_more():
             index, truth = source.read_into(inputs)
             t0 = ticks_us()
             outputs = model.invoke(inputs)
