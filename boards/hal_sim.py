@@ -16,8 +16,10 @@ def _now_s():
 class SimHal:
     name = "sim"
 
-    def __init__(self, base, profile, sim_file="sim.json"):
+    def __init__(self, base, profile, sim_file="sim.json", layer_bytes=0):
         self.base = base
+        # Heap the harness added for this layer (boards/sim_layer_probe.py): not the board's.
+        self.layer_bytes = layer_bytes
         self.profile = profile
         self.sim_file = sim_file
         self.power_model = PowerModel(profile.get("power", {}))
@@ -73,7 +75,9 @@ class SimHal:
         if hasattr(self.base, "process_rss"):
             total = self.profile.get("ram_bytes", 0)
             return max(0, total - self.base.process_rss()), total
-        return self.base.mem()
+        # The board's free heap is what is free here; its total lacks what this layer was given.
+        free, total = self.base.mem()
+        return free, total - self.layer_bytes
 
     def power(self, cpu_pct):
         self._read_sim_file()

@@ -122,9 +122,19 @@ def write_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH):
             compile_mpy(src, target[:-3] + ".mpy", rel, mpy_arch)
         else:
             shutil.copyfile(src, target)
+    write_config(dest_dir, cfg)
+    return dest_dir
+
+
+def write_config(dest_dir, cfg):
+    """A board's config.json on its flash."""
     with open(os.path.join(dest_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    return dest_dir
+
+
+def read_config(dest_dir):
+    with open(os.path.join(dest_dir, "config.json")) as f:
+        return json.load(f)
 
 
 def slot_code_files(profile):
@@ -179,9 +189,7 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
         else:
             shutil.copyfile(selector, os.path.join(dest_dir, "slots.py"))
     slots.write(dest_dir, slots.initial(FIRST_SLOT, version, "flashed-" + version))
-    cfg = dict(cfg, fw=version)
-    with open(os.path.join(dest_dir, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=1)
+    write_config(dest_dir, dict(cfg, fw=version))
     if key is not None:
         with open(os.path.join(dest_dir, keys.BOARD_FILE), "w") as f:
             f.write(keys.to_board_text(key))

@@ -333,7 +333,7 @@ def _sigint_ignoring_launcher():
     return (env, "--ignore-signal=INT")
 
 
-def _micropython_binary():
+def micropython_binary():
     beside_python = os.path.join(os.path.dirname(sys.executable), "micropython")
     if os.path.exists(beside_python):
         return beside_python
@@ -433,7 +433,7 @@ class McuBoard(SupervisedProcess):
         self.flash_dir = os.path.abspath(flash_dir)
         self.heap_bytes = int(heap_bytes)
         self.serial_port = serial_port or free_port()
-        self.micropython = micropython or _micropython_binary()
+        self.micropython = micropython or micropython_binary()
         self.env = dict(env or {})
         self.console_log = console_log
         self.console = _Console(self.CONSOLE_KEEP_BYTES)

@@ -3,13 +3,14 @@ its own board image, all pointed at one broker."""
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 from edgefleet.boards import catalog
 
 from . import image
 from .errors import BoardError, ConfigError
-from .simboard import LinuxBoard, McuBoard
+from .simboard import LinuxBoard, McuBoard, micropython_binary
 
 # The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
@@ -77,7 +78,14 @@ class SimFleet:
             shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
         if profile["runtime"] == "micropython":
-            heap = self.heap_override or profile["heap_bytes"]
+            heap = self.heap_override
+            if heap is None:
+                # The profile's heap for the node, plus what the simulation layer holds there.
+                layer = sim_layer_bytes(flash)
+                heap = profile["heap_bytes"] + layer
+                written = image.read_config(flash)
+                written["hal_options"]["sim_layer_bytes"] = layer
+                image.write_config(flash, written)
             board = McuBoard(node_id, flash, heap, console_log=log)
         elif arch == "arm64":
             from .arm64 import ensure_runtime
@@ -121,6 +129,27 @@ class SimFleet:
                 board.stop()
             except Exception:  # keep stopping the others
                 pass
+
+
+_layer_bytes = {}
+
+
+def sim_layer_bytes(flash_dir):
+    """Heap the simulation layer (boards/hal_sim.py, boards/power.py) takes on a MicroPython
+    board, measured once per process on an image in `flash_dir` (boards/sim_layer_probe.py)."""
+    micropython = micropython_binary()
+    if micropython not in _layer_bytes:
+        probe = os.path.join(os.path.dirname(catalog.__file__), "sim_layer_probe.py")
+        code_dir = flash_dir
+        if not os.path.isdir(os.path.join(flash_dir, "boards")):   # an A/B image: code in its slots
+            code_dir = os.path.join(flash_dir, image.FIRST_SLOT)
+        try:
+            out = subprocess.run([micropython, "-X", "heapsize=1048576", probe], cwd=code_dir,
+                                 capture_output=True, text=True, timeout=30)
+            _layer_bytes[micropython] = int(out.stdout.strip().splitlines()[-1])
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
+            raise BoardError("could not measure the simulation layer's heap with %s: %s" % (micropython, e)) from e
+    return _layer_bytes[micropython]
 
 
 def write_sim_settings(flash_dir, settings):

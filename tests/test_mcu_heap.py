@@ -23,7 +23,7 @@ def _placeable(board, model):
     profile = catalog.load(board)
     node = {"id": "n", "board": board, "runtime": "micropython", "state": "online",
             "caps": {"heap": profile["heap_bytes"], "models": [model]}}
-    return placement.capable({"id": "w", "model": model}, node, profile, models.manifest(model))
+    return placement.fits({"id": "w", "model": model}, node, profile, models.manifest(model))
 
 
 @pytest.mark.parametrize("board", MCU_BOARDS)

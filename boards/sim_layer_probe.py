@@ -1,0 +1,17 @@
+# Run by the simulation harness (controller/simfleet.py) under the MicroPython unix port, in a
+# simulated board's flash directory: prints how many bytes of heap the simulation layer
+# (hal_sim.py and its power model) holds beyond the real board's HAL. A real board never loads
+# that layer, so the harness gives the simulated board that much more heap and hal_sim reports
+# the heap a real board would have.
+import gc
+import sys
+
+sys.path.insert(0, ".")
+import boards.hal_micropython  # noqa: E402  (the real board's HAL: not part of the allowance)
+
+gc.collect()
+before = gc.mem_alloc()
+import boards.hal_sim  # noqa: E402,F401
+
+gc.collect()
+print(gc.mem_alloc() - before)
