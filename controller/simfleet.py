@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 from edgefleet.boards import catalog
 
@@ -16,6 +17,8 @@ from .simboard import LinuxBoard, McuBoard, micropython_binary
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
 # WatchdogSec of a simulated Pi-class board's service, as firmware/node.py's default watchdog_ms.
 DEFAULT_WATCHDOG_MS = 8000
+# Any MCU board: the simulation layer is the same code on all of them.
+LAYER_PROBE_BOARD = "esp32"
 
 
 def demo_layout(count):
@@ -134,22 +137,45 @@ class SimFleet:
 _layer_bytes = {}
 
 
-def sim_layer_bytes(flash_dir):
+def sim_layer_bytes(flash_dir=None):
     """Heap the simulation layer (boards/hal_sim.py, boards/power.py) takes on a MicroPython
-    board, measured once per process on an image in `flash_dir` (boards/sim_layer_probe.py)."""
+    board, measured once per process (boards/sim_layer_probe.py) on the image in `flash_dir`,
+    or on a scratch image when there is none yet."""
     micropython = micropython_binary()
     if micropython not in _layer_bytes:
-        probe = os.path.join(os.path.dirname(catalog.__file__), "sim_layer_probe.py")
-        code_dir = flash_dir
-        if not os.path.isdir(os.path.join(flash_dir, "boards")):   # an A/B image: code in its slots
-            code_dir = os.path.join(flash_dir, image.FIRST_SLOT)
-        try:
-            out = subprocess.run([micropython, "-X", "heapsize=1048576", probe], cwd=code_dir,
-                                 capture_output=True, text=True, timeout=30)
-            _layer_bytes[micropython] = int(out.stdout.strip().splitlines()[-1])
-        except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
-            raise BoardError("could not measure the simulation layer's heap with %s: %s" % (micropython, e)) from e
+        with tempfile.TemporaryDirectory(prefix="edgefleet-layer-") as scratch:
+            code_dir = flash_dir and image_code_dir(flash_dir)
+            if code_dir is None:
+                profile = catalog.load(LAYER_PROBE_BOARD)
+                code_dir = image.write_image(scratch, image.node_config("layer-probe", profile, "127.0.0.1", 1883),
+                                             model_names=[])
+            _layer_bytes[micropython] = _measure_layer(micropython, code_dir)
     return _layer_bytes[micropython]
+
+
+def simulated_heap_bytes(profile):
+    """The heap to start a simulated MCU board of `profile` with: the board's own, plus what the
+    simulation layer holds there (so the node has what it would have on the real board)."""
+    return profile["heap_bytes"] + sim_layer_bytes()
+
+
+def image_code_dir(flash_dir):
+    """Where a board image in flash_dir keeps its code (an A/B image: its first slot); None if
+    there is no image there."""
+    for code_dir in (flash_dir, os.path.join(flash_dir, image.FIRST_SLOT)):
+        if os.path.isdir(os.path.join(code_dir, "boards")):
+            return code_dir
+    return None
+
+
+def _measure_layer(micropython, code_dir):
+    probe = os.path.join(os.path.dirname(catalog.__file__), "sim_layer_probe.py")
+    try:
+        out = subprocess.run([micropython, "-X", "heapsize=1048576", probe], cwd=code_dir,
+                             capture_output=True, text=True, timeout=30)
+        return int(out.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
+        raise BoardError("could not measure the simulation layer's heap with %s: %s" % (micropython, e)) from e
 
 
 def write_sim_settings(flash_dir, settings):

@@ -69,15 +69,24 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
     index = str(tmp_path / "simboards.json")
     fleet = SimFleet(str(tmp_path / "fleet"), mosquitto.host, mosquitto.port, LAYOUT, keepalive=2, index_path=index)
     controller = ControllerService(mosquitto.host, mosquitto.port, db_path=db_path, manifests=models.manifests(),
-                                   workloads=[WORKLOAD], settings=SETTINGS)
+                                   settings=SETTINGS)
     supervisor = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fake-supervisor")
     controller.start()
     fleet.start()
     try:
         supervisor.connect(mosquitto.host, mosquitto.port)
         supervisor.loop_start()
+        # The workload arrives once every board has reported its power: placed on arrival, it
+        # would go to whichever board booted first (triggers, not the planner, move running work).
         wait_until(lambda: controller.snapshot() and len(controller.snapshot()["nodes"]) == 3
-                   and controller.snapshot()["workloads"][0]["results"] >= 10, 60, "three nodes and first results")
+                   and all(n["power"] for n in controller.snapshot()["nodes"]), 60, "three nodes with telemetry")
+        fleet_file = tmp_path / "fleet.toml"
+        fleet_file.write_text('[[workload]]\nid = "w"\nmodel = "%s"\nrate = %s\ninput = { kind = "samples" }\n'
+                              'resources = { cpu_share = %d }\n' % (WORKLOAD["model"], RATE,
+                                                                      WORKLOAD["resources"]["cpu_share"]))
+        cli(tmp_path, "apply", str(fleet_file), "--db", db_path)
+        wait_until(lambda: controller.snapshot()["workloads"] and controller.snapshot()["workloads"][0]["results"] >= 10,
+                   60, "first results")
         first = host(controller)
         # Battery-aware placement: a mains Pi 4, not the battery-powered Zero.
         assert first in ("pi-a", "pi-b")

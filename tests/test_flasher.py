@@ -19,6 +19,7 @@ from edgefleet.controller.errors import ConfigError, FlashError
 from edgefleet.controller.progress import FlashProgress
 from edgefleet.controller.serialrepl import NoAnswer, ReplExecError
 from edgefleet.controller.simboard import McuBoard
+from edgefleet.controller.simfleet import simulated_heap_bytes
 
 BOARD = "rpi-pico-w"
 HEAP = 192 * 1024
@@ -99,7 +100,7 @@ def flash_tree(flash_dir):
 @pytest.mark.micropython
 def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, fleet_home, capsys, tmp_path):
     hellos = Hellos(mosquitto)
-    board = empty_board(heap_bytes=SMALL["heap_bytes"])
+    board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
     broker = "%s:%d" % (mosquitto.host, mosquitto.port)
     try:
         code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "flash-a",
@@ -138,7 +139,7 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_board, fleet_home, tmp_path):
-    board = empty_board(heap_bytes=SMALL["heap_bytes"])
+    board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
     big = "models/digits_conv/model.tflite"
 
     class CutPower(flasher.Progress):

@@ -18,6 +18,7 @@ from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.netutil import free_port
 from edgefleet.controller.service import ControllerService
 from edgefleet.controller.simboard import McuBoard
+from edgefleet.controller.simfleet import simulated_heap_bytes
 from test_offline import stored, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -83,7 +84,7 @@ def test_full_outbox_drops_oldest_and_the_fleet_moves_on(tmp_path):
     flash = str(tmp_path / "flash")
     profile = write_tiny_outbox_image(flash, port)
     db_path = str(tmp_path / "fleet.db")
-    board = McuBoard(NODE, flash, profile["heap_bytes"], console_log=str(tmp_path / "console.log"))
+    board = McuBoard(NODE, flash, simulated_heap_bytes(profile), console_log=str(tmp_path / "console.log"))
     broker = observer = controller = None
     try:
         board.start()

@@ -13,7 +13,7 @@ from edgefleet.controller import bundle, cli
 from edgefleet.controller.errors import BadSignature, BundleError, CorruptBundle
 from edgefleet.controller.rollout import Gate, Rollout, Transfer, plan_waves
 from edgefleet.firmware import bundle as wire
-from edgefleet.firmware import errors as fw_errors
+from edgefleet.firmware import update_errors as fw_errors
 from edgefleet.firmware import hmac256
 
 KEY = bytes(range(32))

@@ -32,6 +32,7 @@ import time
 from edgefleet.boards import catalog
 from edgefleet.controller import flasher, image, keys
 from edgefleet.controller.simboard import McuBoard
+from edgefleet.controller.simfleet import simulated_heap_bytes
 
 NODE = "bench-flash"
 BROKER = ("127.0.0.1", 1883)   # nothing needs to listen: the node retries, the bench does not care
@@ -58,7 +59,7 @@ def start_board(work, name, board, baud):
     flash = os.path.join(work, name)
     os.makedirs(flash)
     profile = catalog.load(board)
-    mcu = McuBoard(name, flash, profile["heap_bytes"], baud=baud, console_log=os.path.join(work, name + ".log"))
+    mcu = McuBoard(name, flash, simulated_heap_bytes(profile), baud=baud, console_log=os.path.join(work, name + ".log"))
     mcu.start()
     if not mcu.wait_console(b">>> ", timeout=15):
         raise SystemExit("board %s did not reach its REPL" % name)

@@ -39,6 +39,7 @@ from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.netutil import free_port
 from edgefleet.controller.service import ControllerService
 from edgefleet.controller.simboard import McuBoard
+from edgefleet.controller.simfleet import simulated_heap_bytes
 from edgefleet.firmware.outbox import scan_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -146,7 +147,7 @@ def measure_replay(profile, work, backlog, offline_rate):
         json.dump(cached, f)
     outbox_dir = os.path.join(flash, "data", "outbox")
     db_path = os.path.join(work, "fleet.db")
-    board = McuBoard(NODE, flash, profile["heap_bytes"], console_log=os.path.join(work, "console.log"))
+    board = McuBoard(NODE, flash, simulated_heap_bytes(profile), console_log=os.path.join(work, "console.log"))
     broker = controller = None
     try:
         board.start()
