@@ -20,8 +20,10 @@ at random and fails them at the same moment:
         no Last Will comes until the broker's keepalive runs out (1.5 x 10 s); only the silence
         tells.
 A trial's time runs from the signal to the earliest `received` timestamp in the registry's
-results table of a result for the failed node's workload from any other node; the round ends
-when every failed node's work has such a result (or after 60 s: counted as unrecovered).
+results table of a result for the failed node's workload from any other node, or from the failed
+node itself after a reboot (a hung board's watchdog resets it: if that comes before the
+controller gives up on the node, the work resumes where it was, counted in `in_place`); the
+round ends when every failed node's work has such a result (or after 60 s: unrecovered).
 
 Both failure detectors run the same fleet, workloads, failures and migration code, one after
 the other in this run, each on a fresh broker and a freshly booted fleet:
@@ -34,7 +36,8 @@ the other in this run, each on a fresh broker and a freshly booted fleet:
 
 JSON keys (project unless prefixed): nodes; p50_s, p99_s (kill trials); hang_p50_s, hang_p99_s;
 false_failovers (moves of workloads off nodes that were never failed); false_suspicions (nodes
-never failed that the controller marked offline); trials, hang_trials, unrecovered,
+never failed that the controller marked offline); trials, hang_trials, unrecovered, in_place
+(trials whose work resumed on the failed node after its watchdog reset it),
 results_stored, stream_gaps (input positions of a workload's stream never stored between its
 first and last stored one: lost in a failover); the same with the baseline_ prefix; hb_interval_mean_s / hb_interval_std_s: the
 heartbeat inter-arrival times the project's detector held after the soak (20% uniform jitter on
@@ -157,10 +160,17 @@ def hosts(controller):
             if n["workloads"] and n["state"] == "online" and n["id"] not in moving}
 
 
-def first_result_elsewhere(db, workload, node, since):
-    row = db.execute("SELECT MIN(received) FROM results WHERE workload=? AND node<>? AND received>?",
-                     (workload, node, since)).fetchone()
-    return row[0]
+def first_result_after(db, workload, node, boot, since):
+    """(when, where) of the workload's first result stored after `since` from another node or
+    from a later boot of `node`; (None, None) if there is none yet."""
+    row = db.execute("SELECT received, node FROM results WHERE workload=? AND received>? AND (node<>? OR boot>?) "
+                     "ORDER BY received LIMIT 1", (workload, since, node, boot)).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def current_boot(db, node):
+    row = db.execute("SELECT boot FROM nodes WHERE id=?", (node,)).fetchone()
+    return row[0] if row else 0
 
 
 def fail(board, how):
@@ -180,17 +190,20 @@ def run_round(controller, fleet, db, rng, kills, hangs, failed):
     trials = []
     for i, node in enumerate(victims):
         how = "kill" if i < kills else "hang"
+        boot = current_boot(db, node)
         at = time.time()
         fail(fleet.board(node), how)
         failed[node] = how
-        trials.append({"node": node, "how": how, "at": at, "workloads": placed[node], "s": None})
+        trials.append({"node": node, "how": how, "at": at, "boot": boot, "workloads": placed[node], "s": None,
+                       "in_place": False})
     deadline = time.monotonic() + ROUND_TIMEOUT_S
     while time.monotonic() < deadline and any(t["s"] is None for t in trials):
         for t in trials:
             if t["s"] is None:
-                firsts = [first_result_elsewhere(db, w, t["node"], t["at"]) for w in t["workloads"]]
-                if all(f is not None for f in firsts):
-                    t["s"] = max(firsts) - t["at"]
+                firsts = [first_result_after(db, w, t["node"], t["boot"], t["at"]) for w in t["workloads"]]
+                if all(when is not None for when, _ in firsts):
+                    t["s"] = max(when for when, _ in firsts) - t["at"]
+                    t["in_place"] = any(where == t["node"] for _, where in firsts)
         time.sleep(0.1)
     return trials
 
@@ -250,7 +263,8 @@ def run_phase(name, fleet_class, root, nodes, rounds, kills, hangs, soak_s, jitt
             done = run_round(controller, fleet, db, rng, kills, hangs, failed)
             trials.extend(done)
             log("%s round %d: %s" % (name, r + 1, ", ".join(
-                "%s %s %s" % (t["how"], t["node"], "-" if t["s"] is None else "%.2f s" % t["s"]) for t in done)))
+                "%s %s %s%s" % (t["how"], t["node"], "-" if t["s"] is None else "%.2f s" % t["s"],
+                                " (in place)" if t["in_place"] else "") for t in done)))
             time.sleep(2.0)   # moves finish before the next round picks hosts
         false_moves, false_offline = false_alarms(db, failed)
         return {"trials": trials, "false_failovers": false_moves, "false_suspicions": false_offline,
@@ -275,6 +289,7 @@ def summary(phase, prefix=""):
             prefix + "false_suspicions": phase["false_suspicions"],
             prefix + "trials": len(kill), prefix + "hang_trials": len(hang),
             prefix + "unrecovered": sum(1 for t in phase["trials"] if t["s"] is None),
+            prefix + "in_place": sum(1 for t in phase["trials"] if t["in_place"]),
             prefix + "results_stored": phase["results"], prefix + "stream_gaps": phase["gaps"]}
 
 
