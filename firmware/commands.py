@@ -25,15 +25,13 @@ def handle(node, msg):
         data.update(node.reset_info)
         reply["data"] = data
     elif op == "reboot":
-        node.write_boot_record("reboot", "commanded (%s)" % msg["id"])
-        asyncio.create_task(node.reboot_soon())
+        asyncio.create_task(node.reboot_soon("commanded (%s)" % msg["id"]))
     elif op == "resume":
         if not node.safe_mode:
             return _refuse(msg, "not in safe mode")
         # The operator vouches for the code on flash: the next boot starts a fresh count.
         node.stable = True
-        node.write_boot_record("reboot", "leaving safe mode (%s)" % msg["id"])
-        asyncio.create_task(node.reboot_soon())
+        asyncio.create_task(node.reboot_soon("leaving safe mode (%s)" % msg["id"]))
     elif op == "crashes":
         from . import crashlog
         reply["data"] = {"records": crashlog.read(node.data_dir)}

@@ -267,7 +267,10 @@ class Node:
             self._ota = OtaAgent(self)
         return self._ota
 
-    async def reboot_soon(self):
+    async def reboot_soon(self, why):
+        """Reboot the board on purpose: recorded first, so the next boot neither counts it
+        towards safe mode nor mistakes it for a fault."""
+        self.write_boot_record("reboot", why)
         await asyncio.sleep(0.3)  # let the reply go out
         self.hal.reboot()
 

@@ -202,7 +202,7 @@ class OtaAgent:
         for report in reports:
             self.report(report)
         if self.receiver.switched:
-            asyncio.create_task(self.node.reboot_soon())
+            asyncio.create_task(self.node.reboot_soon("update: slot switched (%s)" % msg["id"]))
         elif self.receiver.reader is not None and self._watch is None:
             self._watch = asyncio.create_task(self.watch())
 

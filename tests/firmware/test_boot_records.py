@@ -3,6 +3,7 @@
 import os
 
 from firmware import bootguard, commands, crashlog, flashfile
+from unit import Skip
 
 _count = [0]
 
@@ -53,6 +54,36 @@ def test_power_cuts_resets_and_reboots_neither_count_nor_clear_quick_boots():
     assert bootguard.on_boot(d, 20, None, 3)["quick_boots"] == 1
     bootguard.write(d, 20, 1, False, "crash")
     assert bootguard.on_boot(d, 21, None, 3)["quick_boots"] == 2
+
+
+async def test_reboots_the_node_asks_for_are_recorded_so_updates_in_a_row_never_mean_safe_mode():
+    try:
+        from firmware.node import Node   # its reboot path, on a stand-in node
+    except MemoryError:
+        raise Skip("the whole node module does not load beside the tests at this heap")
+
+    class Hal:
+        reboots = 0
+
+        def reboot(self):
+            self.reboots += 1
+
+    class Rebooting:
+        write_boot_record = Node.write_boot_record
+        reboot_soon = Node.reboot_soon
+
+    node = Rebooting()
+    node.data_dir, node.hal, node.stable = _fresh_dir(), Hal(), False
+    # Four updates within a minute: each switches slots and reboots from a boot not yet stable.
+    # The board reports its reset as "soft", as MCU ports do for a panic as well.
+    for boot in range(1, 6):
+        node.boot = boot
+        node.reset_info = bootguard.on_boot(node.data_dir, boot, "soft" if boot > 1 else None, 3)
+        assert node.reset_info["quick_boots"] == 0 and not node.reset_info["safe_mode"], node.reset_info
+        assert node.reset_info["reset"] == ("reboot" if boot > 1 else "first")
+        await node.reboot_soon("update: slot switched (b%d)" % boot)
+        assert node.hal.reboots == boot
+    assert flashfile.read(node.data_dir + bootguard.FILE)["detail"] == "update: slot switched (b5)"
 
 
 def test_crash_records_keep_the_last_few_and_are_sent_once():

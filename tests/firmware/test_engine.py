@@ -7,6 +7,7 @@ import sys
 from firmware.engine import load, arena_bytes_for, MalformedModel, UnsupportedOp, ModelTooLarge, EngineError
 from firmware.errors import FirmwareError
 from paths import repo_path
+import unit
 from unit import raises
 
 MODELS = ("digits_dense", "digits_conv")
@@ -14,15 +15,10 @@ ON_MICROPYTHON = sys.implementation.name == "micropython"
 
 
 def _skip(reason):
-    # unit.py runs as __main__, so its Skip class is __main__.Skip, not unit.Skip; pytest also
-    # collects this module directly, and then only pytest.skip() reports a skip.
-    main = sys.modules.get("__main__")
-    if hasattr(main, "Skip"):
-        raise main.Skip(reason)
+    # pytest also collects this module directly, and then only pytest.skip() reports a skip.
     if "pytest" in sys.modules:
         import pytest
         pytest.skip(reason)
-    import unit
     raise unit.Skip(reason)
 
 

@@ -84,5 +84,8 @@ def run_module(name, only=None):
 
 
 if __name__ == "__main__":
+    # Run as the module the tests import (`from unit import Skip`), so the Skip they raise is
+    # the one run_module catches, not this __main__ copy's.
+    import unit
     only = sys.argv[2] if len(sys.argv) > 2 else None
-    sys.exit(1 if run_module(sys.argv[1], only) else 0)
+    sys.exit(1 if unit.run_module(sys.argv[1], only) else 0)
