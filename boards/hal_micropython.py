@@ -13,6 +13,11 @@ class MicroPythonHal:
 
     def __init__(self, profile):
         self.profile = profile
+        # Collections cost time in proportion to the heap: every 4 KB (main.py's pace while the
+        # firmware loads) tripled inference time on a Pico W, where a roomier heap can wait longer.
+        threshold = profile.get("gc_threshold_bytes")
+        if threshold and hasattr(gc, "threshold"):
+            gc.threshold(threshold)
         self._temp_source = profile.get("temperature")
         self._temp_adc = None
         if self._temp_source == "adc4" and machine is not None and hasattr(machine, "ADC"):

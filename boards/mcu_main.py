@@ -6,9 +6,10 @@ import gc
 import sys
 
 # MicroPython's heap never moves objects: what fails on a small board is the largest free block,
-# not the free total. Collecting every 4 KB of allocation keeps the objects that live for good
-# packed low instead of scattered between garbage; on the ESP32 profile the node then connects
-# with ~15 KB free after boot, where it needed ~27 KB without (measured with the simulated board).
+# not the free total. Collecting every 4 KB of allocation while the firmware loads keeps the
+# objects that live for good packed low instead of scattered between garbage; on the ESP32
+# profile the node then connects with ~15 KB free after boot, where it needed ~27 KB without
+# (measured with the simulated board). The HAL then sets the profile's own steady-state pace.
 gc.threshold(4096)
 
 try:
