@@ -106,10 +106,13 @@ class SimFleet:
         return board
 
     def start(self):
-        for entry in self.layout:
-            self.add(*entry)
         try:
-            for board in self.boards.values():
+            for entry in self.layout:
+                # Each board starts as soon as it is added: the serial port it picked is free
+                # now, while the running boards' MQTT links take ephemeral ports that could
+                # claim it before a later start (seen at 50 boards).
+                self.add(*entry).start()
+            for board in self.boards.values():   # boards added before start(); started ones stay as they are
                 board.start()
         except Exception:
             self.stop()
