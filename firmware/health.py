@@ -67,7 +67,5 @@ async def guard(node, root="."):
                 why += " (" + "; ".join(detail) + ")"
             slots.write(root, slots.revert(slots.read(root) or pointer, why))
             node.event("error", "ota_reverting", why)
-            node.write_boot_record("reboot", "update reverted: " + why)
-            await asyncio.sleep(0.3)   # let the event go out if the link is up
-            node.hal.reboot()
+            await node.reboot_soon("update reverted: " + why)
             return

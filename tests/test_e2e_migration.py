@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
+from edgefleet.controller import fleetfile
 from edgefleet.controller.service import ControllerService
 from edgefleet.controller.simfleet import SimFleet
 from support.waiting import wait_until
@@ -81,9 +82,7 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
         wait_until(lambda: controller.snapshot() and len(controller.snapshot()["nodes"]) == 3
                    and all(n["power"] for n in controller.snapshot()["nodes"]), 60, "three nodes with telemetry")
         fleet_file = tmp_path / "fleet.toml"
-        fleet_file.write_text('[[workload]]\nid = "w"\nmodel = "%s"\nrate = %s\ninput = { kind = "samples" }\n'
-                              'resources = { cpu_share = %d }\n' % (WORKLOAD["model"], RATE,
-                                                                      WORKLOAD["resources"]["cpu_share"]))
+        fleet_file.write_text(fleetfile.dump([WORKLOAD]))
         cli(tmp_path, "apply", str(fleet_file), "--db", db_path)
         wait_until(lambda: controller.snapshot()["workloads"] and controller.snapshot()["workloads"][0]["results"] >= 10,
                    60, "first results")

@@ -76,15 +76,20 @@ def current_boot(probe):
     return max([e["boot"] for e in events(probe, "boot")] or [1])
 
 
+def inject(probe, fault_kind, event_kind, timeout):
+    """Inject a fault and wait for the node's event of it: (boot, the event's uptime in ms)."""
+    boot, seen = current_boot(probe), len(events(probe, event_kind))
+    fault(probe, fault_kind)
+    reported = probe.wait_for(lambda p: events(p, event_kind)[seen:], timeout)
+    if not reported:
+        raise SystemExit("no %s event" % event_kind)
+    return boot, reported[0]["data"]["up"]
+
+
 def crash_trials(probe, trials):
     times = []
     for _ in range(trials):
-        boot, seen = current_boot(probe), len(events(probe, "crash"))
-        fault(probe, "raise")
-        crash = probe.wait_for(lambda p: events(p, "crash")[seen:], 10)
-        if not crash:
-            raise SystemExit("no crash event")
-        up = crash[0]["data"]["up"]
+        boot, up = inject(probe, "raise", "crash", 10)
         found = probe.wait_for(lambda p: results_after(p, boot, up), 10)
         times.append((min(r["up"] for r in found) - up) / 1000)
         time.sleep(0.2)
@@ -94,12 +99,7 @@ def crash_trials(probe, trials):
 def hang_trials(probe, trials):
     times = []
     for _ in range(trials):
-        boot, seen = current_boot(probe), len(events(probe, "hang"))
-        fault(probe, "hang")
-        hang = probe.wait_for(lambda p: events(p, "hang")[seen:], 15)
-        if not hang:
-            raise SystemExit("no hang event")
-        up = hang[0]["data"]["up"]
+        boot, up = inject(probe, "hang", "hang", 15)
         last = max(r["up"] for r in probe.of_kind("result") if r["boot"] == boot and r["up"] < up)
         found = probe.wait_for(lambda p: results_after(p, boot, up), 15)
         times.append((min(r["up"] for r in found) - last) / 1000)
