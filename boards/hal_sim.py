@@ -100,7 +100,7 @@ class SimHal:
             return float(self.temp_c)
         return self.base.temperature()
 
-    # -- the watchdog: the harness enforces it (controller/simwatchdog.py) ---------------------
+    # -- the watchdog: the harness enforces it (controller/sim/simwatchdog.py) ---------------------
 
     def watchdog_start(self, timeout_ms):
         if self.base.name == "linux":

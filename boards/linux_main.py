@@ -3,7 +3,7 @@ and the firmware meet, as boards/mcu_main.py is on a microcontroller.
 
     python -m edgefleet.boards.linux_main config.json
 
-`edgefleet node` runs the same function; the aarch64 lane (controller/arm64.py) runs this
+`edgefleet node` runs the same function; the aarch64 lane (controller/sim/arm64.py) runs this
 module directly, because a node does not carry the controller's host-side dependencies.
 """
 import os

@@ -1,4 +1,4 @@
-# Run by the simulation harness (controller/simfleet.py) under the MicroPython unix port, in a
+# Run by the simulation harness (controller/sim/simfleet.py) under the MicroPython unix port, in a
 # simulated board's flash directory: prints how many bytes of heap the simulation layer
 # (hal_sim.py and its power model) holds beyond the real board's HAL. A real board never loads
 # that layer, so the harness gives the simulated board that much more heap and hal_sim reports

@@ -1,7 +1,7 @@
 """The ARMv8 lane: Pi-class node code on the binaries a Raspberry Pi OS bookworm board runs.
 
 Debian 12 arm64's own python3.11, numpy 1.26.4 and tflite-runtime 2.14 (plus LiteRT where an
-aarch64 wheel imports) run here under qemu user-mode emulation (controller/arm64.py). The
+aarch64 wheel imports) run here under qemu user-mode emulation (controller/sim/arm64.py). The
 inference backends must give bit-identical int8 outputs on aarch64 and on x86; a Pi-class node
 agent must join a live broker, announce itself and publish results for its assignment.
 
@@ -18,7 +18,7 @@ import time
 import pytest
 
 from edgefleet import models as models_pkg
-from edgefleet.controller.arm64 import Arm64Unavailable, ensure_runtime
+from edgefleet.controller.sim.arm64 import Arm64Unavailable, ensure_runtime
 
 pytestmark = pytest.mark.arm64
 
@@ -161,7 +161,7 @@ def test_aarch64_node_joins_a_live_broker(request, arm64, mosquitto, tmp_path):
     """A Pi-class node agent on the aarch64 binaries: hello on connect, then results for a
     retained assignment, each from an isolated inference process (itself started under qemu)."""
     from edgefleet.boards import catalog
-    from edgefleet.controller import image
+    from edgefleet.controller.install import image
 
     node_id = "arm64-rpi4"
     flash = str(tmp_path / "rpi4")
@@ -213,8 +213,8 @@ def test_aarch64_node_serves_next_to_x86_nodes_with_identical_results(request, a
     """In one fleet under the real controller: an x86 Pi-class node and an aarch64 one run the
     same workload on the same held-out inputs; every input both classified gets the same label
     and the same dequantized score from both."""
-    from edgefleet.controller.service import ControllerService
-    from edgefleet.controller.simfleet import SimFleet
+    from edgefleet.controller.fleet.service import ControllerService
+    from edgefleet.controller.sim.simfleet import SimFleet
 
     layout = [("pi-x86", "rpi4"), ("pi-arm", "rpi4", "arm64")]
     workloads = [{"id": "same", "model": "digits_conv", "rate": 20.0, "replicas": 2, "input": {"kind": "samples"}}]

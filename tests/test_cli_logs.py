@@ -5,8 +5,8 @@ import json
 import pytest
 
 from edgefleet.controller import cli
-from edgefleet.controller.fleet import FleetController
-from edgefleet.controller.registry import Registry
+from edgefleet.controller.fleet.controller import FleetController
+from edgefleet.controller.store.registry import Registry
 
 from test_controller import hello
 

@@ -5,10 +5,10 @@ import os
 import pytest
 
 from edgefleet.boards import catalog
-from edgefleet.controller import fleetfile, placement
+from edgefleet.controller.fleet import fleetfile, placement
 from edgefleet.controller.errors import ConfigError
-from edgefleet.controller.fleet import FleetController
-from edgefleet.controller.registry import Registry
+from edgefleet.controller.fleet.controller import FleetController
+from edgefleet.controller.store.registry import Registry
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}, "big": {"mcu_heap_bytes": 10_000_000}}

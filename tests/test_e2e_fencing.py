@@ -2,7 +2,7 @@
 workload moves to another node; when the link returns the node holds its results (they stay in
 its outbox) until the controller has re-confirmed its assignment, and the results it made past
 the hand-over point are never stored. Real CPython nodes, real mosquitto, a TCP proxy that stops
-carrying bytes (controller/linkproxy.py)."""
+carrying bytes (controller/sim/linkproxy.py)."""
 import json
 import sqlite3
 import threading
@@ -12,9 +12,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
-from edgefleet.controller.linkproxy import LinkProxy
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.sim.linkproxy import LinkProxy
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

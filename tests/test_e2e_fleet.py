@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -14,12 +14,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet.boards import catalog
-from edgefleet.controller import cli, flasher, image, keys
+from edgefleet.controller import cli
+from edgefleet.controller.install import flasher, image, keys
 from edgefleet.controller.errors import ConfigError, FlashError
-from edgefleet.controller.progress import FlashProgress
-from edgefleet.controller.serialrepl import NoAnswer, ReplExecError
-from edgefleet.controller.simboard import McuBoard
-from edgefleet.controller.simfleet import simulated_heap_bytes
+from edgefleet.controller.cli.progress import FlashProgress
+from edgefleet.controller.install.serialrepl import NoAnswer, ReplExecError
+from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 
 BOARD = "rpi-pico-w"
 HEAP = 192 * 1024
@@ -264,7 +265,7 @@ def test_classic_raw_repl_when_raw_paste_is_off(empty_board, tmp_path):
 @pytest.mark.micropython
 def test_paced_link_runs_at_the_baud_rate(empty_board):
     board = empty_board(baud=19200)   # 1920 bytes/s each way
-    from edgefleet.controller.serialrepl import ReplLink
+    from edgefleet.controller.install.serialrepl import ReplLink
     with ReplLink(board.serial_url) as link:
         link.enter_raw_repl()
         started = time.monotonic()

@@ -3,7 +3,7 @@ import stat
 
 import pytest
 
-from edgefleet.controller import keys
+from edgefleet.controller.install import keys
 from edgefleet.controller.errors import ConfigError
 
 

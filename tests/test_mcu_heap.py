@@ -10,8 +10,8 @@ import pytest
 
 from edgefleet import models
 from edgefleet.boards import catalog
-from edgefleet.controller import placement
-from edgefleet.controller.nodeprobe import NodeProbe
+from edgefleet.controller.fleet import placement
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 

@@ -8,10 +8,10 @@ import random
 import pytest
 
 from edgefleet.boards import catalog
-from edgefleet.controller import commands, migration, placement
-from edgefleet.controller.detector import PhiAccrualDetector
-from edgefleet.controller.fleet import FleetController
-from edgefleet.controller.registry import Registry
+from edgefleet.controller.fleet import commands, migration, placement
+from edgefleet.controller.fleet.detector import PhiAccrualDetector
+from edgefleet.controller.fleet.controller import FleetController
+from edgefleet.controller.store.registry import Registry
 
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}}
 PROFILES = {p["name"]: p for p in catalog.all_profiles()}

@@ -9,8 +9,8 @@ import pytest
 
 from edgefleet import models
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

@@ -13,12 +13,12 @@ import pytest
 
 from edgefleet import models
 from edgefleet.boards import catalog
-from edgefleet.controller import image
+from edgefleet.controller.install import image
 from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.netutil import free_port
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simboard import McuBoard
-from edgefleet.controller.simfleet import simulated_heap_bytes
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from test_offline import stored, wait_until
 
 pytestmark = pytest.mark.e2e

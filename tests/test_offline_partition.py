@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
-from edgefleet.controller.linkproxy import LinkProxy
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.sim.linkproxy import LinkProxy
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from test_offline import assert_exactly_once, newest_results, stored, wait_until
 
 pytestmark = pytest.mark.e2e

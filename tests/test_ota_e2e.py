@@ -14,12 +14,13 @@ import time
 import pytest
 
 from edgefleet import models
-from edgefleet.controller import bundle, image
-from edgefleet.controller.deployer import Deployer
-from edgefleet.controller.registry import Registry
-from edgefleet.controller.rollout import Gate, Rollout
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.deploy import bundle
+from edgefleet.controller.install import image
+from edgefleet.controller.deploy.deployer import Deployer
+from edgefleet.controller.store.registry import Registry
+from edgefleet.controller.deploy.rollout import Gate, Rollout
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

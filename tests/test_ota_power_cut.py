@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from edgefleet.controller import bundle
+from edgefleet.controller.deploy import bundle
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import slots
 from support import interp

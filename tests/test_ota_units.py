@@ -9,9 +9,10 @@ import random
 
 import pytest
 
-from edgefleet.controller import bundle, cli
+from edgefleet.controller.deploy import bundle
+from edgefleet.controller import cli
 from edgefleet.controller.errors import BadSignature, BundleError, CorruptBundle
-from edgefleet.controller.rollout import Gate, Rollout, Transfer, plan_waves
+from edgefleet.controller.deploy.rollout import Gate, Rollout, Transfer, plan_waves
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import update_errors as fw_errors
 from edgefleet.firmware import hmac256
@@ -84,7 +85,7 @@ def test_cli_bundle_writes_a_verifiable_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9"]) == 1
     assert "no fleet key" in capsys.readouterr().err
-    from edgefleet.controller import keys
+    from edgefleet.controller.install import keys
     key = keys.create()
     out = str(tmp_path / "b.efb")
     assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9", "--models", "digits_dense", "-o", out]) == 0

@@ -14,7 +14,8 @@ import zipfile
 import paho.mqtt.client as mqtt
 import pytest
 
-from edgefleet.controller import cli, keys, provision
+from edgefleet.controller import cli
+from edgefleet.controller.install import keys, provision
 from edgefleet.controller.errors import ConfigError
 from support.sshd import Sshd, sshd_available
 

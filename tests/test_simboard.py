@@ -9,7 +9,7 @@ import time
 import pytest
 
 from edgefleet.controller.errors import BoardError
-from edgefleet.controller.simboard import McuBoard
+from edgefleet.controller.sim.simboard import McuBoard
 from support.simboard_fixtures import (
     BOOT_TIMEOUT_S,
     RawReplClient,

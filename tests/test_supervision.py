@@ -4,7 +4,7 @@ whose event loop froze (the simulated board enforces it as hardware would), the 
 it reset, and runtime crashes in a row end in safe mode. No result the node accepted is lost."""
 import pytest
 
-from edgefleet.controller.nodeprobe import NodeProbe
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 pytestmark = [pytest.mark.e2e]
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from edgefleet import models
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

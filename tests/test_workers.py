@@ -12,7 +12,7 @@ import pytest
 from edgefleet import models
 from edgefleet.firmware import backends
 from edgefleet.firmware.procworker import ProcessModel, WorkerProcessError
-from edgefleet.controller.nodeprobe import NodeProbe
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BAD_MODELS = os.path.join(REPO, "tests", "vectors", "models")

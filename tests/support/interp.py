@@ -23,7 +23,7 @@ def firmware_path(image=None):
 
 def build_mpy_image(dest):
     """The firmware and MCU board modules compiled to .mpy, as a board's flash holds them."""
-    from edgefleet.controller import image
+    from edgefleet.controller.install import image
     return image.write_mpy_tree(dest, [(src, rel) for src, rel in image.mcu_code_files() if rel != "main.py"])
 
 

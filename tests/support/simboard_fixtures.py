@@ -5,7 +5,7 @@ import time
 import pytest
 import serial
 
-from edgefleet.controller.simboard import LinuxBoard, McuBoard
+from edgefleet.controller.sim.simboard import LinuxBoard, McuBoard
 
 BOOT_TIMEOUT_S = 10.0
 IO_TIMEOUT_S = 10.0

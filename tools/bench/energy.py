@@ -29,7 +29,7 @@ import sys
 
 from edgefleet.boards import catalog
 from edgefleet.boards.power import PowerModel
-from edgefleet.controller import migration, placement
+from edgefleet.controller.fleet import migration, placement
 
 STEP_S = 60.0
 SHARE = 14.0

@@ -2,7 +2,7 @@
 """Heap the MCU engine costs on MicroPython, measured as a board runs it: from .mpy files.
 
 Compiles firmware/__init__.py, firmware/errors.py and firmware/engine/*.py with mpy-cross
-(-march=x64 -O1, as controller/image.py builds a board image) into a temporary folder and runs
+(-march=x64 -O1, as controller/install/image.py builds a board image) into a temporary folder and runs
 the MicroPython unix port on them. Prints:
   - each module's import cost (gc.mem_alloc() delta after gc.collect(), dependencies first, the
     package __init__ left empty so that modules can be imported one at a time),
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from edgefleet.controller import image
+from edgefleet.controller.install import image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

@@ -3,9 +3,9 @@
 that took it over, stored by the controller; and how many workloads moved off nodes that were
 alive while every heartbeat carried 20% jitter.
 
-A live fleet on this machine: a real mosquitto, the controller service (controller/service.py)
+A live fleet on this machine: a real mosquitto, the controller service (controller/fleet/service.py)
 with its SQLite registry on disk, and NODES simulated Raspberry Pi Pico W boards - the real
-MicroPython unix port running the node firmware from its own flash image (controller/simboard.py
+MicroPython unix port running the node firmware from its own flash image (controller/sim/simboard.py
 McuBoard, ~14 MB and well under 1% of a core each, which is what lets 50 of them share two cores).
 Half as many workloads as nodes (digits_dense through the MicroPython int8 engine, 2 inferences
 a second, one replica each), so every node that dies hosts work and there are spare nodes to take
@@ -14,7 +14,7 @@ interval uniformly over 1 s +-20% (`hb_jitter`) for the whole run.
 
 After a soak (--soak seconds of jittered heartbeats, no failure), each round picks hosting nodes
 at random and fails them at the same moment:
-  kill  power off: SIGKILL of the board's process group (controller/simboard.py power_off), and
+  kill  power off: SIGKILL of the board's process group (controller/sim/simboard.py power_off), and
         the board stays off. Its TCP connection closes, so the broker publishes its Last Will.
   hang  SIGSTOP of the board's process group: the process freezes with its connection open, so
         no Last Will comes until the broker's keepalive runs out (1.5 x 10 s); only the silence
@@ -29,7 +29,7 @@ Both failure detectors run the same fleet, workloads, failures and migration cod
 the other in this run, each on a fresh broker and a freshly booted fleet:
   project   the controller as shipped: phi-accrual on heartbeat arrivals (threshold 8, spread
             floored at 0.2 s, 1 s pause allowed) and the Last Will marking a node down at once
-            (controller/detector.py).
+            (controller/fleet/detector.py).
   baseline  a fixed heartbeat timeout of 10 s (the controller's former HEARTBEAT_TIMEOUT_S; the
             Kubernetes node-controller style: down after a fixed grace period without a
             heartbeat), with Last Wills ignored.
@@ -60,9 +60,9 @@ import time
 
 from edgefleet import models
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.fleet import FleetController
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet, write_sim_settings
+from edgefleet.controller.fleet.controller import FleetController
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet, write_sim_settings
 
 BOARD = "rpi-pico-w"
 RATE = 2.0
@@ -74,7 +74,7 @@ BOOT_TIMEOUT_S = 180.0
 
 class FixedTimeoutDetector:
     """The baseline's failure detector: a node is down once silent for a fixed time, whatever
-    its heartbeat history. The controller's detector interface (controller/detector.py)."""
+    its heartbeat history. The controller's detector interface (controller/fleet/detector.py)."""
 
     def __init__(self, timeout_s=BASELINE_TIMEOUT_S):
         self.timeout_s = timeout_s

@@ -4,7 +4,7 @@
 Two simulated Pico W boards (controller/simboard.McuBoard: the real MicroPython unix port) start
 from an empty flash, their UARTs paced to the same baud rate (default 115200, 8N1: 11.52 KB/s
 each way), as a real board's serial link is. One gets the node image with edgefleet's flasher
-(controller/flasher.py), the other the same files with `mpremote connect URL resume cp -r ...`
+(controller/install/flasher.py), the other the same files with `mpremote connect URL resume cp -r ...`
 (mpremote's own file copy, raw-paste mode on). Throughput is the image's bytes over the wall
 time of the whole command, connection and start-up included, in kilobits per second (1000 bits),
 the unit of the link's rate. Both boards' flash must then equal the image, byte for byte.
@@ -30,9 +30,9 @@ import tempfile
 import time
 
 from edgefleet.boards import catalog
-from edgefleet.controller import flasher, image, keys
-from edgefleet.controller.simboard import McuBoard
-from edgefleet.controller.simfleet import simulated_heap_bytes
+from edgefleet.controller.install import flasher, image, keys
+from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 
 NODE = "bench-flash"
 BROKER = ("127.0.0.1", 1883)   # nothing needs to listen: the node retries, the bench does not care

@@ -25,7 +25,7 @@ import numpy as np
 
 from edgefleet import models
 from edgefleet.boards import catalog
-from edgefleet.controller import image
+from edgefleet.controller.install import image
 from edgefleet.firmware import backends
 from edgefleet.firmware.procworker import ProcessModel
 

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 
 from edgefleet import models
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.service import ControllerService
+from edgefleet.controller.fleet.service import ControllerService
 
 
 PACED_RATE = 2000.0

@@ -11,7 +11,7 @@ import tempfile
 
 from edgefleet.boards import catalog
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.nodeprobe import NodeProbe
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 STEP = 4096
 RESULTS_NEEDED = 5

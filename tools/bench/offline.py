@@ -34,17 +34,17 @@ import time
 
 from edgefleet import models
 from edgefleet.boards import catalog
-from edgefleet.controller import image
+from edgefleet.controller.install import image
 from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.netutil import free_port
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simboard import McuBoard
-from edgefleet.controller.simfleet import simulated_heap_bytes
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from edgefleet.firmware.outbox import scan_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(HERE, "outbox_probe.py")
-DEMO_MCU_RATE = 4.0          # controller/demo.py: the digits-mcu workload
+DEMO_MCU_RATE = 4.0          # controller/sim/demo.py: the digits-mcu workload
 OUTAGE_S = 600               # the outage the backlog stands for
 PROBE_RECORDS = 2000
 # A connected node is acknowledged about once a second: at the demo rate, every 4 results;

@@ -28,12 +28,12 @@ import tempfile
 import time
 
 from edgefleet import models
-from edgefleet.controller import bundle
+from edgefleet.controller.deploy import bundle
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.deployer import Deployer
-from edgefleet.controller.rollout import Gate, Rollout
-from edgefleet.controller.service import ControllerService
-from edgefleet.controller.simfleet import SimFleet
+from edgefleet.controller.deploy.deployer import Deployer
+from edgefleet.controller.deploy.rollout import Gate, Rollout
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simfleet import SimFleet
 
 KEY = os.urandom(32)
 BOARD = "rpi-pico-w"

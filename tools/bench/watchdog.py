@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.nodeprobe import NodeProbe
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 WORKER_BEAT_MS = 1000
 WATCHDOG_MS = 3000

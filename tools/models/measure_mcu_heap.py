@@ -3,7 +3,7 @@
 `mcu_heap_bytes`: the smallest -X heapsize from which the engine (from .mpy, as on a board)
 reliably imports, loads the model and runs an inference (tools/bench/engine_heap.py min_heap),
 plus MARGIN. The controller places a model on an MCU only where this fits beside the runtime's
-own budget (controller/placement.py), so the record must never be below what a board needs.
+own budget (controller/fleet/placement.py), so the record must never be below what a board needs.
 
     python tools/models/measure_mcu_heap.py [--check]
 

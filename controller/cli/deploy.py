@@ -6,12 +6,13 @@ import os
 import sys
 import time
 
-from .errors import ConfigError, NotFound, RolloutError
-from .netutil import parse_hostport
+from ..errors import ConfigError, NotFound, RolloutError
+from ..netutil import parse_hostport
 
 
 def cmd_bundle(args):
-    from . import bundle, keys
+    from ..deploy import bundle
+    from ..install import keys
     key = keys.load(args.key)
     models = args.models.split(",") if args.models else None
     arch = {"profile": "profile", "none": None}.get(args.arch, args.arch)
@@ -28,7 +29,7 @@ def cmd_bundle(args):
 def resolve_group(group, db=None, board=None):
     """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids. With a
     bundle's board, only nodes of that board are kept (a node refuses another board's bundle)."""
-    from .registry import Registry, default_path
+    from ..store.registry import Registry, default_path
     path = db or default_path()
     nodes = []
     if os.path.exists(path):
@@ -77,9 +78,10 @@ class ProgressBar:
 
 
 def cmd_deploy(args):
-    from . import bundle, keys
-    from .deployer import Deployer
-    from .rollout import Gate, Rollout
+    from ..deploy import bundle
+    from ..install import keys
+    from ..deploy.deployer import Deployer
+    from ..deploy.rollout import Gate, Rollout
     key = keys.load(args.key)
     data, info = bundle.read(args.bundle, key)
     manifest = info["manifest"]
@@ -102,7 +104,7 @@ def cmd_deploy(args):
 
 
 def cmd_rollback(args):
-    from .deployer import Deployer
+    from ..deploy.deployer import Deployer
     nodes = resolve_group(args.to, args.db)
     host, port = parse_hostport(args.broker)
     started = time.monotonic()

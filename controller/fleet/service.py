@@ -12,9 +12,9 @@ import paho.mqtt.client as mqtt
 
 from edgefleet.firmware import protocol
 
-from .errors import BrokerError
-from .fleet import FleetController
-from .registry import Registry
+from ..errors import BrokerError
+from .controller import FleetController
+from ..store.registry import Registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
@@ -31,7 +31,7 @@ class ControllerService:
         self.workloads = workloads
         self.ctrl_id = ctrl_id
         self.keepalive = keepalive
-        self.settings = settings  # migration settings (controller/migration.py DEFAULTS)
+        self.settings = settings  # migration settings (controller/fleet/migration.py DEFAULTS)
         self.tick_s = tick_s
         # A FleetController subclass (tools/bench/failover.py runs a baseline detector with it).
         self.fleet_class = fleet_class

@@ -8,10 +8,10 @@ import time
 
 from edgefleet import models
 
-from . import views
-from .broker import default_broker
-from .registry import default_path
-from .service import ControllerService
+from ..cli import views
+from ..broker import default_broker
+from ..store.registry import default_path
+from ..fleet.service import ControllerService
 from .simfleet import SimFleet, default_index_path, demo_layout
 
 REFRESH_S = 1.0
@@ -45,7 +45,7 @@ def _render(snapshot, broker, started, rate):
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0):
     available = models.names()
     if not available:
-        from .errors import ConfigError
+        from ..errors import ConfigError
         raise ConfigError("no models in %s" % models.MODELS_DIR)
     layout = demo_layout(nodes) + [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
     state_dir = os.path.dirname(default_path())

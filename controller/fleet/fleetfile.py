@@ -15,7 +15,7 @@ import tomllib
 
 from edgefleet.firmware.protocol import valid_node_id
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority"}
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")

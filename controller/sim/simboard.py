@@ -25,8 +25,8 @@ import threading
 import time
 import tty
 
-from .errors import BoardError
-from .netutil import free_port
+from ..errors import BoardError
+from ..netutil import free_port
 from .simwatchdog import WatchdogLine
 
 log = logging.getLogger(__name__)

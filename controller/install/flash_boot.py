@@ -1,5 +1,5 @@
-# Run by `edgefleet flash` after controller/flash_release.py freed the heap, before
-# controller/flash_agent.py: it says what the board can take. Sent as source with a call to
+# Run by `edgefleet flash` after controller/install/flash_release.py freed the heap, before
+# controller/install/flash_agent.py: it says what the board can take. Sent as source with a call to
 # ef_boot() appended.
 
 

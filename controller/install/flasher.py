@@ -1,11 +1,11 @@
 """`edgefleet flash`: installing a board image on a MicroPython board over its serial REPL.
 
-What goes on the board: the tree that controller/image.py's write_image() builds for the board
+What goes on the board: the tree that controller/install/image.py's write_image() builds for the board
 (firmware and HAL modules as .mpy, main.py, the models, config.json), plus the fleet key
 (keys.BOARD_FILE next to config.json). The tree is synced generically: whatever files the image
 holds, the board gets.
 
-How, with serialrepl.ReplLink's primitives and the functions of controller/flash_agent.py, which
+How, with serialrepl.ReplLink's primitives and the functions of controller/install/flash_agent.py, which
 is sent into the board's RAM once per session:
 1. The board hashes its copy of the image's files (sha256, on the board) into one digest over
    the tree, compared with the same digest of the local tree: an unchanged board costs one exec
@@ -40,7 +40,7 @@ import zlib
 from edgefleet.boards import catalog
 
 from . import image, keys
-from .errors import ConfigError, FlashError
+from ..errors import ConfigError, FlashError
 from .serialrepl import LinkLost, NoAnswer, ReplExecError, ReplLink
 
 CHUNK_BYTES = 4096

@@ -2,7 +2,7 @@
 per file otherwise (a CI log, a pipe), so that a log never fills with carriage returns."""
 import sys
 
-from .flasher import Progress
+from ..install.flasher import Progress
 
 BAR_WIDTH = 30
 

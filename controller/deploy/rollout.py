@@ -2,8 +2,8 @@
 batches - and each wave must prove itself on inference health, not only "installed", before the
 next one starts. A failing wave stops the rollout and is rolled back.
 
-Pure logic, like controller/fleet.py: `handle()` takes a node's message, `tick()` the time, and
-both return the `ota` messages to send as (node, message) pairs; controller/deployer.py is the
+Pure logic, like controller/fleet/controller.py: `handle()` takes a node's message, `tick()` the time, and
+both return the `ota` messages to send as (node, message) pairs; controller/deploy/deployer.py is the
 MQTT shell around it.
 """
 import base64

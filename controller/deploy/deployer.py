@@ -1,4 +1,4 @@
-"""The MQTT shell of a rollout (controller/rollout.py): `edgefleet deploy` and `edgefleet
+"""The MQTT shell of a rollout (controller/deploy/rollout.py): `edgefleet deploy` and `edgefleet
 rollback` run it, as do the tests and tools/bench/rollout.py.
 
 paho's network thread only queues what arrives; the caller's thread owns the Rollout, feeds it
@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
-from .errors import BrokerError, RolloutError
+from ..errors import BrokerError, RolloutError
 from .rollout import ota_msg
 
 log = logging.getLogger(__name__)

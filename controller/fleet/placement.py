@@ -227,7 +227,7 @@ def plan(workloads, nodes, placements, profiles, manifests, settings=None, polic
     (workload, node) and {workload id: reason it is not (fully) placed}.
 
     Existing placements stay while they fit, whatever the node's state: moving running work is
-    the migration triggers' decision (controller/migration.py), made before-break.
+    the migration triggers' decision (controller/fleet/migration.py), made before-break.
     """
     rnd = Round(nodes, profiles, manifests, settings, policy, blocked)
     wl_by_id = {wl["id"]: wl for wl in workloads}

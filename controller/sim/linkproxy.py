@@ -15,7 +15,7 @@ import select
 import socket
 import threading
 
-from .errors import BrokerError
+from ..errors import BrokerError
 
 POLL_S = 0.1
 CHUNK = 16384

@@ -25,7 +25,7 @@ import tempfile
 import time
 import zipfile
 
-from .errors import EdgefleetError
+from ..errors import EdgefleetError
 
 # Part of the recipe: bumping it rebuilds every cached root.
 RECIPE_VERSION = 1

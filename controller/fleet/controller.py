@@ -1,7 +1,7 @@
 """The fleet controller's logic: messages in, registry updates and messages out.
 
 `FleetController.handle()` and `tick()` do no network I/O; they return the messages to
-publish as `Publish` tuples, and the service (controller/service.py) sends them. That keeps the
+publish as `Publish` tuples, and the service (controller/fleet/service.py) sends them. That keeps the
 protocol logic testable without a broker and the broker code free of decisions.
 """
 import logging
@@ -14,7 +14,7 @@ from edgefleet.firmware.errors import ProtocolError
 
 from . import commands, migration, placement
 from .detector import PhiAccrualDetector
-from .errors import EdgefleetError, NotFound, PlacementError
+from ..errors import EdgefleetError, NotFound, PlacementError
 from .ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class FleetController:
             self._advance(key, oldest[1] - 1)
 
     def _admit_result(self, node_id, msg):
-        """Exactly once across moves (controller/ledger.py): a result is stored only when its
+        """Exactly once across moves (controller/fleet/ledger.py): a result is stored only when its
         node owns its input position and no other result for that position was stored."""
         pos = msg.get("in")
         if pos is None:
@@ -238,7 +238,7 @@ class FleetController:
         return []
 
     def _on_ota_state(self, node_id, msg):
-        # Update progress is the deployer's business (controller/deployer.py); the registry
+        # Update progress is the deployer's business (controller/deploy/deployer.py); the registry
         # keeps the outcomes in the node's event log.
         if msg["state"] in ("rejected", "reverted", "abandoned", "confirmed", "rolledback"):
             level = "info" if msg["state"] in ("confirmed", "rolledback") else "warn"
@@ -362,7 +362,7 @@ class FleetController:
 
     def migrate(self):
         """One migration cycle: advance the moves in progress, then start the moves the
-        triggers call for (controller/migration.py)."""
+        triggers call for (controller/fleet/migration.py)."""
         now = self.clock()
         effects = []
         nodes = self._fleet_view(now)
@@ -464,7 +464,7 @@ class FleetController:
             wid, move.dst, self.cfg["move_timeout_s"], move.src), data=move.as_dict(), now=now)
         return [self._assignment(move.dst), self._assignment(move.src)]
 
-    # -- operator commands (controller/commands.py) -------------------------------------------
+    # -- operator commands (controller/fleet/commands.py) -------------------------------------------
 
     def run_commands(self):
         effects = []

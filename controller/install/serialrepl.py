@@ -2,7 +2,7 @@
 is built on.
 
 PORT is anything pyserial's serial_for_url() opens: a device path (/dev/ttyACM0, /dev/ttyUSB0)
-or a URL (`socket://127.0.0.1:PORT`, the UART of a simulated board from controller/simboard.py).
+or a URL (`socket://127.0.0.1:PORT`, the UART of a simulated board from controller/sim/simboard.py).
 
 The primitives:
 - enter_raw_repl(): Ctrl-C twice (the running program, and a program that catches one
@@ -30,7 +30,7 @@ import time
 
 import serial
 
-from .errors import FlashError
+from ..errors import FlashError
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "

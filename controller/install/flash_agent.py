@@ -1,5 +1,5 @@
 # The board side of `edgefleet flash`: MicroPython code the flasher sends into the board's RAM
-# over the raw REPL once per session, after controller/flash_boot.py (it is never written to
+# over the raw REPL once per session, after controller/install/flash_boot.py (it is never written to
 # flash), then calls one function per exec. It lives in the controller package because the host reads it from here; it is not
 # imported on the host.
 #

@@ -11,7 +11,7 @@ Every step checks the board first and changes only what differs, and reports "ch
                     uploaded and installed into the venv; re-installed only when the digest of
                     the wheel's contents (names and bytes of its members, so a rebuild of the same
                     code counts as the same) differs from the one stored at the last install.
-4. image files      what controller/image.py's write_image() builds for the board (config.json,
+4. image files      what controller/install/image.py's write_image() builds for the board (config.json,
                     models; whatever it holds), plus the fleet key (keys.BOARD_FILE, mode 0600);
                     one sha256sum on the board decides which files to upload.
 5. systemd unit     boards/systemd/edgefleet-node.service filled in, as
@@ -41,7 +41,7 @@ from edgefleet import boards as boards_pkg
 from edgefleet.boards import catalog
 
 from . import image, keys
-from .errors import ConfigError, ProvisionError
+from ..errors import ConfigError, ProvisionError
 
 UNIT_NAME = "edgefleet-node.service"
 UNIT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(boards_pkg.__file__)), "systemd", UNIT_NAME)
@@ -84,7 +84,7 @@ def render_unit(node_id, user, node_dir):
 
 def source_root():
     """The source checkout this edgefleet runs from, or None for an installed package."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(image.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(image.__file__))))
     return root if os.path.exists(os.path.join(root, "pyproject.toml")) else None
 
 

@@ -2,7 +2,7 @@
 
 A bundle holds one board's slot - firmware, HAL modules (MicroPython code precompiled with
 mpy-cross) and models - behind a manifest that lists every file with its size and sha256, signed
-with HMAC-SHA256 under the fleet key (controller/keys.py). The key itself never goes in. The
+with HMAC-SHA256 under the fleet key (controller/install/keys.py). The key itself never goes in. The
 byte layout is firmware/bundle.py's, which is also what a board runs to verify and unpack one.
 """
 import hashlib
@@ -16,8 +16,8 @@ import tempfile
 from edgefleet.boards import catalog
 from edgefleet.firmware import bundle as wire
 
-from . import image
-from .errors import BadSignature, BundleError, CorruptBundle
+from ..install import image
+from ..errors import BadSignature, BundleError, CorruptBundle
 
 CHUNK = 65536
 

@@ -2,11 +2,11 @@
 port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
 import argparse
 
-from .netutil import parse_hostport
+from ..netutil import parse_hostport
 
 
 def cmd_flash(args):
-    from . import flasher
+    from ..install import flasher
     from .progress import FlashProgress
     broker = parse_hostport(args.broker) if args.broker else None
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
@@ -18,7 +18,7 @@ def cmd_flash(args):
 
 
 def cmd_provision(args):
-    from . import provision
+    from ..install import provision
     host, port = parse_hostport(args.broker)
     steps = provision.provision(args.target, args.board, args.node, (host, port), port=args.ssh_port,
                                 key_filename=args.ssh_key, fleet_key_path=args.key,
@@ -30,7 +30,7 @@ def cmd_provision(args):
 
 
 def cmd_keygen(args):
-    from . import keys
+    from ..install import keys
     path = args.path or keys.default_path()
     keys.create(path, overwrite=args.force)
     print("edgefleet: fleet key written to %s (boards get it when flashed or provisioned)" % path)

@@ -9,8 +9,8 @@ import tempfile
 
 from edgefleet.boards import catalog
 
-from . import image
-from .errors import BoardError, ConfigError
+from ..install import image
+from ..errors import BoardError, ConfigError
 from .simboard import LinuxBoard, McuBoard, micropython_binary
 
 # The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
@@ -64,7 +64,7 @@ class SimFleet:
 
     def add(self, node_id, board_name, arch=None):
         """Add a board; arch "arm64" runs a Linux board's node on real aarch64 binaries under
-        qemu-user (controller/arm64.py) instead of this machine's Python."""
+        qemu-user (controller/sim/arm64.py) instead of this machine's Python."""
         profile = catalog.load(board_name)
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
@@ -218,5 +218,5 @@ def read_index(index_path):
 
 
 def default_index_path():
-    from .registry import default_path
+    from ..store.registry import default_path
     return os.path.join(os.path.dirname(default_path()), "simboards.json")

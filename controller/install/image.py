@@ -14,7 +14,7 @@ from edgefleet import boards as boards_pkg
 from edgefleet import firmware as firmware_pkg
 from edgefleet import models as models_pkg
 
-from .errors import BoardError, ConfigError
+from ..errors import BoardError, ConfigError
 
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(firmware_pkg.__file__))
 BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
@@ -172,7 +172,8 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
     given, the fleet key. A Linux board runs it with linux_main, which reads the same pointer."""
     from edgefleet.firmware import bundle as wire
     from edgefleet.firmware import slots
-    from . import bundle, keys
+    from ..deploy import bundle
+    from . import keys
     profile = cfg["profile"]
     os.makedirs(dest_dir, exist_ok=True)
     slot_dir = os.path.join(dest_dir, FIRST_SLOT)

@@ -9,7 +9,7 @@ next to the node's config.json, in the same form.
 import binascii
 import os
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BOARD_FILE = "fleet.key"
 KEY_BYTES = 32
