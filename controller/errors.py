@@ -78,3 +78,12 @@ class RolloutError(EdgefleetError):
     def __init__(self, message, nodes=None):
         super().__init__(message)
         self.nodes = list(nodes or [])
+
+
+class StoreError(EdgefleetError):
+    """The fleet registry cannot be opened or used: not a registry, written by a newer edgefleet,
+    or read-only where a write was needed. `location` names it."""
+
+    def __init__(self, message, location=None):
+        super().__init__(message)
+        self.location = location

@@ -1,6 +1,9 @@
-"""Small socket helpers shared by the broker, the simulated boards and the tests."""
+"""Small network helpers shared by the CLI, the broker, the simulated boards and the tests."""
 import socket
 import time
+import urllib.parse
+
+from .errors import ConfigError
 
 
 def free_port(host="127.0.0.1"):
@@ -21,8 +24,17 @@ def wait_for_port(host, port, timeout=10.0):
     return False
 
 
-def parse_hostport(text, default_port=1883):
-    host, _, port = text.rpartition(":")
-    if not host:
-        return text, default_port
-    return host, int(port)
+def parse_broker(text, default_port=1883):
+    """(host, port) of a broker given as HOST, HOST:PORT, [IPv6]:PORT or mqtt://HOST:PORT."""
+    if not text or not text.strip():
+        raise ConfigError("no broker given (HOST:PORT)")
+    parts = urllib.parse.urlsplit(text if "://" in text else "mqtt://" + text)
+    if parts.scheme != "mqtt" or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError("broker %r: expected HOST:PORT or mqtt://HOST:PORT" % text)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("broker %r: the port must be a number from 1 to 65535" % text) from None
+    if not parts.hostname:
+        raise ConfigError("broker %r: no host" % text)
+    return parts.hostname, port if port else default_port

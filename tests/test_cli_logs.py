@@ -6,7 +6,7 @@ import pytest
 
 from edgefleet.controller import cli
 from edgefleet.controller.fleet.controller import FleetController
-from edgefleet.controller.store.registry import Registry
+from edgefleet.controller.store import open_registry
 
 from test_controller import hello
 
@@ -19,7 +19,7 @@ def _event(node, kind, msg, data, boot=2, level="error"):
 @pytest.fixture
 def registry_path(tmp_path):
     path = str(tmp_path / "fleet.db")
-    registry = Registry(path)
+    registry = open_registry(path)
     ctl = FleetController(registry)
     ctl.handle("ef/node/mcu-1/hello", hello("mcu-1", boot=2))
     ctl.handle("ef/node/mcu-1/event", _event("mcu-1", "boot", "boot 2 after watchdog reset",

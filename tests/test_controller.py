@@ -8,7 +8,7 @@ from edgefleet.boards import catalog
 from edgefleet.controller.fleet import fleetfile, placement
 from edgefleet.controller.errors import ConfigError
 from edgefleet.controller.fleet.controller import FleetController
-from edgefleet.controller.store.registry import Registry
+from edgefleet.controller.store import open_registry
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}, "big": {"mcu_heap_bytes": 10_000_000}}
@@ -24,7 +24,7 @@ class Clock:
 
 @pytest.fixture
 def fleet():
-    registry = Registry(":memory:")
+    registry = open_registry(":memory:")
     clock = Clock()
     ctl = FleetController(registry, manifests=MANIFESTS, clock=clock)
     ctl.clock_ = clock
@@ -132,8 +132,8 @@ def test_silent_node_times_out(fleet):
 
 def test_assignment_epochs_increase(fleet):
     fleet.handle("ef/node/mcu-1/hello", hello("mcu-1"))
-    first = json.loads(fleet._assignment("mcu-1").payload)["epoch"]
-    second = json.loads(fleet._assignment("mcu-1").payload)["epoch"]
+    first = json.loads(fleet.reconciler.assignment("mcu-1").payload)["epoch"]
+    second = json.loads(fleet.reconciler.assignment("mcu-1").payload)["epoch"]
     assert second > first
 
 
@@ -214,3 +214,12 @@ def test_real_models_are_placed_only_where_their_heap_fits():
     unmeasured = {"digits_dense": {}}
     _, pending = placement.plan([{"id": "d", "model": "digits_dense"}], nodes[1:], [], profiles, unmeasured)
     assert "no measured MicroPython heap need" in pending["d"]
+
+
+def test_exported_fleet_file_round_trips_any_label():
+    """export writes valid TOML whatever a label holds (a newline, quotes, a backslash)."""
+    wl = {"id": "w", "model": "digits_dense", "rate": 2.0, "replicas": 2, "input": {"kind": "samples"},
+          "constraints": {"runtime": "micropython", "labels": ['line\nbreak', 'quo"te\\']}, "priority": 3}
+    (back,) = fleetfile.parse(fleetfile.dump([wl]), {"digits_dense"})
+    assert back["constraints"]["labels"] == ['line\nbreak', 'quo"te\\']
+    assert (back["id"], back["rate"], back["replicas"], back["priority"]) == ("w", 2.0, 2, 3)

@@ -11,7 +11,7 @@ from edgefleet.boards import catalog
 from edgefleet.controller.fleet import commands, migration, placement
 from edgefleet.controller.fleet.detector import PhiAccrualDetector
 from edgefleet.controller.fleet.controller import FleetController
-from edgefleet.controller.store.registry import Registry
+from edgefleet.controller.store import open_registry
 
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}}
 PROFILES = {p["name"]: p for p in catalog.all_profiles()}
@@ -55,7 +55,7 @@ class Sim:
 
     def __init__(self, nodes, workloads, **settings):
         self.clock = Clock()
-        self.registry = Registry(":memory:")
+        self.registry = open_registry(":memory:")
         self.ctl = FleetController(self.registry, manifests=MANIFESTS, clock=self.clock, settings=settings)
         self.ctl.declare(workloads)
         self.seq = {}
@@ -343,7 +343,7 @@ def test_no_move_back_within_the_cooldown_and_one_move_per_node_per_cycle(sims):
     for wid in ("w1", "w2", "w3"):  # the operator gathers all three on a
         if (wid, "a") in sim.registry.placements():
             continue
-        sim.ctl._op_move(wid, "a")
+        sim.ctl.operator._op_move(wid, "a")
         (move,) = sim.ctl.moves.values()
         sim.heartbeat("a", wl=[running(wid)])
         sim.heartbeat(move.src, wl=[running(wid, state="done")])
@@ -362,7 +362,7 @@ def test_no_move_back_within_the_cooldown_and_one_move_per_node_per_cycle(sims):
     sim.heartbeat(move.dst, wl=[running(move.workload)])
     sim.heartbeat("a", wl=[running(move.workload, state="done")])
     assert (move.workload, "a") in sim.ctl.cooldown.blocked_targets(sim.clock.now)
-    rnd = sim.ctl._round(sim.ctl._fleet_view(sim.clock.now), {}, [], sim.clock.now)
+    rnd = sim.ctl.reconciler._round(sim.ctl.reconciler._fleet_view(sim.clock.now), {}, [], sim.clock.now)
     sim.cpu["a"] = 5.0
     sim.second()
     why = rnd.admits(dict(WL, id=move.workload), dict(sim.registry.node("a"), state="online"))
@@ -389,24 +389,24 @@ def test_operator_commands_reach_the_controller_through_the_registry(sims):
     sim = sims([("a", "rpi4"), ("b", "rpi4")], [WL])
     (src,) = [n for w, n in sim.registry.placements()]
     dst = "b" if src == "a" else "a"
-    db = sim.registry.db
-    bad = commands.submit(db, "move", {"workload": "nope", "node": dst})
-    good = commands.submit(db, "move", {"workload": "w", "node": dst})
+    store = sim.registry
+    bad = commands.submit(store, "move", {"workload": "nope", "node": dst})
+    good = commands.submit(store, "move", {"workload": "w", "node": dst})
     sim.second()
-    assert commands.outcome(db, bad) == ("failed", "no workload 'nope'")
-    assert commands.outcome(db, good) == ("done", "moving w from %s to %s" % (src, dst))
-    again = commands.submit(db, "move", {"workload": "w", "node": dst})
+    assert store.command_outcome(bad) == ("failed", "no workload 'nope'")
+    assert store.command_outcome(good) == ("done", "moving w from %s to %s" % (src, dst))
+    again = commands.submit(store, "move", {"workload": "w", "node": dst})
     sim.second()
-    assert commands.outcome(db, again)[0] == "failed"
+    assert store.command_outcome(again)[0] == "failed"
     sim.heartbeat(dst, wl=[running()])
     sim.heartbeat(src, wl=[running(state="done")])
     assert sim.registry.placements() == [("w", dst)]
-    drain = commands.submit(db, "drain", {"node": dst})
+    drain = commands.submit(store, "drain", {"node": dst})
     for _ in range(2):
         sim.second()
-    assert commands.outcome(db, drain)[0] == "done"
+    assert store.command_outcome(drain)[0] == "done"
     (move,) = sim.ctl.moves.values()
     assert (move.src, move.dst, move.reason) == (dst, src, "drain")
-    applied = commands.submit(db, "apply", {"workloads": [WL, dict(WL, id="w2")]})
+    applied = commands.submit(store, "apply", {"workloads": [WL, dict(WL, id="w2")]})
     sim.second()
-    assert commands.outcome(db, applied)[1].startswith("applied: 2 workloads (1 added")
+    assert store.command_outcome(applied)[1].startswith("applied: 2 workloads (1 added")

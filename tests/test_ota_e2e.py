@@ -17,7 +17,7 @@ from edgefleet import models
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller.install import image
 from edgefleet.controller.deploy.deployer import Deployer
-from edgefleet.controller.store.registry import Registry
+from edgefleet.controller.store import open_registry
 from edgefleet.controller.deploy.rollout import Gate, Rollout
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
@@ -52,7 +52,7 @@ class Fleet:
         return {n["id"]: n["results"] for n in self.controller.snapshot()["nodes"]}
 
     def fw(self, node):
-        registry = Registry(self.db)
+        registry = open_registry(self.db)
         try:
             return registry.node(node)["fw"]
         finally:

@@ -8,19 +8,20 @@ import time
 from ..errors import ConfigError
 
 
-def open_registry(args):
+def open_registry(args, readonly=False):
     """The registry named by --db (default $EDGEFLEET_HOME/fleet.db); it must exist already."""
-    from ..store.registry import Registry, default_path
+    from ..store import default_path, open_registry as open_store
     path = getattr(args, "db", None) or default_path()
     if not os.path.exists(path):
         raise ConfigError("no fleet registry at %s (start `edgefleet controller` or `edgefleet demo`, or pass --db)" % path)
-    return Registry(path)
+    return open_store(path, readonly=readonly)
 
 
 def fleet_snapshot(registry):
     """The fleet as plain data, read from a registry (no controller needed)."""
-    from ..fleet.controller import FleetController
-    return FleetController(registry).snapshot()
+    from ..fleet.snapshot import snapshot
+    from ..fleet.state import FleetState
+    return snapshot(FleetState.load(registry))
 
 
 def print_json(data):

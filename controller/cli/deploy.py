@@ -3,11 +3,10 @@
 register(subparsers) adds the three commands to the CLI; their errors are EdgefleetErrors,
 printed once by cli.main()."""
 import os
-import sys
 import time
 
 from ..errors import ConfigError, NotFound, RolloutError
-from ..netutil import parse_hostport
+from ..netutil import parse_broker
 
 
 def cmd_bundle(args):
@@ -29,11 +28,11 @@ def cmd_bundle(args):
 def resolve_group(group, db=None, board=None):
     """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids. With a
     bundle's board, only nodes of that board are kept (a node refuses another board's bundle)."""
-    from ..store.registry import Registry, default_path
+    from ..store import default_path, open_registry
     path = db or default_path()
     nodes = []
     if os.path.exists(path):
-        registry = Registry(path)
+        registry = open_registry(path, readonly=True)
         try:
             nodes = registry.nodes()
         finally:
@@ -51,42 +50,17 @@ def resolve_group(group, db=None, board=None):
     return sorted(n["id"] for n in picked)
 
 
-class ProgressBar:
-    """One line redrawn in place on a terminal; a line per change otherwise."""
-
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.last = None
-
-    def __call__(self, p):
-        width = 30
-        frac = p["bytes"] / p["bytes_total"] if p["bytes_total"] else 1.0
-        bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
-        line = "[%s] %3.0f%%  wave %d/%d  confirmed %d/%d  %s" % (
-            bar, 100 * frac, max(p["wave"], 1), p["waves"], p["confirmed"], p["nodes"], p["status"])
-        if line == self.last:
-            return
-        self.last = line
-        if self.tty:
-            self.stream.write("\r" + line)
-            if p["status"] not in ("running", "rolling_back"):
-                self.stream.write("\n")
-        elif p["status"] not in ("running",) or int(100 * frac) % 25 == 0:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
 def cmd_deploy(args):
     from ..deploy import bundle
     from ..install import keys
     from ..deploy.deployer import Deployer
     from ..deploy.rollout import Gate, Rollout
+    from .progress import RolloutProgress
     key = keys.load(args.key)
     data, info = bundle.read(args.bundle, key)
     manifest = info["manifest"]
     nodes = resolve_group(args.to, args.db, manifest["board"])
-    host, port = parse_hostport(args.broker)
+    host, port = parse_broker(args.broker)
     gate = Gate(soak_s=args.soak, max_error_rate=args.max_error_rate, max_latency_us=args.max_latency_us)
     rollout = Rollout(data, info["id"], manifest["version"], nodes, canary=args.canary, batch=args.batch, gate=gate,
                       window_ms=int(args.window * 1000), wave_timeout_s=args.wave_timeout)
@@ -94,7 +68,7 @@ def cmd_deploy(args):
         manifest["version"], manifest["board"], len(data), len(nodes), len(rollout.waves)), flush=True)
     started = time.monotonic()
     with Deployer(host, port, args.prefix) as deployer:
-        deployer.run(rollout, timeout_s=args.timeout, on_progress=None if args.quiet else ProgressBar())
+        deployer.run(rollout, timeout_s=args.timeout, on_progress=None if args.quiet else RolloutProgress())
     if rollout.status != "done":
         raise RolloutError("rollout of %s stopped: %s%s" % (
             manifest["version"], rollout.error, "; rolled back %s" % ", ".join(sorted(rollout.rolled_back))
@@ -106,7 +80,7 @@ def cmd_deploy(args):
 def cmd_rollback(args):
     from ..deploy.deployer import Deployer
     nodes = resolve_group(args.to, args.db)
-    host, port = parse_hostport(args.broker)
+    host, port = parse_broker(args.broker)
     started = time.monotonic()
     with Deployer(host, port, args.prefix) as deployer:
         versions = deployer.rollback(nodes, timeout_s=args.timeout)

@@ -2,13 +2,13 @@
 port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
 import argparse
 
-from ..netutil import parse_hostport
+from ..netutil import parse_broker
 
 
 def cmd_flash(args):
     from ..install import flasher
     from .progress import FlashProgress
-    broker = parse_hostport(args.broker) if args.broker else None
+    broker = parse_broker(args.broker) if args.broker else None
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
                            reset=not args.no_reset, progress=FlashProgress())
@@ -19,7 +19,7 @@ def cmd_flash(args):
 
 def cmd_provision(args):
     from ..install import provision
-    host, port = parse_hostport(args.broker)
+    host, port = parse_broker(args.broker)
     steps = provision.provision(args.target, args.board, args.node, (host, port), port=args.ssh_port,
                                 key_filename=args.ssh_key, fleet_key_path=args.key,
                                 report=lambda step: print(step, flush=True), root=args.root,

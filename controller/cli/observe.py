@@ -9,7 +9,7 @@ from .common import add_db, fleet_snapshot, open_registry, print_json
 
 def cmd_status(args):
     from . import views
-    registry = open_registry(args)
+    registry = open_registry(args, readonly=True)
     try:
         snap = fleet_snapshot(registry)
     finally:
@@ -24,7 +24,7 @@ def cmd_status(args):
 
 
 def cmd_events(args):
-    registry = open_registry(args)
+    registry = open_registry(args, readonly=True)
     try:
         events = registry.events(args.node, args.limit)
     finally:
@@ -45,7 +45,7 @@ SUPERVISION_KINDS = ("boot", "crash", "hang", "degraded", "safe_mode", "workload
 
 
 def cmd_logs(args):
-    registry = open_registry(args)
+    registry = open_registry(args, readonly=True)
     try:
         if registry.node(args.node) is None:
             raise NotFound("no node %r in the registry at %s" % (args.node, registry.path))
@@ -82,7 +82,7 @@ def render_top(snapshot, events, now=None):
 def cmd_top(args):
     count = 0
     while True:
-        registry = open_registry(args)
+        registry = open_registry(args, readonly=True)
         try:
             snap = fleet_snapshot(registry)
             events = registry.events(None, 50)

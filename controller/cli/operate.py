@@ -14,8 +14,8 @@ def _submit_and_wait(args, op, payload):
     from ..fleet import commands
     registry = open_registry(args)
     try:
-        command_id = commands.submit(registry.db, op, payload)
-        state, answer = commands.wait(registry.db, command_id, args.wait)
+        command_id = commands.submit(registry, op, payload)
+        state, answer = commands.wait(registry, command_id, args.wait)
     finally:
         registry.close()
     if state == "pending":
@@ -68,7 +68,7 @@ def cmd_apply(args):
     from ..fleet import fleetfile
     manifests = models.manifests()
     workloads = fleetfile.load(args.file, set(manifests))
-    registry = open_registry(args)
+    registry = open_registry(args, readonly=True)
     try:
         preview = plan_preview(registry, workloads, manifests)
     finally:
@@ -95,7 +95,7 @@ def cmd_apply(args):
 
 def cmd_export(args):
     from ..fleet import fleetfile
-    registry = open_registry(args)
+    registry = open_registry(args, readonly=True)
     try:
         text = fleetfile.dump(registry.workloads())
     finally:

@@ -1,6 +1,6 @@
 """Commands that run a part of the fleet in this process: `demo`, `broker`, `controller`, `node`."""
 from ..errors import ConfigError
-from ..netutil import parse_hostport
+from ..netutil import parse_broker
 from .common import wait_for_signal
 
 
@@ -25,7 +25,7 @@ def cmd_controller(args):
     from edgefleet import models
     from ..fleet import fleetfile
     from ..fleet.service import ControllerService
-    host, port = parse_hostport(args.broker)
+    host, port = parse_broker(args.broker)
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
     service = ControllerService(host, port, db_path=args.db, prefix=args.prefix, manifests=manifests,

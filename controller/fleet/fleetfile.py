@@ -13,6 +13,8 @@
 """
 import tomllib
 
+import tomli_w
+
 from edgefleet.firmware.protocol import valid_node_id
 
 from ..errors import ConfigError
@@ -98,27 +100,10 @@ def load(path, known_models=None):
     return parse(text, known_models, path)
 
 
-def _toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join("%s = %s" % (k, _toml_value(value[k])) for k in sorted(value)) + " }"
-    raise ConfigError("cannot write %r to a fleet file" % (value,))
-
-
 def dump(workloads):
     """The fleet file declaring exactly these workloads (what `edgefleet export` writes)."""
-    lines = ["# edgefleet fleet file: the declared workloads (edgefleet export)"]
+    tables = []
     for wl in sorted(workloads, key=lambda w: w["id"]):
-        lines.append("")
-        lines.append("[[workload]]")
-        for key in ("id", "model", "rate", "replicas", "priority", "input", "constraints", "resources"):
-            if key in wl and wl[key] not in ({}, None) and not (key == "priority" and wl[key] == 0):
-                lines.append("%s = %s" % (key, _toml_value(wl[key])))
-    return "\n".join(lines) + "\n"
+        tables.append({key: wl[key] for key in ("id", "model", "rate", "replicas", "priority", "input", "constraints", "resources")
+                       if key in wl and wl[key] not in ({}, None) and not (key == "priority" and wl[key] == 0)})
+    return "# edgefleet fleet file: the declared workloads (edgefleet export)\n\n" + tomli_w.dumps({"workload": tables})

@@ -14,7 +14,7 @@ from edgefleet.firmware import protocol
 
 from ..errors import BrokerError
 from .controller import FleetController
-from ..store.registry import Registry
+from ..store import open_registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
@@ -74,7 +74,7 @@ class ControllerService:
 
     def _run(self):
         try:
-            registry = Registry(self.db_path)
+            registry = open_registry(self.db_path)
             self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings)
             if self.workloads is not None:
                 self.fleet.declare(self.workloads)

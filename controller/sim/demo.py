@@ -10,7 +10,7 @@ from edgefleet import models
 
 from ..cli import views
 from ..broker import default_broker
-from ..store.registry import default_path
+from ..store import default_path
 from ..fleet.service import ControllerService
 from .simfleet import SimFleet, default_index_path, demo_layout
 

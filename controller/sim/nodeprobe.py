@@ -14,6 +14,9 @@ from edgefleet.firmware import protocol
 
 from .simfleet import SimFleet
 
+# The simulated boards' topic prefix (SimFleet's config).
+PREFIX = protocol.DEFAULT_PREFIX
+
 
 class NodeProbe:
     def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None, config=None):
@@ -29,7 +32,7 @@ class NodeProbe:
 
     def _on_message(self, client, userdata, message):
         try:
-            _, kind = protocol.parse_topic("ef", message.topic)
+            _, kind = protocol.parse_topic(PREFIX, message.topic)
             msg = json.loads(message.payload)
         except (ValueError, protocol.ProtocolError):
             return
@@ -37,13 +40,13 @@ class NodeProbe:
             self.messages.append((time.monotonic(), kind, msg))
 
     def assign(self, workloads, epoch=None):
-        payload = json.dumps({"v": 1, "epoch": epoch or int(time.time() * 1000), "wl": workloads})
-        info = self._client.publish(protocol.node_topic("ef", self.node_id, "assign"), payload, qos=1, retain=True)
+        payload = protocol.encode("assign", {"v": protocol.VERSION, "epoch": epoch or int(time.time() * 1000), "wl": workloads})
+        info = self._client.publish(protocol.node_topic(PREFIX, self.node_id, "assign"), payload, qos=1, retain=True)
         info.wait_for_publish(5)
 
     def start(self, workloads=None):
         self._client.connect(self.broker.host, self.broker.port)
-        self._client.subscribe(protocol.node_topic("ef", self.node_id, "+"), qos=1)
+        self._client.subscribe(protocol.node_topic(PREFIX, self.node_id, "+"), qos=1)
         self._client.loop_start()
         if workloads is not None:
             self.assign(workloads)
@@ -54,10 +57,11 @@ class NodeProbe:
         """Send a `cmd` to the node and return its reply (None if none came in time)."""
         self._commands += 1
         cid = "probe-%d" % self._commands
-        msg = {"v": 1, "id": cid, "op": op}
+        msg = {"v": protocol.VERSION, "id": cid, "op": op}
         if args is not None:
             msg["args"] = args
-        self._client.publish(protocol.node_topic("ef", self.node_id, "cmd"), json.dumps(msg), qos=1).wait_for_publish(5)
+        payload = protocol.encode("cmd", msg)
+        self._client.publish(protocol.node_topic(PREFIX, self.node_id, "cmd"), payload, qos=1).wait_for_publish(5)
         replies = self.wait_for(lambda p: [r for r in p.of_kind("reply") if r.get("id") == cid], timeout)
         return replies[0] if replies else None
 
@@ -93,7 +97,7 @@ class NodeProbe:
     def stop(self):
         self.fleet.stop()
         # Clear the retained assignment so a later probe of the same id starts clean.
-        self._client.publish(protocol.node_topic("ef", self.node_id, "assign"), b"", qos=1, retain=True).wait_for_publish(5)
+        self._client.publish(protocol.node_topic(PREFIX, self.node_id, "assign"), b"", qos=1, retain=True).wait_for_publish(5)
         self._client.loop_stop()
         self._client.disconnect()
 

@@ -8,6 +8,7 @@ import sys
 import tempfile
 
 from edgefleet.boards import catalog
+from edgefleet.firmware import protocol
 
 from ..install import image
 from ..errors import BoardError, ConfigError
@@ -37,7 +38,7 @@ def demo_layout(count):
 
 
 class SimFleet:
-    def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix="ef", heap_override=None,
+    def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix=protocol.DEFAULT_PREFIX, heap_override=None,
                  extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None):
         self.root = root
         self.broker_host, self.broker_port = broker_host, broker_port
@@ -218,5 +219,5 @@ def read_index(index_path):
 
 
 def default_index_path():
-    from ..store.registry import default_path
+    from ..store import default_path
     return os.path.join(os.path.dirname(default_path()), "simboards.json")

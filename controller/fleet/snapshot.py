@@ -1,0 +1,38 @@
+"""The fleet as plain data, for the CLI's views, the demo's summary and `status --json`."""
+
+
+def snapshot(state, reconciler=None, intake=None):
+    """From the in-memory state, plus what only a running controller knows (moves, drains,
+    pending replicas, dropped results) when its reconciler and intake are given."""
+    counts = state.result_counts()
+    placements = state.placements()
+    draining = reconciler.draining if reconciler else set()
+    nodes = []
+    for node in state.nodes():
+        tel = node["telemetry"]
+        nodes.append({
+            "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
+            "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
+            "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
+            "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
+            "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
+            "last_seen": node["last_seen"], "draining": node["id"] in draining,
+            "fenced": tel.get("fenced"),
+        })
+    stats = state.result_stats()
+    workloads = []
+    for wl in state.workloads():
+        s = stats.get(wl["id"], {})
+        workloads.append({
+            "id": wl["id"], "model": wl["model"], "rate": wl["rate"], "replicas": wl["replicas"],
+            "nodes": [n for w, n in placements if w == wl["id"]],
+            "pending": reconciler.pending.get(wl["id"]) if reconciler else None,
+            "results": s.get("results", 0), "accuracy": s.get("accuracy"), "mean_us": s.get("mean_us"),
+            "priority": wl.get("priority", 0), "stuck": reconciler.stuck.get(wl["id"]) if reconciler else None,
+        })
+    moves = [m.as_dict() for _, m in sorted(reconciler.moves.items())] if reconciler else []
+    return {"nodes": nodes, "workloads": workloads, "results_received": sum(counts.values()),
+            "moves": moves,
+            "dropped": {"out_of_range": intake.out_of_range if intake else 0,
+                        "duplicates": intake.duplicates if intake else 0},
+            "replays": intake.replays if intake else 0}

@@ -1,0 +1,165 @@
+"""The storage interface of the fleet registry.
+
+The controller's working model is in memory (controller/fleet/state.py); the registry is where
+it writes behind for durability and audit, and what other processes (`edgefleet status`,
+`events`, `logs`, the deployer) read. Every backend stores the same schema, versioned: a
+backend opening a registry of an older version migrates it, one of a newer version is refused
+(StoreError). Rows come back as plain dicts and tuples, never backend objects.
+
+One Registry object belongs to one thread. Writes are buffered until commit().
+"""
+
+# The schema version this edgefleet writes. Bump it with a migration in every backend.
+SCHEMA_VERSION = 1
+
+# Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
+WORKLOAD_EXTRA = ("resources", "priority")
+
+
+class Registry:
+    location = None
+    readonly = False
+
+    def close(self):
+        raise NotImplementedError
+
+    def commit(self):
+        raise NotImplementedError
+
+    def schema_version(self):
+        """The schema version of the stored registry."""
+        raise NotImplementedError
+
+    # -- nodes: {id, board, runtime, fw, boot, state, caps, telemetry, last_seen, epoch} ----------
+
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
+        raise NotImplementedError
+
+    def set_node_state(self, node_id, state, now=None):
+        """Returns False when there is no such node."""
+        raise NotImplementedError
+
+    def record_heartbeat(self, node_id, telemetry, now=None):
+        raise NotImplementedError
+
+    def set_epoch(self, node_id, epoch):
+        raise NotImplementedError
+
+    def nodes(self):
+        raise NotImplementedError
+
+    def node(self, node_id):
+        raise NotImplementedError
+
+    # -- declared workloads and placements ------------------------------------------------------
+
+    def put_workload(self, wl):
+        raise NotImplementedError
+
+    def remove_workload(self, workload_id):
+        """Also removes the workload's placements."""
+        raise NotImplementedError
+
+    def workloads(self):
+        raise NotImplementedError
+
+    def placements(self):
+        """[(workload, node)], sorted."""
+        raise NotImplementedError
+
+    def place(self, workload_id, node_id, now=None):
+        raise NotImplementedError
+
+    def unplace(self, workload_id, node_id):
+        raise NotImplementedError
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def store_result(self, msg, now=None):
+        """Store a result once; False when (node, boot, seq) was stored already."""
+        raise NotImplementedError
+
+    def contiguous_results(self, node_id, boot):
+        """The highest seq such that results 1..seq of (node, boot) are all stored."""
+        raise NotImplementedError
+
+    def result_counts(self):
+        """{node: results stored}."""
+        raise NotImplementedError
+
+    def result_totals(self):
+        """Per workload {results, correct, with_truth, sum_us}: what accuracy and mean time are made of."""
+        raise NotImplementedError
+
+    # -- the audit log ------------------------------------------------------------------------------
+
+    def add_event(self, node_id, level, kind, msg, data=None, now=None):
+        raise NotImplementedError
+
+    def events(self, node_id=None, limit=50, kinds=None):
+        """The newest `limit` events (of a node, of some kinds), oldest first."""
+        raise NotImplementedError
+
+    # -- the stream ledger (controller/fleet/ledger.py): stretches and accepted positions ----------
+
+    def open_stretches(self, workload=None):
+        """[(workload, lane, node, start)] of every open-ended stretch."""
+        raise NotImplementedError
+
+    def newest_stretch(self, workload, node):
+        """(lane, start, until) of the newest stretch of `workload` owned by `node`, or None."""
+        raise NotImplementedError
+
+    def open_lane(self, workload, node):
+        """The lane `node` owns open-ended, or None."""
+        raise NotImplementedError
+
+    def lane_marks(self, workload, lane):
+        """(highest accepted position, highest stretch start), each None when there is none."""
+        raise NotImplementedError
+
+    def open_stretch(self, workload, lane, node, start):
+        raise NotImplementedError
+
+    def close_stretch(self, workload, lane, node, until):
+        raise NotImplementedError
+
+    def reopen_stretch(self, workload, lane, node, start):
+        raise NotImplementedError
+
+    def drop_stretch(self, workload, lane, node, start):
+        raise NotImplementedError
+
+    def owner_lane(self, workload, node, pos):
+        """The lane in which `node` owns position `pos`, or None."""
+        raise NotImplementedError
+
+    def accept_position(self, workload, lane, pos, node, boot, seq):
+        """True when the position was not accepted before (now it is)."""
+        raise NotImplementedError
+
+    def tracks(self, workload):
+        raise NotImplementedError
+
+    def accepted_by(self, workload, lane, pos):
+        raise NotImplementedError
+
+    def forget_streams(self, workload):
+        raise NotImplementedError
+
+    # -- operator commands (controller/fleet/commands.py) -------------------------------------------
+
+    def submit_command(self, op, args, now=None):
+        """Queue a command; returns its id."""
+        raise NotImplementedError
+
+    def pending_commands(self):
+        """[(id, op, args)] in the order they were submitted."""
+        raise NotImplementedError
+
+    def finish_command(self, command_id, ok, answer):
+        raise NotImplementedError
+
+    def command_outcome(self, command_id):
+        """(state, answer): state 'pending', 'done' or 'failed'; (None, None) for no such command."""
+        raise NotImplementedError

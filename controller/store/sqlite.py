@@ -1,0 +1,360 @@
+"""The registry in SQLite: one file, zero setup, the default backend (controller/store/base.py
+says what a backend does).
+
+Schema versions live in SQLite's user_version; MIGRATIONS brings an older file up to
+SCHEMA_VERSION when it is opened. A file written before versions existed reads as version 0 and
+gets version 1 (its tables are created where missing; workloads gain the `extra` column).
+Other processes (`edgefleet status`) open their own read-only connection on the same file; WAL
+mode lets them read while the controller writes.
+"""
+import json
+import os
+import sqlite3
+import time
+
+from ..errors import StoreError
+from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    board TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    fw TEXT NOT NULL DEFAULT '',
+    boot INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'unknown',
+    caps TEXT NOT NULL DEFAULT '{}',
+    telemetry TEXT NOT NULL DEFAULT '{}',
+    last_seen REAL NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS workloads (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    rate REAL NOT NULL,
+    input TEXT NOT NULL,
+    replicas INTEGER NOT NULL DEFAULT 1,
+    constraints TEXT NOT NULL DEFAULT '{}',
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS placements (
+    workload TEXT NOT NULL,
+    node TEXT NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (workload, node)
+);
+CREATE TABLE IF NOT EXISTS results (
+    node TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    workload TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    truth INTEGER,
+    score REAL NOT NULL,
+    us INTEGER NOT NULL,
+    up INTEGER NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (node, boot, seq)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    node TEXT NOT NULL,
+    level TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    msg TEXT NOT NULL,
+    data TEXT
+);
+CREATE TABLE IF NOT EXISTS streams (
+    workload TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    until INTEGER,
+    PRIMARY KEY (workload, lane, start)
+);
+CREATE TABLE IF NOT EXISTS accepted (
+    workload TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (workload, lane, pos)
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    op TEXT NOT NULL,
+    args TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    answer TEXT
+);
+"""
+
+
+def _to_v1(db):
+    db.executescript(SCHEMA_V1)
+    columns = [r[1] for r in db.execute("PRAGMA table_info(workloads)")]
+    if "extra" not in columns:  # written before workloads had resources and a priority
+        db.execute("ALTER TABLE workloads ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+
+
+# version -> the step that brings a registry of version-1 to it
+MIGRATIONS = {1: _to_v1}
+
+
+
+def _node_row(row):
+    node = dict(row)
+    node["caps"] = json.loads(node["caps"])
+    node["telemetry"] = json.loads(node["telemetry"])
+    return node
+
+
+class SqliteRegistry(Registry):
+    def __init__(self, path, readonly=False):
+        self.path = self.location = path
+        self.readonly = readonly
+        try:
+            self.db = self._connect(readonly)
+            version = self.schema_version()
+            if version > SCHEMA_VERSION:
+                self.db.close()
+                raise StoreError("the registry at %s has schema version %d; this edgefleet knows up to %d "
+                                 "(upgrade edgefleet)" % (path, version, SCHEMA_VERSION), path)
+            if version < SCHEMA_VERSION:
+                if readonly:  # migrating needs a writer, once
+                    self.db.close()
+                    self.db = self._connect(False)
+                self._migrate(version)
+        except sqlite3.DatabaseError as e:
+            raise StoreError("%s is not an edgefleet registry (%s)" % (path, e), path) from None
+
+    def _connect(self, readonly):
+        if self.path == ":memory:":
+            db = sqlite3.connect(":memory:")
+        elif readonly:
+            db = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(self.path), uri=True, timeout=10)
+        else:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def _migrate(self, version):
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](self.db)
+            self.db.execute("PRAGMA user_version=%d" % step)
+        self.db.commit()
+
+    def schema_version(self):
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self):
+        self.db.close()
+
+    def commit(self):
+        self.db.commit()
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
+        self.db.execute(
+            "INSERT INTO nodes (id, board, runtime, fw, boot, caps, state, last_seen) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET board=excluded.board, runtime=excluded.runtime, fw=excluded.fw, "
+            "boot=excluded.boot, caps=excluded.caps, state=excluded.state, last_seen=excluded.last_seen",
+            (node_id, board, runtime, fw, boot, json.dumps(caps), state, now or time.time()),
+        )
+
+    def set_node_state(self, node_id, state, now=None):
+        cur = self.db.execute("UPDATE nodes SET state=?, last_seen=COALESCE(?, last_seen) WHERE id=?",
+                              (state, now, node_id))
+        return cur.rowcount > 0
+
+    def record_heartbeat(self, node_id, telemetry, now=None):
+        self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=?",
+                        (json.dumps(telemetry), now or time.time(), node_id))
+
+    def set_epoch(self, node_id, epoch):
+        self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
+
+    def nodes(self):
+        return [_node_row(row) for row in self.db.execute("SELECT * FROM nodes ORDER BY id")]
+
+    def node(self, node_id):
+        row = self.db.execute("SELECT * FROM nodes WHERE id=?", (node_id,)).fetchone()
+        return _node_row(row) if row is not None else None
+
+    # -- workloads and placements -------------------------------------------------------------
+
+    def put_workload(self, wl):
+        self.db.execute(
+            "INSERT INTO workloads (id, model, rate, input, replicas, constraints, extra) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET model=excluded.model, rate=excluded.rate, input=excluded.input, "
+            "replicas=excluded.replicas, constraints=excluded.constraints, extra=excluded.extra",
+            (wl["id"], wl["model"], wl["rate"], json.dumps(wl.get("input", {"kind": "samples"})),
+             wl.get("replicas", 1), json.dumps(wl.get("constraints", {})),
+             json.dumps({k: wl[k] for k in WORKLOAD_EXTRA if k in wl})),
+        )
+
+    def remove_workload(self, workload_id):
+        self.db.execute("DELETE FROM workloads WHERE id=?", (workload_id,))
+        self.db.execute("DELETE FROM placements WHERE workload=?", (workload_id,))
+
+    def workloads(self):
+        out = []
+        for row in self.db.execute("SELECT * FROM workloads ORDER BY id"):
+            wl = dict(row)
+            wl["input"] = json.loads(wl["input"])
+            wl["constraints"] = json.loads(wl["constraints"])
+            wl.update(json.loads(wl.pop("extra", None) or "{}"))
+            out.append(wl)
+        return out
+
+    def placements(self):
+        return [(r["workload"], r["node"]) for r in self.db.execute("SELECT workload, node FROM placements ORDER BY workload, node")]
+
+    def place(self, workload_id, node_id, now=None):
+        self.db.execute("INSERT OR IGNORE INTO placements (workload, node, since) VALUES (?,?,?)",
+                        (workload_id, node_id, now or time.time()))
+
+    def unplace(self, workload_id, node_id):
+        self.db.execute("DELETE FROM placements WHERE workload=? AND node=?", (workload_id, node_id))
+
+    # -- results and events -------------------------------------------------------------------
+
+    def store_result(self, msg, now=None):
+        """Store a result once; returns False when (node, boot, seq) was stored already."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
+             msg["us"], msg["up"], now or time.time()),
+        )
+        return cur.rowcount == 1
+
+    def contiguous_results(self, node_id, boot):
+        """The highest seq such that results 1..seq of (node, boot) are all stored."""
+        row = self.db.execute(
+            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND NOT EXISTS "
+            "(SELECT 1 FROM results n WHERE n.node=r.node AND n.boot=r.boot AND n.seq=r.seq+1)",
+            (node_id, boot)).fetchone()
+        first = self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=1", (node_id, boot)).fetchone()
+        if row[0] is None or first is None:
+            return 0
+        return row[0]
+
+    def result_counts(self):
+        """{node: results stored}."""
+        return {r[0]: r[1] for r in self.db.execute("SELECT node, COUNT(*) FROM results GROUP BY node")}
+
+    def result_totals(self):
+        return {r[0]: {"results": r[1], "correct": r[2] or 0, "with_truth": r[3] or 0, "sum_us": r[4] or 0}
+                for r in self.db.execute(
+                    "SELECT workload, COUNT(*), SUM(CASE WHEN truth IS NOT NULL AND truth = label THEN 1 ELSE 0 END), "
+                    "SUM(CASE WHEN truth IS NOT NULL THEN 1 ELSE 0 END), SUM(us) FROM results GROUP BY workload")}
+
+    def add_event(self, node_id, level, kind, msg, data=None, now=None):
+        self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
+                        (now or time.time(), node_id, level, kind, msg, json.dumps(data) if data is not None else None))
+
+    def events(self, node_id=None, limit=50, kinds=None):
+        query = "SELECT * FROM events"
+        where, args = [], ()
+        if node_id:
+            where.append("node=?")
+            args += (node_id,)
+        if kinds:
+            where.append("kind IN (%s)" % ",".join("?" * len(kinds)))
+            args += tuple(kinds)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY id DESC LIMIT ?"
+        rows = [dict(r) for r in self.db.execute(query, args + (limit,))]
+        for row in rows:
+            row["data"] = json.loads(row["data"]) if row["data"] else None
+        rows.reverse()
+        return rows
+
+    # -- the stream ledger ------------------------------------------------------------------------
+
+    def open_stretches(self, workload=None):
+        q = "SELECT workload, lane, node, start FROM streams WHERE until IS NULL"
+        args = ()
+        if workload is not None:
+            q += " AND workload=?"
+            args = (workload,)
+        return [tuple(r) for r in self.db.execute(q + " ORDER BY workload, lane", args)]
+
+    def newest_stretch(self, workload, node):
+        r = self.db.execute("SELECT lane, start, until FROM streams WHERE workload=? AND node=? "
+                            "ORDER BY start DESC LIMIT 1", (workload, node)).fetchone()
+        return tuple(r) if r else None
+
+    def open_lane(self, workload, node):
+        r = self.db.execute("SELECT lane FROM streams WHERE workload=? AND node=? AND until IS NULL",
+                            (workload, node)).fetchone()
+        return r[0] if r else None
+
+    def lane_marks(self, workload, lane):
+        r = self.db.execute("SELECT MAX(pos) FROM accepted WHERE workload=? AND lane=?", (workload, lane)).fetchone()
+        s = self.db.execute("SELECT MAX(start) FROM streams WHERE workload=? AND lane=?", (workload, lane)).fetchone()
+        return r[0], s[0]
+
+    def open_stretch(self, workload, lane, node, start):
+        self.db.execute("INSERT OR REPLACE INTO streams (workload, lane, node, start, until) VALUES (?,?,?,?,NULL)",
+                        (workload, lane, node, start))
+
+    def close_stretch(self, workload, lane, node, until):
+        self.db.execute("UPDATE streams SET until=? WHERE workload=? AND lane=? AND node=? AND until IS NULL",
+                        (until, workload, lane, node))
+
+    def reopen_stretch(self, workload, lane, node, start):
+        self.db.execute("UPDATE streams SET until=NULL WHERE workload=? AND lane=? AND node=? AND start=?",
+                        (workload, lane, node, start))
+
+    def drop_stretch(self, workload, lane, node, start):
+        self.db.execute("DELETE FROM streams WHERE workload=? AND lane=? AND node=? AND start=?",
+                        (workload, lane, node, start))
+
+    def owner_lane(self, workload, node, pos):
+        r = self.db.execute("SELECT lane FROM streams WHERE workload=? AND node=? AND start<=? AND "
+                            "(until IS NULL OR ?<until) ORDER BY start DESC LIMIT 1",
+                            (workload, node, pos, pos)).fetchone()
+        return r[0] if r else None
+
+    def accept_position(self, workload, lane, pos, node, boot, seq):
+        cur = self.db.execute("INSERT OR IGNORE INTO accepted (workload, lane, pos, node, boot, seq) VALUES (?,?,?,?,?,?)",
+                              (workload, lane, pos, node, boot, seq))
+        return cur.rowcount == 1
+
+    def tracks(self, workload):
+        return self.db.execute("SELECT 1 FROM streams WHERE workload=? LIMIT 1", (workload,)).fetchone() is not None
+
+    def accepted_by(self, workload, lane, pos):
+        r = self.db.execute("SELECT node FROM accepted WHERE workload=? AND lane=? AND pos=?", (workload, lane, pos)).fetchone()
+        return r[0] if r else None
+
+    def forget_streams(self, workload):
+        self.db.execute("DELETE FROM streams WHERE workload=?", (workload,))
+
+    # -- operator commands ------------------------------------------------------------------------
+
+    def submit_command(self, op, args, now=None):
+        cur = self.db.execute("INSERT INTO commands (ts, op, args) VALUES (?,?,?)", (now or time.time(), op, json.dumps(args)))
+        self.db.commit()
+        return cur.lastrowid
+
+    def pending_commands(self):
+        return [(r[0], r[1], json.loads(r[2])) for r in
+                self.db.execute("SELECT id, op, args FROM commands WHERE state='pending' ORDER BY id")]
+
+    def finish_command(self, command_id, ok, answer):
+        self.db.execute("UPDATE commands SET state=?, answer=? WHERE id=?", ("done" if ok else "failed", answer, command_id))
+
+    def command_outcome(self, command_id):
+        r = self.db.execute("SELECT state, answer FROM commands WHERE id=?", (command_id,)).fetchone()
+        return (r[0], r[1]) if r else (None, None)
