@@ -17,7 +17,7 @@ SCHEMAS = {
     "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj"),
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
-                 "temp:num|null wl:list outbox:obj? fenced:bool?"),
+                 "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:str up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
@@ -36,6 +36,7 @@ SCHEMAS = {
 ENUMS = {
     "hello.runtime": "micropython cpython",
     "status.state": "online offline degraded safe",
+    "hb.state": "online degraded safe",
     "event.level": "debug info warn error",
     "ctrl_status.state": "online offline",
     "ota.op": "begin chunk abort rollback",
@@ -149,7 +150,7 @@ def validate(kind, msg):
     _check_fields(kind, msg, SCHEMAS[kind][1])
     for key in ENUMS:
         k, _, field = key.partition(".")
-        if k == kind and msg.get(field) not in ENUMS[key].split():
+        if k == kind and field in msg and msg[field] not in ENUMS[key].split():
             raise ProtocolError("%s: field '%s' must be one of %s, got %r" % (kind, field, ENUMS[key].replace(" ", "/"), msg.get(field)),
                                 kind=kind, field=field)
     if "node" in msg and not valid_node_id(msg["node"]):

@@ -24,6 +24,7 @@ from .detector import PhiAccrualDetector
 from .effects import Publish
 from .ingest import ResultIntake
 from .ledger import Ledger
+from .liveness import LinkWatch, Verdicts
 from .operator import OperatorCommands
 from .reconciler import Reconciler
 from .snapshot import snapshot
@@ -40,7 +41,7 @@ RECONFIRM_S = 2.0
 
 class FleetController:
     def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
-                 clock=time.time, settings=None, policy="battery_aware", detector=None):
+                 clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False):
         self.registry = registry
         self.prefix = prefix
         self.manifests = manifests or {}
@@ -55,6 +56,11 @@ class FleetController:
                                      self.cfg, policy)
         self.operator = OperatorCommands(self)
         self.detector = detector or PhiAccrualDetector()
+        # link_watch: judge nodes only while the own lease comes back (the service turns it on;
+        # a controller fed by hand, as in unit tests, has no broker to echo it).
+        self.link = LinkWatch(link_watch)
+        self.verdicts = Verdicts()
+        self._held = None  # why verdicts are held now, once per episode in the audit log
         # When the controller's own broker link last came up (set by tick()).
         self.connected_since = 0
         self.rejected = 0
@@ -97,9 +103,13 @@ class FleetController:
         """Process one message from the broker; returns the Publish effects it causes."""
         try:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
-            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota", "lease"):
+            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
                 return []  # our own messages, echoed back by a wildcard subscription
             msg = protocol.decode(kind, payload)
+            if kind == "lease":
+                if msg["ctrl"] == self.ctrl_id:
+                    self.link.echo(self.clock())
+                return []
             if "node" in msg and msg["node"] != node_id:
                 raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
                                     kind=kind, field="node")
@@ -154,6 +164,12 @@ class FleetController:
         if node is None:
             return []  # heartbeats before hello: wait for the hello that follows
         now = self.clock()
+        effects = []
+        if msg["boot"] != node["boot"]:
+            # The node rebooted and its hello was lost (sent while the broker restarted, before
+            # this controller had resubscribed): register the new boot from its heartbeat.
+            effects.extend(self._new_boot(node_id, node, msg["boot"], now))
+            node = self.state.node(node_id)
         telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
         telemetry["outbox"] = msg.get("outbox")
         telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
@@ -162,15 +178,36 @@ class FleetController:
         self.detector.heartbeat(node_id, now)
         self.reconciler.triggers.observe(node_id, msg["cpu"], now)
         self.intake.skip_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
-        effects = self.reconciler.observe_moves(node_id, msg["wl"], now)
+        effects.extend(self.reconciler.observe_moves(node_id, msg["wl"], now))
         if msg.get("fenced") and now - self._reconfirmed.get(node_id, 0) >= RECONFIRM_S:
             # Fenced: the node holds its results until the controller confirms what it runs.
             self._reconfirmed[node_id] = now
             effects.append(self.reconciler.assignment(node_id))
+        # The node's own state (online, degraded, safe) when its heartbeat says it; a node back
+        # from silence is what it says it is, not simply online.
+        reported = msg.get("state")
         if node["state"] == "offline":
-            self.state.set_node_state(node_id, "online", now)
-            self.state.add_event(node_id, "info", "node_online", "%s heartbeats again" % node_id, now=now)
+            self.state.set_node_state(node_id, reported or "online", now)
+            self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (
+                node_id, reported or "online"), now=now)
             effects.extend(self.reconciler.reconcile())
+        elif reported and reported != node["state"]:
+            self.state.set_node_state(node_id, reported, now)
+            self.state.add_event(node_id, "warn" if reported in ("degraded", "safe") else "info", "node_" + reported,
+                                 "%s is %s (from its heartbeat)" % (node_id, reported), now=now)
+            effects.extend(self.reconciler.reconcile())
+        return effects
+
+    def _new_boot(self, node_id, node, boot, now):
+        self.state.upsert_node(node_id, node["board"], node["runtime"], node["fw"], boot, node["caps"],
+                               "online" if node["state"] == "offline" else node["state"], now)
+        self.reconciler.note_reboot(node_id)
+        self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
+            node_id, node["board"], node["runtime"], boot), now=now)
+        effects = self.reconciler.reconcile()
+        assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
+        if not any(e.topic == assign_topic for e in effects):
+            effects.append(self.reconciler.assignment(node_id))
         return effects
 
     def _on_result(self, node_id, msg):
@@ -211,18 +248,34 @@ class FleetController:
         effects = []
         now = self.clock()
         self.connected_since = connected_since or 0
-        for node in self.state.nodes():
-            heard = max(node["last_seen"], self.connected_since)
-            if node["state"] == "offline":
-                continue
-            if node["id"] in self.detector.history:
-                down = self.detector.is_down(node["id"], now, self.connected_since)
+        heard_since = max(self.connected_since, self.link.healthy_since)
+        if not self.link.healthy(now):
+            self._hold(now, "the controller's own lease has not come back through the broker for %.0f s" % (
+                now - (self.link.last_echo or heard_since)))
+        else:
+            suspects, live = [], 0
+            for node in self.state.nodes():
+                if node["state"] == "offline":
+                    continue
+                live += 1
+                if node["id"] in self.detector.history:
+                    down = self.detector.is_down(node["id"], now, heard_since)
+                else:
+                    down = now - max(node["last_seen"], heard_since) > HEARTBEAT_TIMEOUT_S
+                if down:
+                    suspects.append(node)
+            willed = {n["id"] for n in suspects if n["id"] in self.detector.willed}
+            dead, held = self.verdicts.decide([n["id"] for n in suspects], willed, live, now)
+            for node in suspects:
+                if node["id"] in dead:
+                    heard = max(node["last_seen"], heard_since)
+                    self.state.set_node_state(node["id"], "offline")
+                    self.state.add_event(node["id"], "warn", "node_offline", "%s silent for %.1f s (phi %.1f)" % (
+                        node["id"], now - heard, min(99.0, self.detector.phi(node["id"], now, heard_since))), now=now)
+            if held:
+                self._hold(now, held)
             else:
-                down = now - heard > HEARTBEAT_TIMEOUT_S
-            if down:
-                self.state.set_node_state(node["id"], "offline")
-                self.state.add_event(node["id"], "warn", "node_offline", "%s silent for %.1f s (phi %.1f)" % (
-                    node["id"], now - heard, min(99.0, self.detector.phi(node["id"], now, self.connected_since))), now=now)
+                self._held = None
         effects.append(self.lease())
         effects.extend(self.intake.flush_acks())
         effects.extend(self.operator.run())
@@ -230,6 +283,13 @@ class FleetController:
         effects.extend(self.reconciler.migrate())
         self.state.commit()
         return effects
+
+    def _hold(self, now, why):
+        """Failure verdicts are held (docs/reliability.md): said once per episode."""
+        if self._held is None:
+            log.warning("failure verdicts held: %s", why)
+            self.state.add_event("", "warn", "verdicts_held", why, now=now)
+        self._held = why
 
     def lease(self):
         """The controller's lease (fencing, docs/placement.md): once per tick, not retained."""

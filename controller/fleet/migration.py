@@ -71,6 +71,9 @@ class TriggerWatch:
             return "drain"
         if node.get("state") == "degraded":
             return "degraded"
+        if node.get("state") == "safe":
+            # A node in safe mode runs only its link and deploy path: its work is not served.
+            return "safe mode"
         tel = node.get("telemetry") or {}
         power = tel.get("power") or {}
         temp = tel.get("temp")
@@ -102,6 +105,11 @@ class Cooldown:
         self.left[(workload, src)] = now
         self.last_move[workload] = now
 
+    def forget(self, workload, src):
+        """Undo record(): the move off `src` did not happen after all."""
+        self.left.pop((workload, src), None)
+        self.last_move.pop(workload, None)
+
     def blocked_targets(self, now):
         """{(workload, node): why} for nodes a workload may not go back to yet."""
         out = {}
@@ -132,10 +140,28 @@ class Move:
         self.src_alive = src_alive
         self.state = "starting"
         self.changed_at = now
+        self.abort_reason = None
 
     def as_dict(self):
         return {"workload": self.workload, "lane": self.lane, "from": self.src, "to": self.dst,
                 "handover": self.handover, "reason": self.reason, "state": self.state}
+
+    def state_dict(self):
+        """Everything a restarted controller needs to carry the move on."""
+        out = self.as_dict()
+        out.update(started=self.started, changed_at=self.changed_at, src_alive=self.src_alive)
+        return out
+
+    @classmethod
+    def from_state(cls, d):
+        move = cls(d["workload"], d["lane"], d["from"], d["to"], d["handover"], d["reason"], d["started"], d["src_alive"])
+        move.state, move.changed_at = d["state"], d["changed_at"]
+        return move
+
+    def abort(self, now, reason):
+        """Give the move up before its timeout (its target died)."""
+        self.abort_reason = reason
+        self._to("aborted", now)
 
     def _to(self, state, now):
         self.state = state
@@ -166,15 +192,23 @@ class Move:
         return None
 
 
-def plan_moves(triggered, placements, workloads, rnd, cooldown, busy, now):
+def plan_moves(triggered, placements, workloads, rnd, cooldown, busy, now, incoming=()):
     """Choose this cycle's moves.
 
     triggered: {node id: reason}; placements: [(workload, node)]; workloads: {id: workload};
     rnd: a placement.Round for the fleet now; cooldown: Cooldown; busy: nodes already in a
-    move. Returns [(workload, src, dst, reason)], and {workload: why it could not move}.
+    move; incoming: (workload, node) targets of moves in progress. Returns
+    [(workload, src, dst, reason)], and {workload: why it could not move}.
+
+    A node runs one worker per workload id, so two replicas of a workload never land on one
+    node: not on a node that already hosts it, is taking it over in a move, or was chosen for
+    it earlier in this cycle (even when the sources are dead and targets may otherwise repeat).
     """
     moves, stuck = [], {}
     sources_used, targets_used = set(), set()
+    chosen_for = {}  # workload -> nodes it is moving to
+    for wid, node in incoming:
+        chosen_for.setdefault(wid, set()).add(node)
     for src in sorted(triggered):
         reason = triggered[src]
         dead = reason == "down"
@@ -190,13 +224,14 @@ def plan_moves(triggered, placements, workloads, rnd, cooldown, busy, now):
             if not forced and not cooldown.may_move(wl["id"], now):
                 stuck[wl["id"]] = "moved less than %.0f s ago" % cooldown.cfg["cooldown_s"]
                 continue
-            others = {n for w, n in placements if w == wl["id"]}
+            others = {n for w, n in placements if w == wl["id"]} | chosen_for.get(wl["id"], set())
             exclude = others | set(triggered) | (targets_used if not dead else set()) | set(busy)
             dst, why = rnd.best(wl, exclude=exclude, ignore_cooldown=forced)
             if dst is None:
                 stuck[wl["id"]] = "no node can take it: " + ("; ".join(sorted(set(why))) or "no other node")
                 continue
             rnd.take(wl, dst)
+            chosen_for.setdefault(wl["id"], set()).add(dst)
             moves.append((wl["id"], src, dst, reason))
             sources_used.add(src)
             targets_used.add(dst)

@@ -54,7 +54,7 @@ class OperatorCommands:
     def _op_drain(self, node):
         if self.state.node(node) is None:
             raise NotFound("no node %r" % node)
-        self.reconciler.draining.add(node)
+        self.reconciler.set_draining(node, True)
         count = sum(1 for _, n in self.state.placements() if n == node)
         self.state.add_event(node, "info", "drain", "operator drains %s (%d workloads to move)" % (node, count),
                              now=self.clock())
@@ -63,7 +63,7 @@ class OperatorCommands:
     def _op_undrain(self, node):
         if node not in self.reconciler.draining:
             raise NotFound("%s is not draining" % node)
-        self.reconciler.draining.discard(node)
+        self.reconciler.set_draining(node, False)
         self.state.add_event(node, "info", "undrain", "operator ends the drain of %s" % node, now=self.clock())
         return "%s takes work again" % node, []
 

@@ -24,12 +24,14 @@ class Reconciler:
         self.policy = policy
         self.triggers = migration.TriggerWatch(cfg)
         self.cooldown = migration.Cooldown(cfg)
-        self.moves = {}      # (workload, lane) -> migration.Move in progress
         self.stuck = {}      # workload -> why a triggered move found no node
         self.pending = {}    # workload -> why a replica could not be placed
-        self.draining = set()
-        self.resume = {}     # (node, workload) -> stream position a rebooted node resumes from
         self.moves_done = 0
+        # Kept in the registry too, so that a restarted controller carries on where this one was:
+        store = state.store
+        self.moves = {(m["workload"], m["lane"]): migration.Move.from_state(m) for m in store.moves()}
+        self.draining = store.draining()
+        self.resume = store.resume_positions()  # (node, workload) -> position a rebooted node resumes from
 
     def forget_workload(self, workload_id):
         for key in [k for k in self.moves if k[0] == workload_id]:
@@ -41,7 +43,34 @@ class Reconciler:
         for wid, nid in self.state.placements():
             row = self.ledger.row(wid, node_id) if nid == node_id else None
             if row is not None and row[2] is None:
-                self.resume[(node_id, wid)] = max(row[1], self.ledger.next_pos(wid, row[0]))
+                self._set_resume(node_id, wid, max(row[1], self.ledger.next_pos(wid, row[0])))
+
+    def _set_resume(self, node_id, workload_id, pos):
+        if pos is None:
+            self.resume.pop((node_id, workload_id), None)
+        else:
+            self.resume[(node_id, workload_id)] = pos
+        self.state.store.set_resume(node_id, workload_id, pos)
+
+    def _unplace(self, workload_id, node_id):
+        self.state.unplace(workload_id, node_id)
+        if (node_id, workload_id) in self.resume:
+            self._set_resume(node_id, workload_id, None)
+
+    def _save_move(self, move):
+        self.moves[(move.workload, move.lane)] = move
+        self.state.store.put_move(move.state_dict())
+
+    def _end_move(self, move):
+        del self.moves[(move.workload, move.lane)]
+        self.state.store.remove_move(move.workload, move.lane)
+
+    def set_draining(self, node_id, draining):
+        if draining:
+            self.draining.add(node_id)
+        else:
+            self.draining.discard(node_id)
+        self.state.store.set_draining(node_id, draining)
 
     def _fleet_view(self, now):
         """Registry nodes with the state placement should see: offline, draining, or as reported."""
@@ -75,7 +104,7 @@ class Reconciler:
         if after == before:
             return []
         for wid, nid in sorted(before - after):
-            self.state.unplace(wid, nid)
+            self._unplace(wid, nid)
             row = self.ledger.row(wid, nid)
             if row is not None and row[2] is None:
                 self.ledger.close(wid, row[0], nid, self.ledger.next_pos(wid, row[0]))
@@ -110,7 +139,12 @@ class Reconciler:
         by_id = {n["id"]: n for n in nodes}
         for key, move in sorted(self.moves.items()):
             src_down = by_id.get(move.src, {}).get("state") == "offline"
-            if move.step(now, self.cfg, src_down):
+            if move.state == "starting" and by_id.get(move.dst, {}).get("state") == "offline":
+                # The target died before it ran the workload: give the move up now so that this
+                # cycle plans the workload again, instead of waiting out the move's timeout.
+                move.abort(now, "%s went offline" % move.dst)
+                effects.extend(self._move_changed(move, now))
+            elif move.step(now, self.cfg, src_down):
                 effects.extend(self._move_changed(move, now))
         workloads = {wl["id"]: wl for wl in self.state.workloads()}
         placements = self.state.placements()
@@ -131,7 +165,8 @@ class Reconciler:
         busy = {m.src for m in self.moves.values()} | {m.dst for m in self.moves.values()}
         rnd = self._round(nodes, workloads, placements, now)
         logical = [(w, n) for w, n in placements if (w, n) not in incoming]
-        chosen, self.stuck = migration.plan_moves(triggered, logical, workloads, rnd, self.cooldown, busy, now)
+        chosen, self.stuck = migration.plan_moves(triggered, logical, workloads, rnd, self.cooldown, busy, now,
+                                                  incoming=incoming)
         for wid, src, dst, reason in chosen:
             effects.extend(self.start_move(workloads[wid], src, dst, reason, alive=reason != "down"))
         return effects
@@ -149,14 +184,14 @@ class Reconciler:
         self.ledger.open(wid, lane, dst, handover)
         self.state.place(wid, dst, now)
         move = migration.Move(wid, lane, src, dst, handover, reason, now, alive)
-        self.moves[(wid, lane)] = move
+        self._save_move(move)
         self.state.add_event(src, "info", "move_started", "%s: %s -> %s from input %d (%s)" % (
             wid, src, dst, handover, reason), data=move.as_dict(), now=now)
         effects = [self.assignment(dst)]
         if not alive:
             # Nothing to hand over from a dead node: it loses the workload now (and is fenced
             # should it come back with results from past the hand-over point).
-            self.state.unplace(wid, src)
+            self._unplace(wid, src)
             self.cooldown.record(wid, src, now)
             effects.append(self.assignment(src))
         self.state.commit()
@@ -181,13 +216,14 @@ class Reconciler:
             # The new worker is running: the old one finishes the inputs before the hand-over point.
             self.state.add_event(move.dst, "info", "move_ready", "%s running on %s; %s stops at input %d" % (
                 wid, move.dst, move.src, move.handover), now=now)
+            self._save_move(move)
             return [self.assignment(move.src)]
-        del self.moves[(wid, move.lane)]
+        self._end_move(move)
         if move.state == "done":
             self.moves_done += 1
             effects = []
-            if (wid, move.src) in self.state.placements():
-                self.state.unplace(wid, move.src)
+            if self.state.placed(wid, move.src):
+                self._unplace(wid, move.src)
                 effects.append(self.assignment(move.src))
             if move.src_alive:
                 self.cooldown.record(wid, move.src, now)
@@ -196,13 +232,19 @@ class Reconciler:
                 data=move.as_dict(), now=now)
             return effects
         # aborted: the new node never ran it; the old node's stream is open-ended again.
-        self.state.unplace(wid, move.dst)
+        self._unplace(wid, move.dst)
         self.ledger.drop(wid, move.lane, move.dst, move.handover)
         row = self.ledger.row(wid, move.src)
-        if row is not None:
+        if row is not None and move.src_alive:
             self.ledger.reopen(wid, move.lane, move.src, row[1])
-        self.state.add_event(move.dst, "warn", "move_aborted", "%s: %s did not run it within %.0f s; stays on %s" % (
-            wid, move.dst, self.cfg["move_timeout_s"], move.src), data=move.as_dict(), now=now)
+        # A dead source lost the workload when the move started: the lane stays free for the
+        # next placement cycle, which finds the workload a node again.
+        why = move.abort_reason or "did not run it within %.0f s" % self.cfg["move_timeout_s"]
+        if move.abort_reason:
+            # The source is no worse for the failed move: let the workload go back to it.
+            self.cooldown.forget(wid, move.src)
+        self.state.add_event(move.dst, "warn", "move_aborted", "%s: %s %s; stays on %s" % (
+            wid, move.dst, why, move.src), data=move.as_dict(), now=now)
         return [self.assignment(move.dst), self.assignment(move.src)]
 
     def assignment(self, node_id):

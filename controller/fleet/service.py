@@ -42,6 +42,7 @@ class ControllerService:
         self._snapshot = None
         self._snapshot_lock = threading.Lock()
         self.connected = threading.Event()
+        self.connected_since = 0.0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ctrl_id, clean_session=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -57,6 +58,11 @@ class ControllerService:
             log.error("broker refused the controller: %s", reason_code)
             return
         client.subscribe(protocol.node_topic(self.prefix, "+", "+"), qos=1)
+        # Its own lease, back through the broker: how the controller knows it can hear the fleet
+        # (controller/fleet/liveness.py).
+        client.subscribe(protocol.lease_topic(self.prefix), qos=0)
+        # Before `connected` is set: the next tick must not judge nodes by silence from before.
+        self.connected_since = time.time()
         self.connected.set()
         self.inbox.put(("connected", None, None))
 
@@ -75,7 +81,8 @@ class ControllerService:
     def _run(self):
         try:
             registry = open_registry(self.db_path)
-            self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings)
+            self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
+                                          link_watch=True)
             if self.workloads is not None:
                 self.fleet.declare(self.workloads)
             will = self.fleet.ctrl_status("offline")
@@ -88,7 +95,6 @@ class ControllerService:
             return
         self._ready.set()
         next_tick = time.monotonic()
-        connected_since = time.time()
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
             try:
@@ -96,14 +102,16 @@ class ControllerService:
             except queue.Empty:
                 what = None
             if what == "connected":
-                connected_since = time.time()
                 self._publish([self.fleet.ctrl_status("online")])
             elif what == "message":
                 self._publish(self.fleet.handle(topic, payload))
-            if time.monotonic() >= next_tick and self.connected.is_set():
-                self._publish(self.fleet.tick(connected_since))
-                with self._snapshot_lock:
-                    self._snapshot = self.fleet.snapshot()
+            if time.monotonic() >= next_tick:
+                # No tick while the broker is away (nothing could be sent, and silence is not
+                # the nodes'); the next try waits a tick period rather than spinning.
+                if self.connected.is_set():
+                    self._publish(self.fleet.tick(self.connected_since))
+                    with self._snapshot_lock:
+                        self._snapshot = self.fleet.snapshot()
                 next_tick = time.monotonic() + self.tick_s
         self._publish([self.fleet.ctrl_status("offline")])
         time.sleep(0.2)

@@ -10,7 +10,7 @@ One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
 WORKLOAD_EXTRA = ("resources", "priority")
@@ -162,4 +162,31 @@ class Registry:
 
     def command_outcome(self, command_id):
         """(state, answer): state 'pending', 'done' or 'failed'; (None, None) for no such command."""
+        raise NotImplementedError
+
+    # -- what the reconciler keeps across controller restarts ---------------------------------------
+
+    def set_resume(self, node_id, workload, pos):
+        """The stream position a rebooted node resumes `workload` from (None: forget it)."""
+        raise NotImplementedError
+
+    def resume_positions(self):
+        """{(node, workload): position}."""
+        raise NotImplementedError
+
+    def put_move(self, move):
+        """A move in progress, as migration.Move.state_dict() gives it; keyed by (workload, lane)."""
+        raise NotImplementedError
+
+    def remove_move(self, workload, lane):
+        raise NotImplementedError
+
+    def moves(self):
+        raise NotImplementedError
+
+    def set_draining(self, node_id, draining):
+        raise NotImplementedError
+
+    def draining(self):
+        """The set of nodes being drained."""
         raise NotImplementedError

@@ -100,8 +100,34 @@ def _to_v1(db):
         db.execute("ALTER TABLE workloads ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
 
 
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS resume (
+    node TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    PRIMARY KEY (node, workload)
+);
+CREATE TABLE IF NOT EXISTS moves (
+    workload TEXT NOT NULL,
+    lane INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (workload, lane)
+);
+CREATE TABLE IF NOT EXISTS drains (
+    node TEXT PRIMARY KEY
+);
+"""
+
+
+def _to_v2(db):
+    """What the reconciler must remember across a controller restart: the stream positions
+    rebooted nodes resume from, the moves in progress, the nodes being drained."""
+    db.executescript(SCHEMA_V2)
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1}
+MIGRATIONS = {1: _to_v1, 2: _to_v2}
 
 
 
@@ -358,3 +384,33 @@ class SqliteRegistry(Registry):
     def command_outcome(self, command_id):
         r = self.db.execute("SELECT state, answer FROM commands WHERE id=?", (command_id,)).fetchone()
         return (r[0], r[1]) if r else (None, None)
+
+    # -- what the reconciler keeps across restarts ------------------------------------------------
+
+    def set_resume(self, node_id, workload, pos):
+        if pos is None:
+            self.db.execute("DELETE FROM resume WHERE node=? AND workload=?", (node_id, workload))
+        else:
+            self.db.execute("INSERT OR REPLACE INTO resume (node, workload, pos) VALUES (?,?,?)", (node_id, workload, pos))
+
+    def resume_positions(self):
+        return {(r[0], r[1]): r[2] for r in self.db.execute("SELECT node, workload, pos FROM resume")}
+
+    def put_move(self, move):
+        self.db.execute("INSERT OR REPLACE INTO moves (workload, lane, state, data) VALUES (?,?,?,?)",
+                        (move["workload"], move["lane"], move["state"], json.dumps(move)))
+
+    def remove_move(self, workload, lane):
+        self.db.execute("DELETE FROM moves WHERE workload=? AND lane=?", (workload, lane))
+
+    def moves(self):
+        return [json.loads(r[0]) for r in self.db.execute("SELECT data FROM moves ORDER BY workload, lane")]
+
+    def set_draining(self, node_id, draining):
+        if draining:
+            self.db.execute("INSERT OR IGNORE INTO drains (node) VALUES (?)", (node_id,))
+        else:
+            self.db.execute("DELETE FROM drains WHERE node=?", (node_id,))
+
+    def draining(self):
+        return {r[0] for r in self.db.execute("SELECT node FROM drains")}

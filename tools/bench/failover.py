@@ -79,6 +79,7 @@ class FixedTimeoutDetector:
     def __init__(self, timeout_s=BASELINE_TIMEOUT_S):
         self.timeout_s = timeout_s
         self.history = {}   # node -> last sign of life
+        self.willed = set()  # deaf to Last Wills: never any
 
     def heartbeat(self, node_id, now):
         self.history[node_id] = now
