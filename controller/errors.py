@@ -1,9 +1,10 @@
 """The controller's exception family: every error the CLI reports derives from EdgefleetError.
 
-Another family meets the CLI's single catch (controller/cli/__init__.py): the firmware's
+Two other families meet the CLI's single catch (controller/cli/__init__.py): the firmware's
 (firmware/errors.py, root FirmwareError), for code a board runs too - the update bundle codec
 and its errors (BundleError, BadSignature, CorruptBundle in firmware/update_errors.py) live
-there once, used by the controller's bundle builder as well.
+there once, used by the controller's bundle builder as well - and boards/errors.py's
+ProfileError, for the board profiles in boards/profiles/ (boards/ imports no controller code).
 
 ConfigError exists here and in firmware/errors.py on purpose, meaning different things: this
 one is the host's configuration (fleet files, the CLI's options, keys, registries, simulated
