@@ -101,11 +101,14 @@ def pack(manifest, slot_dir, key):
     return out.getvalue()
 
 
-def build(board, version, key, models=None, mpy_arch="profile"):
+def build(board, version, key, models=None, mpy_arch="profile", simulated=None):
     """A signed bundle (bytes) for a board name: its slot's code and `models` (default all).
 
     mpy_arch: "profile" compiles for the board's own architecture (its profile's mpy_arch);
-    "x64" for the simulated boards on this machine; None ships .py sources."""
+    "x64" for the simulated boards on this machine; None ships .py sources.
+    simulated: for simulated boards (the slot then carries the simulation layer, hal_sim and
+    its power model, which a real board never gets); None means "when mpy_arch is x64", the
+    code only the simulated MCU boards load."""
     try:
         profile = catalog.load(board)
     except Exception as e:
@@ -115,7 +118,9 @@ def build(board, version, key, models=None, mpy_arch="profile"):
     if not isinstance(version, str) or not version:
         raise BundleError("a bundle needs a version string")
     with tempfile.TemporaryDirectory(prefix="edgefleet-bundle-") as slot_dir:
-        rels = image.write_slot(slot_dir, profile, models, mpy_arch)
+        if simulated is None:
+            simulated = mpy_arch == image.SIM_MPY_ARCH
+        rels = image.write_slot(slot_dir, profile, models, mpy_arch, simulated)
         size = sum(os.path.getsize(os.path.join(slot_dir, r)) for r in rels)
         if size > profile["fs_bytes"] // 2:
             raise BundleError("bundle contents of %d bytes do not fit one of two slots in %s's %d-byte filesystem"
