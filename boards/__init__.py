@@ -1,9 +1,13 @@
-# Board profiles (data, in profiles/) and hardware abstraction layers, one module per backend:
+# Board profiles (data, in profiles/) and hardware abstraction layers: the interface, declared
+# once in hal.py (Hal), and one module per backend, each a Hal subclass:
 #   hal_micropython  a real MicroPython board (machine, esp32/rp2 specifics)
 #   hal_linux        a real Linux board (/proc, /sys)
-#   hal_sim          a simulated board: a real runtime HAL plus a power model and injected load
-#   hal_mock         fixed values for unit tests
+#   hal_sim          a simulated board: a real runtime HAL plus a power model (power.py) and
+#                    injected load; only simulated boards carry it (controller/install/image.py)
+#   hal_mock         fixed values for unit tests; on no board
 # Only these modules touch machine, /proc and /sys; the firmware sees the HAL interface alone.
+# Host-side only: catalog.py (profiles) and errors.py (ProfileError); boards/ imports no
+# controller code.
 
 HAL_BACKENDS = ("micropython", "linux", "sim", "mock")
 

@@ -2,7 +2,7 @@
 import json
 import os
 
-from edgefleet.controller.errors import ConfigError
+from .errors import ProfileError
 
 PROFILE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
 REQUIRED = ("name", "kind", "runtime", "cpu", "ram_bytes", "heap_bytes", "flash_bytes", "fs_bytes", "power")
@@ -15,14 +15,14 @@ def names():
 def load(name):
     path = os.path.join(PROFILE_DIR, name + ".json")
     if not os.path.exists(path):
-        raise ConfigError("unknown board %r (known: %s)" % (name, ", ".join(names())))
+        raise ProfileError("unknown board %r (known: %s)" % (name, ", ".join(names())))
     with open(path) as f:
         profile = json.load(f)
     missing = [key for key in REQUIRED if key not in profile]
     if missing:
-        raise ConfigError("board profile %s lacks %s" % (path, ", ".join(missing)))
+        raise ProfileError("board profile %s lacks %s" % (path, ", ".join(missing)))
     if profile["kind"] not in ("mcu", "linux") or profile["runtime"] not in ("micropython", "cpython"):
-        raise ConfigError("board profile %s: kind/runtime must be mcu/micropython or linux/cpython" % path)
+        raise ProfileError("board profile %s: kind/runtime must be mcu/micropython or linux/cpython" % path)
     return profile
 
 

@@ -2,8 +2,10 @@
 # `sysroot` prefixes every path so tests can point it at a fake tree.
 import os
 
+from .hal import Hal
 
-class LinuxHal:
+
+class LinuxHal(Hal):
     name = "linux"
 
     def __init__(self, profile, sysroot="", options=None):
@@ -131,9 +133,6 @@ class LinuxHal:
             self._sd_notify("WATCHDOG=1")
         elif watchdog is not None:
             watchdog.write(b"\0")
-
-    def reset_cause(self):
-        return None
 
     def reboot(self):
         # The node agent runs under systemd with Restart=; exiting is how it restarts itself.

@@ -2,13 +2,15 @@
 # battery from the board's ADC where the profile says how it is wired.
 import gc
 
+from .hal import Hal
+
 try:
     import machine
 except ImportError:  # the unix port used by simulated boards has a reduced machine module
     machine = None
 
 
-class MicroPythonHal:
+class MicroPythonHal(Hal):
     name = "micropython"
 
     def __init__(self, profile):
@@ -23,18 +25,10 @@ class MicroPythonHal:
         if self._temp_source == "adc4" and machine is not None and hasattr(machine, "ADC"):
             self._temp_adc = machine.ADC(4)
 
-    def cpu_percent(self):
-        # An MCU has no OS to ask; the firmware measures its event loop's busy time instead.
-        return None
-
     def mem(self):
         gc.collect()
         free = gc.mem_free()
         return free, free + gc.mem_alloc()
-
-    def power(self, cpu_pct):
-        src = self.profile.get("power", {}).get("source", "mains")
-        return {"src": src, "pct": None, "mw": None}
 
     def temperature(self):
         if self._temp_adc is not None:
@@ -73,6 +67,13 @@ class MicroPythonHal:
             if getattr(machine, name, None) == cause:
                 return label
         return None
+
+    def mpy_version(self):
+        # The one place the firmware reads it; cpu_percent (None: an MCU has no OS to ask) and
+        # power (the profile's source) are Hal's defaults.
+        import sys
+        mpy = getattr(sys.implementation, "_mpy", None)
+        return None if mpy is None else mpy & 0xFF
 
     def reboot(self):
         if machine is not None and hasattr(machine, "reset"):

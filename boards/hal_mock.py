@@ -1,7 +1,8 @@
-# A HAL with settable readings, for unit tests of the firmware.
+# A HAL with settable readings, for unit tests of the firmware. Never on a board's flash.
+from .hal import Hal
 
 
-class MockHal:
+class MockHal(Hal):
     name = "mock"
 
     def __init__(self, profile):

@@ -3,6 +3,7 @@
 import json
 import time
 
+from .hal import Hal
 from .power import PowerModel
 
 
@@ -13,7 +14,7 @@ def _now_s():
     return time.monotonic()
 
 
-class SimHal:
+class SimHal(Hal):
     name = "sim"
 
     def __init__(self, base, profile, sim_file="sim.json", layer_bytes=0):
@@ -131,6 +132,9 @@ class SimHal:
         import random
         spread = random.getrandbits(16) / 32767.5 - 1.0   # -1 .. 1
         return max(1, int(interval_ms * (1.0 + self.hb_jitter * spread)))
+
+    def mpy_version(self):
+        return self.base.mpy_version()
 
     def reboot(self):
         self.base.reboot()

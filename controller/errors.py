@@ -1,4 +1,16 @@
-"""The controller's exception family: every error the CLI reports derives from EdgefleetError."""
+"""The controller's exception family: every error the CLI reports derives from EdgefleetError.
+
+Two other families meet the CLI's single catch (controller/cli/__init__.py): the firmware's
+(firmware/errors.py, root FirmwareError), for code a board runs too - the update bundle codec
+and its errors (BundleError, BadSignature, CorruptBundle in firmware/update_errors.py) live
+there once, used by the controller's bundle builder as well - and boards/errors.py's
+ProfileError, for the board profiles in boards/profiles/ (boards/ imports no controller code).
+
+ConfigError exists here and in firmware/errors.py on purpose, meaning different things: this
+one is the host's configuration (fleet files, the CLI's options, keys, registries, simulated
+fleets); the firmware's is a node's config.json on its flash, checked by the node itself and
+carrying the offending `field`. Neither is ever raised for the other's input.
+"""
 
 
 class EdgefleetError(Exception):
@@ -6,7 +18,8 @@ class EdgefleetError(Exception):
 
 
 class ConfigError(EdgefleetError):
-    """A fleet, board or node configuration is missing or invalid."""
+    """The host's configuration is missing or invalid: a fleet file, a CLI option, the fleet key,
+    a registry or simulated-board index (a node's own config.json: firmware.errors.ConfigError)."""
 
 
 class BrokerError(EdgefleetError):
@@ -56,22 +69,6 @@ class ProvisionError(EdgefleetError):
         super().__init__(message)
         self.host = host
         self.step = step
-class BundleError(EdgefleetError):
-    """An update bundle cannot be built, or is not one this fleet should install."""
-
-    def __init__(self, message, path=None):
-        super().__init__(message)
-        self.path = path
-
-
-class BadSignature(BundleError):
-    """The bundle is unsigned, tampered with, or signed with another fleet key."""
-
-
-class CorruptBundle(BundleError):
-    """The bundle's bytes are not a well-formed bundle, or a file does not match its hash."""
-
-
 class RolloutError(EdgefleetError):
     """A deploy or rollback could not start, or stopped; carries the nodes it concerns."""
 

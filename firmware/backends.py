@@ -4,8 +4,9 @@
 #   engine  edgefleet's own int8 engine (every board; the only one on MicroPython)
 # Every backend exposes the same small model interface: input_size, output_quant, and
 # invoke(int8 input buffer) -> sequence of int8 outputs.
-import sys
-
+#
+# `runtime` is the node's, from its board profile ("micropython" or "cpython"); host tools and
+# the Linux inference child run CPython, the default.
 from .errors import FirmwareError
 
 
@@ -13,9 +14,9 @@ class BackendError(FirmwareError):
     pass
 
 
-def available():
+def available(runtime="cpython"):
     names = []
-    if sys.implementation.name != "micropython":
+    if runtime != "micropython":
         from .tflite_backend import interpreter_class
         for name in ("litert", "tflite"):
             if interpreter_class(name) is not None:
@@ -52,12 +53,12 @@ class EngineModel:
         return bytes(outputs), latencies
 
 
-def open_model(path, backend=None, arena_budget=None, num_threads=1):
+def open_model(path, backend=None, arena_budget=None, num_threads=1, runtime="cpython"):
     """Load a .tflite with the named backend, or the best one available."""
-    name = backend or available()[0]
+    name = backend or available(runtime)[0]
     if name == "engine":
         return name, EngineModel(path, arena_budget)
-    if sys.implementation.name == "micropython":
+    if runtime == "micropython":
         raise BackendError("inference backend %r does not run on MicroPython" % name)
     from .tflite_backend import InterpreterModel, interpreter_class
     cls = interpreter_class(name)

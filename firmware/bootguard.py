@@ -15,7 +15,7 @@
 #
 # Used at boot and on the rare occasions the record changes; the node loads it only then (every
 # KB of heap counts on a microcontroller). start() is the node's boot sequence.
-from . import flashfile
+from . import flashfile, release_module
 
 FILE = "/bootguard.json"
 # Reset causes that mean the code failed: the node's own records, or the board's register
@@ -26,11 +26,10 @@ FAULTS = ("crash", "watchdog", "soft")
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
     outbox, report, and apply the assignment cached on flash."""
-    from .node import RUNTIME, release_module
     node.boot = flashfile.next_boot(node.data_dir)
     info = node.reset_info = on_boot(node.data_dir, node.boot, node.hal.reset_cause(), node.sup_cfg["quick_boot_limit"])
     from . import backends
-    node.backends = backends.available()
+    node.backends = backends.available(node.runtime)
     release_module(backends)   # back when a workload needs it
     node.safe_mode = info["safe_mode"]
     if node.safe_mode:
@@ -42,7 +41,7 @@ def start(node):
     # The runtime's own footprint, before any workload: what a board must spare for it.
     heap_used = total - free
     print("edgefleet-node: %s (%s, %s) boot %d (reset: %s), heap in use %d of %d" % (
-        node.id, node.cfg["board"], RUNTIME, node.boot, info["reset"], heap_used, total))
+        node.id, node.cfg["board"], node.runtime, node.boot, info["reset"], heap_used, total))
     data = {"fw": node.cfg["fw"], "heap_used": heap_used, "heap_total": total}
     data.update(info)
     node.event("info", "boot", "boot %d after %s reset" % (node.boot, info["reset"]), data)

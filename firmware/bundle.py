@@ -42,13 +42,28 @@ def check_path(path):
         raise CorruptBundle("the manifest may not list %s" % path)
 
 
-def check_header(header, board, runtime, mpy):
-    """Raise WrongBoard / CorruptBundle unless the manifest's metadata is for this board."""
+def manifest_length(head):
+    """The manifest's length from a bundle's first 8 bytes; CorruptBundle unless they start one."""
+    if bytes(head[:4]) != MAGIC:
+        raise CorruptBundle("not an edgefleet bundle (magic %r)" % bytes(head[:4]))
+    length = (head[4] << 24) | (head[5] << 16) | (head[6] << 8) | head[7]
+    if not 2 <= length <= MAX_MANIFEST:
+        raise CorruptBundle("manifest length %d out of range" % length)
+    return length
+
+
+def check_format(header):
+    """Raise CorruptBundle unless a manifest header is one this codec reads."""
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CorruptBundle("unknown bundle format %r (this node reads %d)" % (
             header.get("format") if isinstance(header, dict) else None, FORMAT))
     if not isinstance(header.get("version"), str) or not isinstance(header.get("files"), int):
         raise CorruptBundle("manifest lacks its version or file count")
+
+
+def check_header(header, board, runtime, mpy):
+    """Raise WrongBoard / CorruptBundle unless the manifest's metadata is for this board."""
+    check_format(header)
     if header.get("board") != board:
         raise WrongBoard("bundle is for board %r, this node is %r" % (header.get("board"), board))
     if header.get("runtime") != runtime:
@@ -145,13 +160,8 @@ class BundleReader:
     def _stage_done(self):
         self.have = 0
         if self.stage == _HEADER:
-            buf = self.buf
-            if bytes(buf[:4]) != MAGIC:
-                raise CorruptBundle("not an edgefleet bundle (magic %r)" % bytes(buf[:4]))
-            length = (buf[4] << 24) | (buf[5] << 16) | (buf[6] << 8) | buf[7]
-            if not 2 <= length <= MAX_MANIFEST:
-                raise CorruptBundle("manifest length %d out of range" % length)
-            self._mac = hmac256.Hmac(self.key, bytes(buf))
+            length = manifest_length(self.buf)
+            self._mac = hmac256.Hmac(self.key, bytes(self.buf))
             _makedirs(self.part)
             self._manifest = open(self.part, "wb")
             self.stage, self.need = _MANIFEST, length

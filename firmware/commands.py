@@ -30,8 +30,7 @@ def handle(node, msg):
         if not node.safe_mode:
             return _refuse(msg, "not in safe mode")
         # The operator vouches for the code on flash: the next boot starts a fresh count.
-        node.stable = True
-        asyncio.create_task(node.reboot_soon("leaving safe mode (%s)" % msg["id"]))
+        asyncio.create_task(node.reboot_soon("leaving safe mode (%s)" % msg["id"], True))
     elif op == "crashes":
         from . import crashlog
         reply["data"] = {"records": crashlog.read(node.data_dir)}

@@ -23,14 +23,14 @@ def add(data_dir, boot, uptime_ms, child, how, error, sent):
 
 
 def record(node, child, how, error):
-    """A child of `node` crashed or hung: keep the record, and report it now if the link is up."""
+    """A child of `node` crashed or hung: keep the record, and report it now if the link is up.
+    Returns whether it was reported (else publish() sends it once a link is up)."""
     print("edgefleet-node: %s %s: %s; restarting it" % (child.id, "hung" if how == "hang" else "crashed", error))
-    online = node.client is not None and node.client.is_connected
+    online = node.online()
     r = add(node.data_dir, node.boot, node.uptime_ms(), child.id, how, error, online)
     if online:
         _report(node, r)
-    else:
-        node.crashes_unsent = True
+    return online
 
 
 def publish(node):

@@ -2,6 +2,10 @@
 # up, the supervision tree's critical children beating, every assigned workload running and past
 # its first inference - within the window the update set, or the node reverts to the previous
 # slot by itself and reboots.
+#
+# report() is the one builder of the node's `ota_state` messages, for the updates OtaAgent
+# receives (firmware/ota.py) too: a node takes updates only from A/B slots, and a node booted
+# from a slot has this module in its heap from boot on, so the update path loads nothing more.
 import asyncio
 
 from . import protocol, slots
@@ -11,8 +15,7 @@ POLL_MS = 200
 
 
 def healthy(node):
-    client = node.client
-    if client is None or not client.is_connected:
+    if not node.online():
         return False
     if node.safe_mode or node.degraded is not None or not node.supervisor.critical_fresh()[0]:
         return False
@@ -23,12 +26,18 @@ def healthy(node):
     return True
 
 
+def report(node, state):
+    """Queue an `ota_state` report: `state` holds id, state, off and, where known, ver and err."""
+    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot}
+    msg.update(state)
+    node.queue("ota_state", msg)
+
+
 def _report(node, state, bundle_id, version, err=None):
-    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "id": bundle_id or "", "state": state,
-           "off": 0, "ver": version or ""}
+    msg = {"id": bundle_id or "", "state": state, "off": 0, "ver": version or ""}
     if err:
         msg["err"] = err
-    node.queue("ota_state", msg)
+    report(node, msg)
 
 
 async def guard(node, root="."):

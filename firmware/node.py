@@ -8,10 +8,21 @@
 # The hardware watchdog is fed only while the node supervisor and its critical children beat in
 # time, never because of the link; so a hung event loop or a service that keeps failing resets
 # the board, and being offline never does.
+#
+# Helpers, loaded only when needed and released after (firmware/__init__.py release_module):
+# bootguard (the boot sequence), commands, faults, crashlog, health (the tentative boot after
+# an update) and ota (OtaAgent). None imports this module; they see a Node through this surface:
+#   calls   event(), queue(), online(), uptime_ms(), hello(), reboot_soon(why, stable),
+#           load_cached_assignment(); and its hal (boards/hal.py's interface)
+#   reads   id, boot, runtime, cfg, data_dir, sup_cfg, state, degraded, safe_mode, reset_info,
+#           workers, supervisor (health and faults look at the workers and the tree)
+#   writes  only bootguard.start, the boot sequence kept out of this module to spare the heap
+#           it would hold for good: boot, reset_info, backends, safe_mode, state, recovered (it
+#           also starts the load meter and recovers the outbox)
 import asyncio
 import sys
 
-from . import assignment, flashfile, protocol
+from . import assignment, flashfile, protocol, release_module
 from .clock import ticks_diff, ticks_ms
 from .errors import ProtocolError
 from .lease import Lease
@@ -20,7 +31,6 @@ from .mqtt import MQTTClient, MQTTError
 from .outbox import Outbox, OutboxError
 from .supervisor import ONE_FOR_ONE, REST_FOR_ONE, TRANSIENT, Child, Supervisor
 
-RUNTIME = "micropython" if sys.implementation.name == "micropython" else "cpython"
 # Events and replies kept in RAM while the link is down; the oldest are dropped past this.
 # (Results go to the flash outbox instead.)
 PENDING_LIMIT = 64
@@ -54,6 +64,8 @@ class Node:
         self.id = cfg["node"]
         self.prefix = cfg["topic_prefix"]
         self.profile = cfg["profile"]
+        # "micropython" or "cpython": the board profile says which (firmware/config.py checks it).
+        self.runtime = self.profile["runtime"]
         self.data_dir = cfg["data_dir"]
         self.models_dir = cfg["models_dir"]
         self.boot = 0
@@ -113,7 +125,7 @@ class Node:
 
     def hello(self):
         return {
-            "v": protocol.VERSION, "node": self.id, "board": self.cfg["board"], "runtime": RUNTIME,
+            "v": protocol.VERSION, "node": self.id, "board": self.cfg["board"], "runtime": self.runtime,
             "fw": self.cfg["fw"], "boot": self.boot,
             "caps": {
                 "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
@@ -124,6 +136,10 @@ class Node:
 
     def status(self, state):
         return {"v": protocol.VERSION, "node": self.id, "state": state, "boot": self.boot}
+
+    def online(self):
+        """Whether the link to the broker is up now."""
+        return self.client is not None and self.client.is_connected
 
     # -- outgoing messages ------------------------------------------------------------------
 
@@ -188,7 +204,7 @@ class Node:
                 self.outbox_failed(e)
             client = self.client
             batch = []
-            if client is not None and client.is_connected and not self.lease.fenced:
+            if self.online() and not self.lease.fenced:
                 batch = self.outbox.next_batch(DELIVERY_WINDOW)
             if not batch:
                 await asyncio.sleep(self.flush_ms / 1000)
@@ -202,7 +218,7 @@ class Node:
 
     async def publish_pending(self):
         """Events, replies and status changes queued in RAM, oldest first, while the link is up."""
-        while self.pending and self.client is not None and self.client.is_connected:
+        while self.pending and self.online():
             kind, payload = self.pending[0]
             qos, retain = protocol.DELIVERY[kind]
             try:
@@ -267,9 +283,12 @@ class Node:
             self._ota = OtaAgent(self)
         return self._ota
 
-    async def reboot_soon(self, why):
+    async def reboot_soon(self, why, stable=False):
         """Reboot the board on purpose: recorded first, so the next boot neither counts it
-        towards safe mode nor mistakes it for a fault."""
+        towards safe mode nor mistakes it for a fault. stable: the operator vouches for the
+        code on flash, so the next boot starts a fresh count."""
+        if stable:
+            self.stable = True
         self.write_boot_record("reboot", why)
         await asyncio.sleep(0.3)  # let the reply go out
         self.hal.reboot()
@@ -305,15 +324,15 @@ class Node:
     def start_worker(self, spec):
         # Linux nodes run each model in its own process (a native crash kills only that);
         # an MCU has one process, so its engine runs in the node's event loop.
-        isolate = RUNTIME == "cpython" and self.cfg.get("isolate_workers", True)
+        isolate = self.runtime == "cpython" and self.cfg.get("isolate_workers", True)
         # The engine refuses (ModelTooLarge, naming both numbers) an arena the heap cannot
         # hold beside what this node already runs, rather than failing later mid-inference.
-        budget = max(0, self.hal.mem()[0] - ARENA_HEADROOM) if RUNTIME == "micropython" else None
+        budget = max(0, self.hal.mem()[0] - ARENA_HEADROOM) if self.runtime == "micropython" else None
         # Loaded with the first workload: a board that runs none (it holds no model that fits)
         # keeps the worker, backend and input-stream code out of its heap.
         from .worker import InferenceWorker
         worker = InferenceWorker(spec, self.models_dir, self.emit_result, self.worker_event, arena_budget=budget,
-                                 isolate=isolate, num_threads=self.cfg.get("num_threads", 1))
+                                 isolate=isolate, num_threads=self.cfg.get("num_threads", 1), runtime=self.runtime)
         self.workers[spec["id"]] = worker
         sup = self.sup_cfg
         # Transient: a model this board cannot run ends the worker normally, for good; a crash
@@ -347,9 +366,9 @@ class Node:
         busy = self.meter.sample()
         if cpu is None:
             cpu = busy
-        extra = getattr(self.hal, "extra_load", None)
-        if extra is not None:
-            cpu = min(100.0, cpu + extra())
+        extra = self.hal.extra_load()   # a simulated board's injected load
+        if extra:
+            cpu = min(100.0, cpu + extra)
         return cpu
 
     def heartbeat(self):
@@ -380,13 +399,12 @@ class Node:
 
     async def send_heartbeats(self, child):
         interval = self.cfg["hb_interval_ms"]
-        # A simulated board can jitter its heartbeats (boards/hal_sim.py, sim.json hb_jitter).
-        delay = getattr(self.hal, "heartbeat_delay_ms", None)
         while True:
             child.beat()
-            await asyncio.sleep((delay(interval) if delay else interval) / 1000)
+            # A simulated board can jitter its heartbeats (boards/hal_sim.py, sim.json hb_jitter).
+            await asyncio.sleep((self.hal.heartbeat_delay_ms(interval) or interval) / 1000)
             hb = self.heartbeat()
-            if self.client is None or not self.client.is_connected:
+            if not self.online():
                 continue
             try:
                 await self.client.publish(self.topic("hb"), protocol.encode("hb", hb), 0, False)
@@ -468,7 +486,8 @@ class Node:
             return
         from . import crashlog
         try:
-            crashlog.record(self, child, how, error)
+            if not crashlog.record(self, child, how, error):
+                self.crashes_unsent = True
         finally:
             release_module(crashlog)
 
@@ -565,14 +584,6 @@ def _jitter(ms):
     return ms // 2 + random.getrandbits(16) % (ms // 2 + 1)
 
 
-def release_module(module):
-    # A module needed only at boot gives its heap back: on a 110 KB board every KB counts.
-    package, _, name = module.__name__.rpartition(".")
-    sys.modules.pop(module.__name__, None)
-    if package in sys.modules and hasattr(sys.modules[package], name):
-        delattr(sys.modules[package], name)
-
-
 def boot(config_path, open_hal, slot=None, version=None):
     """Entry point of every node: read the config on flash, open its HAL, run forever.
 
@@ -583,7 +594,7 @@ def boot(config_path, open_hal, slot=None, version=None):
     if slot:
         cfg["slot"], cfg["models_dir"] = slot, slot + "/models"
         cfg["fw"] = version or cfg["fw"]
-    if RUNTIME == "micropython":
+    if cfg["profile"]["runtime"] == "micropython":
         release_module(config)
     del config
     hal = open_hal(cfg["hal"], cfg["profile"], cfg["hal_options"])

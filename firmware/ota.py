@@ -5,9 +5,9 @@
 # Imported only when the first `ota` message arrives: a board that is not updating pays nothing.
 import asyncio
 import binascii
-import sys
 
-from . import bundle, protocol, slots
+from . import bundle, slots
+from .health import report
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError
 from .update_errors import BundleError
@@ -17,12 +17,6 @@ ABANDON_MS = 30000
 KEY_FILE = "fleet.key"
 # The incoming manifest, outside both slots until the bundle is complete.
 MANIFEST_PART = "ota-manifest.part"
-
-
-def mpy_version():
-    """The .mpy version this MicroPython loads (None on CPython)."""
-    mpy = getattr(sys.implementation, "_mpy", None)
-    return None if mpy is None else mpy & 0xFF
 
 
 def load_key(root):
@@ -41,10 +35,13 @@ class Receiver:
     """The receive state machine, free of MQTT: handle() takes a validated `ota` message and
     returns the `ota_state` reports to send; done() tells the caller to reboot."""
 
-    def __init__(self, root, board, runtime, now_ms=ticks_ms, abandon_ms=ABANDON_MS):
+    def __init__(self, root, board, runtime, now_ms=ticks_ms, abandon_ms=ABANDON_MS, mpy=None):
+        """runtime: the node's ("micropython" or "cpython"); mpy: the .mpy version it loads
+        (its HAL's mpy_version()), None where it loads none."""
         self.root = root
         self.board = board
         self.runtime = runtime
+        self.mpy = mpy
         self.now_ms = now_ms
         self.abandon_ms = abandon_ms
         self.id = None
@@ -109,7 +106,7 @@ class Receiver:
         self.target = slots.slot_dir(self.root, slots.other(pointer["active"]))
         # Nothing on flash changes until the manifest's signature and board check out: a forged
         # or foreign bundle leaves both slots - and the way back - as they were.
-        self.reader = bundle.BundleReader(key, self.board, self.runtime, self.target, mpy_version(),
+        self.reader = bundle.BundleReader(key, self.board, self.runtime, self.target, self.mpy,
                                           slots.slot_dir(self.root, MANIFEST_PART), self._clear_target)
         self.id, self.size, self.off = msg["id"], size, 0
         self.ver = msg.get("ver")
@@ -181,8 +178,8 @@ class OtaAgent:
 
     def __init__(self, node, root="."):
         self.node = node
-        self.receiver = Receiver(root, node.cfg["board"], "micropython" if sys.implementation.name == "micropython" else "cpython",
-                                 abandon_ms=node.cfg.get("ota_abandon_ms", ABANDON_MS))
+        self.receiver = Receiver(root, node.cfg["board"], node.runtime,
+                                 abandon_ms=node.cfg.get("ota_abandon_ms", ABANDON_MS), mpy=node.hal.mpy_version())
         self._watch = None
 
     def handle(self, msg):
@@ -207,12 +204,10 @@ class OtaAgent:
             self._watch = asyncio.create_task(self.watch())
 
     def report(self, state):
-        msg = {"v": protocol.VERSION, "node": self.node.id, "boot": self.node.boot}
-        msg.update(state)
         if state["state"] == "rejected":
             self.node.event("warn", "ota_rejected", "update %s refused: %s" % (state["id"], state.get("err")),
                             {"id": state["id"]})
-        self.node.queue("ota_state", msg)
+        report(self.node, state)
 
     async def watch(self):
         while self.receiver.reader is not None:

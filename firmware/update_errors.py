@@ -1,6 +1,7 @@
 # Why an update bundle was refused (docs/ota.md). Apart from errors.py because only a node
 # receiving an update needs these classes: on a microcontroller each class costs ~400 bytes of
-# heap from boot on.
+# heap from boot on. The one definition of these errors: the controller's bundle builder and
+# inspector (controller/deploy/bundle.py) raise them too, for the same codec (firmware/bundle.py).
 from .errors import FirmwareError
 
 

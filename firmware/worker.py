@@ -35,7 +35,7 @@ class InferenceWorker:
     process first); the input stream outlives restarts, so the workload continues where it was."""
 
     def __init__(self, spec, models_dir, emit, report_event=None, backend=None, arena_budget=None,
-                 isolate=False, num_threads=1):
+                 isolate=False, num_threads=1, runtime="cpython"):
         self.spec = spec
         self.id = spec["id"]
         self.models_dir = models_dir
@@ -45,6 +45,7 @@ class InferenceWorker:
         self.arena_budget = arena_budget
         self.isolate = isolate
         self.num_threads = num_threads
+        self.runtime = runtime   # the node's (its board profile's): which backends can run here
         self.state = "starting"
         self.n = 0
         self.err = None
@@ -71,7 +72,8 @@ class InferenceWorker:
             self.model = await ProcessModel(path, self.backend_name, self.num_threads).start()
             self.backend_name = self.model.backend_name
         else:
-            self.backend_name, self.model = open_model(path, self.backend_name, self.arena_budget, self.num_threads)
+            self.backend_name, self.model = open_model(path, self.backend_name, self.arena_budget, self.num_threads,
+                                                         self.runtime)
         if self.source is None:
             self.source = open_source(self.spec["input"], self.model_dir, self.model.input_size)
 

@@ -59,3 +59,52 @@ def test_sim_hal_applies_injected_load_and_power_settings(tmp_path):
     assert hal.extra_load() == 95.0
     reading = hal.power(10)
     assert reading["src"] == "battery" and abs(reading["pct"] - 18.5) < 0.01
+
+
+def test_every_hal_backend_implements_the_declared_interface():
+    """boards/hal.py declares the HAL once; each backend subclasses it, so the node can call
+    every method (the simulation hooks included) without probing for it."""
+    from edgefleet.boards.hal import Hal
+    from edgefleet.boards.hal_linux import LinuxHal
+    from edgefleet.boards.hal_micropython import MicroPythonHal
+    from edgefleet.boards.hal_mock import MockHal
+    from edgefleet.boards.hal_sim import SimHal
+    for cls in (LinuxHal, MicroPythonHal, MockHal, SimHal):
+        assert issubclass(cls, Hal), cls
+    hal = MockHal(catalog.load("rpi-pico-w"))
+    # A real board's simulation hooks say nothing: no extra load, the configured heartbeat interval.
+    assert hal.extra_load() is None and hal.heartbeat_delay_ms(1000) is None and hal.mpy_version() is None
+    for cls in (LinuxHal, MicroPythonHal, MockHal, SimHal):
+        assert all(callable(getattr(cls, m)) for m in ("mem", "reboot", "power", "cpu_percent", "temperature",
+                                                        "watchdog_start", "watchdog_feed", "reset_cause")), cls
+
+
+def _board_files(tree):
+    import os
+    return {name for _, _, names in os.walk(tree) for name in names}
+
+
+def test_real_board_images_carry_no_simulation_modules(tmp_path):
+    """hal_sim and its power model go only on simulated boards; hal_mock (unit tests) on none."""
+    from edgefleet.controller.deploy import bundle
+    from edgefleet.controller.install import image
+    sim_only = {"hal_sim.py", "power.py", "hal_sim.mpy", "power.mpy"}
+    never = {"hal_mock.py", "hal_mock.mpy", "sim_layer_probe.py", "sim_layer_probe.mpy"}
+    for name in ("rpi-pico-w", "rpi4"):
+        profile = catalog.load(name)
+        real = image.node_config("real", profile, "127.0.0.1", 1883, simulated=False)
+        sim = image.node_config("sim", profile, "127.0.0.1", 1883, simulated=True)
+        real_tree = image.write_slotted_image(str(tmp_path / ("real-" + name)), real, [], mpy_arch=None)
+        sim_tree = image.write_slotted_image(str(tmp_path / ("sim-" + name)), sim, [], mpy_arch=None)
+        real_files, sim_files = _board_files(real_tree), _board_files(sim_tree)
+        assert "hal.py" in real_files and not real_files & (sim_only | never), sorted(real_files)
+        assert {"hal_sim.py", "power.py"} <= sim_files and not sim_files & never, sorted(sim_files)
+        assert not {rel.rsplit("/", 1)[-1] for _, rel in image.slot_code_files(profile)} & (sim_only | never)
+    flat = _board_files(image.write_image(str(tmp_path / "flat"), image.node_config(
+        "flat", catalog.load("esp32"), "127.0.0.1", 1883, simulated=False), [], mpy_arch=None))
+    assert "hal_micropython.py" in flat and not flat & (sim_only | never), sorted(flat)
+    paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[]))["manifest"]["files"]]
+    assert "boards/hal_micropython.mpy" in paths and not {p.rsplit("/", 1)[-1] for p in paths} & (sim_only | never), paths
+    sim_paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[], mpy_arch="x64"))
+                 ["manifest"]["files"]]
+    assert "boards/hal_sim.mpy" in sim_paths and "boards/hal_mock.mpy" not in sim_paths, sim_paths

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from edgefleet.boards import catalog
+from edgefleet.boards.errors import ProfileError
 from edgefleet.controller.fleet import fleetfile, placement
 from edgefleet.controller.errors import ConfigError
 from edgefleet.controller.fleet.controller import FleetController
@@ -185,7 +186,7 @@ def test_board_profiles_are_complete():
         assert profile["heap_bytes"] <= profile["ram_bytes"]
         if profile["runtime"] == "micropython":
             assert 0 < profile["runtime_heap_budget_bytes"] < profile["heap_bytes"]
-    with pytest.raises(ConfigError, match="unknown board"):
+    with pytest.raises(ProfileError, match="unknown board"):
         catalog.load("cray-1")
 
 

@@ -116,7 +116,7 @@ def test_ota_of_micropython_and_cpython_nodes(fleet, tmp_path):
         fleet.broker.host, fleet.broker.port), "--soak", "1", "--batch", "1", "--window", "15", home=home)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0.2.0 healthy on 2 node(s)" in proc.stdout and "wave 2/2" in proc.stderr, proc.stdout + proc.stderr
-    pi = bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"])
+    pi = bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"], simulated=True)
     rollout = fleet.deploy(pi, ["pi-a"], "0.2.0")
     assert rollout.status == "done", (rollout.error, rollout.log)
     for node, _ in LAYOUT:
@@ -150,7 +150,7 @@ def _bad_model_bundle(tmp_path, version):
     """A correctly signed bundle whose model file is garbage: installs fine, cannot infer."""
     slot = str(tmp_path / "bad-slot")
     profile = {"name": "rpi-pico-w", "runtime": "micropython", "fs_bytes": 1 << 20}
-    rels = image.write_slot(slot, profile, ["digits_dense"], image.SIM_MPY_ARCH)
+    rels = image.write_slot(slot, profile, ["digits_dense"], image.SIM_MPY_ARCH, simulated=True)
     with open(os.path.join(slot, "models/digits_dense/model.tflite"), "wb") as f:
         f.write(b"this is not a tflite flatbuffer" * 40)
     return bundle.pack(bundle.manifest_for(slot, rels, profile, version, image.SIM_MPY_ARCH), slot, KEY)

@@ -11,10 +11,10 @@ import pytest
 
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller import cli
-from edgefleet.controller.errors import BadSignature, BundleError, CorruptBundle
 from edgefleet.controller.deploy.rollout import Gate, Rollout, Transfer, plan_waves
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import update_errors as fw_errors
+from edgefleet.firmware.update_errors import BadSignature, BundleError, CorruptBundle
 from edgefleet.firmware import hmac256
 
 KEY = bytes(range(32))

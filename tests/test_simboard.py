@@ -9,6 +9,7 @@ import time
 import pytest
 
 from edgefleet.controller.errors import BoardError
+from edgefleet.controller.install import image
 from edgefleet.controller.sim.simboard import McuBoard
 from support.simboard_fixtures import (
     BOOT_TIMEOUT_S,
@@ -352,7 +353,7 @@ BOARDS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 def _watchdog_firmware(flash, feed_ms):
     os.makedirs(os.path.join(flash, "boards"), exist_ok=True)
-    for name in ("__init__.py", "hal_micropython.py", "hal_sim.py", "power.py"):
+    for name in image.board_modules("micropython", simulated=True):
         with open(os.path.join(BOARDS_DIR, name)) as src, open(os.path.join(flash, "boards", name), "w") as dst:
             dst.write(src.read())
     with open(os.path.join(FIRMWARE_DIR, "watchdog_feeder.py")) as f:

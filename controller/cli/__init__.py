@@ -2,12 +2,13 @@
 
 One module per command group (run, observe, operate, sim, deploy, install), each with a
 register(subparsers); what they share is in common.py. Every command's errors are
-EdgefleetError subclasses (or the firmware's FirmwareError, for code shared with the boards),
-caught once in main() and printed as `edgefleet: what went wrong`."""
+EdgefleetError subclasses (or the firmware's FirmwareError, for code shared with the boards,
+or boards/errors.py's ProfileError, for board profiles), caught once in main() and printed as `edgefleet: what went wrong`."""
 import argparse
 import logging
 import sys
 
+from edgefleet.boards.errors import ProfileError
 from edgefleet.firmware.errors import FirmwareError
 
 from ..errors import EdgefleetError
@@ -31,7 +32,7 @@ def main(argv=None):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (EdgefleetError, FirmwareError) as e:
+    except (EdgefleetError, FirmwareError, ProfileError) as e:
         print("edgefleet: %s" % e, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

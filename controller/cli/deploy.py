@@ -2,6 +2,7 @@
 
 register(subparsers) adds the three commands to the CLI; their errors are EdgefleetErrors,
 printed once by cli.main()."""
+import argparse
 import os
 import time
 
@@ -15,7 +16,7 @@ def cmd_bundle(args):
     key = keys.load(args.key)
     models = args.models.split(",") if args.models else None
     arch = {"profile": "profile", "none": None}.get(args.arch, args.arch)
-    data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch)
+    data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated)
     out = args.output or "%s-%s.efb" % (args.board, args.version)
     with open(out, "wb") as f:
         f.write(data)
@@ -103,6 +104,8 @@ def register(sub):
     b.add_argument("--version", required=True, help="version string the nodes will report")
     b.add_argument("--models", help="comma-separated models to include (default: all)")
     b.add_argument("--arch", default="profile", help="mpy-cross arch: profile (the board's), x64 (simulated boards), none")
+    b.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
+                   help="for simulated boards (the slot carries their HAL layer); default: when --arch is x64")
     b.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key)")
     b.add_argument("-o", "--output", help="bundle file (default BOARD-VERSION.efb)")
     b.set_defaults(func=cmd_bundle)

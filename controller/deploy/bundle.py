@@ -2,8 +2,13 @@
 
 A bundle holds one board's slot - firmware, HAL modules (MicroPython code precompiled with
 mpy-cross) and models - behind a manifest that lists every file with its size and sha256, signed
-with HMAC-SHA256 under the fleet key (controller/install/keys.py). The key itself never goes in. The
-byte layout is firmware/bundle.py's, which is also what a board runs to verify and unpack one.
+with HMAC-SHA256 under the fleet key (controller/install/keys.py). The key itself never goes in.
+
+firmware/bundle.py is the one codec of the format: its constants (MAGIC, FORMAT, MAC_BYTES,
+MAX_MANIFEST) and its parsing (header, manifest lines, paths) are what a board runs to verify
+and unpack a bundle, and what inspect() here runs too. This module keeps only the writing side,
+which a board never needs. Its errors are the firmware's (firmware/update_errors.py), raised
+by either side alike; the CLI reports FirmwareError as it does EdgefleetError.
 """
 import hashlib
 import hmac
@@ -16,8 +21,9 @@ import tempfile
 from edgefleet.boards import catalog
 from edgefleet.firmware import bundle as wire
 
+from edgefleet.firmware.update_errors import BadSignature, BundleError, CorruptBundle
+
 from ..install import image
-from ..errors import BadSignature, BundleError, CorruptBundle
 
 CHUNK = 65536
 
@@ -36,15 +42,22 @@ def manifest_bytes(manifest):
 
 
 def parse_manifest(raw):
-    """The manifest dict (header keys plus 'files': [[path, size, sha256]]) from its bytes."""
-    text = raw.decode()
-    lines = text.split("\n")
-    header = json.loads(lines[0])
+    """The manifest dict (header keys plus 'files': [[path, size, sha256]]) from its bytes,
+    read by the board's own codec (firmware/bundle.py); raises its CorruptBundle."""
+    f = io.BytesIO(raw)
+    header = wire.read_header(f)
+    wire.check_format(header)
     count = header.pop("files")
-    entries = [line.split(" ", 2) for line in lines[1:1 + count]]
-    if len(entries) != count or any(len(e) != 3 for e in entries) or lines[1 + count:] != [""]:
-        raise ValueError("manifest lists %d files, its header says %d" % (len(entries), count))
-    header["files"] = [[path, int(size), digest] for size, digest, path in entries]
+    files = []
+    for _ in range(count):
+        line = f.readline()
+        if not line:
+            raise CorruptBundle("manifest lists %d files, its header says %d" % (len(files), count))
+        path, size, digest = wire.parse_entry(line)
+        files.append([path, size, digest])
+    if f.read():
+        raise CorruptBundle("manifest holds more than the %d files its header says" % count)
+    header["files"] = files
     return header
 
 
@@ -88,11 +101,14 @@ def pack(manifest, slot_dir, key):
     return out.getvalue()
 
 
-def build(board, version, key, models=None, mpy_arch="profile"):
+def build(board, version, key, models=None, mpy_arch="profile", simulated=None):
     """A signed bundle (bytes) for a board name: its slot's code and `models` (default all).
 
     mpy_arch: "profile" compiles for the board's own architecture (its profile's mpy_arch);
-    "x64" for the simulated boards on this machine; None ships .py sources."""
+    "x64" for the simulated boards on this machine; None ships .py sources.
+    simulated: for simulated boards (the slot then carries the simulation layer, hal_sim and
+    its power model, which a real board never gets); None means "when mpy_arch is x64", the
+    code only the simulated MCU boards load."""
     try:
         profile = catalog.load(board)
     except Exception as e:
@@ -102,7 +118,9 @@ def build(board, version, key, models=None, mpy_arch="profile"):
     if not isinstance(version, str) or not version:
         raise BundleError("a bundle needs a version string")
     with tempfile.TemporaryDirectory(prefix="edgefleet-bundle-") as slot_dir:
-        rels = image.write_slot(slot_dir, profile, models, mpy_arch)
+        if simulated is None:
+            simulated = mpy_arch == image.SIM_MPY_ARCH
+        rels = image.write_slot(slot_dir, profile, models, mpy_arch, simulated)
         size = sum(os.path.getsize(os.path.join(slot_dir, r)) for r in rels)
         if size > profile["fs_bytes"] // 2:
             raise BundleError("bundle contents of %d bytes do not fit one of two slots in %s's %d-byte filesystem"
@@ -116,38 +134,42 @@ def bundle_id(data):
 
 
 def inspect(data, key=None, path=None):
-    """Parse a bundle's bytes; with a key, check its signature and every file's hash too.
+    """Parse a bundle's bytes with the board's codec (firmware/bundle.py); with a key, check
+    its signature and every file's hash too.
 
-    Returns {"manifest", "id", "bytes", "signed_ok"}; raises CorruptBundle/BadSignature."""
+    Returns {"manifest", "id", "bytes", "signed_ok"}; raises CorruptBundle/BadSignature
+    (firmware/update_errors.py), their message prefixed with `path`."""
     where = path or "bundle"
-    if len(data) < 8 or data[:4] != wire.MAGIC:
-        raise CorruptBundle("%s is not an edgefleet bundle" % where, path)
-    length = struct.unpack(">I", data[4:8])[0]
-    if not 2 <= length <= wire.MAX_MANIFEST or len(data) < 8 + length + wire.MAC_BYTES:
-        raise CorruptBundle("%s: truncated or bad header (manifest length %d, %d bytes)" % (where, length, len(data)), path)
-    raw = data[8:8 + length]
-    mac = data[8 + length:8 + length + wire.MAC_BYTES]
     try:
-        manifest = parse_manifest(raw)
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError, UnicodeError) as e:
-        raise CorruptBundle("%s: manifest is not valid (%s)" % (where, e), path)
+        return _inspect(data, key)
+    except BundleError as e:
+        raise type(e)("%s: %s" % (where, e))
+
+
+def _inspect(data, key):
+    if len(data) < 8:
+        raise CorruptBundle("not an edgefleet bundle (%d bytes)" % len(data))
+    length = wire.manifest_length(data[:8])
+    if len(data) < 8 + length + wire.MAC_BYTES:
+        raise CorruptBundle("truncated in its header (manifest length %d, %d bytes)" % (length, len(data)))
+    manifest = parse_manifest(data[8:8 + length])
     signed_ok = None
     if key is not None:
+        mac = data[8 + length:8 + length + wire.MAC_BYTES]
         signed_ok = hmac.compare_digest(hmac.new(key, data[:8 + length], hashlib.sha256).digest(), mac)
         if not signed_ok:
-            raise BadSignature("%s: signature does not verify under this fleet key (unsigned, tampered, or "
-                               "signed with another key)" % where, path)
+            raise BadSignature("signature does not verify under this fleet key (unsigned, tampered, or "
+                               "signed with another key)")
     off = 8 + length + wire.MAC_BYTES
-    for rel, size, digest in files:
+    for rel, size, digest in manifest["files"]:
         body = data[off:off + size]
         if len(body) != size:
-            raise CorruptBundle("%s: truncated in %s (%d of %d bytes)" % (where, rel, len(body), size), path)
+            raise CorruptBundle("truncated in %s (%d of %d bytes)" % (rel, len(body), size))
         if hashlib.sha256(body).hexdigest() != digest:
-            raise CorruptBundle("%s: %s does not match its sha256" % (where, rel), path)
+            raise CorruptBundle("%s does not match its sha256" % rel)
         off += size
     if off != len(data):
-        raise CorruptBundle("%s: %d bytes after the last file" % (where, len(data) - off), path)
+        raise CorruptBundle("%d bytes after the last file" % (len(data) - off))
     return {"manifest": manifest, "id": bundle_id(data), "bytes": len(data), "signed_ok": signed_ok}
 
 
@@ -156,5 +178,5 @@ def read(path, key=None):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise BundleError("cannot read bundle %s: %s" % (path, e), path)
+        raise BundleError("cannot read bundle %s: %s" % (path, e))
     return data, inspect(data, key, path)

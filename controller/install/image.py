@@ -21,9 +21,12 @@ BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
 # The simulated MCU boards are the MicroPython unix port on this x86-64 machine, so their
 # native and viper code is compiled for x64; a real board's image uses its profile's mpy_arch.
 SIM_MPY_ARCH = "x64"
-# HAL modules an MCU image carries; hal_linux is for Linux boards only.
-MCU_BOARD_MODULES = ("__init__.py", "hal_micropython.py", "hal_sim.py", "hal_mock.py", "power.py")
-LINUX_BOARD_MODULES = ("__init__.py", "hal_linux.py", "hal_sim.py", "hal_mock.py", "power.py")
+# The boards modules a board's code carries, by runtime: the HAL interface and its own backend.
+BOARD_MODULES = {"micropython": ("__init__.py", "hal.py", "hal_micropython.py"),
+                 "cpython": ("__init__.py", "hal.py", "hal_linux.py")}
+# What only a simulated board carries beside them: its HAL layer and power model. hal_mock.py
+# (unit tests) and sim_layer_probe.py (the harness's) never go on any board.
+SIM_BOARD_MODULES = ("hal_sim.py", "power.py")
 # A/B slot images (docs/ota.md): the first slot a freshly flashed board boots.
 FIRST_SLOT = "slot_a"
 
@@ -43,6 +46,17 @@ def node_config(node_id, profile, broker_host, broker_port, simulated=True, keep
     return cfg
 
 
+def is_simulated(cfg):
+    """Whether a node config (node_config()) is a simulated board's: its HAL is hal_sim."""
+    return cfg.get("hal") == "sim"
+
+
+def board_modules(runtime, simulated=False):
+    """File names in boards/ that a board of `runtime` carries; the simulation layer only on a
+    simulated board, so a real board's flash never holds it."""
+    return BOARD_MODULES[runtime] + (SIM_BOARD_MODULES if simulated else ())
+
+
 def firmware_files():
     """(source path, path on flash) for every firmware module, subpackages included."""
     out = []
@@ -56,9 +70,9 @@ def firmware_files():
     return out
 
 
-def mcu_code_files():
+def mcu_code_files(simulated=False):
     files = firmware_files()
-    for name in MCU_BOARD_MODULES:
+    for name in board_modules("micropython", simulated):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
     return files
@@ -74,9 +88,9 @@ def model_files(model_names=None, models_dir=models_pkg.MODELS_DIR):
     return out
 
 
-def image_files(profile, model_names=None):
+def image_files(profile, model_names=None, simulated=False):
     """Every (source, destination) pair of a board's image, config.json excluded."""
-    files = mcu_code_files() if profile["runtime"] == "micropython" else []
+    files = mcu_code_files(simulated) if profile["runtime"] == "micropython" else []
     files.extend(model_files(model_names))
     size = sum(os.path.getsize(src) for src, _ in files)
     if size > profile["fs_bytes"]:
@@ -115,7 +129,7 @@ def write_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH):
     MCU modules are written as .mpy for `mpy_arch` (None keeps the .py sources).
     """
     os.makedirs(dest_dir, exist_ok=True)
-    for src, rel in image_files(cfg["profile"], model_names):
+    for src, rel in image_files(cfg["profile"], model_names, is_simulated(cfg)):
         target = os.path.join(dest_dir, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if mpy_arch and rel.endswith(".py") and rel != "main.py":
@@ -137,21 +151,21 @@ def read_config(dest_dir):
         return json.load(f)
 
 
-def slot_code_files(profile):
+def slot_code_files(profile, simulated=False):
     """(source, path in a slot) for the code an A/B slot holds: the firmware and the board's HAL
     modules as the packages `firmware` and `boards`. main.py and the boot selector stay outside."""
-    names = MCU_BOARD_MODULES if profile["runtime"] == "micropython" else LINUX_BOARD_MODULES
     files = firmware_files()
-    for name in names:
+    for name in board_modules(profile["runtime"], simulated):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     return files
 
 
-def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH):
+def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH, simulated=False):
     """Write one slot's files (code, models) into slot_dir; MicroPython code as .mpy for
-    mpy_arch (None keeps .py). Returns the paths written, relative to slot_dir, sorted."""
+    mpy_arch (None keeps .py); the simulation layer only for a simulated board. Returns the
+    paths written, relative to slot_dir, sorted."""
     written = []
-    files = slot_code_files(profile) + model_files(model_names)
+    files = slot_code_files(profile, simulated) + model_files(model_names)
     compile_code = profile["runtime"] == "micropython" and mpy_arch
     for src, rel in files:
         if compile_code and rel.endswith(".py"):
@@ -178,7 +192,7 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
     os.makedirs(dest_dir, exist_ok=True)
     slot_dir = os.path.join(dest_dir, FIRST_SLOT)
     version = version or cfg.get("fw", "0.1.0")
-    written = write_slot(slot_dir, profile, model_names, mpy_arch)
+    written = write_slot(slot_dir, profile, model_names, mpy_arch, is_simulated(cfg))
     manifest = bundle.manifest_for(slot_dir, written, profile, version, mpy_arch)
     with open(os.path.join(slot_dir, wire.SLOT_MANIFEST), "wb") as f:
         f.write(bundle.manifest_bytes(manifest))

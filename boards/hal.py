@@ -1,0 +1,46 @@
+# The HAL interface, declared once: everything the node runtime (firmware/) may call on its
+# board's HAL. Every backend subclasses Hal - hal_micropython (a MicroPython board), hal_linux
+# (a Pi-class board), hal_sim (a simulated board, wrapping one of those) and hal_mock (unit
+# tests) - and overrides what its board does better than the defaults here. The firmware calls
+# these directly, never probing with getattr/hasattr.
+#
+#   profile                  the board profile (boards/profiles/NAME.json) the HAL was opened with
+# Every backend implements:
+#   mem()                    (free, total) bytes the node runs in: the heap on an MCU, RAM on Linux
+#   reboot()                 reset the board (a Linux node's process exits; systemd restarts it)
+# Defaults here, overridden where the board can tell more:
+#   cpu_percent()            CPU load in percent, or None where there is no OS to ask (the node
+#                            then reports its event loop's busy time)
+#   power(cpu_pct)           the heartbeat's power reading {"src", "pct", "mw"} at that load;
+#                            by default the profile's supply, with no battery gauge
+#   temperature()            the chip's temperature in degrees C, or None
+#   watchdog_start(ms)       arm the hardware (or service manager's) watchdog: the timeout in
+#                            force in ms, or None when nothing watches the node (the node then
+#                            resets itself when its supervision tree starves)
+#   watchdog_feed()          feed what watchdog_start armed
+#   reset_cause()            why the board last reset as its hardware tells ("watchdog", "power",
+#                            "soft", "hard_reset", "deepsleep"), or None when it cannot
+#   mpy_version()            the .mpy version this runtime loads (update bundles are checked
+#                            against it), or None
+# Simulation hooks (boards/hal_sim.py), None on a real board:
+#   extra_load()             load in percent beside the node's own, added to its CPU reading
+#   heartbeat_delay_ms(ms)   the wait before the next heartbeat in ms (a simulated board jitters
+#                            it); None: the configured interval
+#
+# Common subset, and small: a microcontroller holds this class in its heap from boot on (each
+# method costs ~100 bytes there), so the "nothing to tell" defaults share one function, the
+# methods every backend has are declared here in words only, and the docs live in this comment.
+
+
+def _nothing(self, *args):
+    return None
+
+
+class Hal:
+    name = "hal"
+    profile = None
+    cpu_percent = temperature = watchdog_start = watchdog_feed = reset_cause = mpy_version = _nothing
+    extra_load = heartbeat_delay_ms = _nothing
+
+    def power(self, cpu_pct):
+        return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}
