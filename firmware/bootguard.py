@@ -48,7 +48,15 @@ def start(node):
     if node.safe_mode:
         node.event("warn", "safe_mode", "%d boots in a row ended within %d s: running only the link and the "
                    "deploy path" % (info["quick_boots"], node.sup_cfg["stable_after_ms"] // 1000))
-    node.load_cached_assignment()
+    # The assignment cached on flash: a node without broker or controller runs what it ran.
+    cached = flashfile.read(node.data_dir + "/assign.json")
+    if cached is not None:
+        from . import protocol
+        from .errors import ProtocolError
+        try:
+            node.apply_assignment(protocol.validate("assign", cached), from_cache=True)
+        except ProtocolError as e:
+            print("edgefleet-node: ignoring cached assignment: %s" % e)
 
 
 def on_boot(data_dir, boot, hal_cause, limit):

@@ -13,7 +13,7 @@
 # bootguard (the boot sequence), commands, faults, crashlog, health (the tentative boot after
 # an update) and ota (OtaAgent). None imports this module; they see a Node through this surface:
 #   calls   event(), queue(), online(), uptime_ms(), hello(), reboot_soon(why, stable),
-#           load_cached_assignment(); and its hal (boards/hal.py's interface)
+#           apply_assignment(); and its hal (boards/hal.py's interface)
 #   reads   id, boot, runtime, cfg, data_dir, sup_cfg, state, degraded, safe_mode, reset_info,
 #           workers, supervisor (health and faults look at the workers and the tree)
 #   writes  only bootguard.start, the boot sequence kept out of this module to spare the heap
@@ -350,15 +350,6 @@ class Node:
     def worker_event(self, worker, kind, detail):
         self.event("error", kind, "%s: %s" % (worker.id, detail), {"wl": worker.id, "model": worker.spec["model"]})
 
-    def load_cached_assignment(self):
-        cached = flashfile.read(self.data_dir + "/assign.json")
-        if cached is None:
-            return
-        try:
-            self.apply_assignment(protocol.validate("assign", cached), from_cache=True)
-        except ProtocolError as e:
-            _log("ignoring cached assignment: %s" % e)
-
     # -- telemetry --------------------------------------------------------------------------
 
     def cpu_percent(self):
@@ -381,7 +372,8 @@ class Node:
         temp = self.hal.temperature()
         hb = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.hb_seq,
               "up": self.uptime_ms(), "cpu": self._cpu, "mem_free": free, "mem_total": total,
-              "power": self.hal.power(self._cpu), "temp": temp, "wl": wl, "outbox": self.outbox_report()}
+              "power": self.hal.power(self._cpu), "temp": temp, "wl": wl, "outbox": self.outbox_report(),
+              "state": self.state}
         if self.lease.beat():
             self.event("warn", "fenced", "no controller lease for %d heartbeats: results wait in the outbox" % self.lease.missed)
         if self.lease.held:

@@ -31,13 +31,24 @@ SIM_BOARD_MODULES = ("hal_sim.py", "power.py")
 FIRST_SLOT = "slot_a"
 
 
+# What a node reads of its board profile (firmware/, boards/hal_*.py, boards/power.py). A node
+# holds its config in RAM for good: on a 110 KB board the rest of the profile (titles, the
+# host-side budgets) is heap taken for nothing.
+NODE_PROFILE_KEYS = ("name", "runtime", "heap_bytes", "fs_bytes", "ram_bytes", "cpu", "gc_threshold_bytes",
+                     "temperature", "watchdog", "power", "outbox")
+
+
+def node_profile(profile):
+    return {k: profile[k] for k in NODE_PROFILE_KEYS if k in profile}
+
+
 def node_config(node_id, profile, broker_host, broker_port, simulated=True, keepalive=10, prefix="ef",
                 user=None, password=None):
     base = "micropython" if profile["runtime"] == "micropython" else "linux"
     cfg = {
         "node": node_id,
         "board": profile["name"],
-        "profile": profile,
+        "profile": node_profile(profile),
         "broker": {"host": broker_host, "port": broker_port, "keepalive": keepalive, "user": user, "password": password},
         "topic_prefix": prefix,
         "hal": "sim" if simulated else base,

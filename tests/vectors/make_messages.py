@@ -44,6 +44,7 @@ def vectors():
     valid = [
         ("hello", HELLO), ("status", STATUS), ("status", with_(STATUS, state="offline")), ("hb", HB),
         ("hb", with_(HB, temp=None, power={"src": "battery", "pct": 63.5, "mw": 110}, wl=[])),
+        ("hb", with_(HB, state="safe")),
         ("result", RESULT), ("result", with_(RESULT, truth=DELETE, **{"in": DELETE})),
         ("event", EVENT), ("event", with_(EVENT, data=DELETE)), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
         ("ack", ACK), ("ack", with_(ACK, seq=0)), ("cmd", CMD), ("cmd", with_(CMD, args=DELETE)), ("reply", REPLY),
@@ -57,7 +58,7 @@ def vectors():
     ]
     invalid = [
         ("hello", with_(HELLO, v=2), "v"), ("hello", with_(HELLO, v=DELETE), "v"),
-        ("hello", with_(HELLO, runtime="java"), "runtime"), ("hello", with_(HELLO, node="Mcu 1"), "node"),
+        ("hello", with_(HELLO, runtime="java"), "runtime"), ("hb", with_(HB, state="offline"), "state"), ("hello", with_(HELLO, node="Mcu 1"), "node"),
         ("hello", with_(HELLO, caps=[]), "caps"), ("status", with_(STATUS, state="sleepy"), "state"),
         ("hb", with_(HB, cpu="37"), "cpu"), ("hb", with_(HB, power={"src": "nuclear", "pct": None, "mw": None}), "power.src"),
         ("hb", with_(HB, power={"src": "mains"}), "power.pct"),
