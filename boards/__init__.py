@@ -1,5 +1,6 @@
 # Board profiles (data, in profiles/) and hardware abstraction layers: the interface, declared
-# once in hal.py (Hal), and one module per backend, each a Hal subclass:
+# once in hal.py (Hal), and one module per backend implementing it (hal_micropython without the
+# base class, to spare an MCU's heap; the others as Hal subclasses):
 #   hal_micropython  a real MicroPython board (machine, esp32/rp2 specifics)
 #   hal_linux        a real Linux board (/proc, /sys)
 #   hal_sim          a simulated board: a real runtime HAL plus a power model (power.py) and

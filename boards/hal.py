@@ -1,8 +1,9 @@
 # The HAL interface, declared once: everything the node runtime (firmware/) may call on its
-# board's HAL. Every backend subclasses Hal - hal_micropython (a MicroPython board), hal_linux
-# (a Pi-class board), hal_sim (a simulated board, wrapping one of those) and hal_mock (unit
-# tests) - and overrides what its board does better than the defaults here. The firmware calls
-# these directly, never probing with getattr/hasattr.
+# board's HAL. hal_linux (a Pi-class board), hal_sim (a simulated board, wrapping a real
+# runtime's HAL) and hal_mock (unit tests) subclass Hal and override what their board does
+# better than the defaults here; hal_micropython (a MicroPython board) defines every method
+# itself, so an MCU never holds this module (tests/test_boards.py checks it implements all of
+# it). The firmware calls these directly, never probing with getattr/hasattr.
 #
 #   profile                  the board profile (boards/profiles/NAME.json) the HAL was opened with
 # Every backend implements:

@@ -2,16 +2,23 @@
 # battery from the board's ADC where the profile says how it is wired.
 import gc
 
-from .hal import Hal
-
 try:
     import machine
 except ImportError:  # the unix port used by simulated boards has a reduced machine module
     machine = None
 
 
-class MicroPythonHal(Hal):
+def _nothing(self, *args):
+    return None
+
+
+class MicroPythonHal:
+    """Implements boards/hal.py's interface without subclassing Hal: on a 110 KB board the base
+    class and its module cost heap for good (tests/test_boards.py holds it to the interface)."""
     name = "micropython"
+    # An MCU has no OS to ask for its CPU load (the node measures its event loop's busy time),
+    # and a real board has no simulation hooks.
+    cpu_percent = extra_load = heartbeat_delay_ms = _nothing
 
     def __init__(self, profile):
         self.profile = profile
@@ -24,6 +31,9 @@ class MicroPythonHal(Hal):
         self._temp_adc = None
         if self._temp_source == "adc4" and machine is not None and hasattr(machine, "ADC"):
             self._temp_adc = machine.ADC(4)
+
+    def power(self, cpu_pct):
+        return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}
 
     def mem(self):
         gc.collect()

@@ -14,6 +14,9 @@
 # an update) and ota (OtaAgent). None imports this module; they see a Node through this surface:
 #   calls   event(), queue(), online(), uptime_ms(), hello(), reboot_soon(why, stable),
 #           apply_assignment(); and its hal (boards/hal.py's interface)
+# worker.py also starts workers for the node (start(), hold_for_resume()) and takes their
+# results (emit_result()): it reads cfg, runtime, hal, sup_cfg, held_from_cache, id, boot and the
+# workers, numbers results (result_seq) into the outbox, and registers workers with workers_sup.
 #   reads   id, boot, runtime, cfg, data_dir, sup_cfg, state, degraded, safe_mode, reset_info,
 #           workers, supervisor (health and faults look at the workers and the tree)
 #   writes  only bootguard.start, the boot sequence kept out of this module to spare the heap
@@ -29,19 +32,19 @@ from .lease import Lease
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
 from .outbox import Outbox, OutboxError
-from .supervisor import ONE_FOR_ONE, REST_FOR_ONE, TRANSIENT, Child, Supervisor
+from .supervisor import ONE_FOR_ONE, Child, Supervisor
 
 # Events and replies kept in RAM while the link is down; the oldest are dropped past this.
 # (Results go to the flash outbox instead.)
 PENDING_LIMIT = 64
-# Heap an MCU keeps free beside a model's arena, for messages and buffers.
-ARENA_HEADROOM = 8192
 # Results published at once while delivering from the outbox (bounded QoS1 in flight).
 DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 30000
 # How often the link child shows life while its connection is up.
 LINK_BEAT_S = 1
+# The longest one publish waits for the broker (firmware/mqtt.py MQTTClient.publish's timeout).
+PUBLISH_WAIT_MS = 10000
 # Supervision settings; a node's config may override any of them under "supervision".
 SUPERVISION = {
     "intensity": 5, "period_ms": 60000, "backoff_min_ms": 100, "backoff_max_ms": 30000,
@@ -92,7 +95,10 @@ class Node:
         limits = {"intensity": sup["intensity"], "period_ms": sup["period_ms"],
                   "backoff_min_ms": sup["backoff_min_ms"], "backoff_max_ms": sup["backoff_max_ms"],
                   "on_exit": self.child_exited, "on_escalate": self.escalate}
-        self.supervisor = Supervisor("node", REST_FOR_ONE, **limits)
+        # one_for_one: the link, delivery, heartbeats and workers share no state but what they
+        # read afresh (the client, the outbox), so a failed child restarts alone; in particular,
+        # link trouble never restarts inference (docs/supervision.md).
+        self.supervisor = Supervisor("node", ONE_FOR_ONE, **limits)
         self.workers_sup = Supervisor("workers", ONE_FOR_ONE, **limits)
         self.assigned = []   # workload specs of the applied assignment, in order
         self.backends = []
@@ -102,6 +108,8 @@ class Node:
         self.safe_mode = False
         self.degraded = None
         self.watchdog_starving = None
+        self.held_from_cache = False  # the applied assignment came from flash at boot
+        self.holding = False          # the workers wait for the controller's (run_workers)
         self._ota = None
         # Fencing (firmware/lease.py): results wait in the outbox while the controller's lease is lost.
         self.lease = Lease(cfg.get("lease_k", 3))
@@ -162,24 +170,6 @@ class Node:
             ev["data"] = data
         self.queue("event", ev)
 
-    def emit_result(self, worker, label, score, elapsed_us, truth, index):
-        self.result_seq += 1
-        msg = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.result_seq,
-               "wl": worker.id, "up": self.uptime_ms(), "label": label, "score": round(score, 5),
-               "us": elapsed_us, "in": index}
-        if truth is not None:
-            msg["truth"] = truth
-        try:
-            self.outbox.append("result", self.boot, self.result_seq, protocol.encode("result", msg))
-        except OutboxError as e:
-            self.outbox_failed(e)
-        except MemoryError as e:
-            # The record stays buffered (or, if even that failed, is counted as dropped); the
-            # workload itself must not die of the outbox's trouble.
-            self.outbox_failed(OutboxError("out of heap: %s" % e))
-        except ProtocolError as e:
-            _log("dropping bad result: %s" % e)
-
     def outbox_failed(self, error):
         # A full or failing flash: keep inferring; records stay buffered in RAM up to a bound,
         # then the oldest are counted as dropped. Reported once per distinct error.
@@ -196,7 +186,7 @@ class Node:
         the controller has not acknowledged."""
         while True:
             child.beat()
-            await self.publish_pending()
+            await self.publish_pending(child)
             try:
                 self.outbox.flush()
                 self._outbox_error = None
@@ -216,7 +206,7 @@ class Node:
                 # The link task reconnects, and every (re)connect rewinds the outbox cursor.
                 await asyncio.sleep(self.flush_ms / 1000)
 
-    async def publish_pending(self):
+    async def publish_pending(self, child):
         """Events, replies and status changes queued in RAM, oldest first, while the link is up."""
         while self.pending and self.online():
             kind, payload = self.pending[0]
@@ -226,6 +216,7 @@ class Node:
             except MQTTError:
                 return  # the link task reconnects; the message stays queued
             self.pending.pop(0)
+            child.beat()
 
     # -- incoming messages ------------------------------------------------------------------
 
@@ -304,13 +295,16 @@ class Node:
         stop, start = assignment.changes(running, msg["wl"])
         self.assigned = list(msg["wl"])
         for spec in assignment.retuned(running, msg["wl"]):
-            if spec["id"] in self.workers:
-                self.workers[spec["id"]].spec = spec  # a live migration's hand-over point
+            worker = self.workers.get(spec["id"])
+            if worker is not None:
+                worker.spec = worker.assigned = spec  # a live migration's hand-over point
         for wid in stop:
             self.stop_worker(wid)
         # In safe mode the assignment is kept (on flash too) but nothing runs until the node
-        # leaves safe mode; the workers supervisor starts what is assigned when it (re)starts.
-        if not self.safe_mode and self.supervisor.child("workers") is not None:
+        # leaves safe mode; the workers supervisor starts what is assigned when it (re)starts
+        # (or, at boot, once the controller has said where the cached streams resume).
+        self.held_from_cache = from_cache and bool(self.assigned)
+        if not self.safe_mode and self.supervisor.child("workers") is not None and not self.holding:
             for spec in start:
                 self.start_worker(spec)
         self.recheck_degraded()
@@ -322,33 +316,16 @@ class Node:
                 msg["epoch"], len(self.workers), [s["id"] for s in start], stop))
 
     def start_worker(self, spec):
-        # Linux nodes run each model in its own process (a native crash kills only that);
-        # an MCU has one process, so its engine runs in the node's event loop.
-        isolate = self.runtime == "cpython" and self.cfg.get("isolate_workers", True)
-        # The engine refuses (ModelTooLarge, naming both numbers) an arena the heap cannot
-        # hold beside what this node already runs, rather than failing later mid-inference.
-        budget = max(0, self.hal.mem()[0] - ARENA_HEADROOM) if self.runtime == "micropython" else None
         # Loaded with the first workload: a board that runs none (it holds no model that fits)
         # keeps the worker, backend and input-stream code out of its heap.
-        from .worker import InferenceWorker
-        worker = InferenceWorker(spec, self.models_dir, self.emit_result, self.worker_event, arena_budget=budget,
-                                 isolate=isolate, num_threads=self.cfg.get("num_threads", 1), runtime=self.runtime)
-        self.workers[spec["id"]] = worker
-        sup = self.sup_cfg
-        # Transient: a model this board cannot run ends the worker normally, for good; a crash
-        # or a hang restarts it.
-        self.workers_sup.start_child(Child(
-            spec["id"], worker.serve, restart=TRANSIENT, beat_timeout_ms=max(sup["worker_beat_ms"], 3 * worker.period_ms()),
-            start_timeout_ms=sup["worker_start_ms"], kill=worker.kill))
+        from . import worker
+        worker.start(self, spec)
 
     def stop_worker(self, wid):
         self.workers_sup.terminate_child(wid)
         worker = self.workers.pop(wid, None)
         if worker is not None:
             worker.stop()
-
-    def worker_event(self, worker, kind, detail):
-        self.event("error", kind, "%s: %s" % (worker.id, detail), {"wl": worker.id, "model": worker.spec["model"]})
 
     # -- telemetry --------------------------------------------------------------------------
 
@@ -441,7 +418,8 @@ class Node:
                 backoff = min(backoff * 2, BACKOFF_MAX_MS)
                 continue
             backoff = BACKOFF_MIN_MS
-            _log("connected to %s:%d" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"]))
+            _log("connected to %s:%d, %d bytes free" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"],
+                                                        self.hal.mem()[0]))
             self.publish_crash_records()
             while client.is_connected:
                 child.beat()
@@ -459,8 +437,12 @@ class Node:
         return [
             # Not critical: a link that cannot connect is offline operation, not a fault.
             Child("link", self.keep_link, beat_timeout_ms=max(beat, 3 * BACKOFF_MAX_MS)),
-            Child("delivery", self.deliver_results, beat_timeout_ms=beat, critical=True),
-            Child("heartbeats", self.send_heartbeats, beat_timeout_ms=beat, critical=True),
+            # Delivery and heartbeats wait on the network between beats, up to the MQTT client's
+            # publish timeout: waiting for a dead broker is not a hang (the wait fails by itself),
+            # and a child declared hung for it would be restarted, and the watchdog starved, for
+            # a network fault.
+            Child("delivery", self.deliver_results, beat_timeout_ms=beat + PUBLISH_WAIT_MS, critical=True),
+            Child("heartbeats", self.send_heartbeats, beat_timeout_ms=beat + PUBLISH_WAIT_MS, critical=True),
             Child("workers", self.run_workers, beat_timeout_ms=beat, critical=True,
                       kill=self.workers_sup.terminate_all),
         ]
@@ -468,6 +450,9 @@ class Node:
     async def run_workers(self, child):
         """The workers supervisor, itself a child: (re)starts the assigned workers and watches them."""
         self.workers_sup.terminate_all()
+        if self.held_from_cache:
+            from . import worker
+            await worker.hold_for_resume(self, child)
         if not self.safe_mode:
             for spec in self.assigned:
                 self.start_worker(spec)
@@ -531,6 +516,12 @@ class Node:
         while True:
             fresh, why = self.supervisor.critical_fresh()
             if fresh:
+                if starving_since is not None:
+                    # Recovered before the watchdog bit: the reset recorded for it will not
+                    # happen, and a later power cut must not read as a watchdog reset.
+                    _log("watchdog: children beat again; feeding it")
+                    self.watchdog_starving = None
+                    self.write_boot_record()
                 starving_since = None
                 self.hal.watchdog_feed()
             elif starving_since is None:

@@ -10,11 +10,18 @@ import gc
 
 from .backends import open_model, top1
 from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
-from .errors import FirmwareError
+from . import protocol
+from .errors import FirmwareError, ProtocolError
+from .outbox import OutboxError
 from .sources import open_source
 
 # How often a worker that reached its hand-over point (input.until) looks for a later one.
 HANDED_OVER_POLL_MS = 200
+# Heap an MCU keeps free beside a model's arena, for messages and buffers.
+ARENA_HEADROOM = 8192
+# At boot, how long workers of an assignment cached on flash wait for the controller's word on
+# where their streams resume (it answers the hello within a second when it is there).
+BOOT_HOLD_MS = 3000
 
 
 class InjectedFault(FirmwareError):
@@ -198,3 +205,72 @@ class InferenceWorker:
                 state = "given_up"
         return {"id": self.id, "state": state, "n": self.n, "err": self.err if self.err is not None else (
             child.last_error if child is not None else None), "restarts": restarts}
+
+
+def start(node, spec):
+    """Start a worker for `spec` under the node's workers supervisor (Node.start_worker: the code
+    lives here, loaded with the first workload, not in the node's heap from boot)."""
+    from .supervisor import TRANSIENT, Child
+    # Linux nodes run each model in its own process (a native crash kills only that);
+    # an MCU has one process, so its engine runs in the node's event loop.
+    isolate = node.runtime == "cpython" and node.cfg.get("isolate_workers", True)
+    # The engine refuses (ModelTooLarge, naming both numbers) an arena the heap cannot
+    # hold beside what this node already runs, rather than failing later mid-inference.
+    budget = max(0, node.hal.mem()[0] - ARENA_HEADROOM) if node.runtime == "micropython" else None
+    assigned = spec
+    prev = node.workers.get(spec["id"])
+    if prev is not None and prev.source is not None and prev.assigned == spec:
+        # The same stream restarted for the worker's own reasons (the workers supervisor came
+        # back): it goes on from where it was, not from the assignment's start.
+        spec = dict(spec)
+        spec["input"] = dict(spec["input"])
+        spec["input"]["start"] = prev.source.pos
+        prev.stop()
+    worker = InferenceWorker(spec, node.models_dir, lambda w, *result: emit_result(node, w, *result),
+                             lambda w, kind, detail: report_failure(node, w, kind, detail), arena_budget=budget,
+                             isolate=isolate, num_threads=node.cfg.get("num_threads", 1), runtime=node.runtime)
+    worker.assigned = assigned
+    node.workers[spec["id"]] = worker
+    sup = node.sup_cfg
+    # Transient: a model this board cannot run ends the worker normally, for good; a crash
+    # or a hang restarts it.
+    node.workers_sup.start_child(Child(
+        spec["id"], worker.serve, restart=TRANSIENT, beat_timeout_ms=max(sup["worker_beat_ms"], 3 * worker.period_ms()),
+        start_timeout_ms=sup["worker_start_ms"], kill=worker.kill))
+
+
+async def hold_for_resume(node, child):
+    """Booted with the assignment cached on flash: its start positions are as old as the
+    assignment. The controller answers the boot's hello with where each stream resumes; wait
+    for that a moment (not longer: offline, the node runs what it has)."""
+    waited = 0
+    node.holding = True
+    while node.held_from_cache and waited < BOOT_HOLD_MS:
+        child.beat()
+        await asyncio.sleep(0.05)
+        waited += 50
+    node.held_from_cache = node.holding = False
+
+
+def emit_result(node, worker, label, score, elapsed_us, truth, index):
+    """A worker's result: numbered in the node's boot and appended to its flash outbox."""
+    node.result_seq += 1
+    msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "seq": node.result_seq,
+           "wl": worker.id, "up": node.uptime_ms(), "label": label, "score": round(score, 5),
+           "us": elapsed_us, "in": index}
+    if truth is not None:
+        msg["truth"] = truth
+    try:
+        node.outbox.append("result", node.boot, node.result_seq, protocol.encode("result", msg))
+    except OutboxError as e:
+        node.outbox_failed(e)
+    except MemoryError as e:
+        # The record stays buffered (or, if even that failed, is counted as dropped); the
+        # workload itself must not die of the outbox's trouble.
+        node.outbox_failed(OutboxError("out of heap: %s" % e))
+    except ProtocolError as e:
+        print("edgefleet-node: dropping bad result: %s" % e)
+
+
+def report_failure(node, worker, kind, detail):
+    node.event("error", kind, "%s: %s" % (worker.id, detail), {"wl": worker.id, "model": worker.spec["model"]})

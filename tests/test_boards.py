@@ -62,15 +62,22 @@ def test_sim_hal_applies_injected_load_and_power_settings(tmp_path):
 
 
 def test_every_hal_backend_implements_the_declared_interface():
-    """boards/hal.py declares the HAL once; each backend subclasses it, so the node can call
-    every method (the simulation hooks included) without probing for it."""
+    """boards/hal.py declares the HAL once; each backend implements all of it (the CPython ones
+    by subclassing it; the MicroPython one, to spare an MCU's heap, by defining every method), so
+    the node can call every method (the simulation hooks included) without probing for it."""
     from edgefleet.boards.hal import Hal
     from edgefleet.boards.hal_linux import LinuxHal
     from edgefleet.boards.hal_micropython import MicroPythonHal
     from edgefleet.boards.hal_mock import MockHal
     from edgefleet.boards.hal_sim import SimHal
-    for cls in (LinuxHal, MicroPythonHal, MockHal, SimHal):
+    for cls in (LinuxHal, MockHal, SimHal):
         assert issubclass(cls, Hal), cls
+    declared = [m for m in vars(Hal) if not m.startswith("_") and callable(getattr(Hal, m))]
+    assert {"power", "cpu_percent", "extra_load", "heartbeat_delay_ms", "mpy_version"} <= set(declared), declared
+    mcu = MicroPythonHal(catalog.load("esp32"))
+    assert all(callable(getattr(mcu, m)) for m in declared), [m for m in declared if not hasattr(mcu, m)]
+    assert mcu.extra_load() is None and mcu.heartbeat_delay_ms(1000) is None and mcu.cpu_percent() is None
+    assert mcu.power(50) == {"src": "battery", "pct": None, "mw": None}
     hal = MockHal(catalog.load("rpi-pico-w"))
     # A real board's simulation hooks say nothing: no extra load, the configured heartbeat interval.
     assert hal.extra_load() is None and hal.heartbeat_delay_ms(1000) is None and hal.mpy_version() is None
@@ -88,7 +95,7 @@ def test_real_board_images_carry_no_simulation_modules(tmp_path):
     """hal_sim and its power model go only on simulated boards; hal_mock (unit tests) on none."""
     from edgefleet.controller.deploy import bundle
     from edgefleet.controller.install import image
-    sim_only = {"hal_sim.py", "power.py", "hal_sim.mpy", "power.mpy"}
+    sim_only = {"hal_sim.py", "power.py", "hal_sim.mpy", "power.mpy"}  # and hal.py on an MCU
     never = {"hal_mock.py", "hal_mock.mpy", "sim_layer_probe.py", "sim_layer_probe.mpy"}
     for name in ("rpi-pico-w", "rpi4"):
         profile = catalog.load(name)
@@ -97,7 +104,8 @@ def test_real_board_images_carry_no_simulation_modules(tmp_path):
         real_tree = image.write_slotted_image(str(tmp_path / ("real-" + name)), real, [], mpy_arch=None)
         sim_tree = image.write_slotted_image(str(tmp_path / ("sim-" + name)), sim, [], mpy_arch=None)
         real_files, sim_files = _board_files(real_tree), _board_files(sim_tree)
-        assert "hal.py" in real_files and not real_files & (sim_only | never), sorted(real_files)
+        assert ("hal.py" in real_files) == (profile["runtime"] == "cpython"), sorted(real_files)
+        assert not real_files & (sim_only | never), sorted(real_files)
         assert {"hal_sim.py", "power.py"} <= sim_files and not sim_files & never, sorted(sim_files)
         assert not {rel.rsplit("/", 1)[-1] for _, rel in image.slot_code_files(profile)} & (sim_only | never)
     flat = _board_files(image.write_image(str(tmp_path / "flat"), image.node_config(

@@ -22,11 +22,14 @@ BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
 # native and viper code is compiled for x64; a real board's image uses its profile's mpy_arch.
 SIM_MPY_ARCH = "x64"
 # The boards modules a board's code carries, by runtime: the HAL interface and its own backend.
-BOARD_MODULES = {"micropython": ("__init__.py", "hal.py", "hal_micropython.py"),
+# (hal_micropython.py implements the HAL interface without its base class, so an MCU does
+# not hold boards/hal.py.)
+BOARD_MODULES = {"micropython": ("__init__.py", "hal_micropython.py"),
                  "cpython": ("__init__.py", "hal.py", "hal_linux.py")}
-# What only a simulated board carries beside them: its HAL layer and power model. hal_mock.py
-# (unit tests) and sim_layer_probe.py (the harness's) never go on any board.
-SIM_BOARD_MODULES = ("hal_sim.py", "power.py")
+# What only a simulated board carries beside them: its HAL layer (on hal.py's base class) and
+# power model. hal_mock.py (unit tests) and sim_layer_probe.py (the harness's) never go on any
+# board.
+SIM_BOARD_MODULES = ("hal.py", "hal_sim.py", "power.py")
 # A/B slot images (docs/ota.md): the first slot a freshly flashed board boots.
 FIRST_SLOT = "slot_a"
 
