@@ -127,7 +127,7 @@ class FleetController:
         now = self.clock()
         known = self.state.node(node_id)
         self.state.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online", now)
-        self.detector.heartbeat(node_id, now)
+        self.detector.heartbeat(node_id, now, self.heard_since())
         if known is not None and known["boot"] != msg["boot"]:
             self.reconciler.note_reboot(node_id)
         if known is None or known["boot"] != msg["boot"]:
@@ -175,7 +175,7 @@ class FleetController:
         telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
         telemetry["fenced"] = msg.get("fenced")
         self.state.record_heartbeat(node_id, telemetry, now)
-        self.detector.heartbeat(node_id, now)
+        self.detector.heartbeat(node_id, now, self.heard_since())
         self.reconciler.triggers.observe(node_id, msg["cpu"], now)
         self.intake.skip_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         effects.extend(self.reconciler.observe_moves(node_id, msg["wl"], now))
@@ -248,7 +248,7 @@ class FleetController:
         effects = []
         now = self.clock()
         self.connected_since = connected_since or 0
-        heard_since = max(self.connected_since, self.link.healthy_since)
+        heard_since = self.heard_since()
         if not self.link.healthy(now):
             self._hold(now, "the controller's own lease has not come back through the broker for %.0f s" % (
                 now - (self.link.last_echo or heard_since)))
@@ -283,6 +283,11 @@ class FleetController:
         effects.extend(self.reconciler.migrate())
         self.state.commit()
         return effects
+
+    def heard_since(self):
+        """Since when the controller could hear the fleet: its broker link up and its own lease
+        coming back."""
+        return max(self.connected_since, self.link.healthy_since)
 
     def _hold(self, now, why):
         """Failure verdicts are held (docs/reliability.md): said once per episode."""

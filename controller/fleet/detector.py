@@ -38,8 +38,10 @@ class NodeHistory:
         self.intervals = deque(maxlen=window)
         self.last = None
 
-    def add(self, now):
-        if self.last is not None and now > self.last:
+    def add(self, now, heard_since=0.0):
+        # An interval that spans a time the controller could not hear (its broker link down)
+        # says nothing about the node: kept, it would slow detection for a window of heartbeats.
+        if self.last is not None and now > self.last and self.last >= heard_since:
             self.intervals.append(now - self.last)
         self.last = now
 
@@ -61,12 +63,13 @@ class PhiAccrualDetector:
         self.history = {}
         self.willed = set()
 
-    def heartbeat(self, node_id, now):
-        """A sign of life: a heartbeat or a hello."""
+    def heartbeat(self, node_id, now, heard_since=0.0):
+        """A sign of life: a heartbeat or a hello. heard_since: since when the controller could
+        hear the fleet at all (as for phi())."""
         hist = self.history.get(node_id)
         if hist is None:
             hist = self.history[node_id] = NodeHistory(self.window)
-        hist.add(now)
+        hist.add(now, heard_since)
         self.willed.discard(node_id)
 
     def last_will(self, node_id):

@@ -81,7 +81,7 @@ class FixedTimeoutDetector:
         self.history = {}   # node -> last sign of life
         self.willed = set()  # deaf to Last Wills: never any
 
-    def heartbeat(self, node_id, now):
+    def heartbeat(self, node_id, now, heard_since=0.0):
         self.history[node_id] = now
 
     def last_will(self, node_id):
