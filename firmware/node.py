@@ -303,7 +303,12 @@ class Node:
         # In safe mode the assignment is kept (on flash too) but nothing runs until the node
         # leaves safe mode; the workers supervisor starts what is assigned when it (re)starts
         # (or, at boot, once the controller has said where the cached streams resume).
-        self.held_from_cache = from_cache and bool(self.assigned)
+        if from_cache:
+            self.held_from_cache = bool(self.assigned)
+        elif msg["epoch"] != self.applied_epoch:
+            # The controller's word after this boot (the broker's retained copy of the cached
+            # assignment, same epoch, does not end the wait).
+            self.held_from_cache = False
         if not self.safe_mode and self.supervisor.child("workers") is not None and not self.holding:
             for spec in start:
                 self.start_worker(spec)

@@ -158,6 +158,9 @@ async def serve_isolated(worker):
             if left <= 0:
                 return  # the stream's hand-over point: the worker idles (worker.run)
             count = min(count, left)
+        # Read but not yet emitted: a worker killed in the batch (a hang, a frozen board) reads
+        # these inputs again when it restarts, rather than skipping them.
+        worker.unfinished = source.pos
         for i in range(count):
             meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
         outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
@@ -166,6 +169,7 @@ async def serve_isolated(worker):
             label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
             worker.n += 1
             worker.emit(worker, label, score, latencies[i], meta[i][1], meta[i][0])
+        worker.unfinished = None
         if worker.fault is not None:
             await worker.injected_fault()
         due = ticks_add(due, count * period_ms)

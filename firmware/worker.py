@@ -61,6 +61,7 @@ class InferenceWorker:
         self.model = None
         self.source = None
         self.fault = None
+        self.unfinished = None   # stream position of a batch read but not emitted (procworker)
 
     @property
     def model_dir(self):
@@ -88,6 +89,9 @@ class InferenceWorker:
         """The supervised body: open, then infer until cancelled or crashed."""
         self.child = child
         self.state = "starting"
+        if self.unfinished is not None and self.source is not None:
+            self.source.pos = self.unfinished   # the batch a kill cut short is read again
+            self.unfinished = None
         try:
             await self.open()
         except (FirmwareError, OSError, ValueError) as e:

@@ -92,6 +92,33 @@ def test_a_hung_worker_is_restarted_within_its_beat_timeout(board, mosquitto, tm
         assert back - last_before <= limit_ms, "no results for %d ms" % (back - last_before)
         assert probe.board.boots == 1
         _assert_no_result_lost(probe)
+        _assert_no_input_skipped(probe)
+
+
+def _assert_no_input_skipped(probe):
+    positions = sorted({r["in"] for r in probe.of_kind("result")})
+    skipped = sorted(set(range(positions[0], positions[-1] + 1)) - set(positions))
+    assert not skipped, "inputs never inferred: %s" % skipped[:20]
+
+
+def test_an_inference_process_frozen_mid_batch_is_replaced_and_its_batch_read_again(mosquitto, tmp_path):
+    """A Pi worker's inference process stops (SIGSTOP, as when the board froze) while it holds a
+    batch: the supervisor kills and replaces it, and the inputs of that batch are inferred by the
+    new process instead of being skipped."""
+    import os
+    import signal
+    from test_workers import _children
+    with _probe(mosquitto, tmp_path, "rpi4", "frozen-4") as probe:
+        assert probe.wait_for(lambda p: len(p.of_kind("result")) >= 10, 30)
+        (inference,) = probe.wait_for(lambda p: _children(p.board.pid), 10)
+        os.kill(inference, signal.SIGSTOP)
+        hung = probe.wait_for(lambda p: _events(p, "hang"), 10)
+        assert hung, "the frozen inference process was not noticed"
+        count = len(probe.of_kind("result"))
+        assert probe.wait_for(lambda p: len(p.of_kind("result")) >= count + 20, 20), "no results after the hang"
+        assert probe.board.boots == 1
+        _assert_no_result_lost(probe)
+        _assert_no_input_skipped(probe)
 
 
 @pytest.mark.parametrize("board", BOARDS)

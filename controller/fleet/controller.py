@@ -152,6 +152,11 @@ class FleetController:
             if msg["state"] == "offline" and msg["boot"] < node["boot"]:
                 return []
             if msg["state"] == "offline":
+                if not self.link.trusts_wills(self.clock()):
+                    # Wills the broker sends just after its own stall (it finds every client past
+                    # its keepalive) say nothing about the nodes: silence will tell.
+                    log.info("will of %s held: the broker link was unhealthy just now", node_id)
+                    return []
                 self.detector.last_will(node_id)
             self.state.set_node_state(node_id, msg["state"])
             level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
@@ -183,18 +188,14 @@ class FleetController:
             # Fenced: the node holds its results until the controller confirms what it runs.
             self._reconfirmed[node_id] = now
             effects.append(self.reconciler.assignment(node_id))
-        # The node's own state (online, degraded, safe) when its heartbeat says it; a node back
-        # from silence is what it says it is, not simply online.
-        reported = msg.get("state")
         if node["state"] == "offline":
-            self.state.set_node_state(node_id, reported or "online", now)
-            self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (
-                node_id, reported or "online"), now=now)
-            effects.extend(self.reconciler.reconcile())
-        elif reported and reported != node["state"]:
+            # Back from silence, a node is what its heartbeat says (safe, degraded), not simply
+            # online; otherwise its state changes come as `status` messages (sent on every
+            # change and on every connect).
+            reported = msg.get("state") or "online"
             self.state.set_node_state(node_id, reported, now)
-            self.state.add_event(node_id, "warn" if reported in ("degraded", "safe") else "info", "node_" + reported,
-                                 "%s is %s (from its heartbeat)" % (node_id, reported), now=now)
+            self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (node_id, reported),
+                                 now=now)
             effects.extend(self.reconciler.reconcile())
         return effects
 

@@ -8,7 +8,9 @@ such a fault from being read as the fleet dying (and from moving work off health
 - LinkWatch: the controller subscribes to its own lease, published through the broker once a
   tick. While the lease does not come back, the controller's broker path is broken, and no node
   is judged at all; when it comes back, silence from before that moment is not the nodes'
-  (every node gets a full detection window again).
+  (every node gets a full detection window again). Last Wills that arrive while the path is
+  broken or within WILL_GRACE_S of its return are not taken at their word either: a broker
+  that was frozen publishes the will of every client it then finds past its keepalive.
 - Mass silence: when most of the live fleet (more than half, at least two nodes) turns silent in
   the same tick without a Last Will, the controller assumes a partition between it and them, not
   that many boards crashed at once, and holds the verdicts for up to `hold_s`. A single board
@@ -19,6 +21,9 @@ such a fault from being read as the fleet dying (and from moving work off health
 LINK_STALE_S = 3.0
 # How long mass silence is taken for a partition before the nodes are called dead anyway.
 PARTITION_HOLD_S = 20.0
+# A Last Will is taken at its word only once the broker path has been healthy this long: a broker
+# that was frozen publishes the wills of every client it then finds past its keepalive.
+WILL_GRACE_S = 5.0
 
 
 class LinkWatch:
@@ -38,6 +43,11 @@ class LinkWatch:
         if not self.enabled:
             return True
         return self.last_echo is not None and now - self.last_echo <= self.stale_s
+
+    def trusts_wills(self, now):
+        if not self.enabled:
+            return True
+        return self.healthy(now) and now - self.healthy_since >= WILL_GRACE_S
 
 
 class Verdicts:
