@@ -3,25 +3,10 @@ each test is a cause found by a chaos run, and fails on the controller that had 
 import json
 import time
 
-import pytest
-
 from edgefleet.controller.fleet.controller import FleetController
 from edgefleet.controller.store import open_registry
 
-from test_migration import MANIFESTS, WL, Clock, Sim, hb, hello, result, running
-
-
-@pytest.fixture
-def sims():
-    made = []
-
-    def make(*args, **kw):
-        sim = Sim(*args, **kw)
-        made.append(sim)
-        return sim
-    yield make
-    for sim in made:
-        sim.registry.close()
+from test_migration import MANIFESTS, WL, Clock, hb, hello, running, sims  # noqa: F401 (sims: a fixture)
 
 
 def lease_echo(ctl):
@@ -95,33 +80,24 @@ def test_verdicts_wait_while_the_controllers_own_lease_does_not_come_back():
     nodes = ("a", "b", "c")
     for node in nodes:
         ctl.handle("ef/node/%s/hello" % node, hello(node))
-    seq = 0
-    for _ in range(5):
-        clock.now += 1
-        seq += 1
-        lease_echo(ctl)
-        for node in nodes:
-            ctl.handle("ef/node/%s/hb" % node, hb(node, seq))
-        ctl.tick()
-    for _ in range(15):   # the broker freezes: no heartbeats, no lease echo
-        clock.now += 1
-        ctl.tick()
+    seq = [0]
+
+    def seconds(count, heard, echo=True):
+        for _ in range(count):
+            clock.now += 1
+            seq[0] += 1
+            if echo:
+                lease_echo(ctl)
+            for node in heard:
+                ctl.handle("ef/node/%s/hb" % node, hb(node, seq[0]))
+            ctl.tick()
+
+    seconds(5, nodes)
+    seconds(15, (), echo=False)   # the broker freezes: no heartbeats, no lease echo
     assert offline_events(registry) == []
     assert any(e["kind"] == "verdicts_held" for e in registry.events(limit=100))
-    for _ in range(3):    # it thaws
-        clock.now += 1
-        seq += 1
-        lease_echo(ctl)
-        for node in nodes:
-            ctl.handle("ef/node/%s/hb" % node, hb(node, seq))
-        ctl.tick()
-    for _ in range(8):    # now only b is silent: that is b's fault
-        clock.now += 1
-        seq += 1
-        lease_echo(ctl)
-        for node in ("a", "c"):
-            ctl.handle("ef/node/%s/hb" % node, hb(node, seq))
-        ctl.tick()
+    seconds(3, nodes)             # it thaws
+    seconds(8, ("a", "c"))        # now only b is silent: that is b's fault
     assert offline_events(registry) == ["b"]
     registry.close()
 

@@ -133,13 +133,16 @@ class FleetController:
         if known is None or known["boot"] != msg["boot"]:
             self.state.add_event(node_id, "info", "registered",
                                  "%s (%s, %s) boot %d" % (node_id, msg["board"], msg["runtime"], msg["boot"]), now=now)
-        # Place first: a node booting from its cached assignment must not be told to stop it
-        # by an assignment sent before the controller had placed anything on it.
+        return self._placed_and_assigned(node_id)
+
+    def _placed_and_assigned(self, node_id):
+        """For a node that (re)booted. Place first: a node booting from its cached assignment
+        must not be told to stop it by an assignment sent before the controller had placed
+        anything on it. Then its assignment, always: it says where each stream resumes, and the
+        broker may have lost the retained copy (a restarted broker without persistence)."""
         effects = self.reconciler.reconcile()
         assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
         if not any(e.topic == assign_topic for e in effects):
-            # Re-send its assignment so it runs what the registry says, even if the broker lost
-            # the retained copy (a restarted broker without persistence).
             effects.append(self.reconciler.assignment(node_id))
         return effects
 
@@ -205,11 +208,7 @@ class FleetController:
         self.reconciler.note_reboot(node_id)
         self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
             node_id, node["board"], node["runtime"], boot), now=now)
-        effects = self.reconciler.reconcile()
-        assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
-        if not any(e.topic == assign_topic for e in effects):
-            effects.append(self.reconciler.assignment(node_id))
-        return effects
+        return self._placed_and_assigned(node_id)
 
     def _on_result(self, node_id, msg):
         self.intake.take(node_id, msg, self.clock())
