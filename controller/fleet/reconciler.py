@@ -34,8 +34,10 @@ class Reconciler:
         self.resume = store.resume_positions()  # (node, workload) -> position a rebooted node resumes from
 
     def forget_workload(self, workload_id):
-        for key in [k for k in self.moves if k[0] == workload_id]:
-            del self.moves[key]
+        for move in [m for m in self.moves.values() if m.workload == workload_id]:
+            self._end_move(move)
+        for node_id, wid in [k for k in self.resume if k[1] == workload_id]:
+            self._set_resume(node_id, wid, None)
 
     def note_reboot(self, node_id):
         """A rebooted node's workers start over: they resume at the first input not yet
