@@ -24,7 +24,7 @@ from .detector import PhiAccrualDetector
 from .effects import Publish
 from .ingest import ResultIntake
 from .ledger import Ledger
-from .liveness import LinkWatch, Verdicts
+from .liveness import RECONNECT_GRACE_S, LinkWatch, Verdicts
 from .operator import OperatorCommands
 from .reconciler import Reconciler
 from .snapshot import snapshot
@@ -252,6 +252,9 @@ class FleetController:
         if not self.link.healthy(now):
             self._hold(now, "the controller's own lease has not come back through the broker for %.0f s" % (
                 now - (self.link.last_echo or heard_since)))
+        elif heard_since and now - heard_since < RECONNECT_GRACE_S:
+            self._hold(now, "the controller hears the fleet again since %.0f s; nodes reconnect with backoff" % (
+                now - heard_since))
         else:
             suspects, live = [], 0
             for node in self.state.nodes():

@@ -11,6 +11,8 @@ such a fault from being read as the fleet dying (and from moving work off health
   (every node gets a full detection window again). Last Wills that arrive while the path is
   broken or within WILL_GRACE_S of its return are not taken at their word either: a broker
   that was frozen publishes the will of every client it then finds past its keepalive.
+- Reconnect grace: for RECONNECT_GRACE_S after the controller can hear the fleet again, silent
+  nodes are not judged: they are reconnecting with backoff, not dead.
 - Mass silence: when most of the live fleet (more than half, at least two nodes) turns silent in
   the same tick without a Last Will, the controller assumes a partition between it and them, not
   that many boards crashed at once, and holds the verdicts for up to `hold_s`. A single board
@@ -21,6 +23,10 @@ such a fault from being read as the fleet dying (and from moving work off health
 LINK_STALE_S = 3.0
 # How long mass silence is taken for a partition before the nodes are called dead anyway.
 PARTITION_HOLD_S = 20.0
+# After the controller hears the fleet again (its own reconnect, or the broker path's return),
+# silent nodes are given this long before any is judged: nodes reconnect with backoff (up to 4 s
+# between tries, firmware/node.py), so some come back seconds after the controller does.
+RECONNECT_GRACE_S = 10.0
 # A Last Will is taken at its word only once the broker path has been healthy this long: a broker
 # that was frozen publishes the wills of every client it then finds past its keepalive.
 WILL_GRACE_S = 5.0

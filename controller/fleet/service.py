@@ -18,6 +18,7 @@ from ..store import open_registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+RECONNECT_MAX_S = 4
 
 
 class ControllerService:
@@ -48,6 +49,8 @@ class ControllerService:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.max_queued_messages_set(0)
+        # Back within a few seconds of the broker's return (paho's default waits up to 120 s).
+        self.client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
         self.fleet = None
         self._startup_error = None
 

@@ -34,6 +34,7 @@ import argparse
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -48,6 +49,8 @@ def main(argv=None):
     ap.add_argument("--details", action="store_true", help="print the measurements' details on stderr")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (registry, logs) and say where")
     args = ap.parse_args(argv)
+    # A SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the rig stops every process it started.
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
     workdir = tempfile.mkdtemp(prefix="edgefleet-chaos-")
     try:
         summary, details = chaos.run(workdir, args.duration, args.seed, random.Random(args.seed),
