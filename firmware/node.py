@@ -43,6 +43,7 @@ DELIVERY_WINDOW = 8
 # return (a dead broker sees one CONNECT per node every few seconds: cheap).
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 4000
+LINK_BEAT_TIMEOUT_MS = 90000
 # How often the link child shows life while its connection is up.
 LINK_BEAT_S = 1
 # The longest one publish waits for the broker (firmware/mqtt.py MQTTClient.publish's timeout).
@@ -443,7 +444,9 @@ class Node:
         beat = self.sup_cfg["service_beat_ms"]
         return [
             # Not critical: a link that cannot connect is offline operation, not a fault.
-            Child("link", self.keep_link, beat_timeout_ms=max(beat, 3 * BACKOFF_MAX_MS)),
+            # Its beats come between tries, and one try may wait on a silent broker for every
+            # step of a connect (CONNECT, each SUBSCRIBE: up to 10 s apiece).
+            Child("link", self.keep_link, beat_timeout_ms=max(beat, LINK_BEAT_TIMEOUT_MS)),
             # Delivery and heartbeats wait on the network between beats, up to the MQTT client's
             # publish timeout: waiting for a dead broker is not a hang (the wait fails by itself),
             # and a child declared hung for it would be restarted, and the watchdog starved, for
