@@ -40,9 +40,9 @@ PENDING_LIMIT = 64
 # Results published at once while delivering from the outbox (bounded QoS1 in flight).
 DELIVERY_WINDOW = 8
 # Link retries: doubling, capped so that a fleet serves again within seconds of its broker's
-# return (a dead broker sees one CONNECT per node every few seconds: cheap).
+# return (a dead broker sees one CONNECT per node every second or two: cheap).
 BACKOFF_MIN_MS = 500
-BACKOFF_MAX_MS = 4000
+BACKOFF_MAX_MS = 2000
 LINK_BEAT_TIMEOUT_MS = 90000
 # How often the link child shows life while its connection is up.
 LINK_BEAT_S = 1

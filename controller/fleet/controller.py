@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # of an earlier controller run) is down after this long without a sign of life.
 HEARTBEAT_TIMEOUT_S = 10.0
 # A fenced node's assignment is confirmed again at most this often.
-RECONFIRM_S = 2.0
+RECONFIRM_S = 1.0
 
 
 class FleetController:
@@ -256,15 +256,19 @@ class FleetController:
             self._hold(now, "the controller hears the fleet again since %.0f s; nodes reconnect with backoff" % (
                 now - heard_since))
         else:
+            # Silence counts only up to when the broker path was last seen working (the own lease's
+            # last echo, a tick ago at most): a broker that froze just now silences every node a
+            # moment before the controller can tell its own link is stuck.
+            judge_at = self.link.judge_time(now)
             suspects, live = [], 0
             for node in self.state.nodes():
                 if node["state"] == "offline":
                     continue
                 live += 1
                 if node["id"] in self.detector.history:
-                    down = self.detector.is_down(node["id"], now, heard_since)
+                    down = self.detector.is_down(node["id"], judge_at, heard_since)
                 else:
-                    down = now - max(node["last_seen"], heard_since) > HEARTBEAT_TIMEOUT_S
+                    down = judge_at - max(node["last_seen"], heard_since) > HEARTBEAT_TIMEOUT_S
                 if down:
                     suspects.append(node)
             willed = {n["id"] for n in suspects if n["id"] in self.detector.willed}

@@ -21,10 +21,12 @@ such a fault from being read as the fleet dying (and from moving work off health
 
 # The own lease must come back within this long (it is sent once a tick, about every second).
 LINK_STALE_S = 3.0
+# Silence is judged up to this long after the own lease's last echo (a tick and some).
+ECHO_SLACK_S = 1.5
 # How long mass silence is taken for a partition before the nodes are called dead anyway.
 PARTITION_HOLD_S = 20.0
 # After the controller hears the fleet again (its own reconnect, or the broker path's return),
-# silent nodes are given this long before any is judged: nodes reconnect with backoff (up to 4 s
+# silent nodes are given this long before any is judged: nodes reconnect with backoff (up to 2 s
 # between tries, firmware/node.py), so some come back seconds after the controller does.
 RECONNECT_GRACE_S = 10.0
 # A Last Will is taken at its word only once the broker path has been healthy this long: a broker
@@ -49,6 +51,13 @@ class LinkWatch:
         if not self.enabled:
             return True
         return self.last_echo is not None and now - self.last_echo <= self.stale_s
+
+    def judge_time(self, now):
+        """The moment up to which silence may be held against a node: now, or shortly after the
+        own lease last came back (it comes back once a tick while the path works)."""
+        if not self.enabled or self.last_echo is None:
+            return now
+        return min(now, self.last_echo + ECHO_SLACK_S)
 
     def trusts_wills(self, now):
         if not self.enabled:
