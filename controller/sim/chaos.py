@@ -624,9 +624,12 @@ def measure_reinferred(db, observed, stretches, accepted_at):
 def measure_lane_gaps(lanes, workloads, faults, end, t0):
     """Per fault: seconds from its end (the recovery action) until every lane of every declared
     workload (lanes 0..replicas-1) has a result accepted (stored, by `received`) after it; a lane
-    with none before `end` counts up to `end`. Also the longest interval between consecutive
+    with none before `end` counts up to `end`. A later fault that starts before that moment
+    (the next fault only waits a few calm seconds) holds the lane back by its own doing: the time
+    it was in progress is not charged to this fault (the raw span is kept too, and the later
+    fault is charged for its own recovery). Also the longest interval between consecutive
     accepted results of each lane over the whole run, wherever it fell.
-    Returns (per-fault recoveries [(seconds, fault, lane)], longest interval per lane)."""
+    Returns (per-fault recoveries [(seconds, raw seconds, fault, lane)], longest interval per lane)."""
     declared = [(w["id"], lane) for w in workloads for lane in range(w["replicas"])]
     recoveries = []
     for fault in faults:
@@ -637,7 +640,10 @@ def measure_lane_gaps(lanes, workloads, faults, end, t0):
             back = (times[i] if i < len(times) else end) - fault.end
             if back > worst[0]:
                 worst = (back, key)
-        recoveries.append((worst[0], fault, worst[1]))
+        raw = worst[0]
+        later = sum(max(0.0, min(o.end, fault.end + raw) - max(o.start, fault.end)) for o in faults
+                    if o is not fault and o.start < fault.end + raw and o.end > fault.end)
+        recoveries.append((raw - later, raw, fault, worst[1]))
     longest = {}
     for key in declared:
         times = [r for r, _ in lanes.get(key, [])]
@@ -722,12 +728,14 @@ def measure(rig, faults, t0, newest):
         kinds[f.kind] = kinds.get(f.kind, 0) + 1
     outages = [f.cpu for f in faults if f.cpu]
     ticks, secs = sum(t for t, _ in outages), sum(s for _, s in outages)
-    gaps_s = [g for g, _, _ in recoveries]
+    gaps_s = [g for g, _, _, _ in recoveries]
     summary = {
         "faults": kinds, "results": results, "lost": lost, "duplicates": duplicates,
         "reinferred_inputs": reinferred,
         "lane_gap_p99_s": round(percentile(gaps_s, 0.99), 2) if gaps_s else None,
         "lane_gap_max_s": round(max(gaps_s), 2) if gaps_s else None,
+        # The same, counting the time later faults held a lane back too.
+        "lane_gap_raw_max_s": round(max(r for _, r, _, _ in recoveries), 2) if recoveries else None,
         "false_offlines": len(false), "safe_mode_entries": len(safe),
         "controller_cpu_broker_down_pct": round(cpu_pct(ticks, secs), 2) if secs else None,
         # Not a target: input positions skipped inside a lane (a frozen board's source moves on).
@@ -735,9 +743,10 @@ def measure(rig, faults, t0, newest):
     }
     details = {
         "lost": lost_detail, "duplicates": dup_detail, "reinferred": re_detail, "stream_gaps": skipped,
-        "lane_recovery": [{"gap_s": round(g, 2), "lane": "%s/%d" % lane if lane else None, "fault": f.describe(t0),
-                           "overlapped_by": [o.describe(t0) for o in faults if f.end < o.start < f.end + g]}
-                          for g, f, lane in sorted(recoveries, key=lambda r: -r[0])],
+        "lane_recovery": [{"gap_s": round(g, 2), "raw_gap_s": round(raw, 2), "lane": "%s/%d" % lane if lane else None,
+                           "fault": f.describe(t0),
+                           "overlapped_by": [o.describe(t0) for o in faults if f.end < o.start < f.end + raw]}
+                          for g, raw, f, lane in sorted(recoveries, key=lambda r: -r[0])],
         "lane_interval_max": longest, "false_offlines": false, "safe_mode": safe,
         "broker_down_cpu": [{"fault": f.describe(t0), "pct": round(cpu_pct(*f.cpu), 2)} for f in faults if f.cpu],
         "faults": [f.as_dict(t0) for f in faults], "observer_connects": rig.observer.connects,

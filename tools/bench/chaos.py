@@ -17,7 +17,9 @@ JSON keys: seed; faults ({kind: count}); results (stored); lost (results nodes p
 registry lacks, less outbox drops and results refused past a hand-over point); duplicates (by
 (node, boot, seq) and by input position across nodes); reinferred_inputs (input positions one
 node processed more than once); lane_gap_p99_s / lane_gap_max_s (per fault: seconds from its end
-until every workload lane has an accepted result again; p99 and max over the faults);
+until every workload lane has an accepted result again, less the time a later fault that began
+meanwhile was in progress; p99 and max over the faults); lane_gap_raw_max_s (the same without
+that allowance);
 false_offlines (node_offline events for nodes no fault touched in the 15 s before);
 safe_mode_entries (nodes that entered safe mode); controller_cpu_broker_down_pct (the
 controller's CPU time while the broker was killed or stopped, % of one core). With --details,
