@@ -61,6 +61,7 @@ class FleetController:
         self.link = LinkWatch(link_watch)
         self.verdicts = Verdicts()
         self._held = None  # why verdicts are held now, once per episode in the audit log
+        self._first_heard = None
         # When the controller's own broker link last came up (set by tick()).
         self.connected_since = 0
         self.rejected = 0
@@ -249,10 +250,12 @@ class FleetController:
         now = self.clock()
         self.connected_since = connected_since or 0
         heard_since = self.heard_since()
+        if self._first_heard is None:
+            self._first_heard = heard_since   # the controller's start: no one is reconnecting
         if not self.link.healthy(now):
             self._hold(now, "the controller's own lease has not come back through the broker for %.0f s" % (
                 now - (self.link.last_echo or heard_since)))
-        elif heard_since and now - heard_since < RECONNECT_GRACE_S:
+        elif heard_since > self._first_heard and now - heard_since < RECONNECT_GRACE_S:
             self._hold(now, "the controller hears the fleet again since %.0f s; nodes reconnect with backoff" % (
                 now - heard_since))
         else:

@@ -43,8 +43,8 @@ class LinkWatch:
 
     def echo(self, now):
         """The controller's own lease came back through the broker."""
-        if self.last_echo is None or now - self.last_echo > self.stale_s:
-            self.healthy_since = now
+        if self.last_echo is not None and now - self.last_echo > self.stale_s:
+            self.healthy_since = now   # back after the path was stuck (not the first echo)
         self.last_echo = now
 
     def healthy(self, now):
