@@ -5,6 +5,7 @@
 #
 #   micropython ota_replay.py ROOT BUNDLE_A BUNDLE_B
 import binascii
+import gc
 import random
 import sys
 
@@ -17,14 +18,17 @@ CHUNK = 1536
 def stream(rx, bundle_id, path, size):
     rx.handle({"v": 1, "id": bundle_id, "op": "begin", "size": size, "window_ms": 1000})
     off = 0
+    # One buffer for every chunk: this loop is the harness, not the board, and must not be the
+    # one to fragment a 96 KB heap over many boots.
+    buf = bytearray(CHUNK)
     with open(path, "rb") as f:
         while True:
-            piece = f.read(CHUNK)
-            if not piece:
+            n = f.readinto(buf)
+            if not n:
                 break
             report = rx.handle({"v": 1, "id": bundle_id, "op": "chunk", "off": off,
-                                "data": binascii.b2a_base64(piece).decode().strip()})[0]
-            off += len(piece)
+                                "data": binascii.b2a_base64(memoryview(buf)[:n]).decode().strip()})[0]
+            off += n
             if report["state"] not in ("receiving", "switching"):
                 raise SystemExit("update refused: %r" % report)
 
@@ -44,6 +48,7 @@ def main(root, paths):
     boots = 0
     while True:
         boots += 1
+        gc.collect()   # a reboot starts from an empty heap; this loop only stands for one
         slot, pointer = slots.select(root)
         if pointer.get("tentative") and healthy(pointer["ids"][pointer["active"]]):
             slots.write(root, slots.confirm(pointer))
