@@ -1,9 +1,14 @@
-"""MQTT brokers the project can start itself: Mosquitto when installed, else amqtt in-process.
+"""MQTT brokers the project can start itself.
 
-Both present the same small interface (start, stop, host, port, url) so the demo, the CLI's
-`broker` command and the tests do not care which one runs.
+SecureMosquitto is the fleet's broker (`edgefleet broker`, the demo): TLS with the fleet's
+certificate, no anonymous clients, every login and topic rule from the fleet's security folder
+(controller/security/). MosquittoBroker and EmbeddedBroker (amqtt, in-process) are open brokers
+for tests and for machines without mosquitto. All present the same small interface (start,
+stop, host, port, url) so the demo, the CLI and the tests do not care which one runs.
 """
 import asyncio
+import glob
+import json
 import logging
 import os
 import shutil
@@ -11,8 +16,11 @@ import subprocess
 import tempfile
 import threading
 
+from edgefleet.firmware.protocol import DEFAULT_PREFIX
+
 from .errors import BrokerError
 from .netutil import free_port, wait_for_port
+from .security import acl, files
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,170 @@ class MosquittoBroker:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+
+
+def dynsec_plugin():
+    for pattern in ("/usr/lib/*/" + DYNSEC_PLUGIN, "/usr/lib/" + DYNSEC_PLUGIN, "/usr/local/lib/" + DYNSEC_PLUGIN,
+                    "/usr/lib/*/mosquitto/" + DYNSEC_PLUGIN):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+class SecureMosquitto:
+    """mosquitto with the fleet's TLS listener and its logins and ACLs (controller/security/).
+
+    A plaintext listener (same logins, same ACLs, no encryption) opens only when `plain_port`
+    is given: for boards that cannot hold TLS beside their model, and only when asked for."""
+
+    kind = "mosquitto"
+
+    def __init__(self, security, host="127.0.0.1", port=None, plain_port=None, prefix=DEFAULT_PREFIX, binary=None):
+        self.security = security
+        self.host = host
+        self.port = port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self.plain_port = plain_port
+        self.prefix = prefix
+        self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = None
+        self._dir = None
+        self._applied = {}
+        self._applied_mtime = None
+
+    @property
+    def local_host(self):
+        """The address clients on this host use (a wildcard bind is reached over loopback)."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def url(self):
+        return "mqtts://%s:%d" % (self.local_host, self.port)
+
+    @property
+    def plain_url(self):
+        return "mqtt://%s:%d" % (self.local_host, self.plain_port) if self.plain_port else None
+
+    def start(self, timeout=10.0):
+        if not os.path.exists(self.binary):
+            raise BrokerError("mosquitto not found (install Debian's 'mosquitto')", self.host, self.port)
+        plugin = dynsec_plugin()
+        if plugin is None:
+            raise BrokerError("mosquitto's dynamic-security plugin (%s) is not installed" % DYNSEC_PLUGIN,
+                              self.host, self.port)
+        security = self.security.require()
+        security.ensure_broker_cert([self.host, self.local_host])
+        principals = {p.name: p for p in security.principals.all()}
+        self._applied_mtime = security.principals.mtime()
+        self._dir = tempfile.mkdtemp(prefix="edgefleet-broker-")   # 0700: it holds password hashes
+        dynsec = os.path.join(self._dir, "dynsec.json")
+        files.write_private(dynsec, json.dumps(acl.dynsec_config(list(principals.values()), self.prefix)))
+        listeners = ("listener %d %s\ncafile %s\ncertfile %s\nkeyfile %s\ntls_version tlsv1.2\n"
+                     % (self.port, self.host, security.ca_cert, security.broker_cert, security.broker_key))
+        if self.plain_port:
+            listeners += "listener %d %s\n" % (self.plain_port, self.host)
+        conf = os.path.join(self._dir, "mosquitto.conf")
+        files.write_private(conf, (
+            # Run as whoever started it: the fleet's keys are 0600 and theirs (mosquitto started
+            # as root would otherwise switch to its own user and fail to read them).
+            "user %s\n"
+            "per_listener_settings false\n"
+            "allow_anonymous false\n"
+            "plugin %s\nplugin_opt_config_file %s\n"
+            "persistence false\n"
+            "max_queued_messages 100000\n"
+            "log_dest stderr\nlog_type error\nlog_type warning\n%s" % (_user_name(), plugin, dynsec, listeners)))
+        self._log = open(os.path.join(self._dir, "mosquitto.log"), "wb")
+        self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=self._log, stderr=subprocess.STDOUT)
+        for port in filter(None, (self.port, self.plain_port)):
+            if not wait_for_port(self.local_host, port, timeout):
+                log_tail = self.log_tail()
+                self.stop()
+                raise BrokerError("mosquitto did not start listening on %s:%d: %s" % (self.host, port, log_tail),
+                                  self.host, port)
+        self._applied = principals
+        return self
+
+    def log_tail(self, limit=2000):
+        try:
+            with open(os.path.join(self._dir, "mosquitto.log"), "rb") as f:
+                return f.read()[-limit:].decode(errors="replace").strip()
+        except (OSError, TypeError):
+            return ""
+
+    def sync(self, timeout=5.0):
+        """Bring the running broker's logins in line with the principals file (a board flashed,
+        a stolen one revoked) through the plugin's control topic, as the fleet's admin. Returns
+        the commands sent; [] when nothing changed."""
+        from .mqttlink import BrokerLink
+        from .netutil import BrokerAddress
+        from .security.principals import ADMIN
+        mtime = self.security.principals.mtime()
+        if mtime == self._applied_mtime:
+            return []
+        current = {p.name: p for p in self.security.principals.all()}
+        commands = acl.sync_commands(self._applied, current, self.prefix)
+        if commands:
+            link = BrokerLink(BrokerAddress("mqtts", self.local_host, self.port), ADMIN, self.security)
+            _control(link, commands, timeout)
+        self._applied, self._applied_mtime = current, mtime
+        return commands
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        if self._dir:
+            self._log.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _user_name():
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _control(link, commands, timeout):
+    """Send dynamic-security commands and wait for the plugin's answer; BrokerError naming the
+    first command it refused."""
+    import queue
+    answers = queue.Queue()
+    client = link.client("ef-admin-sync")
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(acl.CONTROL_TOPIC + "/response", qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: c.publish(acl.CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+    client.on_message = lambda c, u, m: answers.put(m.payload)
+    try:
+        client.connect(link.host, link.port, keepalive=10)
+    except OSError as e:
+        from .mqttlink import connect_error
+        raise connect_error(link, e)
+    client.loop_start()
+    try:
+        payload = answers.get(timeout=timeout)
+    except queue.Empty:
+        raise BrokerError("the broker did not answer the fleet admin's login changes within %.0f s" % timeout,
+                          link.host, link.port)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    for answer in json.loads(payload).get("responses", []):
+        if answer.get("error"):
+            raise BrokerError("the broker refused %s: %s" % (answer.get("command"), answer["error"]), link.host, link.port)
 
 
 class EmbeddedBroker:

@@ -31,6 +31,16 @@ class BrokerError(EdgefleetError):
         self.port = port
 
 
+class SecurityError(EdgefleetError):
+    """The fleet's security material is missing, unreadable or does not fit what is asked of it
+    (no CA yet, an unknown principal, a certificate that does not name the broker's host).
+    `path` names the file concerned, when there is one."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
+
+
 class BoardError(EdgefleetError):
     """A simulated or real board could not be started, reached or talked to."""
 

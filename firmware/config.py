@@ -17,7 +17,10 @@ DEFAULTS = {
     # Lets `cmd` op "fault" inject crashes and hangs (firmware/faults.py); off on real fleets.
     "allow_faults": False,
 }
-BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None, "keepalive": 10}
+# tls: verify the broker against the fleet CA in `ca` (DER, next to config.json), as
+# `server_name` (default: host) - flash/provision set it wherever the board can hold TLS.
+BROKER_DEFAULTS = {"host": "127.0.0.1", "port": 1883, "user": None, "password": None, "keepalive": 10,
+                   "tls": False, "ca": "ca.der", "server_name": None}
 
 
 def _require(cfg, key, kind):
@@ -54,6 +57,10 @@ def parse(cfg):
         raise ConfigError("config: broker.port must be 1..65535", "broker.port")
     if not isinstance(broker["keepalive"], int) or broker["keepalive"] < 1:
         raise ConfigError("config: broker.keepalive must be a positive int", "broker.keepalive")
+    if not isinstance(broker["tls"], bool):
+        raise ConfigError("config: broker.tls must be true or false", "broker.tls")
+    if broker["tls"] and not isinstance(broker["ca"], str):
+        raise ConfigError("config: broker.ca must name the fleet CA file", "broker.ca")
     out["broker"] = broker
     supervision = out["supervision"]
     if not isinstance(supervision, dict):

@@ -27,6 +27,11 @@ class LinkError(MQTTError):
     """The TCP connection could not be opened or broke (socket error, EOF), or was not open."""
 
 
+class TlsRefused(LinkError):
+    """The TLS handshake failed: the broker's certificate is not signed by the fleet CA, does not
+    name the host the node dialled, or the two sides share no cipher."""
+
+
 class ConnectRefused(MQTTError):
     """The broker answered CONNECT with a non-zero CONNACK return code (kept in `code`)."""
 

@@ -67,7 +67,8 @@ class MQTTClient:
     must not block; a QoS1 message is acknowledged after it returns (or raises)."""
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
-                 clean_session=True, max_inflight=8, max_packet=16384, on_message=None):
+                 clean_session=True, max_inflight=8, max_packet=16384, on_message=None,
+                 tls=None, server_hostname=None):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 allows a password only together with a user name")
         self.client_id = client_id
@@ -80,6 +81,9 @@ class MQTTClient:
         self.max_inflight = max(1, max_inflight)
         self.max_packet = max_packet
         self.on_message = on_message
+        # An SSLContext (firmware/tlslink.py) for a TLS link, verified as `server_hostname`.
+        self.tls = tls
+        self.server_hostname = server_hostname or host
         self.last_error = None
         self.callback_error = None  # the last exception on_message raised; the message was acked
         self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet
@@ -126,7 +130,11 @@ class MQTTClient:
             self._drop(self._link, error)
 
     async def _handshake(self):
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.tls is None:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        else:
+            from .tlslink import open_tls
+            reader, writer = await open_tls(self.host, self.port, self.tls, self.server_hostname)
         link = _Link(reader, writer)
         self._link = link
         self.last_error = None

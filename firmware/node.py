@@ -27,7 +27,7 @@ import sys
 
 from . import assignment, flashfile, protocol, release_module
 from .clock import ticks_diff, ticks_ms
-from .errors import ProtocolError
+from .errors import FirmwareError, ProtocolError
 from .lease import Lease
 from .loadmeter import LoadMeter
 from .mqtt import MQTTClient, MQTTError
@@ -142,6 +142,9 @@ class Node:
                 "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
                 "backends": self.backends, "models": self.models_on_flash(),
                 "labels": self.cfg.get("labels", []),
+                # Whether this link is encrypted: placement reserves the heap TLS holds on an MCU,
+                # and `status` shows which nodes talk in plaintext.
+                "tls": self.cfg["broker"]["tls"],
             },
         }
 
@@ -396,12 +399,17 @@ class Node:
         import gc
         gc.collect()
         b = self.cfg["broker"]
+        tls = None
+        if b["tls"]:
+            from .tlslink import client_context
+            tls = client_context(b["ca"])
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
-                            keepalive=b["keepalive"], on_message=self.on_message)
+                            keepalive=b["keepalive"], on_message=self.on_message,
+                            tls=tls, server_hostname=b["server_name"])
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client
-        for kind in ("assign", "ack", "cmd", "ota"):
+        for kind in protocol.CONTROLLER_SENDS:
             await client.subscribe(self.topic(kind), 1)
         await client.subscribe(protocol.ctrl_topic(self.prefix), 1)
         await client.subscribe(protocol.lease_topic(self.prefix), 0)
@@ -416,9 +424,10 @@ class Node:
             child.beat()
             try:
                 client = await self.connect_once()
-            except (MQTTError, OSError, MemoryError) as e:
+            except (FirmwareError, OSError, MemoryError) as e:
                 # A heap too full to open a link now is a reason to retry, not to stop: the
-                # workloads and the outbox go on without the link.
+                # workloads and the outbox go on without the link. So is a missing CA file or
+                # a broker that fails verification: inference and the outbox go on meanwhile.
                 _log("broker %s:%d unreachable (%s); retry in %d ms" % (
                     self.cfg["broker"]["host"], self.cfg["broker"]["port"], e, backoff))
                 self.client = None

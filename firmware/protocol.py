@@ -49,6 +49,10 @@ POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
 
 NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd", "ota", "ota_state")
+# Who publishes each node-topic kind: the broker's ACL (controller/security/acl.py) lets a node
+# publish only the first set on its own topics, and read only the second.
+NODE_SENDS = ("hello", "status", "hb", "result", "event", "reply", "ota_state")
+CONTROLLER_SENDS = ("assign", "ack", "cmd", "ota")
 # QoS and retain flag per kind, as the topic table of docs/protocol.md fixes them.
 DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),

@@ -45,14 +45,24 @@ def node_profile(profile):
     return {k: profile[k] for k in NODE_PROFILE_KEYS if k in profile}
 
 
+# The fleet CA on a board's flash, next to config.json (firmware/tlslink.py reads it).
+CA_FILE = "ca.der"
+
+
 def node_config(node_id, profile, broker_host, broker_port, simulated=True, keepalive=10, prefix="ef",
-                user=None, password=None):
+                user=None, password=None, tls=False, server_name=None):
     base = "micropython" if profile["runtime"] == "micropython" else "linux"
+    broker = {"host": broker_host, "port": broker_port, "keepalive": keepalive, "user": user, "password": password,
+              "tls": tls}
+    if tls:
+        broker["ca"] = CA_FILE
+        if server_name and server_name != broker_host:
+            broker["server_name"] = server_name
     cfg = {
         "node": node_id,
         "board": profile["name"],
         "profile": node_profile(profile),
-        "broker": {"host": broker_host, "port": broker_port, "keepalive": keepalive, "user": user, "password": password},
+        "broker": broker,
         "topic_prefix": prefix,
         "hal": "sim" if simulated else base,
         "hal_options": {"base": base, "sim_file": "sim.json"} if simulated else {},
