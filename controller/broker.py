@@ -106,8 +106,16 @@ class SecureMosquitto:
 
     kind = "mosquitto"
 
-    def __init__(self, security, host="127.0.0.1", port=None, plain_port=None, prefix=DEFAULT_PREFIX, binary=None):
+    SYNC_PERIOD_S = 1.0
+
+    def __init__(self, security, host="127.0.0.1", port=None, plain_port=None, prefix=DEFAULT_PREFIX, binary=None,
+                 on_sync=None):
         self.security = security
+        # Called with each batch of login changes applied, or with the EdgefleetError that
+        # stopped one (the next period retries).
+        self.on_sync = on_sync
+        self._watcher = None
+        self._stopping = threading.Event()
         self.host = host
         self.port = port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.plain_port = plain_port
@@ -169,7 +177,20 @@ class SecureMosquitto:
                 raise BrokerError("mosquitto did not start listening on %s:%d: %s" % (self.host, port, log_tail),
                                   self.host, port)
         self._applied = principals
+        self._stopping.clear()
+        self._watcher = threading.Thread(target=self._watch, name="edgefleet-broker-logins", daemon=True)
+        self._watcher.start()
         return self
+
+    def _watch(self):
+        from .errors import EdgefleetError
+        while not self._stopping.wait(self.SYNC_PERIOD_S):
+            try:
+                commands = self.sync()
+            except EdgefleetError as e:
+                commands = e
+            if commands and self.on_sync is not None:
+                self.on_sync(commands)
 
     def log_tail(self, limit=2000):
         try:
@@ -180,8 +201,9 @@ class SecureMosquitto:
 
     def sync(self, timeout=5.0):
         """Bring the running broker's logins in line with the principals file (a board flashed,
-        a stolen one revoked) through the plugin's control topic, as the fleet's admin. Returns
-        the commands sent; [] when nothing changed."""
+        a stolen one revoked) through the plugin's control topic, as the fleet's admin: without
+        a restart, which would drop every node's link. Runs every SYNC_PERIOD_S while the broker
+        does. Returns the commands sent; [] when nothing changed."""
         from .mqttlink import BrokerLink
         from .netutil import BrokerAddress
         from .security.principals import ADMIN
@@ -197,6 +219,10 @@ class SecureMosquitto:
         return commands
 
     def stop(self):
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(10)
+            self._watcher = None
         if self.proc is not None:
             self.proc.terminate()
             try:

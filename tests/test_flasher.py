@@ -120,7 +120,7 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
         result = flasher.flash(board.serial_url, SMALL["name"])
         assert time.monotonic() - started < 5
         assert result.written == [] and result.removed == [] and result.unchanged > 40
-        assert result.node_id == "flash-a" and result.broker == (mosquitto.host, mosquitto.port)
+        assert result.node_id == "flash-a" and (result.broker.host, result.broker.port) == (mosquitto.host, mosquitto.port)
         assert hellos.wait("flash-a", 2), board.console.since(0)[-2000:]
 
         # One model fewer: its files are removed, nothing else is sent.

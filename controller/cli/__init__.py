@@ -13,7 +13,7 @@ from edgefleet.firmware.errors import FirmwareError
 
 from ..errors import EdgefleetError
 
-GROUPS = ("run", "observe", "operate", "sim", "deploy", "install")
+GROUPS = ("run", "observe", "operate", "sim", "deploy", "install", "secure")
 
 
 def build_parser():

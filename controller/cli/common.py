@@ -44,3 +44,25 @@ def add_db(p, json_flag=True):
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+BROKER_HELP = ("the fleet's broker: mqtts://[USER@]HOST[:8883] (TLS, verified against the fleet CA) or "
+               "mqtt://HOST[:PORT] (default: $EDGEFLEET_BROKER, else `broker` in $XDG_CONFIG_HOME/edgefleet/"
+               "config.toml, else mqtts://127.0.0.1:8883)")
+
+
+def add_broker(p):
+    p.add_argument("--broker", help=BROKER_HELP)
+    return p
+
+
+def broker_link(given, role):
+    """A BrokerLink for --broker (or its defaults) as `role` (controller/security/principals.py)."""
+    from ..mqttlink import BrokerLink
+    from ..netutil import resolve_broker
+    return BrokerLink(resolve_broker(given), role)
+
+
+def operator_link(given):
+    from ..security.principals import OPERATOR
+    return broker_link(given, OPERATOR)

@@ -7,7 +7,7 @@ import os
 import time
 
 from ..errors import ConfigError, NotFound, RolloutError
-from ..netutil import parse_broker
+from .common import add_broker, operator_link
 
 
 def cmd_bundle(args):
@@ -61,14 +61,14 @@ def cmd_deploy(args):
     data, info = bundle.read(args.bundle, key)
     manifest = info["manifest"]
     nodes = resolve_group(args.to, args.db, manifest["board"])
-    host, port = parse_broker(args.broker)
+    link = operator_link(args.broker)
     gate = Gate(soak_s=args.soak, max_error_rate=args.max_error_rate, max_latency_us=args.max_latency_us)
     rollout = Rollout(data, info["id"], manifest["version"], nodes, canary=args.canary, batch=args.batch, gate=gate,
                       window_ms=int(args.window * 1000), wave_timeout_s=args.wave_timeout)
     print("edgefleet: deploying %s (%s, %d bytes) to %d node(s) in %d wave(s)" % (
         manifest["version"], manifest["board"], len(data), len(nodes), len(rollout.waves)), flush=True)
     started = time.monotonic()
-    with Deployer(host, port, args.prefix) as deployer:
+    with Deployer(prefix=args.prefix, link=link) as deployer:
         deployer.run(rollout, timeout_s=args.timeout, on_progress=None if args.quiet else RolloutProgress())
     if rollout.status != "done":
         raise RolloutError("rollout of %s stopped: %s%s" % (
@@ -81,9 +81,8 @@ def cmd_deploy(args):
 def cmd_rollback(args):
     from ..deploy.deployer import Deployer
     nodes = resolve_group(args.to, args.db)
-    host, port = parse_broker(args.broker)
     started = time.monotonic()
-    with Deployer(host, port, args.prefix) as deployer:
+    with Deployer(prefix=args.prefix, link=operator_link(args.broker)) as deployer:
         versions = deployer.rollback(nodes, timeout_s=args.timeout)
     for node in sorted(versions):
         print("%s -> %s" % (node, versions[node]))
@@ -92,7 +91,7 @@ def cmd_rollback(args):
 
 
 def _common(p):
-    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    add_broker(p)
     p.add_argument("--db", help="registry file for resolving groups (default $EDGEFLEET_HOME/fleet.db)")
     p.add_argument("--prefix", default="ef", help="MQTT topic prefix")
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")

@@ -2,18 +2,25 @@
 port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
 import argparse
 
-from ..netutil import parse_broker
+from ..netutil import parse_broker, resolve_broker
+
+
+def _broker_configured():
+    """Whether the user named a fleet broker outside the command line ($EDGEFLEET_BROKER or
+    the config file): then a re-flash points the board at it instead of keeping the old one."""
+    import os
+    from ..netutil import ENV_BROKER, configured_broker
+    return bool(os.environ.get(ENV_BROKER) or configured_broker())
 
 
 def cmd_flash(args):
     from ..install import flasher
     from .progress import FlashProgress
-    broker = parse_broker(args.broker) if args.broker else None
+    broker = resolve_broker(args.broker, default=None) if args.broker or _broker_configured() else None
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
                            reset=not args.no_reset, progress=FlashProgress())
-    print("edgefleet: %s: node %s, broker %s:%d; %s" % (args.port, result.node_id, result.broker[0],
-                                                         result.broker[1], result.summary()))
+    print("edgefleet: %s: node %s, broker %s; %s" % (args.port, result.node_id, result.broker.url, result.summary()))
     return 0
 
 
@@ -49,7 +56,8 @@ def register(sub):
                                 "for a simulated board)")
     f.add_argument("--board", required=True, choices=_board_names("micropython"))
     f.add_argument("--node", help="node id (default: kept from the board's config.json, else BOARD-<unique id>)")
-    f.add_argument("--broker", help="HOST:PORT of the MQTT broker (default: kept from the board's config.json)")
+    f.add_argument("--broker", help="broker the node connects to: mqtts://HOST[:8883] (TLS) or mqtt://HOST[:PORT] "
+                                    "(default: $EDGEFLEET_BROKER, the config file, else kept from the board)")
     f.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")
     f.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")

@@ -1,19 +1,53 @@
 """Commands that run a part of the fleet in this process: `demo`, `broker`, `controller`, `node`."""
 from ..errors import ConfigError
-from ..netutil import parse_broker
-from .common import wait_for_signal
+from .common import add_broker, broker_link, wait_for_signal
 
 
 def cmd_demo(args):
     from ..sim.demo import run_demo
     return run_demo(nodes=args.nodes, duration=args.duration, as_json=args.json, broker_kind=args.broker,
-                    arm64=args.arm64)
+                    arm64=args.arm64, insecure_plaintext=args.insecure_plaintext)
 
 
 def cmd_broker(args):
-    from ..broker import default_broker
-    broker = default_broker(args.port, args.kind).start()
-    print("edgefleet: %s broker listening on %s:%d (Ctrl-C stops it)" % (broker.kind, broker.host, broker.port), flush=True)
+    if args.kind == "amqtt":
+        return _open_broker(args)
+    from ..broker import SecureMosquitto
+    from ..security.material import FleetSecurity
+    security = FleetSecurity()
+    if not security.exists():
+        made = security.init([args.bind])
+        print("edgefleet: no fleet security material yet: made %s in %s" % (", ".join(made), security.dir), flush=True)
+    plain_port = args.insecure_plaintext
+    broker = SecureMosquitto(security, host=args.bind, port=args.port, plain_port=plain_port, on_sync=_report_sync).start()
+    print("edgefleet: broker listening on %s:%d (TLS, fleet logins and ACLs)" % (args.bind, broker.port), flush=True)
+    if plain_port:
+        print("edgefleet: WARNING: plaintext listener on %s:%d: logins and ACLs apply, but anyone on the "
+              "network can read what crosses it (docs/security.md)" % (args.bind, plain_port), flush=True)
+    print("edgefleet: Ctrl-C stops it", flush=True)
+    try:
+        wait_for_signal()
+    finally:
+        broker.stop()
+    return 0
+
+
+def _report_sync(outcome):
+    """The broker's login changes as they are applied (a board flashed, one revoked)."""
+    if isinstance(outcome, Exception):
+        print("edgefleet: broker: could not apply login changes: %s" % outcome, flush=True)
+        return
+    for command in outcome:
+        if command["command"] in ("createClient", "deleteClient", "setClientPassword"):
+            print("edgefleet: broker: %s %s" % (command["command"], command["username"]), flush=True)
+
+
+def _open_broker(args):
+    from ..broker import EmbeddedBroker
+    broker = EmbeddedBroker(args.insecure_plaintext or 1883, host=args.bind).start()
+    print("edgefleet: WARNING: amqtt broker on %s:%d is OPEN: no TLS, no logins, no ACLs; anyone who can "
+          "reach it owns the fleet. Use it on a test bench only (Ctrl-C stops it)." % (broker.host, broker.port),
+          flush=True)
     try:
         wait_for_signal()
     finally:
@@ -25,13 +59,14 @@ def cmd_controller(args):
     from edgefleet import models
     from ..fleet import fleetfile
     from ..fleet.service import ControllerService
-    host, port = parse_broker(args.broker)
+    from ..security.principals import CONTROLLER
+    link = broker_link(args.broker, CONTROLLER)
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
-    service = ControllerService(host, port, db_path=args.db, prefix=args.prefix, manifests=manifests,
-                                workloads=workloads, ctrl_id=args.id)
+    service = ControllerService(None, None, db_path=args.db, prefix=args.prefix, manifests=manifests,
+                                workloads=workloads, ctrl_id=args.id, link=link)
     service.start()
-    print("edgefleet: controller connected to %s:%d, registry %s" % (host, port, args.db or "default"), flush=True)
+    print("edgefleet: controller connected to %s, registry %s" % (link.describe(), args.db or "default"), flush=True)
     try:
         wait_for_signal()
     finally:
@@ -58,15 +93,24 @@ def register(sub):
                    help="embedded broker: mosquitto when on PATH, else in-process amqtt (default auto)")
     d.add_argument("--arm64", type=int, nargs="?", const=1, default=0, metavar="N",
                    help="add N Pi-class nodes running real aarch64 binaries under qemu-user (default 1)")
+    d.add_argument("--insecure-plaintext", action="store_true",
+                   help="also open an authenticated plaintext listener, so boards that cannot hold TLS "
+                        "(the ESP32) join the demo unencrypted")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("broker", help="run an MQTT broker for a fleet")
-    b.add_argument("--port", type=int, default=1883)
-    b.add_argument("--kind", choices=("auto", "mosquitto", "amqtt"), default="auto")
+    b = sub.add_parser("broker", help="run the fleet's MQTT broker: mosquitto with TLS, fleet logins and ACLs")
+    b.add_argument("--bind", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for boards on the network)")
+    b.add_argument("--port", type=int, default=8883, help="TLS port (default 8883)")
+    b.add_argument("--insecure-plaintext", type=int, nargs="?", const=1883, default=None, metavar="PORT",
+                   help="also listen in plaintext on PORT (default 1883), for boards that cannot hold TLS: "
+                        "logins and ACLs apply, encryption does not (docs/security.md)")
+    b.add_argument("--kind", choices=("mosquitto", "amqtt"), default="mosquitto",
+                   help="amqtt: an OPEN in-process broker for a test bench (no TLS, logins or ACLs)")
     b.set_defaults(func=cmd_broker)
 
     c = sub.add_parser("controller", help="run the fleet controller")
-    c.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT of the MQTT broker")
+    add_broker(c)
     c.add_argument("--db", help="registry file (default $EDGEFLEET_HOME/fleet.db)")
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")

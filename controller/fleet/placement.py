@@ -4,7 +4,8 @@ Fit (hard; a placement that stops fitting is dropped):
   the model is on the node's flash; the workload's constraints hold (runtime, board kinds,
   labels); the memory fits: on a MicroPython board the model's measured heap need (manifest
   `mcu_heap_bytes`) or the declared `arena_bytes`, whichever is larger, summed over every
-  workload on the node, within the board's heap less its runtime's recorded budget; on a Linux
+  workload on the node, within the board's heap less its runtime's recorded budget (and its
+  TLS session's, when the node's link is encrypted); on a Linux
   board the declared arena bytes within the heap it reports.
 
 Admission (soft; checked only when a workload is newly put on a node, so the migration
@@ -37,9 +38,12 @@ SPREAD_PENALTY = 0.05
 
 
 def free_heap_for_models(node, profile):
-    """Heap a MicroPython node can give models: its heap less the runtime's recorded budget."""
+    """Heap a MicroPython node can give models: its heap less the runtime's recorded budget,
+    less what its TLS session holds when its link is encrypted (the profile's measured `tls`
+    figures, tools/bench/tls.py)."""
     heap = node["caps"].get("heap", 0)
-    return heap - profile.get("runtime_heap_budget_bytes", 0)
+    tls = profile.get("tls", {}).get("heap_steady_bytes", 0) if node["caps"].get("tls") else 0
+    return heap - profile.get("runtime_heap_budget_bytes", 0) - tls
 
 
 def model_heap_need(manifest):

@@ -5,6 +5,7 @@ and the FleetController, so no lock is needed around decisions.
 """
 import logging
 import queue
+import ssl
 import threading
 import time
 
@@ -13,6 +14,7 @@ import paho.mqtt.client as mqtt
 from edgefleet.firmware import protocol
 
 from ..errors import BrokerError
+from ..mqttlink import connect_error, refusal_error
 from .controller import FleetController
 from ..store import open_registry
 
@@ -24,8 +26,14 @@ RECONNECT_MAX_S = 4
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
-                 fleet_class=FleetController):
+                 fleet_class=FleetController, link=None):
+        # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
+        # without one, an anonymous plaintext client of host:port (an open test broker).
+        if link is not None:
+            host, port = link.host, link.port
         self.host, self.port = host, port
+        self.link = link
+        self.refused = None   # the broker's last refusal of the controller's login, if any
         self.db_path = db_path
         self.prefix = prefix
         self.manifests = manifests or {}
@@ -44,7 +52,10 @@ class ControllerService:
         self._snapshot_lock = threading.Lock()
         self.connected = threading.Event()
         self.connected_since = 0.0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ctrl_id, clean_session=True)
+        if link is not None:
+            self.client = link.client(ctrl_id)
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ctrl_id, clean_session=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -58,8 +69,10 @@ class ControllerService:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
+            self.refused = str(reason_code)
             log.error("broker refused the controller: %s", reason_code)
             return
+        self.refused = None
         client.subscribe(protocol.node_topic(self.prefix, "+", "+"), qos=1)
         # Its own lease, back through the broker: how the controller knows it can hear the fleet
         # (controller/fleet/liveness.py).
@@ -90,7 +103,14 @@ class ControllerService:
                 self.fleet.declare(self.workloads)
             will = self.fleet.ctrl_status("offline")
             self.client.will_set(will.topic, will.payload, qos=1, retain=True)
-            self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+            try:
+                # A first connect in this thread, so that a broker failing TLS verification is
+                # reported to start()'s caller; one that is not up yet is retried by paho.
+                self.client.connect(self.host, self.port, keepalive=self.keepalive)
+            except ssl.SSLError:
+                raise
+            except OSError:
+                self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
             self.client.loop_start()
         except Exception as e:  # reported to start()'s caller
             self._startup_error = e
@@ -127,10 +147,15 @@ class ControllerService:
         self._thread.start()
         self._ready.wait(timeout)
         if self._startup_error is not None:
+            if self.link is not None and isinstance(self._startup_error, OSError):
+                raise connect_error(self.link, self._startup_error)
             raise BrokerError("controller could not start: %s" % self._startup_error, self.host, self.port)
         if not self.connected.wait(timeout):
             self.stop()
-            raise BrokerError("controller could not connect to %s:%d" % (self.host, self.port), self.host, self.port)
+            if self.refused and self.link is not None:
+                raise refusal_error(self.link, self.refused)
+            raise BrokerError("controller could not connect to %s:%d%s" % (
+                self.host, self.port, ": " + self.refused if self.refused else ""), self.host, self.port)
         return self
 
     def snapshot(self):

@@ -1,6 +1,12 @@
 """The fleet as plain data, for the CLI's views, the demo's summary and `status --json`."""
 
 
+def _link(caps):
+    if not caps or "tls" not in caps:
+        return None
+    return "tls" if caps["tls"] else "plain"
+
+
 def snapshot(state, reconciler=None, intake=None):
     """From the in-memory state, plus what only a running controller knows (moves, drains,
     pending replicas, dropped results) when its reconciler and intake are given."""
@@ -18,6 +24,8 @@ def snapshot(state, reconciler=None, intake=None):
             "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
             "last_seen": node["last_seen"], "draining": node["id"] in draining,
             "fenced": tel.get("fenced"),
+            # What the node said in its hello: an encrypted link, or plaintext (docs/security.md).
+            "link": _link(node.get("caps")),
         })
     stats = state.result_stats()
     workloads = []

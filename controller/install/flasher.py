@@ -39,7 +39,7 @@ import zlib
 
 from edgefleet.boards import catalog
 
-from . import image, keys
+from . import image, keys, nodelink
 from ..errors import ConfigError, FlashError
 from .serialrepl import LinkLost, NoAnswer, ReplExecError, ReplLink
 
@@ -359,10 +359,12 @@ def open_session(port, baudrate=115200, timeout=10.0):
 
 
 def flash(port, board, node_id=None, broker=None, model_names=None, key_path=None, simulated=None,
-          baudrate=115200, reset=True, progress=None, timeout=10.0):
+          baudrate=115200, reset=True, progress=None, timeout=10.0, security=None):
     """Build `board`'s image and sync it to the board on `port`; returns the SyncResult.
 
-    broker: (host, port) or None; simulated: None means "a socket:// port is a simulated board"
+    broker: a broker URL or BrokerAddress ((host, port): plaintext), or None to keep the board's;
+    the node gets its own broker login (and the fleet CA for mqtts://) from `security`
+    (default: the fleet's security folder). simulated: None means "a socket:// port is a simulated board"
     (HAL "sim", native code for the host's arch). With node_id and broker given, the image is
     built while the board is being reached (compiling the modules takes as long as that).
     """
@@ -374,15 +376,21 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
         simulated = port.startswith("socket://")
     mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")
     key = keys.load_or_create(key_path)
+    broker = nodelink.as_address(broker)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tree:
-        def build(node, host, broker_port):
-            cfg = image.node_config(node, profile, host, broker_port, simulated=simulated)
+        def build(node, address):
+            link = nodelink.node_link(node, profile, address, security=security)
+            cfg = image.node_config(node, profile, address.host, address.port, simulated=simulated)
+            cfg["broker"] = link.config
             image.write_image(tree, cfg, model_names, mpy_arch=mpy_arch)
             with open(os.path.join(tree, keys.BOARD_FILE), "w") as f:
                 f.write(keys.to_board_text(key))
+            for name, data in link.files.items():
+                with open(os.path.join(tree, name), "wb") as f:
+                    f.write(data)
 
-        early = _Background(build, node_id, *broker) if node_id and broker else None
+        early = _Background(build, node_id, broker) if node_id and broker else None
         try:
             link, agent, info = open_session(port, baudrate, timeout)
         except BaseException:
@@ -395,7 +403,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             if early is None:
                 node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
                 broker = broker or _broker_from_board(info, port)
-                build(node_id, *broker)
+                build(node_id, broker)
             check_compatible(info, local_tree(tree), port)
             result = sync(agent, tree, progress)
             if reset:
@@ -405,7 +413,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     result.wire_bytes = link.sent
     result.seconds = time.monotonic() - started
     result.node_id = node_id
-    result.broker = tuple(broker)
+    result.broker = broker
     return result
 
 
@@ -441,4 +449,4 @@ def _broker_from_board(info, port):
     if not broker.get("host") or not broker.get("port"):
         raise ConfigError("the board on %s has no config.json to keep the broker from: "
                           "pass --broker HOST:PORT" % port)
-    return broker["host"], int(broker["port"])
+    return nodelink.address_of(broker)

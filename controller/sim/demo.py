@@ -9,7 +9,11 @@ import time
 from edgefleet import models
 
 from ..cli import views
-from ..broker import default_broker
+from ..broker import SecureMosquitto, default_broker
+from ..mqttlink import BrokerLink
+from ..netutil import BrokerAddress, free_port
+from ..security.material import FleetSecurity
+from ..security.principals import CONTROLLER
 from ..store import default_path
 from ..fleet.service import ControllerService
 from .simfleet import SimFleet, default_index_path, demo_layout
@@ -33,21 +37,44 @@ def demo_workloads(layout, profiles_by_node, available_models):
     return workloads
 
 
-def _render(snapshot, broker, started, rate):
+def _render(snapshot, broker, started, rate, security_line):
     lines = ["edgefleet demo: %d nodes, %s broker on %s:%d, up %.0f s, %.1f results/s (Ctrl-C stops)" % (
-        len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate), ""]
+        len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate),
+        security_line(snapshot), ""]
     lines.append(views.nodes_table(snapshot))
     lines.append("")
     lines.append(views.workloads_table(snapshot))
     return "\n".join(lines)
 
 
-def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0):
+def _secured(snapshot):
+    plain = sorted(n["id"] for n in snapshot["nodes"] if n.get("link") == "plain")
+    encrypted = sum(1 for n in snapshot["nodes"] if n.get("link") == "tls")
+    line = "links: TLS verified against the fleet CA, one login per node, broker ACLs (%d encrypted" % encrypted
+    if plain:
+        line += "; PLAINTEXT by --insecure-plaintext: %s" % ", ".join(plain)
+    return line + ")"
+
+
+def _open(snapshot):
+    return "links: OPEN broker (no TLS, no logins, no ACLs): install mosquitto for a secured fleet"
+
+
+def secure_broker_available(broker_kind):
+    from ..broker import dynsec_plugin
+    return broker_kind in ("auto", "mosquitto") and bool(shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")) \
+        and dynsec_plugin() is not None
+
+
+def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
+             insecure_plaintext=False):
     available = models.names()
     if not available:
         from ..errors import ConfigError
         raise ConfigError("no models in %s" % models.MODELS_DIR)
-    layout = demo_layout(nodes) + [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
+    secure = secure_broker_available(broker_kind)
+    layout = demo_layout(nodes, tls_only=secure and not insecure_plaintext)
+    layout += [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
     state_dir = os.path.dirname(default_path())
     os.makedirs(state_dir, exist_ok=True)
     db_path = os.path.join(state_dir, "demo.db")
@@ -55,7 +82,17 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         if os.path.exists(db_path + suffix):
             os.remove(db_path + suffix)
     root = tempfile.mkdtemp(prefix="edgefleet-demo-")
-    broker = default_broker(prefer=broker_kind).start()
+    link = security = None
+    if secure:
+        # The demo's own CA and logins, apart from the user's fleet (whose logins it must not touch).
+        security = FleetSecurity(os.path.join(state_dir, "demo-security"))
+        if not security.exists():
+            security.init()
+        broker = SecureMosquitto(security, plain_port=free_port() if insecure_plaintext else None).start()
+        link = BrokerLink(BrokerAddress.parse(broker.url), CONTROLLER, security)
+    else:
+        broker = default_broker(prefer=broker_kind).start()
+    security_line = _secured if secure else _open
     fleet = controller = None
     started = time.time()
     snapshot = None
@@ -63,13 +100,17 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         index = default_index_path()
         if os.path.exists(index):
             os.remove(index)  # boards of an earlier demo
-        fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
+        if secure:
+            fleet = SimFleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
+                             security=security, tls_port=broker.port)
+        else:
+            fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
         runtimes = {}
         for entry in layout:
             fleet.add(*entry)
             runtimes[entry[0]] = fleet.runtimes[entry[0]]
         controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
-                                       workloads=demo_workloads(layout, runtimes, available)).start()
+                                       workloads=demo_workloads(layout, runtimes, available), link=link).start()
         for board in fleet.boards.values():
             board.start()
         if not as_json:
@@ -85,7 +126,7 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
             rate = (snapshot["results_received"] - last_count) / max(1e-3, now - last_time)
             last_count, last_time = snapshot["results_received"], now
             clear = "\x1b[H\x1b[2J" if out.isatty() else "\n"
-            out.write(clear + _render(snapshot, broker, started, rate) + "\n")
+            out.write(clear + _render(snapshot, broker, started, rate, security_line) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass
@@ -101,6 +142,9 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         shutil.rmtree(root, ignore_errors=True)
     summary = dict(snapshot or {"nodes": [], "workloads": [], "results_received": 0})
     summary["broker"] = broker.kind
+    summary["security"] = {"tls": secure, "logins": secure, "acl": secure,
+                           "plaintext_nodes": sorted(n["id"] for n in summary["nodes"] if n.get("link") == "plain"),
+                           "line": security_line(summary)}
     summary["duration_s"] = round(time.time() - started, 1)
     if as_json:
         print(json.dumps(summary), file=out)

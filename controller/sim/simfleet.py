@@ -10,7 +10,8 @@ import tempfile
 from edgefleet.boards import catalog
 from edgefleet.firmware import protocol
 
-from ..install import image
+from ..install import image, nodelink
+from ..netutil import BrokerAddress
 from ..errors import BoardError, ConfigError
 from .simboard import LinuxBoard, McuBoard, micropython_binary
 
@@ -22,14 +23,16 @@ DEFAULT_WATCHDOG_MS = 8000
 LAYER_PROBE_BOARD = "esp32"
 
 
-def demo_layout(count):
-    """[(node id, board name)] for a demo fleet of `count` nodes."""
+def demo_layout(count, tls_only=False):
+    """[(node id, board name)] for a demo fleet of `count` nodes; with `tls_only`, only boards
+    whose profile can hold TLS beside a model."""
     if count < 1:
         raise ConfigError("a fleet needs at least one node")
+    boards = [b for b in DEMO_BOARDS if not tls_only or nodelink.tls_fits(catalog.load(b))[0]]
     layout = []
     per_board = {}
     for i in range(count):
-        board = DEMO_BOARDS[i % len(DEMO_BOARDS)]
+        board = boards[i % len(boards)]
         profile = catalog.load(board)
         per_board[board] = per_board.get(board, 0) + 1
         prefix = "mcu" if profile["runtime"] == "micropython" else "pi"
@@ -39,9 +42,15 @@ def demo_layout(count):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix=protocol.DEFAULT_PREFIX, heap_override=None,
-                 extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None):
+                 extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None,
+                 security=None, tls_port=None):
         self.root = root
+        # broker_port: the plaintext listener (None on a broker that has none); tls_port: the
+        # TLS listener, used by every board that can hold TLS. With `security` (a
+        # FleetSecurity) each board gets its own login, and the fleet CA beside its config.
         self.broker_host, self.broker_port = broker_host, broker_port
+        self.security = security
+        self.tls_port = tls_port
         self.layout = layout
         self.keepalive = keepalive
         self.prefix = prefix
@@ -69,6 +78,10 @@ class SimFleet:
         profile = catalog.load(board_name)
         cfg = image.node_config(node_id, profile, self.broker_host, self.broker_port, simulated=True,
                                 keepalive=self.keepalive, prefix=self.prefix)
+        link_files = {}
+        if self.security is not None:
+            link = nodelink.node_link(node_id, profile, self.node_address(profile), self.keepalive, self.security)
+            cfg["broker"], link_files = link.config, link.files
         cfg.update(self.config)
         cfg.update(self.node_options.get(node_id, {}))
         flash = self.flash_dir(node_id)
@@ -76,6 +89,9 @@ class SimFleet:
             image.write_slotted_image(flash, cfg, key=self.key)
         else:
             image.write_image(flash, cfg)
+        for name, data in link_files.items():
+            with open(os.path.join(flash, name), "wb") as f:
+                f.write(data)
         for rel, src in self.extra_files.items():
             target = os.path.join(flash, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -105,6 +121,13 @@ class SimFleet:
         if self.index_path:
             record_board(self.index_path, node_id, flash)
         return board
+
+    def node_address(self, profile):
+        """TLS where the board can hold it and the broker listens for it, else plaintext."""
+        fits, _ = nodelink.tls_fits(profile)
+        if self.tls_port and (fits or not self.broker_port):
+            return BrokerAddress("mqtts", self.broker_host, self.tls_port)
+        return BrokerAddress("mqtt", self.broker_host, self.broker_port)
 
     def start(self):
         try:

@@ -164,8 +164,15 @@ class SqliteRegistry(Registry):
             db = sqlite3.connect("file:%s?mode=ro" % os.path.abspath(self.path), uri=True, timeout=10)
         else:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            # The registry names every node and holds what they reported: owner-only, made so
+            # before SQLite writes a byte (it keeps an existing file's mode).
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
             db = sqlite3.connect(self.path, timeout=10)
             db.execute("PRAGMA journal_mode=WAL")
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.chmod(self.path + suffix, 0o600)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA synchronous=NORMAL")
         return db
