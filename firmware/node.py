@@ -237,6 +237,11 @@ class Node:
                 # was away, so deliver again from the oldest unacknowledged one.
                 if msg["state"] == "online":
                     self.outbox.rewind()
+                    if not retain:
+                        # A controller that started after this link did never saw our hello
+                        # (and ignores heartbeats without one). The retained copy at subscribe
+                        # time needs none: connect_once has just said hello.
+                        self.queue("hello", self.hello())
                 else:
                     self.lease.release()
             elif kind == "lease":

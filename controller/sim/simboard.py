@@ -428,8 +428,12 @@ class McuBoard(SupervisedProcess):
     PACED_OUTPUT_BACKLOG = 4096   # bytes read from the console ahead of a paced link
 
     def __init__(self, name, flash_dir, heap_bytes, serial_port=None, micropython=None,
-                 env=None, console_log=None, restart_delay=0.2, baud=None):
+                 env=None, console_log=None, restart_delay=0.2, baud=None, netns=None):
         super().__init__(name, restart_delay)
+        # A network namespace (`ip netns`) the interpreter runs in: its MQTT link then crosses a
+        # real interface to reach the broker, as a board on Wi-Fi does. The serial endpoint
+        # stays on this host's loopback, as a USB cable stays on the host.
+        self.netns = netns
         self.flash_dir = os.path.abspath(flash_dir)
         self.heap_bytes = int(heap_bytes)
         self.serial_port = serial_port or free_port()
@@ -529,6 +533,8 @@ class McuBoard(SupervisedProcess):
         env.update(self.env)
         interpreter = [self.micropython, "-X", "heapsize=%d" % self.heap_bytes, "-i", "main.py"]
         argv = list(_sigint_ignoring_launcher()) + interpreter
+        if self.netns:
+            argv = ["ip", "netns", "exec", self.netns] + argv
         return subprocess.Popen(argv, cwd=self.flash_dir, env=env, stdin=self._slave,
                                 stdout=self._slave, stderr=self._slave, start_new_session=True)
 
