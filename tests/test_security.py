@@ -202,3 +202,42 @@ def test_secrets_and_the_registry_are_owner_only_after_every_writer(tmp_path):
                  "security/broker.pem", "security/principals.json"):
         assert found.get(name) == 0o600, (name, oct(found.get(name, 0)), found)
     assert stat.S_IMODE(os.stat(home / "security").st_mode) == 0o700
+
+
+def test_the_plaintext_listener_opens_only_when_asked_and_keeps_logins_and_acls(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path / "home"))
+    security = FleetSecurity()
+    security.init()
+    a, b = security.node("plain-a"), security.node("plain-b")
+
+    def plain_client(user, password, client_id):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if user:
+            client.username_pw_set(user, password)
+        answer = queue.Queue()
+        client.on_connect = lambda c, u, f, rc, p: answer.put(str(rc))
+        client.connect(broker.local_host, broker.plain_port)
+        client.loop_start()
+        return client, answer.get(timeout=10)
+
+    with SecureMosquitto(security) as broker:
+        assert broker.plain_url is None
+    from edgefleet.controller.netutil import free_port
+    with SecureMosquitto(security, plain_port=free_port()) as broker:
+        seen = queue.Queue()
+        spy, reason = plain_client(b.name, b.password, b.name)
+        assert reason == "Success"
+        spy.on_message = lambda c, u, m: seen.put(m.topic)
+        spy.subscribe("ef/node/plain-b/cmd", qos=1)
+        time.sleep(0.3)
+        anonymous, reason = plain_client(None, None, "stranger")
+        assert reason == "Not authorized"
+        anonymous.loop_stop()
+        intruder, reason = plain_client(a.name, a.password, a.name)
+        assert reason == "Success"
+        intruder.publish("ef/node/plain-b/cmd", b'{"v":1,"id":"x","op":"reboot"}', qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        for client in (intruder, spy):
+            client.loop_stop()
+            client.disconnect()
+        assert seen.empty()
