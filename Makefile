@@ -17,13 +17,15 @@ demo: $(STAMP)
 	PATH="$$PATH:/usr/sbin" $(BIN)/edgefleet demo
 
 # Debian's mosquitto (and its clients: a test reads the fleet's traffic with mosquitto_sub) is
-# what the end-to-end tests run against, and OpenSSH's server the provisioning tests' Pi-class
-# board; installed when missing and root.
+# what the end-to-end tests run against, OpenSSH's server the provisioning tests' Pi-class
+# board, and sudo what its non-root SSH user installs root-owned files with (that test needs
+# root to create the user, so sudo is only looked for as root); installed when missing and root.
 system-deps:
 	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1 \
-			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ]; then \
+			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] \
+			|| { [ "$$(id -u)" = 0 ] && ! command -v sudo >/dev/null 2>&1; }; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server sudo; \
 		else \
 			echo "make test needs mosquitto and sshd: sudo apt-get install mosquitto mosquitto-clients openssh-server" >&2; exit 1; \
 		fi; \

@@ -79,6 +79,38 @@ class ProvisionError(EdgefleetError):
         super().__init__(message)
         self.host = host
         self.step = step
+
+
+class HostKeyError(ProvisionError):
+    """The SSH host key a board presented is not one this controller trusts, so nothing was sent
+    to it. `key_type` (ssh-ed25519, ...) and `fingerprint` (SHA256:..., as `ssh-keygen -l` prints
+    it) name the key presented; `known_hosts` is the file it was checked against (None when the
+    key was pinned with --host-key)."""
+
+    def __init__(self, message, host, key_type, fingerprint, known_hosts=None):
+        super().__init__(message, host, "host key")
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+        self.known_hosts = known_hosts
+
+
+class UnknownHostKey(HostKeyError):
+    """The board's host has no entry in known_hosts, and trust on first use was not asked for."""
+
+
+class ChangedHostKey(HostKeyError):
+    """The board presented another key than the one on record: `expected` holds the fingerprints
+    known_hosts lists for the host, or the one given with --host-key."""
+
+    def __init__(self, message, host, key_type, fingerprint, known_hosts=None, expected=()):
+        super().__init__(message, host, key_type, fingerprint, known_hosts)
+        self.expected = list(expected)
+
+
+class RevokedHostKey(HostKeyError):
+    """The board presented a key that known_hosts marks @revoked."""
+
+
 class RolloutError(EdgefleetError):
     """A deploy or rollback could not start, or stopped; carries the nodes it concerns."""
 

@@ -35,3 +35,14 @@ def test_a_bad_key_file_is_named(tmp_path, text, why):
 def test_a_missing_key_says_how_to_make_one(tmp_path):
     with pytest.raises(ConfigError, match="edgefleet keygen"):
         keys.load(str(tmp_path / "none.key"))
+
+
+def test_keygen_force_over_a_world_readable_key_leaves_it_private(tmp_path, capsys):
+    from edgefleet.controller import cli
+    path = tmp_path / "fleet.key"
+    path.write_text("00" * keys.KEY_BYTES + "\n")
+    os.chmod(path, 0o644)
+    assert cli.main(["keygen", "--force", "--path", str(path)]) == 0, capsys.readouterr().err
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert keys.load(str(path)) != bytes(keys.KEY_BYTES)
+    assert os.listdir(tmp_path) == ["fleet.key"]    # no temporary file left beside it

@@ -31,7 +31,8 @@ def cmd_provision(args):
                                 key_filename=args.ssh_key, fleet_key_path=args.key,
                                 report=lambda step: print(step, flush=True), root=args.root,
                                 node_dir=args.dir, python=args.python, model_names=args.models,
-                                wheel=args.wheel)
+                                wheel=args.wheel, known_hosts=args.known_hosts,
+                                trust_on_first_use=args.trust_on_first_use, host_key=args.host_key)
     print("edgefleet: %s: %s" % (args.target, provision.describe(steps)))
     return 0
 
@@ -77,6 +78,17 @@ def register(sub):
     p.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")
     p.add_argument("--ssh-key", help="SSH private key file (default: the SSH agent and ~/.ssh)")
     p.add_argument("--ssh-port", type=int, help="SSH port (default 22, or the one in TARGET)")
+    p.add_argument("--known-hosts", metavar="FILE",
+                   help="OpenSSH known_hosts file the board's host key is checked against and trust on "
+                        "first use records in (default ~/.ssh/known_hosts); an unknown or changed key "
+                        "stops the run before anything is sent")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument("--trust-on-first-use", action="store_true",
+                       help="accept a host with no entry in the known_hosts file once, recording its key "
+                            "there (a changed key is still refused)")
+    trust.add_argument("--host-key", metavar="FINGERPRINT",
+                       help="accept exactly this host key, SHA256:... as `ssh-keygen -lf` prints it "
+                            "(on the board: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub)")
     p.add_argument("--root", default="/", help="install root on the board, prefixed to every path (default /)")
     p.add_argument("--dir", default="/opt/edgefleet", help="node directory on the board (default /opt/edgefleet)")
     p.add_argument("--python", default="python3", help="Python on the board the venv is made from (default python3)")

@@ -7,7 +7,9 @@ On the controller host it lives in $EDGEFLEET_HOME/fleet.key (default
 next to the node's config.json, in the same form.
 """
 import binascii
+import contextlib
 import os
+import tempfile
 
 from ..errors import ConfigError
 
@@ -50,11 +52,23 @@ def create(path=None, overwrite=False):
     if os.path.exists(path) and not overwrite:
         raise ConfigError("a fleet key already exists at %s; boards flashed with it would stop "
                           "accepting bundles signed with a new one" % path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     key = os.urandom(KEY_BYTES)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(binascii.hexlify(key).decode() + "\n")
+    # A new file renamed over the old one: opening the old one would keep its mode (a 0644 key
+    # stayed 0644 through `keygen --force`), and a crash mid-write would leave a truncated key.
+    fd, tmp = tempfile.mkstemp(prefix=".fleet.key-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(to_board_text(key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return key
 
 

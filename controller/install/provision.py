@@ -3,6 +3,9 @@
 Every step checks the board first and changes only what differs, and reports "changed",
 "unchanged" or "skipped"; a second run over an unchanged setup changes nothing and says
 "nothing to do". The steps:
+0. host key         the SSH connection is opened and the board's host key checked against
+                    known_hosts (hostkeys.py) during the handshake, before logging in: an unknown
+                    or changed key ends the run before any command runs or any file is uploaded.
 1. node directory   ROOT/opt/edgefleet (--dir), created and owned by the SSH user.
 2. python venv      NODE_DIR/venv from the board's python3 (--python), with the inference backend
                     its Python has wheels for: tflite-runtime (with numpy<2, which it needs) up to
@@ -12,19 +15,29 @@ Every step checks the board first and changes only what differs, and reports "ch
                     the wheel's contents (names and bytes of its members, so a rebuild of the same
                     code counts as the same) differs from the one stored at the last install.
 4. image files      what controller/install/image.py's write_image() builds for the board (config.json,
-                    models; whatever it holds), plus the fleet key (keys.BOARD_FILE, mode 0600);
-                    one sha256sum on the board decides which files to upload.
+                    models; whatever it holds), plus the fleet key (keys.BOARD_FILE); config.json
+                    (it will hold the node's MQTT password) and the key are root:GROUP 0640, GROUP
+                    being the node service user's group, the models root:root 0644; one look at
+                    the board (digest, mode, owner of each file) decides which files to install.
 5. systemd unit     boards/systemd/edgefleet-node.service filled in, as
-                    ROOT/etc/systemd/system/edgefleet-node.service.
+                    ROOT/etc/systemd/system/edgefleet-node.service, root:root 0644.
 6. service          `systemctl daemon-reload` (when the unit changed), `enable`, and start or
                     restart (when anything changed) -- only where systemd runs (/run/systemd/system
                     exists) and ROOT is /; otherwise the unit is installed and not started, and the
                     step says so.
 
+Files are uploaded into a staging directory of the run's own (mktemp -d, 0700, the SSH user's)
+and put in place with `install -o OWNER -g GROUP -m MODE`, so no file ever sits at its place
+with other owners or modes, and nobody but the SSH user and root can swap an upload before it is
+installed; the staging directory is removed when the run ends, failed or not.
+
 ROOT (--root, default /) prefixes every path written on the board, so tests install into a
 folder instead of /opt and /etc. A non-root SSH user gets `sudo -n` for what needs root (the
-node directory under /opt, the unit under /etc, systemctl).
+node directory under /opt, the files given to root, systemctl); installing under / needs root
+or passwordless sudo. Under another ROOT an SSH user without either keeps the files it writes
+as its own, with the same modes.
 """
+import contextlib
 import hashlib
 import io
 import os
@@ -40,8 +53,8 @@ import zipfile
 from edgefleet import boards as boards_pkg
 from edgefleet.boards import catalog
 
-from . import image, keys
-from ..errors import ConfigError, ProvisionError
+from . import hostkeys, image, keys
+from ..errors import ConfigError, HostKeyError, ProvisionError
 
 UNIT_NAME = "edgefleet-node.service"
 UNIT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(boards_pkg.__file__)), "systemd", UNIT_NAME)
@@ -50,6 +63,18 @@ WHEEL_STAMP = "venv/edgefleet-wheel.sha256"
 TFLITE_RUNTIME = ("tflite-runtime>=2.14", "numpy<2")
 LITERT = ("ai-edge-litert>=2.3",)
 SOURCE_TREE_SKIP = {".git", ".venv", "build", "dist", "tests", "tools", "docs", ".pytest_cache"}
+# Who may read what the run installs: a SECRET file only root and the node's service user (its
+# group), a SHARED one everybody (owned by root), an OWN one stays the SSH user's (the venv's).
+SECRET, SHARED, OWN = "secret", "shared", "own"
+MODES = {SECRET: 0o640, SHARED: 0o644, OWN: 0o644}
+SECRET_FILES = ("config.json", keys.BOARD_FILE)
+# Who the SSH user is on the board, and whether it may act as root (itself, or sudo without a
+# password: a run has nobody to type one).
+IDENTIFY = ('id -un; id -u; id -gn; hostname; '
+            'if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo privileged; else echo unprivileged; fi')
+# The sha256, mode, owner and group of each existing file among the arguments, one line each.
+INSPECT = ('for f in "$@"; do a=$(stat -c %a:%U:%G -- "$f" 2>/dev/null) || continue; '
+           'd=$(sha256sum 2>/dev/null <"$f") || d=-; echo "${d%% *} $a $f"; done')
 
 
 class StepResult:
@@ -134,11 +159,13 @@ def wheel_digest(path):
 # -- the provisioning run ------------------------------------------------------------------------
 
 class Provisioner:
-    """One provisioning run over an open Fabric connection; run() returns its StepResults."""
+    """One provisioning run over a Fabric connection, which its first step opens (checking the
+    host's key with `host_check`, a hostkeys.HostKeyCheck); run() returns its StepResults."""
 
-    def __init__(self, conn, board, node_id, broker, key, root="/", node_dir="/opt/edgefleet",
+    def __init__(self, conn, host_check, board, node_id, broker, key, root="/", node_dir="/opt/edgefleet",
                  python="python3", model_names=None, wheel=None, report=None):
         self.conn = conn
+        self.host_check = host_check
         self.host = conn.host
         self.profile = catalog.load(board)
         if self.profile["runtime"] != "cpython":
@@ -155,7 +182,11 @@ class Provisioner:
         self.wheel = wheel
         self.report = report or (lambda step: None)
         self.user = None
+        self.group = None       # the SSH user's primary group: the node service runs as that user
         self.is_root = False
+        self.privileged = False
+        self.staging = None
+        self.staged = 0
         self.changed_any = False
         self.unit_changed = False
 
@@ -173,30 +204,61 @@ class Provisioner:
                                  (result.stderr or result.stdout).strip()[-500:]), self.host, step)
         return result
 
-    def _sha256s(self, paths, step):
-        """{path: sha256 hex} of the remote files that exist among `paths`."""
+    def _inspect(self, paths, step):
+        """{path: (sha256 hex or None where unreadable, "MODE:OWNER:GROUP")} of the remote files
+        that exist among `paths`."""
         if not paths:
             return {}
-        quoted = " ".join(shlex.quote(p) for p in paths)
-        out = self._run("sha256sum -- %s 2>/dev/null; true" % quoted, step).stdout
+        out = self._run("sh -c %s sh %s" % (shlex.quote(INSPECT), " ".join(shlex.quote(p) for p in paths)),
+                        step).stdout
         found = {}
         for line in out.splitlines():
-            digest, _, path = line.partition("  ")
-            if path:
-                found[path] = digest
+            fields = line.split(" ", 2)
+            if len(fields) == 3 and fields[1].count(":") == 2:   # anything else a login script printed
+                found[fields[2]] = (None if fields[0] == "-" else fields[0], fields[1])
         return found
 
-    def _upload(self, data, dest, mode, step, privileged=False):
-        """Write bytes to a remote file atomically, with `mode` from the start."""
-        staging = posixpath.join(self.node_dir, ".upload-%s" % posixpath.basename(dest))
-        self._run("umask 077 && : > %s" % shlex.quote(staging), step)
-        try:
-            self.conn.put(io.BytesIO(data), remote=staging)
-        except Exception as exc:
-            raise ProvisionError("%s: uploading %s failed: %s" % (self.host, dest, exc), self.host, step) from exc
-        self._run("mkdir -p %s && chmod %o %s && mv -f %s %s" % (
-            shlex.quote(posixpath.dirname(dest)), mode, shlex.quote(staging), shlex.quote(staging),
-            shlex.quote(dest)), step, privileged)
+    def _placement(self, kind):
+        """(mode, owner, group) of a file of `kind`; owner and group are None where the SSH user's
+        own will do, or must (it is not root and has no sudo)."""
+        if kind == OWN or not self.privileged:
+            return MODES[kind], None, None
+        return MODES[kind], "root", self.group if kind == SECRET else "root"
+
+    def _in_place(self, found, data, kind):
+        """Whether a file _inspect() found (or None) holds `data` with the placement of `kind`."""
+        if found is None or found[0] != hashlib.sha256(data).hexdigest():
+            return False
+        mode, owner, group = found[1].split(":")
+        want_mode, want_owner, want_group = self._placement(kind)
+        return mode == "%o" % want_mode and want_owner in (None, owner) and want_group in (None, group)
+
+    def _install(self, files, step):
+        """Put each (data, dest, kind) of `files` in place with the placement of its kind."""
+        if self.staging is None:
+            self.staging = self._run("umask 077 && mktemp -d -t edgefleet-provision.XXXXXXXX", step).stdout.strip()
+        commands = {False: [], True: []}
+        for data, dest, kind in files:
+            self.staged += 1
+            upload = posixpath.join(self.staging, str(self.staged))
+            try:
+                self.conn.put(io.BytesIO(data), remote=upload)
+            except Exception as exc:
+                raise ProvisionError("%s: uploading %s failed: %s" % (self.host, dest, exc), self.host, step) from exc
+            mode, owner, group = self._placement(kind)
+            install = "install -D -m %o" % mode
+            if owner:
+                install += " -o %s -g %s" % (shlex.quote(owner), shlex.quote(group))
+            commands[owner is not None].append("%s -- %s %s && rm -f -- %s" % (
+                install, shlex.quote(upload), shlex.quote(dest), shlex.quote(upload)))
+        for privileged, lines in commands.items():
+            if lines:
+                self._run(" && ".join(lines), step, privileged=privileged)
+
+    def _remove_staging(self):
+        if self.staging is not None:
+            self._run("rm -rf -- %s" % shlex.quote(self.staging), "cleanup", warn=True)
+            self.staging = None
 
     def _done(self, name, status, detail):
         step = StepResult(name, status, detail)
@@ -208,11 +270,37 @@ class Provisioner:
     # -- the steps -----------------------------------------------------------------------------
 
     def run(self):
-        who = self._run("id -un; id -u; hostname", "connect").stdout.split()
-        self.user, self.is_root = who[0], who[1] == "0"
-        self.node_id = self.node_id or who[2].split(".")[0]
-        return [self.step_node_dir(), self.step_venv(), self.step_package(), self.step_image(),
-                self.step_unit(), self.step_service()]
+        steps = [self.step_connect()]
+        try:
+            steps += [self.step_node_dir(), self.step_venv(), self.step_package(), self.step_image(),
+                      self.step_unit(), self.step_service()]
+        except BaseException:
+            with contextlib.suppress(ProvisionError):   # the failure that got here is the one to report
+                self._remove_staging()
+            raise
+        self._remove_staging()
+        return steps
+
+    def step_connect(self):
+        name = "host key"
+        try:
+            self.conn.open()
+        except Exception as exc:
+            # Fabric only closes a connection that finished opening; a refused host key leaves
+            # paramiko's transport running.
+            self.conn.client.close()
+            if isinstance(exc, HostKeyError):
+                raise
+            raise ProvisionError("%s: SSH failed during connect: %s" % (self.host, exc), self.host, "connect") from exc
+        who = self._run(IDENTIFY, "connect").stdout.split()
+        self.user, self.is_root, self.group = who[0], who[1] == "0", who[2]
+        self.node_id = self.node_id or who[3].split(".")[0]
+        self.privileged = who[4] == "privileged"
+        if self.root == "/" and not self.privileged:
+            raise ProvisionError("%s: %s is not root and cannot use sudo without a password (sudo -n), which "
+                                 "installing under / needs" % (self.host, self.user), self.host, "connect")
+        status = "changed" if self.host_check.outcome == "recorded" else "unchanged"
+        return self._done(name, status, self.host_check.describe())
 
     def step_node_dir(self):
         name, nd = "node dir", shlex.quote(self.node_dir)
@@ -255,13 +343,13 @@ class Provisioner:
                 return self._done(name, "unchanged", "%s (contents %s)" % (os.path.basename(wheel), digest[:12]))
             remote_wheel = posixpath.join(self.node_dir, "wheels", os.path.basename(wheel))
             with open(wheel, "rb") as f:
-                self._upload(f.read(), remote_wheel, 0o644, name)
+                self._install([(f.read(), remote_wheel, OWN)], name)
         quoted = shlex.quote(remote_wheel)
         # The same version number with new contents must still replace what is installed;
         # the second pip run only adds dependencies that are missing.
         self._run("%s -m pip install -q --force-reinstall --no-deps %s && %s -m pip install -q %s"
                   % (vpython, quoted, vpython, quoted), name)
-        self._upload((digest + "\n").encode(), stamp, 0o644, name)
+        self._install([((digest + "\n").encode(), stamp, OWN)], name)
         return self._done(name, "changed", "installed %s (contents %s)" % (os.path.basename(wheel), digest[:12]))
 
     def image_tree(self, dest):
@@ -281,31 +369,24 @@ class Provisioner:
     def step_image(self):
         name = "image files"
         with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tmp:
-            files = self.image_tree(tmp)
-            remote = {rel: posixpath.join(self.node_dir, rel) for rel, _ in files}
-            have = self._sha256s(sorted(remote.values()), name)
-            key_path = remote[keys.BOARD_FILE]
-            key_mode = self._run("stat -c %%a %s 2>/dev/null; true" % shlex.quote(key_path), name).stdout.strip()
-            written = []
-            for rel, local in files:
+            files = []
+            for rel, local in self.image_tree(tmp):
                 with open(local, "rb") as f:
-                    data = f.read()
-                mode = 0o600 if rel == keys.BOARD_FILE else 0o644
-                stale_mode = rel == keys.BOARD_FILE and key_mode != "600"
-                if have.get(remote[rel]) != hashlib.sha256(data).hexdigest() or stale_mode:
-                    self._upload(data, remote[rel], mode, name)
-                    written.append(rel)
-        if written:
-            return self._done(name, "changed", "wrote " + ", ".join(written))
+                    files.append((rel, posixpath.join(self.node_dir, rel), f.read()))
+        have = self._inspect(sorted(dest for _, dest, _ in files), name)
+        todo = [(rel, dest, data, SECRET if rel in SECRET_FILES else SHARED) for rel, dest, data in files]
+        todo = [t for t in todo if not self._in_place(have.get(t[1]), t[2], t[3])]
+        if todo:
+            self._install([(data, dest, kind) for _, dest, data, kind in todo], name)
+            return self._done(name, "changed", "wrote " + ", ".join(rel for rel, _, _, _ in todo))
         return self._done(name, "unchanged", "%d files" % len(files))
 
     def step_unit(self):
         name = "systemd unit"
         text = render_unit(self.node_id, self.user, self.node_dir).encode()
-        have = self._sha256s([self.unit_path], name)
-        if have.get(self.unit_path) == hashlib.sha256(text).hexdigest():
+        if self._in_place(self._inspect([self.unit_path], name).get(self.unit_path), text, SHARED):
             return self._done(name, "unchanged", self.unit_path)
-        self._upload(text, self.unit_path, 0o644, name, privileged=True)
+        self._install([(text, self.unit_path, SHARED)], name)
         self.unit_changed = True
         return self._done(name, "changed", "wrote " + self.unit_path)
 
@@ -334,23 +415,30 @@ class Provisioner:
         return self._done(name, "unchanged", "%s enabled and active" % unit)
 
 
-def connect(target, port=None, key_filename=None, timeout=15):
-    """A Fabric Connection to USER@HOST[:PORT]."""
+def connect(target, host_check, port=None, key_filename=None, timeout=15):
+    """A Fabric Connection to USER@HOST[:PORT] that checks the host's key with `host_check` (a
+    hostkeys.HostKeyCheck) when it opens."""
     try:
         from fabric import Connection
     except ImportError:
         raise ConfigError("provisioning needs Fabric: pip install fabric")
     connect_kwargs = {"key_filename": key_filename} if key_filename else {}
-    return Connection(target, port=port, connect_kwargs=connect_kwargs, connect_timeout=timeout)
+    conn = Connection(target, port=port, connect_kwargs=connect_kwargs, connect_timeout=timeout)
+    host_check.attach(conn)
+    return conn
 
 
 def provision(target, board, node_id, broker, port=None, key_filename=None, fleet_key_path=None, report=None,
-              **options):
-    """Provision the board at USER@HOST; returns the list of StepResults."""
+              known_hosts=None, trust_on_first_use=False, host_key=None, **options):
+    """Provision the board at USER@HOST; returns the list of StepResults.
+
+    The host's key is checked against `known_hosts` (default ~/.ssh/known_hosts): an unknown one is
+    recorded there with `trust_on_first_use`, and `host_key` (SHA256:...) pins the one to accept."""
+    host_check = hostkeys.HostKeyCheck(known_hosts, trust_on_first_use, host_key)
     key = keys.load_or_create(fleet_key_path)
-    conn = connect(target, port, key_filename)
+    conn = connect(target, host_check, port, key_filename)
     try:
-        return Provisioner(conn, board, node_id, broker, key, report=report, **options).run()
+        return Provisioner(conn, host_check, board, node_id, broker, key, report=report, **options).run()
     finally:
         conn.close()
 
