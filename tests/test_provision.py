@@ -212,6 +212,48 @@ def test_provision_twice_then_change_one_thing_and_the_node_runs(sshd, mosquitto
     assert "wrote config.json" in third and "wrote fleet.key" not in third
 
 
+@pytest.mark.e2e
+def test_provision_over_tls_gives_the_node_its_login_and_the_ca_and_it_connects(sshd, provisioned, tmp_path,
+                                                                                    monkeypatch):
+    from edgefleet.controller.broker import SecureMosquitto
+    from edgefleet.controller.mqttlink import BrokerLink
+    from edgefleet.controller.netutil import BrokerAddress
+    from edgefleet.controller.security.material import FleetSecurity
+    from edgefleet.controller.security.principals import OPERATOR
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path / "home"))
+    security = FleetSecurity()
+    security.init()
+    root = str(tmp_path / "root")
+    provisioned.copy_venv(root)
+    with SecureMosquitto(security) as broker:
+        out = provision_cli(sshd, root, broker.url, "--wheel", provisioned.wheel)
+        assert "wrote ca.der" in out or "ca.der" in out, out
+        node_dir = os.path.join(root, NODE_DIR)
+        with open(os.path.join(node_dir, "config.json")) as f:
+            link = json.load(f)["broker"]
+        assert link["tls"] is True and link["user"] == NODE and link["password"] == security.node(NODE).password
+        assert open(os.path.join(node_dir, "ca.der"), "rb").read() == security.ca_der()
+        assert mode_and_owners(os.path.join(node_dir, "config.json"))[0] == "0o640"
+
+        said_hello = threading.Event()
+        observer = BrokerLink(BrokerAddress.parse(broker.url), OPERATOR, security).client("provision-tls-observer")
+        observer.on_message = lambda c, u, m: said_hello.set()
+        observer.connect(broker.local_host, broker.port)
+        observer.subscribe("ef/node/%s/hello" % NODE, qos=1)
+        observer.loop_start()
+        unit = unit_fields(os.path.join(root, UNIT))
+        node = subprocess.Popen(shlex.split(unit["ExecStart"]), cwd=unit["WorkingDirectory"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            ok = said_hello.wait(30)
+        finally:
+            node.terminate()
+            output = node.communicate(timeout=10)[0].decode(errors="replace")
+            observer.loop_stop()
+            observer.disconnect()
+        assert ok, output[-2000:]
+
+
 def test_backend_follows_the_boards_python():
     assert provision.backend_requirements((3, 11)) == ("tflite-runtime>=2.14", "numpy<2")
     assert provision.backend_requirements((3, 9)) == ("tflite-runtime>=2.14", "numpy<2")

@@ -2,7 +2,7 @@
 port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
 import argparse
 
-from ..netutil import parse_broker, resolve_broker
+from ..netutil import resolve_broker
 
 
 def _broker_configured():
@@ -26,8 +26,7 @@ def cmd_flash(args):
 
 def cmd_provision(args):
     from ..install import provision
-    host, port = parse_broker(args.broker)
-    steps = provision.provision(args.target, args.board, args.node, (host, port), port=args.ssh_port,
+    steps = provision.provision(args.target, args.board, args.node, resolve_broker(args.broker), port=args.ssh_port,
                                 key_filename=args.ssh_key, fleet_key_path=args.key,
                                 report=lambda step: print(step, flush=True), root=args.root,
                                 node_dir=args.dir, python=args.python, model_names=args.models,
@@ -71,7 +70,8 @@ def register(sub):
     p = sub.add_parser("provision", help="set up a Pi-class Linux board over SSH: venv, edgefleet, config, key, systemd unit")
     p.add_argument("target", help="USER@HOST[:PORT] to reach the board over SSH")
     p.add_argument("--board", required=True, choices=_board_names("cpython"))
-    p.add_argument("--broker", required=True, help="HOST:PORT of the MQTT broker the node connects to")
+    p.add_argument("--broker", help="broker the node connects to: mqtts://HOST[:8883] (TLS) or mqtt://HOST[:PORT] "
+                                    "(default: $EDGEFLEET_BROKER, else the config file, else mqtts://127.0.0.1:8883)")
     p.add_argument("--node", help="node id (default: the board's host name)")
     p.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")

@@ -40,16 +40,23 @@ class NodeLink:
         self.login = login   # the node's principal name, or None (an open test broker)
 
 
-def node_link(node_id, profile, broker, keepalive=10, security=None):
+def check(profile, broker, security=None):
+    """Refuse, before anything touches a board, a link it could not use: SecurityError for an
+    mqtts:// broker on a board that cannot hold TLS, or without the fleet CA. Returns the address."""
     address = as_address(broker)
-    security = security or FleetSecurity()
     if address.tls:
         fits, why = tls_fits(profile)
         if not fits:
             raise SecurityError("%s cannot talk TLS: %s. Give it an mqtt:// broker address on a plaintext "
                                 "listener opened with `edgefleet broker --insecure-plaintext` (logins and "
                                 "ACLs still apply; the link is not encrypted)" % (profile["name"], why))
-        security.require()
+        (security or FleetSecurity()).require()
+    return address
+
+
+def node_link(node_id, profile, broker, keepalive=10, security=None):
+    security = security or FleetSecurity()
+    address = check(profile, broker, security)
     user = password = None
     if security.exists():
         principal = security.node(node_id)

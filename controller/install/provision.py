@@ -53,7 +53,8 @@ import zipfile
 from edgefleet import boards as boards_pkg
 from edgefleet.boards import catalog
 
-from . import hostkeys, image, keys
+from . import hostkeys, image, keys, nodelink
+from ..security.material import FleetSecurity
 from ..errors import ConfigError, HostKeyError, ProvisionError
 
 UNIT_NAME = "edgefleet-node.service"
@@ -163,7 +164,7 @@ class Provisioner:
     host's key with `host_check`, a hostkeys.HostKeyCheck); run() returns its StepResults."""
 
     def __init__(self, conn, host_check, board, node_id, broker, key, root="/", node_dir="/opt/edgefleet",
-                 python="python3", model_names=None, wheel=None, report=None):
+                 python="python3", model_names=None, wheel=None, report=None, security=None):
         self.conn = conn
         self.host_check = host_check
         self.host = conn.host
@@ -172,7 +173,10 @@ class Provisioner:
             raise ConfigError("board %s runs MicroPython: flash it over its serial port "
                               "(edgefleet flash PORT --board %s)" % (board, board))
         self.node_id = node_id
-        self.broker = broker
+        # The node's broker: a URL, BrokerAddress or (host, port); with its own login (and the
+        # fleet CA for mqtts://) from `security` (default: the fleet's security folder).
+        self.security = security or FleetSecurity()
+        self.broker = nodelink.check(self.profile, broker, self.security)
         self.key = key
         self.root = root
         self.node_dir = posixpath.join(root, node_dir.lstrip("/"))
@@ -353,11 +357,15 @@ class Provisioner:
         return self._done(name, "changed", "installed %s (contents %s)" % (os.path.basename(wheel), digest[:12]))
 
     def image_tree(self, dest):
-        host, port = self.broker
-        cfg = image.node_config(self.node_id, self.profile, host, port, simulated=False)
+        link = nodelink.node_link(self.node_id, self.profile, self.broker, security=self.security)
+        cfg = image.node_config(self.node_id, self.profile, link.address.host, link.address.port, simulated=False)
+        cfg["broker"] = link.config
         image.write_image(dest, cfg, self.model_names, mpy_arch=None)
         with open(os.path.join(dest, keys.BOARD_FILE), "w") as f:
             f.write(keys.to_board_text(self.key))
+        for name, data in link.files.items():
+            with open(os.path.join(dest, name), "wb") as f:
+                f.write(data)
         files = []
         for dirpath, dirnames, filenames in os.walk(dest):
             dirnames.sort()
@@ -435,6 +443,7 @@ def provision(target, board, node_id, broker, port=None, key_filename=None, flee
     The host's key is checked against `known_hosts` (default ~/.ssh/known_hosts): an unknown one is
     recorded there with `trust_on_first_use`, and `host_key` (SHA256:...) pins the one to accept."""
     host_check = hostkeys.HostKeyCheck(known_hosts, trust_on_first_use, host_key)
+    nodelink.check(catalog.load(board), broker, options.get("security"))
     key = keys.load_or_create(fleet_key_path)
     conn = connect(target, host_check, port, key_filename)
     try:
