@@ -2,6 +2,8 @@
 import json
 import time
 
+import pytest
+
 from edgefleet.boards import catalog, open_hal
 from edgefleet.boards.power import PowerModel
 
@@ -116,3 +118,34 @@ def test_real_board_images_carry_no_simulation_modules(tmp_path):
     sim_paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[], mpy_arch="x64"))
                  ["manifest"]["files"]]
     assert "boards/hal_sim.mpy" in sim_paths and "boards/hal_mock.mpy" not in sim_paths, sim_paths
+
+
+def test_mcu_profiles_record_what_tls_costs_and_whether_it_fits_beside_a_model():
+    """The "tls" object tools/bench/tls.py writes: a MicroPython board holds TLS when the link's
+    steady cost and the smallest model fit in the heap its runtime leaves models."""
+    from edgefleet import models
+    smallest = min(m["mcu_heap_bytes"] for m in models.manifests().values())
+    for profile in catalog.all_profiles():
+        if profile["runtime"] != "micropython":
+            continue
+        tls = profile["tls"]
+        assert 0 < tls["heap_steady_bytes"] <= tls["heap_peak_bytes"], (profile["name"], tls)
+        room = profile["heap_bytes"] - profile["runtime_heap_budget_bytes"]
+        assert tls["fits"] == (tls["heap_steady_bytes"] + smallest <= room), (profile["name"], tls, room, smallest)
+        assert str(room) in tls["why"] and tls["measured"].startswith("tools/bench/tls.py")
+
+
+def test_a_malformed_tls_record_in_a_profile_is_refused(tmp_path, monkeypatch):
+    from edgefleet.boards.errors import ProfileError
+    good = catalog.load("rpi-pico-w")
+    monkeypatch.setattr(catalog, "PROFILE_DIR", str(tmp_path))
+    for bad, message in ((dict(good["tls"], heap_steady_bytes="29104"), "tls.heap_steady_bytes must be a byte count"),
+                         (dict(good["tls"], fits="yes"), "tls.fits must be true or false"),
+                         (dict(good["tls"], heap_peak_bytes=True), "tls.heap_peak_bytes must be a byte count"),
+                         (dict(good["tls"], heap_peak_bytes=1), "below tls.heap_steady_bytes"),
+                         ([1, 2], "tls must be an object")):
+        (tmp_path / "board.json").write_text(json.dumps(dict(good, tls=bad)))
+        with pytest.raises(ProfileError, match=message):
+            catalog.load("board")
+    (tmp_path / "board.json").write_text(json.dumps(good))
+    assert catalog.load("board")["tls"] == good["tls"]

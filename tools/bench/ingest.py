@@ -22,11 +22,15 @@ last message. So the publisher's speed does not cap either number.
 
 Prints progress to stderr and one JSON line last on stdout.
 Usage: .venv/bin/python tools/bench/ingest.py [--nodes 20] [--messages 20000]
+
+tools/bench/tls.py runs the same drain against the fleet's own broker (logins, ACLs, TLS) through
+Endpoint, start_controller and controller_run below.
 """
 import argparse
 import json
 import multiprocessing
 import os
+import ssl
 import sys
 import tempfile
 import threading
@@ -40,6 +44,47 @@ from edgefleet.controller.fleet.service import ControllerService
 
 
 PACED_RATE = 2000.0
+
+
+class Endpoint:
+    """Where the benchmark's own clients (publisher, bare subscriber, registration) connect, and
+    as whom; plain data, so the publisher process can take it.
+
+    On an open broker (no `logins`) every client is anonymous and one publisher connection
+    carries every node's messages. On the fleet's broker (controller/broker.py SecureMosquitto)
+    each node publishes as itself - its login, its node id as client id, as the broker's ACLs
+    require - so the publisher opens one connection per node: over TLS, verified against the
+    fleet CA, when `ca_cert` is given, plaintext otherwise."""
+
+    def __init__(self, host, port, ca_cert=None, logins=None):
+        self.host = host
+        self.port = port
+        self.ca_cert = ca_cert
+        self.logins = dict(logins or {})  # node id -> password
+
+    @classmethod
+    def of(cls, broker):
+        return cls(broker.host, broker.port)
+
+    def client(self, client_id, node=None, clean_session=True):
+        """A paho client; as `node` (its login, and its id as client id) on the fleet's broker."""
+        if node is not None and self.logins:
+            client_id = node
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        if self.ca_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_cert)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            client.tls_set_context(ctx)
+        if node is not None and self.logins:
+            client.username_pw_set(node, self.logins[node])
+        return client
+
+    def node_clients(self, nodes, shared_id):
+        """{node: client}: one client per node with logins, else one anonymous client for all."""
+        if self.logins:
+            return {node: self.client(node, node=node) for node in nodes}
+        shared = self.client(shared_id)
+        return {node: shared for node in nodes}
 
 
 def node_ids(count):
@@ -74,28 +119,34 @@ def stream(nodes, total, skip=0):
     return out[skip:total]
 
 
-def publish(host, port, nodes, total, rate, t0, ready, skip):
+def publish(endpoint, nodes, total, rate, t0, ready, skip):
     """Child process: publish the stream (rate None: flat out); `up` carries the send time."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ingest-pub-%d" % os.getpid())
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(host, port)
-    client.loop_start()
+    clients = endpoint.node_clients(nodes, "ingest-pub-%d" % os.getpid())
+    distinct = list({id(c): c for c in clients.values()}.values())
+    for client in distinct:
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.connect(endpoint.host, endpoint.port)
+        client.loop_start()
     msgs = stream(nodes, total, skip)
     ready.wait()
     start = time.time()
-    last = None
+    last = {}
     for i, (topic, template) in enumerate(msgs):
         if rate:
             due = start + i / rate
             delay = due - time.time()
             if delay > 0:
                 time.sleep(delay)
-        last = client.publish(topic, template % int((time.time() - t0) * 1000), qos=1)
-    last.wait_for_publish(120)
+        client = clients[topic.split("/")[2]]
+        last[id(client)] = client.publish(topic, template % int((time.time() - t0) * 1000), qos=1)
+    for info in last.values():
+        info.wait_for_publish(120)
     time.sleep(0.5)
-    client.loop_stop()
-    client.disconnect()
+    for client in distinct:
+        client.disconnect()   # first: the network thread then ends at once, not at its next 1 s poll
+    for client in distinct:
+        client.loop_stop()
 
 
 class Counter:
@@ -118,42 +169,50 @@ class Counter:
         return (self.count - 1) / (self.last - self.first) if self.count > 1 and self.last > self.first else 0.0
 
 
-def run_publisher(broker, nodes, total, rate, t0, skip=0):
+def run_publisher(endpoint, nodes, total, rate, t0, skip=0):
     ready = multiprocessing.Event()
-    proc = multiprocessing.Process(target=publish, args=(broker.host, broker.port, nodes, total, rate, t0, ready, skip))
+    proc = multiprocessing.Process(target=publish, args=(endpoint, nodes, total, rate, t0, ready, skip))
     proc.start()
     time.sleep(1.0)  # connected and the stream built
     ready.set()
     return proc
 
 
-def backlog(client, broker, nodes, total, t0, skip=0):
+def finish_publisher(proc, timeout):
+    """Wait for the publisher process; stop it (by its pid) if it is still running after `timeout`."""
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5)
+
+
+def backlog(client, endpoint, nodes, total, t0, skip=0):
     """Disconnect the persistent-session client, queue the stream in the broker, reconnect."""
     client.disconnect()
     client.loop_stop()  # a disconnect() by the user ends paho's network thread
     time.sleep(0.5)
-    proc = run_publisher(broker, nodes, total, None, t0, skip)
-    proc.join(300)
+    proc = run_publisher(endpoint, nodes, total, None, t0, skip)
+    finish_publisher(proc, 300)
     client.reconnect()
     client.loop_start()
 
 
-def raw_rate(broker, nodes, total, t0):
+def raw_rate(endpoint, nodes, total, t0):
     counter = Counter(total)
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ingest-raw", clean_session=False)
+    sub = endpoint.client("ingest-raw", clean_session=False)
     sub.on_message = lambda c, u, m: counter.hit()
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("ef/node/+/+", qos=1)
-    sub.connect(broker.host, broker.port)
+    sub.connect(endpoint.host, endpoint.port)
     sub.loop_start()
     time.sleep(0.5)
-    backlog(sub, broker, nodes, total, t0)
+    backlog(sub, endpoint, nodes, total, t0)
     counter.done.wait(300)
     sub.loop_stop()
     sub.disconnect()
     return counter
 
 
-def controller_run(service, broker, nodes, total, rate, t0, skip=0):
+def controller_run(service, endpoint, nodes, total, rate, t0, skip=0):
     counter = Counter(total)
     latencies = []
     fleet = service.fleet
@@ -171,14 +230,63 @@ def controller_run(service, broker, nodes, total, rate, t0, skip=0):
 
     fleet.handle = timed
     if rate is None:
-        backlog(service.client, broker, nodes, total, t0, skip)
+        backlog(service.client, endpoint, nodes, total, t0, skip)
     else:
-        proc = run_publisher(broker, nodes, total, rate, t0, skip)
+        proc = run_publisher(endpoint, nodes, total, rate, t0, skip)
     counter.done.wait(600)
     if rate is not None:
-        proc.join(60)
+        finish_publisher(proc, 60)
     fleet.handle = handle
     return counter, latencies
+
+
+def register(endpoint, nodes):
+    """Every node says hello (as itself, on the fleet's broker)."""
+    clients = endpoint.node_clients(nodes, "ingest-hello")
+    distinct = list({id(c): c for c in clients.values()}.values())
+    for client in distinct:
+        client.connect(endpoint.host, endpoint.port)
+        client.loop_start()
+    try:
+        for node in nodes:
+            clients[node].publish("ef/node/%s/hello" % node, hello(node), qos=1).wait_for_publish(10)
+    finally:
+        for client in distinct:
+            client.disconnect()
+        for client in distinct:
+            client.loop_stop()
+
+
+def start_controller(endpoint, nodes, db_path, client=None, ctrl_id="ctrl"):
+    """A started ControllerService on a persistent session (so the broker keeps the backlog while
+    it is away), with every node registered and the workload placed on each. `client`: the paho
+    client to run it on (tools/bench/tls.py: the controller's own BrokerLink client); by default
+    an anonymous one from `endpoint`."""
+    workload = {"id": "w", "model": "digits_dense", "rate": 10.0, "replicas": len(nodes), "input": {"kind": "samples"},
+                "resources": {"cpu_share": 1}}
+    service = ControllerService(endpoint.host, endpoint.port, db_path=db_path, manifests=models.manifests(),
+                                workloads=[workload], ctrl_id=ctrl_id)
+    if client is None:
+        client = endpoint.client(ctrl_id, clean_session=False)
+    client.on_connect, client.on_disconnect = service.client.on_connect, service.client.on_disconnect
+    client.on_message = service.client.on_message
+    client.max_queued_messages_set(0)
+    service.client = client
+    service.start()
+    try:
+        register(endpoint, nodes)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            snap = service.snapshot()
+            if snap and len(snap["workloads"][0]["nodes"]) == len(nodes):
+                break
+            time.sleep(0.2)
+        else:
+            raise SystemExit("the controller did not place the workload on every node")
+    except BaseException:
+        service.stop()
+        raise
+    return service
 
 
 def main(argv=None):
@@ -187,44 +295,20 @@ def main(argv=None):
     ap.add_argument("--messages", type=int, default=20000)
     args = ap.parse_args(argv)
     nodes = node_ids(args.nodes)
-    workload = {"id": "w", "model": "digits_dense", "rate": 10.0, "replicas": args.nodes, "input": {"kind": "samples"},
-                "resources": {"cpu_share": 1}}
     t0 = time.time()
     broker = MosquittoBroker().start()
+    endpoint = Endpoint.of(broker)
     tmp = tempfile.mkdtemp(prefix="edgefleet-ingest-")
     try:
-        raw = raw_rate(broker, nodes, args.messages, t0)
+        raw = raw_rate(endpoint, nodes, args.messages, t0)
         print("bare paho subscriber: %d msgs at %.0f msg/s" % (raw.count, raw.rate()), file=sys.stderr)
-        service = ControllerService(broker.host, broker.port, db_path=os.path.join(tmp, "fleet.db"),
-                                    manifests=models.manifests(), workloads=[workload])
-        # A persistent session, so the broker keeps the backlog while it is away.
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ctrl", clean_session=False)
-        client.on_connect, client.on_disconnect = service.client.on_connect, service.client.on_disconnect
-        client.on_message = service.client.on_message
-        client.max_queued_messages_set(0)
-        service.client = client
-        service.start()
+        service = start_controller(endpoint, nodes, os.path.join(tmp, "fleet.db"))
         try:
-            reg = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ingest-hello")
-            reg.connect(broker.host, broker.port)
-            reg.loop_start()
-            for node in nodes:
-                reg.publish("ef/node/%s/hello" % node, hello(node), qos=1).wait_for_publish(10)
-            deadline = time.time() + 30
-            while time.time() < deadline:
-                snap = service.snapshot()
-                if snap and len(snap["workloads"][0]["nodes"]) == args.nodes:
-                    break
-                time.sleep(0.2)
-            else:
-                raise SystemExit("the controller did not place the workload on every node")
-            reg.loop_stop()
-            reg.disconnect()
-            flat, _ = controller_run(service, broker, nodes, args.messages, None, t0)
+            flat, _ = controller_run(service, endpoint, nodes, args.messages, None, t0)
             print("controller: %d msgs at %.0f msg/s" % (flat.count, flat.rate()), file=sys.stderr)
             # The paced run continues every node's stream where the flat-out run stopped.
             paced_rate = max(100.0, min(PACED_RATE, flat.rate() / 2))
-            paced, latencies = controller_run(service, broker, nodes, min(args.messages, int(paced_rate * 10)),
+            paced, latencies = controller_run(service, endpoint, nodes, min(args.messages, int(paced_rate * 10)),
                                               paced_rate, t0, skip=args.messages)
             print("paced run: %d msgs handled" % paced.count, file=sys.stderr)
             latencies.sort()
