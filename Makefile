@@ -19,15 +19,18 @@ demo: $(STAMP)
 # Debian's mosquitto (and its clients: a test reads the fleet's traffic with mosquitto_sub) is
 # what the end-to-end tests run against, OpenSSH's server the provisioning tests' Pi-class
 # board, and sudo what its non-root SSH user installs root-owned files with (that test needs
-# root to create the user, so sudo is only looked for as root); installed when missing and root.
+# root to create the user, so sudo is only looked for as root), a C compiler for the TLS
+# benchmark's malloc counter (tools/bench/malloc_count.c) and iproute2 for the tests whose boards
+# sit in their own network namespace; installed when missing and root.
 system-deps:
 	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1 \
-			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] \
+			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] || ! command -v cc >/dev/null 2>&1 \
+			|| ! command -v ip >/dev/null 2>&1 \
 			|| { [ "$$(id -u)" = 0 ] && ! command -v sudo >/dev/null 2>&1; }; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server sudo; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server sudo gcc iproute2; \
 		else \
-			echo "make test needs mosquitto and sshd: sudo apt-get install mosquitto mosquitto-clients openssh-server" >&2; exit 1; \
+			echo "make test needs mosquitto, sshd, a C compiler and iproute2: sudo apt-get install mosquitto mosquitto-clients openssh-server gcc iproute2" >&2; exit 1; \
 		fi; \
 	fi
 
