@@ -130,3 +130,20 @@ def test_demo_command_prints_a_summary_with_both_runtimes(tmp_path, repo_root):
     runtimes = {n["runtime"] for n in summary["nodes"] if n["results"] > 0}
     assert runtimes == {"micropython", "cpython"}, summary["nodes"]
     assert summary["results_received"] == sum(n["results"] for n in summary["nodes"])
+    # Wherever mosquitto runs (as in `make test`), the demo's fleet is a secured one: every link
+    # TLS, and no board that cannot hold TLS joins without --insecure-plaintext.
+    assert summary["broker"] == "mosquitto" and summary["security"]["tls"], summary["security"]
+    assert {n["link"] for n in summary["nodes"]} == {"tls"} and not summary["security"]["plaintext_nodes"]
+    assert "esp32" not in {n["board"] for n in summary["nodes"]}
+
+
+def test_demo_with_insecure_plaintext_lets_the_esp32_join_unencrypted_and_says_so(tmp_path):
+    env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli", "demo", "--nodes", "3", "--duration", "12",
+                           "--insecure-plaintext", "--json"], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    links = {n["board"]: n["link"] for n in summary["nodes"]}
+    assert links == {"rpi-pico-w": "tls", "rpi4": "tls", "esp32": "plain"}, summary["nodes"]
+    assert summary["security"]["plaintext_nodes"] == ["mcu-esp32-1"]
+    assert "PLAINTEXT by --insecure-plaintext: mcu-esp32-1" in summary["security"]["line"]
