@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class MosquittoBroker:
-    """A mosquitto process listening on one loopback port, configured from a temp dir."""
+    """An open mosquitto (anonymous clients, no TLS) on one port, configured from a temp dir: for
+    tests and benchmarks; SecureMosquitto below is the fleet's."""
 
     kind = "mosquitto"
 
@@ -58,12 +59,15 @@ class MosquittoBroker:
                 "log_type error\n"
                 "log_type warning\n%s\n" % (self.port, self.host, self.extra_config)
             )
-        self._log = open(os.path.join(self._dir, "mosquitto.log"), "wb")
-        self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=self._log, stderr=subprocess.STDOUT)
+        self._launch(conf)
         if not wait_for_port(self.host, self.port, timeout):
             self.stop()
             raise BrokerError("mosquitto did not start listening", self.host, self.port)
         return self
+
+    def _launch(self, conf):
+        self._log = open(os.path.join(self._dir, "mosquitto.log"), "wb")
+        self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=self._log, stderr=subprocess.STDOUT)
 
     def stop(self):
         if self.proc is not None:
@@ -98,31 +102,25 @@ def dynsec_plugin():
     return None
 
 
-class SecureMosquitto:
+class SecureMosquitto(MosquittoBroker):
     """mosquitto with the fleet's TLS listener and its logins and ACLs (controller/security/).
 
     A plaintext listener (same logins, same ACLs, no encryption) opens only when `plain_port`
     is given: for boards that cannot hold TLS beside their model, and only when asked for."""
 
-    kind = "mosquitto"
-
     SYNC_PERIOD_S = 1.0
 
     def __init__(self, security, host="127.0.0.1", port=None, plain_port=None, prefix=DEFAULT_PREFIX, binary=None,
                  on_sync=None):
+        super().__init__(port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1"), host, binary)
         self.security = security
         # Called with each batch of login changes applied, or with the EdgefleetError that
         # stopped one (the next period retries).
         self.on_sync = on_sync
         self._watcher = None
         self._stopping = threading.Event()
-        self.host = host
-        self.port = port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.plain_port = plain_port
         self.prefix = prefix
-        self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = None
-        self._dir = None
         self._applied = {}
         self._applied_mtime = None
 
@@ -168,8 +166,7 @@ class SecureMosquitto:
             "persistence false\n"
             "max_queued_messages 100000\n"
             "log_dest stderr\nlog_type error\nlog_type warning\n%s" % (_user_name(), plugin, dynsec, listeners)))
-        self._log = open(os.path.join(self._dir, "mosquitto.log"), "wb")
-        self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=self._log, stderr=subprocess.STDOUT)
+        self._launch(conf)
         for port in filter(None, (self.port, self.plain_port)):
             if not wait_for_port(self.local_host, port, timeout):
                 log_tail = self.log_tail()
@@ -223,24 +220,7 @@ class SecureMosquitto:
         if self._watcher is not None:
             self._watcher.join(10)
             self._watcher = None
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-        if self._dir:
-            self._log.close()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        super().stop()
 
 
 def _user_name():

@@ -24,19 +24,10 @@ from edgefleet.controller.sim.demo import demo_workloads
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
 from support import interp
+from support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
 MCU, PI = "node-a", "node-b"
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def attacker(broker, security, user=None, password=None, client_id="intruder"):
@@ -88,7 +79,7 @@ def _results(controller, node):
 
 def test_strangers_and_nodes_cannot_act_for_other_nodes(secure_fleet):
     security, broker, fleet, controller, db = secure_fleet
-    wait_for(lambda: _results(controller, MCU) > 3 and _results(controller, PI) > 3, 90, "results from both nodes")
+    wait_until(lambda: _results(controller, MCU) > 3 and _results(controller, PI) > 3, 90, "results from both nodes")
     snap = controller.snapshot()
     assert {n["id"]: n["link"] for n in snap["nodes"]} == {MCU: "tls", PI: "tls"}
 
@@ -133,9 +124,9 @@ def test_strangers_and_nodes_cannot_act_for_other_nodes(secure_fleet):
         seen.append(spy_seen.get())
     assert not [t for t, p in seen if b"999" in p or b'"x"' in p or b"4611686018427387904" in p], seen
     # Node B kept working, untouched; node A came back after its login was borrowed.
-    wait_for(lambda: _results(controller, PI) > b_before + 5, 30, "node B's results going on")
+    wait_until(lambda: _results(controller, PI) > b_before + 5, 30, "node B's results going on")
     a_now = _results(controller, MCU)
-    wait_for(lambda: _results(controller, MCU) > a_now + 3, 60, "node A's results going on")
+    wait_until(lambda: _results(controller, MCU) > a_now + 3, 60, "node A's results going on")
     with sqlite3.connect("file:%s?mode=ro" % db, uri=True) as conn:
         assert conn.execute("SELECT COUNT(*) FROM results WHERE boot = 999").fetchone()[0] == 0
         # Exactly once: one row per (node, boot, seq) by the key, and no sequence number missing.
@@ -241,3 +232,27 @@ def test_the_plaintext_listener_opens_only_when_asked_and_keeps_logins_and_acls(
             client.loop_stop()
             client.disconnect()
         assert seen.empty()
+
+
+def test_controller_and_deployer_refuse_a_broker_they_cannot_verify_and_name_a_refused_login(tmp_path, monkeypatch):
+    from edgefleet.controller.deploy.deployer import Deployer
+    from edgefleet.controller.errors import BrokerError
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path / "home"))
+    ours, theirs = FleetSecurity(), FleetSecurity(str(tmp_path / "theirs"))
+    ours.init()
+    theirs.init()
+    with SecureMosquitto(theirs) as impostor:
+        address = BrokerAddress.parse(impostor.url)
+        with pytest.raises(BrokerError, match="failed TLS verification against the fleet CA"):
+            Deployer(link=BrokerLink(address, OPERATOR, ours)).__enter__()
+        service = ControllerService(None, None, db_path=str(tmp_path / "fleet.db"), link=BrokerLink(address, CONTROLLER, ours))
+        with pytest.raises(BrokerError, match="failed TLS verification against the fleet CA"):
+            service.start(timeout=5)
+    # The right broker (its CA is trusted), but logins of another fleet it has never seen.
+    stranger = FleetSecurity(str(tmp_path / "stranger"))
+    stranger.init()
+    with open(stranger.ca_cert, "wb") as f:
+        f.write(ours.ca_pem())
+    with SecureMosquitto(ours) as broker:
+        with pytest.raises(BrokerError, match="refused ef.operator: Not authorized"):
+            Deployer(link=BrokerLink(BrokerAddress.parse(broker.url), OPERATOR, stranger)).__enter__()

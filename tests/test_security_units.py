@@ -118,6 +118,9 @@ def test_a_board_that_cannot_hold_tls_is_refused_an_mqtts_broker_with_the_reason
         nodelink.node_link("n1", profile, "mqtts://broker.lan", security=security)
     plain = nodelink.node_link("n1", profile, "mqtt://broker.lan:1884", security=security)
     assert plain.config["tls"] is False and plain.config["user"] == "n1" and plain.files == {}
+    with pytest.raises(SecurityError, match="does not name broker.lan.*--broker-host broker.lan"):
+        nodelink.node_link("n2", catalog.load("rpi4"), "mqtts://broker.lan", security=security)
+    security.ensure_broker_cert(["broker.lan"])
     secure = nodelink.node_link("n2", catalog.load("rpi4"), "mqtts://broker.lan", security=security)
     assert secure.config["tls"] and secure.files["ca.der"] == security.ca_der()
     assert secure.config["password"] == security.node("n2").password

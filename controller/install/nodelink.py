@@ -50,7 +50,13 @@ def check(profile, broker, security=None):
             raise SecurityError("%s cannot talk TLS: %s. Give it an mqtt:// broker address on a plaintext "
                                 "listener opened with `edgefleet broker --insecure-plaintext` (logins and "
                                 "ACLs still apply; the link is not encrypted)" % (profile["name"], why))
-        (security or FleetSecurity()).require()
+        security = (security or FleetSecurity()).require()
+        names = security.broker_names()
+        if names and address.host not in names:
+            # The board would verify the broker as this name and fail on every connect.
+            raise SecurityError("the broker's certificate does not name %s (it names %s): run `edgefleet init "
+                                "--broker-host %s`, restart `edgefleet broker`, then set the board up again"
+                                % (address.host, ", ".join(names), address.host), security.broker_cert)
     return address
 
 

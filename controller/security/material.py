@@ -90,6 +90,12 @@ class FleetSecurity:
             raise SecurityError("this fleet has no security material at %s (run `edgefleet init`)" % self.dir, self.dir)
         return self
 
+    def broker_names(self):
+        """The names the broker's certificate is valid for ([] before there is one)."""
+        if not os.path.exists(self.broker_cert):
+            return []
+        return pki.server_names(self._read(self.broker_cert))
+
     def ca_pem(self):
         return self._read(self.ca_cert)
 
