@@ -18,7 +18,7 @@ class EdgefleetError(Exception):
 
 
 class ConfigError(EdgefleetError):
-    """The host's configuration is missing or invalid: a fleet file, a CLI option, the fleet key,
+    """The host's configuration is missing or invalid: a fleet file, a CLI option, the signing key,
     a registry or simulated-board index (a node's own config.json: firmware.errors.ConfigError)."""
 
 

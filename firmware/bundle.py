@@ -2,33 +2,61 @@
 # as it writes, and never holds the bundle - nor even its manifest - in RAM.
 #
 # Layout (docs/ota.md):  MAGIC(4) | manifest length (4, big-endian) | manifest |
-#                        HMAC-SHA256(fleet key, MAGIC + length + manifest) (32) | file bodies
-# The manifest is text: one JSON line of metadata (format, version, board, runtime, mpy, files =
-# the file count), then one line per file, "SIZE SHA256 PATH", in the order the bodies follow.
-# It pins every file by size and hash, so its MAC covers the whole bundle; it comes first, so an
-# unsigned, tampered or wrong-board bundle is refused before any file is written. The manifest
-# streams to the slot's MANIFEST file as it arrives and is read back a line at a time: a 40-file
-# manifest parsed whole needs a contiguous 5 KB that a fragmented 100 KB heap may not have.
+#                        Ed25519 signature (64) of signed_message(...) | file bodies
+# The manifest is text: one JSON line of metadata (format, version, seq, board, runtime, mpy,
+# files = the file count), then one line per file, "SIZE SHA256 PATH", in the order the bodies
+# follow. It pins every file by size and hash, so its signature covers the whole bundle; it
+# comes first, so an unsigned, tampered or wrong-board bundle is refused before any file is
+# written. What is signed is MAGIC + sha256(MAGIC + length + manifest): the manifest streams
+# through hashlib.sha256 (native on every port) and Ed25519's own SHA-512 - which no
+# MicroPython port has natively - runs over 100 bytes. The signing key lives only on the
+# controller host; a board holds the public key. The manifest streams to the slot's MANIFEST
+# file as it arrives and is read back a line at a time: a 40-file manifest parsed whole needs a
+# contiguous 5 KB that a fragmented 100 KB heap may not have.
 import binascii
 import hashlib
 import json
 import os
 
-from . import hmac256
 from .update_errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
 
-MAGIC = b"EFB1"
-FORMAT = 1
-MAC_BYTES = 32
+MAGIC = b"EFB2"
+FORMAT = 2
+SIG_BYTES = 64
+PUBLIC_KEY_BYTES = 32
 MAX_MANIFEST = 65536
 SLOT_MANIFEST = "MANIFEST"
 _PART = SLOT_MANIFEST + ".part"
 
-_HEADER, _MANIFEST, _MAC, _FILES, _DONE = 0, 1, 2, 3, 4
+_HEADER, _MANIFEST, _SIG, _FILES, _DONE = 0, 1, 2, 3, 4
 
 
 def hexdigest(h):
     return binascii.hexlify(h.digest()).decode()
+
+
+def forget(module):
+    """Drop a module imported for one job so its heap comes back (MicroPython frees what nothing
+    references any more): the Ed25519 verifier runs once per update, and its ~6 KB are better
+    spent on the files that follow."""
+    import sys
+    name = module.__name__
+    sys.modules.pop(name, None)
+    parent = sys.modules.get(name.rsplit(".", 1)[0]) if "." in name else None
+    short = name.rsplit(".", 1)[-1]
+    if parent is not None and short in parent.__dict__:
+        try:
+            delattr(parent, short)
+        except (AttributeError, TypeError):
+            pass
+
+
+def verify_signature(public_key, signature, message):
+    from . import ed25519
+    try:
+        return ed25519.verify(public_key, signature, message)
+    finally:
+        forget(ed25519)
 
 
 def check_path(path):
@@ -59,6 +87,14 @@ def check_format(header):
             header.get("format") if isinstance(header, dict) else None, FORMAT))
     if not isinstance(header.get("version"), str) or not isinstance(header.get("files"), int):
         raise CorruptBundle("manifest lacks its version or file count")
+    seq = header.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+        raise CorruptBundle("manifest lacks its sequence number (seq, a positive integer)")
+
+
+def signed_message(manifest_sha256):
+    """What the Ed25519 signature covers, from sha256(MAGIC + length + manifest)."""
+    return MAGIC + manifest_sha256
 
 
 def check_header(header, board, runtime, mpy):
@@ -112,11 +148,12 @@ class BundleReader:
 
     Raises a BundleError subclass at the first byte that proves the bundle bad."""
 
-    def __init__(self, key, board, runtime, dest, mpy=None, manifest_part=None, on_verified=None):
-        """manifest_part: where the manifest streams to until the bundle is complete (default
+    def __init__(self, public_key, board, runtime, dest, mpy=None, manifest_part=None, on_verified=None):
+        """public_key: the 32-byte Ed25519 key bundles must verify under;
+        manifest_part: where the manifest streams to until the bundle is complete (default
         inside dest); on_verified: called once the manifest's signature and board check out,
         before the first file is written - the moment to clear the destination slot."""
-        self.key = key
+        self.public_key = public_key
         self.board = board
         self.runtime = runtime
         self.mpy = mpy
@@ -126,7 +163,8 @@ class BundleReader:
         self.have = 0
         self.buf = bytearray(8)
         self.header = None
-        self._mac = None
+        self._digest = None    # sha256 over MAGIC + length + manifest, while the manifest streams
+        self.signature = None  # the bundle's signature, once verified (its identity for the node)
         self._manifest = None  # the manifest file: written while it streams, then read line by line
         self._index = 0
         self._entry = None
@@ -151,7 +189,7 @@ class BundleReader:
                 self._hash.update(piece)
             elif self.stage == _MANIFEST:
                 self._manifest.write(piece)
-                self._mac.update(piece)
+                self._digest.update(piece)
             else:
                 self.buf[self.have - take:self.have] = piece
             if self.have == self.need:
@@ -161,20 +199,22 @@ class BundleReader:
         self.have = 0
         if self.stage == _HEADER:
             length = manifest_length(self.buf)
-            self._mac = hmac256.Hmac(self.key, bytes(self.buf))
+            self._digest = hashlib.sha256(bytes(self.buf))
             _makedirs(self.part)
             self._manifest = open(self.part, "wb")
             self.stage, self.need = _MANIFEST, length
         elif self.stage == _MANIFEST:
             self._manifest.close()
             self._manifest = None
-            self.buf = bytearray(MAC_BYTES)
-            self.stage, self.need = _MAC, MAC_BYTES
-        elif self.stage == _MAC:
-            if not hmac256.equal(self._mac.digest(), self.buf):
-                raise BadSignature("bundle signature does not verify under this board's fleet key "
+            self.buf = bytearray(SIG_BYTES)
+            self.stage, self.need = _SIG, SIG_BYTES
+        elif self.stage == _SIG:
+            message = signed_message(self._digest.digest())
+            self._digest = None
+            if not verify_signature(self.public_key, self.buf, message):
+                raise BadSignature("bundle signature does not verify under this board's public key "
                                    "(unsigned, tampered or signed with another key)")
-            self._mac = None
+            self.signature = bytes(self.buf)
             self.buf = None
             self._manifest = open(self.part, "rb")
             self.header = read_header(self._manifest)

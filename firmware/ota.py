@@ -5,16 +5,21 @@
 # Imported only when the first `ota` message arrives: a board that is not updating pays nothing.
 import asyncio
 import binascii
+import json
 
 from . import bundle, slots
 from .health import report
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError
-from .update_errors import BundleError
+from .update_errors import BundleError, Downgrade
 
 # A stream with no chunk for this long is dropped; its partial slot stays unused.
 ABANDON_MS = 30000
-KEY_FILE = "fleet.key"
+# The controller's Ed25519 public key (64 hex digits), next to config.json: bundles must verify
+# under it. The signing key never leaves the controller host.
+KEY_FILE = "sign.pub"
+# The lowest bundle sequence number this node accepts, outside both slots: {"seq", "sig"}.
+FLOOR_FILE = "ota-floor.json"
 # The incoming manifest, outside both slots until the bundle is complete.
 MANIFEST_PART = "ota-manifest.part"
 
@@ -25,10 +30,39 @@ def load_key(root):
             text = f.read().strip()
         key = binascii.unhexlify(text)
     except (OSError, ValueError):
-        raise BundleError("no usable fleet key (%s) on this board: it cannot check bundles" % KEY_FILE)
-    if len(key) != 32:
-        raise BundleError("fleet key holds %d bytes, expected 32" % len(key))
+        raise BundleError("no usable bundle public key (%s) on this board: it cannot check bundles" % KEY_FILE)
+    if len(key) != bundle.PUBLIC_KEY_BYTES:
+        raise BundleError("bundle public key holds %d bytes, expected %d" % (len(key), bundle.PUBLIC_KEY_BYTES))
     return key
+
+
+def read_floor(root):
+    """{"seq": lowest acceptable sequence number, "sig": the bundle that set it}; seq 0 when unset."""
+    try:
+        f = open(slots.slot_dir(root, FLOOR_FILE))
+    except OSError:
+        return {"seq": 0, "sig": ""}
+    try:
+        with f:
+            floor = json.loads(f.read())
+        if isinstance(floor.get("seq"), int) and isinstance(floor.get("sig"), str):
+            return floor
+    except (ValueError, AttributeError):
+        pass
+    # Only ever replaced by rename: a damaged floor is damaged flash. Refuse rather than reopen downgrades.
+    raise BundleError("%s is unreadable: this node cannot tell a downgrade from an update" % FLOOR_FILE)
+
+
+def check_seq(floor, seq, sig):
+    """Raise Downgrade unless a verified bundle's seq is above the floor, or equal to it from the
+    very bundle that set it (a stream that restarts after a reboot)."""
+    if seq < floor["seq"] or (seq == floor["seq"] and sig != floor["sig"]):
+        raise Downgrade("bundle sequence %d refused: this node took %d already and accepts only higher "
+                        "(a downgrade or a replay)" % (seq, floor["seq"]))
+
+
+def raise_floor(root, seq, sig):
+    slots.write_json(slots.slot_dir(root, FLOOR_FILE), {"seq": seq, "sig": sig})
 
 
 class Receiver:
@@ -115,6 +149,12 @@ class Receiver:
         return [self.state("receiving")]
 
     def _clear_target(self):
+        # The signature checked out: refuse a downgrade or replay before anything changes, then
+        # raise the floor (atomically, outside the slots) before the inactive slot is touched.
+        seq = self.reader.header["seq"]
+        sig = binascii.hexlify(self.reader.signature[:16]).decode()
+        check_seq(read_floor(self.root), seq, sig)
+        raise_floor(self.root, seq, sig)
         pointer, target = slots.staging(slots.read(self.root))
         slots.write(self.root, pointer)
         slots.remove_tree(self.target)

@@ -119,10 +119,14 @@ def read(root="."):
 
 
 def write(root, pointer):
-    target = path(root)
+    write_json(path(root), pointer)
+
+
+def write_json(target, value):
+    """Replace a small JSON file atomically: a temp file, then a rename over the old one."""
     tmp = target + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(pointer))
+        f.write(json.dumps(value))
     os.rename(tmp, target)
 
 

@@ -10,7 +10,8 @@ class BundleError(FirmwareError):
 
 
 class BadSignature(BundleError):
-    """The bundle's manifest MAC does not verify under this board's fleet key (unsigned or tampered)."""
+    """The bundle's manifest signature does not verify under this board's public key (unsigned,
+    tampered, or signed by anyone but the controller)."""
 
 
 class WrongBoard(BundleError):
@@ -23,3 +24,7 @@ class CorruptBundle(BundleError):
 
 class TruncatedBundle(BundleError):
     """The bundle ended before every file in its manifest was complete."""
+
+
+class Downgrade(BundleError):
+    """A validly signed bundle whose sequence number is not above the lowest this node accepts."""

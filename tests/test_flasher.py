@@ -21,6 +21,7 @@ from edgefleet.controller.cli.progress import FlashProgress
 from edgefleet.controller.install.serialrepl import NoAnswer, ReplExecError
 from edgefleet.controller.sim.simboard import McuBoard
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
+from support.secrets import assert_no_secret
 
 BOARD = "rpi-pico-w"
 HEAP = 192 * 1024
@@ -113,7 +114,8 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
         assert hellos.wait("flash-a", 1), board.console.since(0)[-2000:]
         assert board.boots == 2
         key_on_board = (tmp_path / "flash0" / keys.BOARD_FILE).read_text()
-        assert keys.parse(key_on_board) == keys.load()   # the host's key, created on the way
+        assert keys.parse(key_on_board) == keys.public(keys.load())   # the host key's public half
+        assert_no_secret(str(tmp_path / "flash0"), keys.load())
 
         # Unchanged: nothing written, node id and broker kept from the board's config.json.
         started = time.monotonic()
@@ -165,7 +167,7 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     expected = str(tmp_path / "expected")
     cfg = image.node_config("cut", SMALL, "127.0.0.1", 1883, simulated=True)
     image.write_image(expected, cfg)
-    (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.to_board_text(keys.load()))
+    (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.board_text(keys.load()))
     assert flash_tree(flash_dir) == flash_tree(expected)
 
 
@@ -353,7 +355,7 @@ def test_keygen_creates_refuses_to_replace_and_replaces_when_forced(fleet_home, 
     first = keys.load()
     assert oct(os.stat(keys.default_path()).st_mode & 0o777) == "0o600"
     assert cli.main(["keygen"]) == 1
-    assert "edgefleet: a fleet key already exists" in capsys.readouterr().err
+    assert "edgefleet: a signing key already exists" in capsys.readouterr().err
     assert keys.load() == first
     assert cli.main(["keygen", "--force"]) == 0
     assert keys.load() != first

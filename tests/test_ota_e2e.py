@@ -15,7 +15,8 @@ import pytest
 
 from edgefleet import models
 from edgefleet.controller.deploy import bundle
-from edgefleet.controller.install import image
+from edgefleet.controller.install import image, keys
+from edgefleet.controller.security.files import write_private
 from edgefleet.controller.deploy.deployer import Deployer
 from edgefleet.controller.store import open_registry
 from edgefleet.controller.deploy.rollout import Gate, Rollout
@@ -39,6 +40,10 @@ class Fleet:
     def __init__(self, broker, root):
         self.broker, self.root = broker, root
         self.db = os.path.join(root, "fleet.db")
+        # The controller host's home: its signing key and the bundle sequence counter, shared by
+        # the CLI and the bundles built in-process here, so sequence numbers only rise.
+        self.home = os.path.join(root, "home")
+        write_private(os.path.join(self.home, keys.HOST_FILE), KEY.hex() + "\n")
         self.sim = SimFleet(os.path.join(root, "fleet"), broker.host, broker.port, LAYOUT, keepalive=2, slotted=True,
                             key=KEY, config={"ota_abandon_ms": 3000})
         self.controller = ControllerService(broker.host, broker.port, db_path=self.db, manifests=models.manifests(),
@@ -77,8 +82,8 @@ class Fleet:
             except Interrupted:
                 return rollout
 
-    def cli(self, *args, home):
-        env = dict(os.environ, EDGEFLEET_HOME=home)
+    def cli(self, *args, home=None):
+        env = dict(os.environ, EDGEFLEET_HOME=home or self.home)
         return subprocess.run([sys.executable, "-m", "edgefleet.controller.cli"] + list(args), capture_output=True,
                               text=True, timeout=120, env=env)
 
@@ -90,6 +95,8 @@ class Interrupted(Exception):
 @pytest.fixture(scope="module")
 def fleet(mosquitto, tmp_path_factory):
     f = Fleet(mosquitto, str(tmp_path_factory.mktemp("ota")))
+    home = pytest.MonkeyPatch()
+    home.setenv("EDGEFLEET_HOME", f.home)
     f.controller.start()
     f.sim.start()
     try:
@@ -99,21 +106,19 @@ def fleet(mosquitto, tmp_path_factory):
     finally:
         f.sim.stop()
         f.controller.stop()
+        home.undo()
 
 
 def test_ota_of_micropython_and_cpython_nodes(fleet, tmp_path):
     assert {n: fleet.pointer(n)["active"] for n, _ in LAYOUT} == {"mcu-a": "slot_a", "mcu-b": "slot_a", "pi-a": "slot_a"}
     # The MicroPython boards through the CLI: bundle, then deploy to the board's group, which
     # the registry resolves (canary mcu-a, then mcu-b).
-    home = str(tmp_path)
-    with open(os.path.join(home, "fleet.key"), "w") as f:
-        f.write(KEY.hex() + "\n")
-    path = os.path.join(home, "mcu.efb")
+    path = os.path.join(str(tmp_path), "mcu.efb")
     proc = fleet.cli("bundle", "--board", "rpi-pico-w", "--version", "0.2.0", "--arch", "x64", "--models", "digits_dense",
-                     "-o", path, home=home)
+                     "-o", path)
     assert proc.returncode == 0, proc.stderr
     proc = fleet.cli("deploy", path, "--to", "rpi-pico-w", "--db", fleet.db, "--broker", "%s:%d" % (
-        fleet.broker.host, fleet.broker.port), "--soak", "1", "--batch", "1", "--window", "15", home=home)
+        fleet.broker.host, fleet.broker.port), "--soak", "1", "--batch", "1", "--window", "15")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0.2.0 healthy on 2 node(s)" in proc.stdout and "wave 2/2" in proc.stderr, proc.stdout + proc.stderr
     pi = bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"], simulated=True)
@@ -153,7 +158,8 @@ def _bad_model_bundle(tmp_path, version):
     rels = image.write_slot(slot, profile, ["digits_dense"], image.SIM_MPY_ARCH, simulated=True)
     with open(os.path.join(slot, "models/digits_dense/model.tflite"), "wb") as f:
         f.write(b"this is not a tflite flatbuffer" * 40)
-    return bundle.pack(bundle.manifest_for(slot, rels, profile, version, image.SIM_MPY_ARCH), slot, KEY)
+    manifest = bundle.manifest_for(slot, rels, profile, version, image.SIM_MPY_ARCH, bundle.next_seq())
+    return bundle.pack(manifest, slot, KEY)
 
 
 def test_bad_version_reverts_by_itself_and_the_canary_stops_the_rollout(fleet, tmp_path):
@@ -183,6 +189,12 @@ def test_a_stream_resumes_after_the_deployer_drops_and_a_stalled_one_is_abandone
     assert second.status == "done", (second.error, second.log)
     assert second.transfers["mcu-b"].bytes_sent <= len(update) - held + 6 * 1536, "resumed, not restarted"
     assert fleet.pointer("mcu-b")["ver"][fleet.pointer("mcu-b")["active"]] == "0.2.1"
+    # An older bundle, validly signed (a replay or a downgrade), is refused and changes nothing.
+    old = bundle.build("rpi-pico-w", "0.1.9", KEY, models=["digits_dense"], mpy_arch="x64", seq=5)
+    before = fleet.pointer("mcu-b")
+    replay = fleet.deploy(old, ["mcu-b"], "0.1.9")
+    assert replay.status == "failed" and "sequence 5" in replay.error, replay.error
+    assert fleet.pointer("mcu-b") == before
     # A stream nobody finishes is dropped by the node after ota_abandon_ms, cleanly.
     stalled = bundle.build("rpi-pico-w", "0.2.2", KEY, models=["digits_dense"], mpy_arch="x64")
     assert fleet.deploy(stalled, ["mcu-b"], "0.2.2", stop_at=0.3).status == "running"

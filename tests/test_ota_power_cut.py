@@ -13,8 +13,10 @@ import time
 import pytest
 
 from edgefleet.controller.deploy import bundle
+from edgefleet.controller.install import keys
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import slots
+from edgefleet.firmware.ota import read_floor
 from support import interp
 
 pytestmark = pytest.mark.micropython
@@ -35,7 +37,7 @@ def _make_bundle(tmp_path, version, seed):
         path.write_bytes(bytes(rng.getrandbits(8) for _ in range(rng.randrange(1500, 5000))))
         rels.append(rel)
     profile = {"name": "rpi-pico-w", "runtime": "micropython"}
-    manifest = bundle.manifest_for(str(slot), rels, profile, version)
+    manifest = bundle.manifest_for(str(slot), rels, profile, version, seq=seed)
     data = bundle.pack(manifest, str(slot), KEY)
     out = tmp_path / ("bundle-%s.efb" % version)
     out.write_bytes(data)
@@ -45,11 +47,11 @@ def _make_bundle(tmp_path, version, seed):
 def _flash(tmp_path, first):
     root = tmp_path / "flash"
     (root / "slot_a").mkdir(parents=True)
-    reader = wire.BundleReader(KEY, "rpi-pico-w", "micropython", str(root / "slot_a"))
+    reader = wire.BundleReader(keys.public(KEY), "rpi-pico-w", "micropython", str(root / "slot_a"))
     reader.feed(first)
     reader.finish()
     slots.write(str(root), slots.initial("slot_a", "A", "flashed"))
-    (root / "fleet.key").write_text(KEY.hex() + "\n")
+    keys.install_public(str(root), KEY)
     return str(root)
 
 
@@ -73,6 +75,7 @@ def test_sigkill_at_random_points_of_ota_always_leaves_a_bootable_verified_slot(
         assert chosen is not None, "kill %d left no readable slot pointer" % kill
         slot_dir, pointer = chosen
         manifest = wire.verify_slot(slot_dir)
+        read_floor(root)   # the sequence floor is never torn either (it raises if it is)
         assert manifest["version"] == pointer["ver"][pointer["active"]], (kill, pointer, manifest["version"])
         seen_versions.add(manifest["version"])
         if pointer.get("reverted"):

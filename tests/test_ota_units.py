@@ -1,13 +1,15 @@
 """Update parts on the controller side, fast: bundles built, signed and inspected; the firmware's
-streaming reader on a real built bundle; the firmware HMAC against CPython's hmac; the rollout
+streaming reader on a real built bundle; the firmware's Ed25519 and SHA-512 against
+`cryptography` and hashlib; the sequence counter; the rollout
 and transfer state machines (canary failure, health gate, rollback of a failed wave, resume)."""
 import base64
 import hashlib
-import hmac
 import os
 import random
 
 import pytest
+
+from support.secrets import assert_no_secret
 
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller import cli
@@ -15,22 +17,39 @@ from edgefleet.controller.deploy.rollout import Gate, Rollout, Transfer, plan_wa
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import update_errors as fw_errors
 from edgefleet.firmware.update_errors import BadSignature, BundleError, CorruptBundle
-from edgefleet.firmware import hmac256
+from edgefleet.firmware import ed25519
+from edgefleet.controller.install import keys
 
 KEY = bytes(range(32))
+PUB = keys.public(KEY)
 
 
 @pytest.fixture(scope="module")
 def mcu_bundle():
-    return bundle.build("rpi-pico-w", "0.2.0", KEY, models=["digits_dense"], mpy_arch="x64")
+    return bundle.build("rpi-pico-w", "0.2.0", KEY, models=["digits_dense"], mpy_arch="x64", seq=3)
 
 
-def test_firmware_hmac_equals_cpython_hmac_on_random_vectors():
+def test_firmware_ed25519_agrees_with_cryptography_on_random_vectors():
     rng = random.Random(7)
-    for _ in range(200):
-        key = bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, 32, 63, 64, 65, 200))))
-        data = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
-        assert hmac256.digest(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+    for i in range(60):
+        key = bytes(rng.getrandbits(8) for _ in range(32))
+        data = bytes(rng.getrandbits(8) for _ in range(rng.choice((0, 1, 36, 111, 112, 128, 300))))
+        assert ed25519.Sha512(data).digest() == hashlib.sha512(data).digest()
+        sig = keys.sign(key, data)
+        assert ed25519.verify(keys.public(key), sig, data)
+        bad = bytearray(sig)
+        bad[rng.randrange(64)] ^= 1 << rng.randrange(8)
+        assert ed25519.verify(keys.public(key), bytes(bad), data) == keys.verify(keys.public(key), bytes(bad), data)
+        assert not ed25519.verify(keys.public(key), sig, data + b"!")
+
+
+def test_sequence_numbers_only_rise(tmp_path):
+    path = str(tmp_path / "bundle.seq")
+    seen = [bundle.next_seq(path) for _ in range(5)]
+    assert seen == sorted(set(seen)) and seen[0] >= 1_700_000_000
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    os.remove(path)
+    assert bundle.next_seq(path) >= seen[0], "still at least the clock after the counter is lost"
 
 
 def test_bundle_lists_every_file_with_hash_and_is_signed(mcu_bundle):
@@ -42,15 +61,18 @@ def test_bundle_lists_every_file_with_hash_and_is_signed(mcu_bundle):
     assert "models/digits_dense/model.tflite" in paths
     assert not any(p.endswith(".py") for p in paths), "MCU code ships precompiled"
     assert manifest["mpy"] == 6
-    assert KEY not in mcu_bundle and KEY.hex().encode() not in mcu_bundle, "the key never travels in a bundle"
+    assert manifest["seq"] == 3
+    assert_no_secret(mcu_bundle, KEY)   # the signing key never travels in a bundle
     assert info["signed_ok"] and info["id"] == bundle.bundle_id(mcu_bundle)
-    linux = bundle.inspect(bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"]), KEY)["manifest"]
+    linux = bundle.inspect(bundle.build("rpi4", "0.2.0", KEY, models=["digits_dense"], seq=4), KEY)["manifest"]
     assert "firmware/procworker.py" in [f[0] for f in linux["files"]] and linux["mpy"] is None
 
 
 def test_bad_bundles_are_refused_with_clear_errors(mcu_bundle):
     with pytest.raises(BadSignature, match="signature"):
         bundle.inspect(mcu_bundle, bytes(32))
+    with pytest.raises(BundleError, match="sequence number"):
+        bundle.build("rpi4", "0.2.0", KEY, models=[], seq=0)
     flipped = bytearray(mcu_bundle)
     flipped[-10] ^= 1
     with pytest.raises(CorruptBundle, match="sha256"):
@@ -66,7 +88,7 @@ def test_bad_bundles_are_refused_with_clear_errors(mcu_bundle):
 def test_firmware_reader_unpacks_a_controller_bundle_streaming(mcu_bundle, tmp_path):
     dest = str(tmp_path / "slot_b")
     os.mkdir(dest)
-    reader = wire.BundleReader(KEY, "rpi-pico-w", "micropython", dest, mpy=6)
+    reader = wire.BundleReader(PUB, "rpi-pico-w", "micropython", dest, mpy=6)
     for i in range(0, len(mcu_bundle), 1536):
         reader.feed(mcu_bundle[i:i + 1536])
     manifest = reader.finish()
@@ -76,16 +98,35 @@ def test_firmware_reader_unpacks_a_controller_bundle_streaming(mcu_bundle, tmp_p
         assert [hashlib.sha256(f.read()).hexdigest()] == want
     for board, runtime, mpy, error in (("esp32", "micropython", 6, fw_errors.WrongBoard),
                                        ("rpi-pico-w", "micropython", 5, fw_errors.WrongBoard)):
-        reader = wire.BundleReader(KEY, board, runtime, str(tmp_path / "x"), mpy=mpy)
+        reader = wire.BundleReader(PUB, board, runtime, str(tmp_path / "x"), mpy=mpy)
         with pytest.raises(error):
             reader.feed(mcu_bundle[:12000])
+
+
+def test_slotted_image_holds_the_public_key_only(tmp_path):
+    from edgefleet.boards import catalog
+    from edgefleet.controller.install import image
+    cfg = image.node_config("n1", catalog.load("rpi-pico-w"), "127.0.0.1", 1883, simulated=True)
+    image.write_slotted_image(str(tmp_path / "flash"), cfg, key=KEY)
+    assert keys.parse((tmp_path / "flash" / keys.BOARD_FILE).read_text()) == PUB
+    assert not (tmp_path / "flash" / keys.LEGACY_FILE).exists()
+    assert_no_secret(str(tmp_path / "flash"), KEY)
+
+
+def test_cli_deploy_refuses_a_bundle_this_controller_did_not_sign(tmp_path, capsys, monkeypatch, mcu_bundle):
+    monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
+    keys.create()   # this controller's key is not KEY
+    path = tmp_path / "foreign.efb"
+    path.write_bytes(mcu_bundle)
+    assert cli.main(["deploy", str(path), "--to", "n1,n2", "--broker", "127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert "signature does not verify under this controller's signing key" in err, err
 
 
 def test_cli_bundle_writes_a_verifiable_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9"]) == 1
-    assert "no fleet key" in capsys.readouterr().err
-    from edgefleet.controller.install import keys
+    assert "no signing key" in capsys.readouterr().err
     key = keys.create()
     out = str(tmp_path / "b.efb")
     assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9", "--models", "digits_dense", "-o", out]) == 0

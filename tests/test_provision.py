@@ -27,6 +27,7 @@ import pytest
 from edgefleet.controller import cli
 from edgefleet.controller.install import hostkeys, keys, provision
 from edgefleet.controller.errors import ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
+from support.secrets import assert_no_secret
 from support.sshd import Sshd, sshd_available
 
 NODE = "pi-prov"
@@ -178,7 +179,8 @@ def test_provision_twice_then_change_one_thing_and_the_node_runs(sshd, mosquitto
     assert mode_and_owners(key_file) == ("0o640", "root", "root")
     assert mode_and_owners(os.path.join(node_dir, "config.json")) == ("0o640", "root", "root")
     assert mode_and_owners(os.path.join(root, UNIT)) == ("0o644", "root", "root")
-    assert keys.parse(open(key_file).read()) == keys.load()
+    assert keys.parse(open(key_file).read()) == keys.public(keys.load())
+    assert_no_secret(node_dir, keys.load(), skip=("venv",))   # venv: pip's files, not ours
     with open(os.path.join(node_dir, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["node"] == NODE and cfg["hal"] == "linux" and cfg["broker"]["port"] == mosquitto.port
@@ -209,7 +211,7 @@ def test_provision_twice_then_change_one_thing_and_the_node_runs(sshd, mosquitto
     # A different broker: config.json is rewritten, nothing else.
     third = provision_cli(sshd, root, "%s:%d" % (mosquitto.host, mosquitto.port + 1))
     assert "changed: image files" in third
-    assert "wrote config.json" in third and "wrote fleet.key" not in third
+    assert "wrote config.json" in third and "wrote sign.pub" not in third
 
 
 @pytest.mark.e2e

@@ -189,7 +189,7 @@ def test_secrets_and_the_registry_are_owner_only_after_every_writer(tmp_path):
     FleetSecurity(str(home / "security")).node("board-1")
     cli("init", "--force")
     found = modes()
-    for name in ("fleet.key", "fleet.db", "security/ca.key", "security/ca.pem", "security/broker.key",
+    for name in ("signing.key", "fleet.key", "fleet.db", "security/ca.key", "security/ca.pem", "security/broker.key",
                  "security/broker.pem", "security/principals.json"):
         assert found.get(name) == 0o600, (name, oct(found.get(name, 0)), found)
     assert stat.S_IMODE(os.stat(home / "security").st_mode) == 0o700

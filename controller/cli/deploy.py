@@ -105,7 +105,7 @@ def register(sub):
     b.add_argument("--arch", default="profile", help="mpy-cross arch: profile (the board's), x64 (simulated boards), none")
     b.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
                    help="for simulated boards (the slot carries their HAL layer); default: when --arch is x64")
-    b.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key)")
+    b.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key)")
     b.add_argument("-o", "--output", help="bundle file (default BOARD-VERSION.efb)")
     b.set_defaults(func=cmd_bundle)
 
@@ -119,7 +119,7 @@ def register(sub):
     d.add_argument("--max-latency-us", type=float, help="highest mean inference latency a wave may show")
     d.add_argument("--window", type=float, default=60.0, help="seconds a new version has to prove healthy on a node")
     d.add_argument("--wave-timeout", type=float, default=300.0, help="seconds a wave may take")
-    d.add_argument("--key", help="fleet key file, to check the bundle before sending it")
+    d.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key): a bundle it did not sign is refused")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(d)
     d.set_defaults(func=cmd_deploy)

@@ -1,5 +1,5 @@
 """CLI commands that put edgefleet on boards: `flash` (a MicroPython board over its serial
-port), `provision` (a Linux board over SSH) and `keygen` (the fleet key they install)."""
+port), `provision` (a Linux board over SSH) and `keygen` (the bundle signing key, whose public half they install)."""
 import argparse
 
 from ..netutil import resolve_broker
@@ -40,7 +40,7 @@ def cmd_keygen(args):
     from ..install import keys
     path = args.path or keys.default_path()
     keys.create(path, overwrite=args.force)
-    print("edgefleet: fleet key written to %s (boards get it when flashed or provisioned)" % path)
+    print("edgefleet: signing key written to %s (boards get its public key when flashed or provisioned)" % path)
     return 0
 
 
@@ -60,7 +60,8 @@ def register(sub):
                                     "(default: $EDGEFLEET_BROKER, the config file, else kept from the board)")
     f.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")
-    f.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")
+    f.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing); "
+                   "the board gets its public key")
     f.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
                    help="a simulated board (HAL sim, native code for this host); default: when PORT is socket://")
     f.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
@@ -75,7 +76,8 @@ def register(sub):
     p.add_argument("--node", help="node id (default: the board's host name)")
     p.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")
-    p.add_argument("--key", help="fleet key file (default $EDGEFLEET_HOME/fleet.key, created if missing)")
+    p.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing); "
+                   "the board gets its public key")
     p.add_argument("--ssh-key", help="SSH private key file (default: the SSH agent and ~/.ssh)")
     p.add_argument("--ssh-port", type=int, help="SSH port (default 22, or the one in TARGET)")
     p.add_argument("--known-hosts", metavar="FILE",
@@ -95,8 +97,8 @@ def register(sub):
     p.add_argument("--wheel", help="edgefleet wheel to install (default: built from this source checkout)")
     p.set_defaults(func=cmd_provision)
 
-    k = sub.add_parser("keygen", help="create the fleet key that boards are flashed and provisioned with")
+    k = sub.add_parser("keygen", help="create the bundle signing key (boards get its public key when flashed or provisioned)")
     k.add_argument("--force", action="store_true", help="replace an existing key (boards flashed with it "
                                                         "stop accepting what the new one signs)")
-    k.add_argument("--path", help="key file (default $EDGEFLEET_HOME/fleet.key)")
+    k.add_argument("--path", help="key file (default $EDGEFLEET_HOME/signing.key)")
     k.set_defaults(func=cmd_keygen)

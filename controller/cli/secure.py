@@ -11,10 +11,12 @@ def cmd_init(args):
     had_key = os.path.exists(key_path)
     keys.load_or_create(key_path)
     files.restrict(key_path)   # a key made by an older edgefleet may be world-readable
+    # The old HMAC fleet key, if any, is still a secret: it signs the migration bundle (docs/ota.md).
+    files.restrict(os.path.join(keys.home(), keys.LEGACY_FILE))
     security = FleetSecurity()
     made = security.init(args.broker_host or (), force=args.force)
     ca = security.ca_pem()
-    print("edgefleet: fleet key %s (%s)" % (key_path, "kept" if had_key else "created"))
+    print("edgefleet: bundle signing key %s (%s)" % (key_path, "kept" if had_key else "created"))
     print("edgefleet: security material in %s (%s)" % (security.dir, ", ".join(made) + " created" if made else "kept"))
     print("  fleet CA      %s" % pki.fingerprint(ca))
     print("  broker cert   %s" % ", ".join(pki.server_names(open(security.broker_cert, "rb").read())))

@@ -1,29 +1,33 @@
 """Update bundles (docs/ota.md): build, sign and inspect.
 
 A bundle holds one board's slot - firmware, HAL modules (MicroPython code precompiled with
-mpy-cross) and models - behind a manifest that lists every file with its size and sha256, signed
-with HMAC-SHA256 under the fleet key (controller/install/keys.py). The key itself never goes in.
+mpy-cross) and models - behind a manifest that lists every file with its size and sha256 and
+carries a sequence number, signed with Ed25519 by the controller's signing key
+(controller/install/keys.py), which never leaves this host; boards verify with its public half.
+The sequence number (next_seq) rises with every bundle built here: a node refuses one that is
+not above the last it took, so an older signed bundle cannot be installed again.
 
-firmware/bundle.py is the one codec of the format: its constants (MAGIC, FORMAT, MAC_BYTES,
+firmware/bundle.py is the one codec of the format: its constants (MAGIC, FORMAT, SIG_BYTES,
 MAX_MANIFEST) and its parsing (header, manifest lines, paths) are what a board runs to verify
 and unpack a bundle, and what inspect() here runs too. This module keeps only the writing side,
 which a board never needs. Its errors are the firmware's (firmware/update_errors.py), raised
 by either side alike; the CLI reports FirmwareError as it does EdgefleetError.
 """
 import hashlib
-import hmac
 import io
 import json
 import os
 import struct
 import tempfile
+import time
 
 from edgefleet.boards import catalog
 from edgefleet.firmware import bundle as wire
 
 from edgefleet.firmware.update_errors import BadSignature, BundleError, CorruptBundle
 
-from ..install import image
+from ..install import image, keys
+from ..security.files import write_private
 
 CHUNK = 65536
 
@@ -78,37 +82,62 @@ def _mpy_version(slot_dir, rels):
     return None
 
 
-def manifest_for(slot_dir, rels, profile, version, mpy_arch=None):
+def manifest_for(slot_dir, rels, profile, version, mpy_arch=None, seq=0):
+    """seq: the bundle's sequence number (next_seq()); 0 for a slot written by flashing."""
     files = [[rel, os.path.getsize(os.path.join(slot_dir, rel)), _sha256_file(os.path.join(slot_dir, rel))]
              for rel in rels]
-    return {"format": wire.FORMAT, "version": version, "board": profile["name"], "runtime": profile["runtime"],
-            "mpy": _mpy_version(slot_dir, rels), "mpy_arch": mpy_arch if profile["runtime"] == "micropython" else None,
-            "files": files}
+    return {"format": wire.FORMAT, "version": version, "seq": seq, "board": profile["name"],
+            "runtime": profile["runtime"], "mpy": _mpy_version(slot_dir, rels),
+            "mpy_arch": mpy_arch if profile["runtime"] == "micropython" else None, "files": files}
+
+
+SEQ_FILE = "bundle.seq"
+
+
+def next_seq(path=None):
+    """The next bundle sequence number, kept in $EDGEFLEET_HOME/bundle.seq: above the last one
+    handed out and at least the Unix time, so it still rises if that file is lost."""
+    path = path or os.path.join(keys.home(), SEQ_FILE)
+    try:
+        with open(path) as f:
+            last = int(f.read().strip() or 0)
+    except FileNotFoundError:
+        last = 0
+    except ValueError:
+        raise BundleError("%s does not hold a sequence number" % path)
+    seq = max(last + 1, int(time.time()))
+    write_private(path, "%d\n" % seq)
+    return seq
+
+
+def signed_message(head_and_manifest):
+    return wire.signed_message(hashlib.sha256(head_and_manifest).digest())
 
 
 def pack(manifest, slot_dir, key):
-    """The signed bundle's bytes for a manifest over files in slot_dir."""
+    """The bundle's bytes for a manifest over files in slot_dir, signed with the private `key`."""
     raw = manifest_bytes(manifest)
     if len(raw) > wire.MAX_MANIFEST:
         raise BundleError("manifest of %d bytes is over the %d a board reads" % (len(raw), wire.MAX_MANIFEST))
+    parse_manifest(raw)   # what a board checks first: format, version, seq, file lines
     head = wire.MAGIC + struct.pack(">I", len(raw))
     out = io.BytesIO()
     out.write(head + raw)
-    out.write(hmac.new(key, head + raw, hashlib.sha256).digest())
+    out.write(keys.sign(key, signed_message(head + raw)))
     for rel, _, _ in manifest["files"]:
         with open(os.path.join(slot_dir, rel), "rb") as f:
             out.write(f.read())
     return out.getvalue()
 
 
-def build(board, version, key, models=None, mpy_arch="profile", simulated=None):
+def build(board, version, key, models=None, mpy_arch="profile", simulated=None, seq=None):
     """A signed bundle (bytes) for a board name: its slot's code and `models` (default all).
 
     mpy_arch: "profile" compiles for the board's own architecture (its profile's mpy_arch);
     "x64" for the simulated boards on this machine; None ships .py sources.
     simulated: for simulated boards (the slot then carries the simulation layer, hal_sim and
     its power model, which a real board never gets); None means "when mpy_arch is x64", the
-    code only the simulated MCU boards load."""
+    code only the simulated MCU boards load. seq: the sequence number (default next_seq())."""
     try:
         profile = catalog.load(board)
     except Exception as e:
@@ -125,7 +154,8 @@ def build(board, version, key, models=None, mpy_arch="profile", simulated=None):
         if size > profile["fs_bytes"] // 2:
             raise BundleError("bundle contents of %d bytes do not fit one of two slots in %s's %d-byte filesystem"
                               % (size, board, profile["fs_bytes"]))
-        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch), slot_dir, key)
+        seq = next_seq() if seq is None else seq
+        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq), slot_dir, key)
 
 
 def bundle_id(data):
@@ -134,8 +164,8 @@ def bundle_id(data):
 
 
 def inspect(data, key=None, path=None):
-    """Parse a bundle's bytes with the board's codec (firmware/bundle.py); with a key, check
-    its signature and every file's hash too.
+    """Parse a bundle's bytes with the board's codec (firmware/bundle.py); with a key (the
+    controller's private signing key) check that it signed the bundle, and every file's hash.
 
     Returns {"manifest", "id", "bytes", "signed_ok"}; raises CorruptBundle/BadSignature
     (firmware/update_errors.py), their message prefixed with `path`."""
@@ -150,17 +180,17 @@ def _inspect(data, key):
     if len(data) < 8:
         raise CorruptBundle("not an edgefleet bundle (%d bytes)" % len(data))
     length = wire.manifest_length(data[:8])
-    if len(data) < 8 + length + wire.MAC_BYTES:
+    if len(data) < 8 + length + wire.SIG_BYTES:
         raise CorruptBundle("truncated in its header (manifest length %d, %d bytes)" % (length, len(data)))
     manifest = parse_manifest(data[8:8 + length])
     signed_ok = None
     if key is not None:
-        mac = data[8 + length:8 + length + wire.MAC_BYTES]
-        signed_ok = hmac.compare_digest(hmac.new(key, data[:8 + length], hashlib.sha256).digest(), mac)
+        sig = data[8 + length:8 + length + wire.SIG_BYTES]
+        signed_ok = keys.verify(keys.public(key), sig, signed_message(data[:8 + length]))
         if not signed_ok:
-            raise BadSignature("signature does not verify under this fleet key (unsigned, tampered, or "
-                               "signed with another key)")
-    off = 8 + length + wire.MAC_BYTES
+            raise BadSignature("signature does not verify under this controller's signing key (unsigned, "
+                               "tampered, or signed with another key)")
+    off = 8 + length + wire.SIG_BYTES
     for rel, size, digest in manifest["files"]:
         body = data[off:off + size]
         if len(body) != size:

@@ -1,8 +1,8 @@
 """`edgefleet flash`: installing a board image on a MicroPython board over its serial REPL.
 
 What goes on the board: the tree that controller/install/image.py's write_image() builds for the board
-(firmware and HAL modules as .mpy, main.py, the models, config.json), plus the fleet key
-(keys.BOARD_FILE next to config.json). The tree is synced generically: whatever files the image
+(firmware and HAL modules as .mpy, main.py, the models, config.json), plus the public half of
+the bundle signing key (keys.BOARD_FILE next to config.json; the private key stays on this host). The tree is synced generically: whatever files the image
 holds, the board gets.
 
 How, with serialrepl.ReplLink's primitives and the functions of controller/install/flash_agent.py, which
@@ -384,8 +384,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             cfg = image.node_config(node, profile, address.host, address.port, simulated=simulated)
             cfg["broker"] = link.config
             image.write_image(tree, cfg, model_names, mpy_arch=mpy_arch)
-            with open(os.path.join(tree, keys.BOARD_FILE), "w") as f:
-                f.write(keys.to_board_text(key))
+            keys.install_public(tree, key)
             for name, data in link.files.items():
                 with open(os.path.join(tree, name), "wb") as f:
                     f.write(data)

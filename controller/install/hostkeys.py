@@ -1,6 +1,7 @@
 """Which board a provisioning run talks to: its SSH host key, checked before anything is sent.
 
-`edgefleet provision` uploads the fleet key, which signs every update bundle, so a run must not
+`edgefleet provision` uploads the key that decides which update bundles the board accepts (the
+public half of the controller's signing key) and the node's broker login, so a run must not
 go on with a host that merely answered on the right address. The key the host presents during
 the SSH handshake - before authentication, before any command or upload - is checked against
 an OpenSSH known_hosts file (default ~/.ssh/known_hosts, or --known-hosts FILE):

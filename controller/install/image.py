@@ -207,7 +207,7 @@ def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH, simul
 def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, version=None, key=None):
     """A board image with A/B slots: code and models in slot_a/ (with its MANIFEST), the
     slot pointer, the boot selector (MCU: /slots.mpy beside /main.py), config.json and, when
-    given, the fleet key. A Linux board runs it with linux_main, which reads the same pointer."""
+    given a signing key, its public half (keys.BOARD_FILE). A Linux board runs it with linux_main, which reads the same pointer."""
     from edgefleet.firmware import bundle as wire
     from edgefleet.firmware import slots
     from ..deploy import bundle
@@ -230,6 +230,5 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
     slots.write(dest_dir, slots.initial(FIRST_SLOT, version, "flashed-" + version))
     write_config(dest_dir, dict(cfg, fw=version))
     if key is not None:
-        with open(os.path.join(dest_dir, keys.BOARD_FILE), "w") as f:
-            f.write(keys.to_board_text(key))
+        keys.install_public(dest_dir, key)
     return dest_dir

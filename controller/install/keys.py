@@ -1,19 +1,27 @@
-"""The fleet key: a 32-byte secret that signs bundles (HMAC-SHA256, which every MicroPython
-port can check with hashlib). It is installed on a board when the board is flashed or
-provisioned and never travels inside a bundle.
+"""The bundle signing key: an Ed25519 key pair. The private half signs every update bundle and
+exists only on the controller host; boards hold the public half and can verify bundles but
+never make one (docs/ota.md, docs/security.md).
 
-On the controller host it lives in $EDGEFLEET_HOME/fleet.key (default
-~/.local/state/edgefleet/fleet.key), as 64 hex digits; on a board it is the file BOARD_FILE
-next to the node's config.json, in the same form.
+On the controller host the private key lives in $EDGEFLEET_HOME/signing.key (default
+~/.local/state/edgefleet/signing.key), as the 32-byte RFC 8032 seed in 64 hex digits, mode 0600
+(controller/security/files.py). A board gets BOARD_FILE ("sign.pub", next to its config.json):
+the 32-byte public key in 64 hex digits - install_public() is the only way anything here writes
+to a board image. The old HMAC fleet key (LEGACY_FILE, "fleet.key") is read only to sign the one
+migration bundle older boards need (docs/ota.md, "Migrating HMAC boards").
 """
 import binascii
-import contextlib
 import os
-import tempfile
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import ConfigError
+from ..security.files import write_private
 
-BOARD_FILE = "fleet.key"
+BOARD_FILE = "sign.pub"
+HOST_FILE = "signing.key"
+LEGACY_FILE = "fleet.key"
 KEY_BYTES = 32
 
 
@@ -22,11 +30,11 @@ def home():
 
 
 def default_path():
-    return os.path.join(home(), "fleet.key")
+    return os.path.join(home(), HOST_FILE)
 
 
-def parse(text, where="fleet key"):
-    """The key bytes from a key file's text; ConfigError naming `where` if it is not 64 hex digits."""
+def parse(text, where="signing key"):
+    """32 key bytes from a key file's text; ConfigError naming `where` if it is not 64 hex digits."""
     text = text.strip()
     try:
         key = binascii.unhexlify(text)
@@ -38,37 +46,24 @@ def parse(text, where="fleet key"):
 
 
 def load(path=None):
+    """The private signing key (its 32-byte seed)."""
     path = path or default_path()
     try:
         with open(path) as f:
             return parse(f.read(), path)
     except FileNotFoundError:
-        raise ConfigError("no fleet key at %s (create one with `edgefleet keygen`)" % path)
+        raise ConfigError("no signing key at %s (create one with `edgefleet keygen`)" % path)
 
 
 def create(path=None, overwrite=False):
-    """Write a new random key, readable only by its owner; refuses to replace one unless told."""
+    """Write a new random signing key, readable only by its owner (written whole, then renamed,
+    whatever mode an old file had); refuses to replace one unless told."""
     path = path or default_path()
     if os.path.exists(path) and not overwrite:
-        raise ConfigError("a fleet key already exists at %s; boards flashed with it would stop "
+        raise ConfigError("a signing key already exists at %s; boards holding its public key would stop "
                           "accepting bundles signed with a new one" % path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     key = os.urandom(KEY_BYTES)
-    # A new file renamed over the old one: opening the old one would keep its mode (a 0644 key
-    # stayed 0644 through `keygen --force`), and a crash mid-write would leave a truncated key.
-    fd, tmp = tempfile.mkstemp(prefix=".fleet.key-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(to_board_text(key))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_private(path, binascii.hexlify(key).decode() + "\n")
     return key
 
 
@@ -79,5 +74,35 @@ def load_or_create(path=None):
     return create(path)
 
 
-def to_board_text(key):
-    return binascii.hexlify(key).decode() + "\n"
+def _private(key):
+    return Ed25519PrivateKey.from_private_bytes(bytes(key))
+
+
+def public(key):
+    """The 32-byte public key of a private signing key."""
+    return _private(key).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def sign(key, message):
+    return _private(key).sign(bytes(message))
+
+
+def verify(public_key, signature, message):
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes(public_key)).verify(bytes(signature), bytes(message))
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def board_text(key):
+    """What a board's BOARD_FILE holds for the private `key`: its PUBLIC key, in hex."""
+    return binascii.hexlify(public(key)).decode() + "\n"
+
+
+def install_public(dest_dir, key):
+    """Put the public half of `key` on a board image (dest_dir: where its config.json goes)."""
+    path = os.path.join(dest_dir, BOARD_FILE)
+    with open(path, "w") as f:
+        f.write(board_text(key))
+    return path

@@ -15,7 +15,7 @@ Every step checks the board first and changes only what differs, and reports "ch
                     the wheel's contents (names and bytes of its members, so a rebuild of the same
                     code counts as the same) differs from the one stored at the last install.
 4. image files      what controller/install/image.py's write_image() builds for the board (config.json,
-                    models; whatever it holds), plus the fleet key (keys.BOARD_FILE); config.json
+                    models; whatever it holds), plus the bundle public key (keys.BOARD_FILE); config.json
                     (it will hold the node's MQTT password) and the key are root:GROUP 0640, GROUP
                     being the node service user's group, the models root:root 0644; one look at
                     the board (digest, mode, owner of each file) decides which files to install.
@@ -361,8 +361,7 @@ class Provisioner:
         cfg = image.node_config(self.node_id, self.profile, link.address.host, link.address.port, simulated=False)
         cfg["broker"] = link.config
         image.write_image(dest, cfg, self.model_names, mpy_arch=None)
-        with open(os.path.join(dest, keys.BOARD_FILE), "w") as f:
-            f.write(keys.to_board_text(self.key))
+        keys.install_public(dest, self.key)
         for name, data in link.files.items():
             with open(os.path.join(dest, name), "wb") as f:
                 f.write(data)

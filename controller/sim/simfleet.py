@@ -59,7 +59,8 @@ class SimFleet:
         self.extra_files = extra_files or {}
         # settings merged into every node's config.json, e.g. {"allow_faults": True}
         self.config = config or {}
-        # A/B slot images (docs/ota.md) with this fleet key installed, so boards take updates.
+        # A/B slot images (docs/ota.md) holding the public half of this signing key, so boards take
+        # updates it signs.
         self.slotted = slotted
         self.key = key
         # Where `edgefleet sim` finds each board's flash (record_board()); None: nowhere.

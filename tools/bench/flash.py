@@ -46,8 +46,7 @@ def log(msg):
 def build_image(dest, board, key):
     cfg = image.node_config(NODE, catalog.load(board), BROKER[0], BROKER[1], simulated=True)
     image.write_image(dest, cfg)
-    with open(os.path.join(dest, keys.BOARD_FILE), "w") as f:
-        f.write(keys.to_board_text(key))
+    keys.install_public(dest, key)
     return flasher.local_tree(dest)
 
 

@@ -2,7 +2,7 @@
 """Rollout benchmark: a signed bundle to a fleet of real MicroPython nodes over MQTT.
 
 A fleet of N simulated Pico W boards (the MicroPython unix port at the board's heap, booted from
-A/B slot images with the fleet key), mosquitto and the controller placing one digits workload on
+A/B slot images holding the bundle public key), mosquitto and the controller placing one digits workload on
 every node. Then:
 
 1. all_healthy_s: `deploy` of a new version (firmware precompiled with mpy-cross + the digits
@@ -88,8 +88,9 @@ def main():
 
         wait(all_delivering, 300, "every node delivering results")
         log("%d nodes up and inferring in %.1f s" % (args.nodes, time.monotonic() - t))
-        builds = {v: bundle.build(BOARD, v, KEY, models=["digits_dense"], mpy_arch="x64")
-                  for v in ("0.2.0", "0.3.0", "0.4.0")}
+        # Rising sequence numbers of their own: a bench leaves the operator's counter alone.
+        builds = {v: bundle.build(BOARD, v, KEY, models=["digits_dense"], mpy_arch="x64", seq=seq)
+                  for seq, v in enumerate(("0.2.0", "0.3.0", "0.4.0"), 1)}
         out["bundle_bytes"] = len(builds["0.2.0"])
 
         rollout, started = deploy(broker, builds["0.2.0"], "0.2.0", nodes, 1, Gate(soak_s=args.soak))
