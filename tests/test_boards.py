@@ -113,9 +113,9 @@ def test_real_board_images_carry_no_simulation_modules(tmp_path):
     flat = _board_files(image.write_image(str(tmp_path / "flat"), image.node_config(
         "flat", catalog.load("esp32"), "127.0.0.1", 1883, simulated=False), [], mpy_arch=None))
     assert "hal_micropython.py" in flat and not flat & (sim_only | never), sorted(flat)
-    paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[]))["manifest"]["files"]]
+    paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[], seq=1))["manifest"]["files"]]
     assert "boards/hal_micropython.mpy" in paths and not {p.rsplit("/", 1)[-1] for p in paths} & (sim_only | never), paths
-    sim_paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[], mpy_arch="x64"))
+    sim_paths = [f[0] for f in bundle.inspect(bundle.build("rpi-pico-w", "1.0", bytes(32), models=[], mpy_arch="x64", seq=1))
                  ["manifest"]["files"]]
     assert "boards/hal_sim.mpy" in sim_paths and "boards/hal_mock.mpy" not in sim_paths, sim_paths
 
