@@ -35,20 +35,20 @@ def hexdigest(h):
     return binascii.hexlify(h.digest()).decode()
 
 
-def forget(module):
-    """Drop a module imported for one job so its heap comes back (MicroPython frees what nothing
-    references any more): the Ed25519 verifier runs once per update, and its ~6 KB are better
-    spent on the files that follow."""
+def load_verifier():
+    """Import the Ed25519 verifier now, on a freshly collected heap (a stream's begin), rather
+    than mid-stream on a fragmented one; verify_signature() drops it after the check."""
+    from . import ed25519  # noqa: F401 - kept in sys.modules until dropped
+
+
+def drop_verifier():
+    """Drop the verifier, if loaded: it runs once per update, and its ~6.5 KB of code and
+    constants are better spent on the files that follow."""
     import sys
-    name = module.__name__
-    sys.modules.pop(name, None)
-    parent = sys.modules.get(name.rsplit(".", 1)[0]) if "." in name else None
-    short = name.rsplit(".", 1)[-1]
-    if parent is not None and short in parent.__dict__:
-        try:
-            delattr(parent, short)
-        except (AttributeError, TypeError):
-            pass
+    from . import release_module
+    module = sys.modules.get(__name__.rpartition(".")[0] + ".ed25519")
+    if module is not None:
+        release_module(module)
 
 
 def verify_signature(public_key, signature, message):
@@ -56,7 +56,8 @@ def verify_signature(public_key, signature, message):
     try:
         return ed25519.verify(public_key, signature, message)
     finally:
-        forget(ed25519)
+        ed25519 = None
+        drop_verifier()
 
 
 def check_path(path):

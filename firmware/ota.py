@@ -7,7 +7,7 @@ import asyncio
 import binascii
 import json
 
-from . import bundle, slots
+from . import bundle, flashfile, slots
 from .health import report
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError
@@ -62,7 +62,7 @@ def check_seq(floor, seq, sig):
 
 
 def raise_floor(root, seq, sig):
-    slots.write_json(slots.slot_dir(root, FLOOR_FILE), {"seq": seq, "sig": sig})
+    flashfile.write(slots.slot_dir(root, FLOOR_FILE), {"seq": seq, "sig": sig})
 
 
 class Receiver:
@@ -137,6 +137,9 @@ class Receiver:
         self.drop()
         import gc
         gc.collect()
+        # The verifier loads now, on a freshly collected heap, not mid-stream on a fragmented one
+        # (compiling or loading it there failed at 96 KB); it is dropped once the signature is checked.
+        bundle.load_verifier()
         self.target = slots.slot_dir(self.root, slots.other(pointer["active"]))
         # Nothing on flash changes until the manifest's signature and board check out: a forged
         # or foreign bundle leaves both slots - and the way back - as they were.
@@ -208,6 +211,7 @@ class Receiver:
         """Forget the stream in progress; its partial slot stays on flash, referenced by nothing."""
         if self.reader is not None:
             self.reader.close()
+            bundle.drop_verifier()   # a stream dropped before its signature was checked
         self.reader = None
         self.id = None
         self.off = 0

@@ -119,14 +119,10 @@ def read(root="."):
 
 
 def write(root, pointer):
-    write_json(path(root), pointer)
-
-
-def write_json(target, value):
-    """Replace a small JSON file atomically: a temp file, then a rename over the old one."""
+    target = path(root)
     tmp = target + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(value))
+        f.write(json.dumps(pointer))
     os.rename(tmp, target)
 
 

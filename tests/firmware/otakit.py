@@ -18,12 +18,12 @@ OTHER_PUB = binascii.unhexlify("79b5562e8fe654f94078b112e8a98ba7901f853ae695bed7
 def sign(key, message):
     """The test signer, imported for the call and dropped after: these tests run at MCU heaps."""
     import ed25519_sign
-    from firmware import ed25519
+    from firmware import ed25519, release_module
     try:
         return ed25519_sign.sign(key, message)
     finally:
-        bundle.forget(ed25519_sign)
-        bundle.forget(ed25519)
+        release_module(ed25519_sign)
+        release_module(ed25519)
 
 
 def sha(data):
