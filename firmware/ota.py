@@ -8,16 +8,13 @@ import binascii
 import json
 
 from . import bundle, flashfile, slots
-from .health import report
+from .health import KEY_FILE, report
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError
 from .update_errors import BundleError, Downgrade
 
 # A stream with no chunk for this long is dropped; its partial slot stays unused.
 ABANDON_MS = 30000
-# The controller's Ed25519 public key (64 hex digits), next to config.json: bundles must verify
-# under it. The signing key never leaves the controller host.
-KEY_FILE = "sign.pub"
 # The lowest bundle sequence number this node accepts, outside both slots: {"seq", "sig"}.
 FLOOR_FILE = "ota-floor.json"
 # The incoming manifest, outside both slots until the bundle is complete.

@@ -16,11 +16,17 @@ def cmd_bundle(args):
     key = keys.load(args.key)
     models = args.models.split(",") if args.models else None
     arch = {"profile": "profile", "none": None}.get(args.arch, args.arch)
-    data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated)
+    if args.hmac_migration:
+        legacy = keys.load_legacy()
+        data = bundle.build_migration(args.board, args.version, key, legacy, models=models, mpy_arch=arch,
+                                      simulated=args.simulated)
+        info = bundle.inspect_migration(data, key, legacy)
+    else:
+        data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated)
+        info = bundle.inspect(data, key)
     out = args.output or "%s-%s.efb" % (args.board, args.version)
     with open(out, "wb") as f:
         f.write(data)
-    info = bundle.inspect(data, key)
     print("edgefleet: bundle %s for %s, version %s: %d files, %d bytes, id %s" % (
         out, args.board, args.version, len(info["manifest"]["files"]), len(data), info["id"]))
     return 0
@@ -58,7 +64,14 @@ def cmd_deploy(args):
     from ..deploy.rollout import Gate, Rollout
     from .progress import RolloutProgress
     key = keys.load(args.key)
-    data, info = bundle.read(args.bundle, key)
+    with open(args.bundle, "rb") as f:
+        migration = f.read(4) == bundle.LEGACY_MAGIC
+    if migration:   # the last HMAC-signed bundle, for boards from before Ed25519 (docs/ota.md)
+        with open(args.bundle, "rb") as f:
+            data = f.read()
+        info = bundle.inspect_migration(data, key, keys.load_legacy(), args.bundle)
+    else:
+        data, info = bundle.read(args.bundle, key)
     manifest = info["manifest"]
     nodes = resolve_group(args.to, args.db, manifest["board"])
     link = operator_link(args.broker)
@@ -107,6 +120,9 @@ def register(sub):
                    help="for simulated boards (the slot carries their HAL layer); default: when --arch is x64")
     b.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key)")
     b.add_argument("-o", "--output", help="bundle file (default BOARD-VERSION.efb)")
+    b.add_argument("--hmac-migration", action="store_true",
+                   help="the one HMAC-signed bundle (old fleet key, $EDGEFLEET_HOME/fleet.key) that moves boards "
+                        "from before Ed25519 to this signing key's public key (docs/ota.md)")
     b.set_defaults(func=cmd_bundle)
 
     d = sub.add_parser("deploy", help="roll a bundle out: canary, then batches, gated on inference health")

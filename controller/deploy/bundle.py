@@ -13,7 +13,9 @@ and unpack a bundle, and what inspect() here runs too. This module keeps only th
 which a board never needs. Its errors are the firmware's (firmware/update_errors.py), raised
 by either side alike; the CLI reports FirmwareError as it does EdgefleetError.
 """
+import contextlib
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -124,10 +126,14 @@ def pack(manifest, slot_dir, key):
     out = io.BytesIO()
     out.write(head + raw)
     out.write(keys.sign(key, signed_message(head + raw)))
+    _write_bodies(out, manifest, slot_dir)
+    return out.getvalue()
+
+
+def _write_bodies(out, manifest, slot_dir):
     for rel, _, _ in manifest["files"]:
         with open(os.path.join(slot_dir, rel), "rb") as f:
             out.write(f.read())
-    return out.getvalue()
 
 
 def build(board, version, key, models=None, mpy_arch="profile", simulated=None, seq=None):
@@ -138,6 +144,14 @@ def build(board, version, key, models=None, mpy_arch="profile", simulated=None, 
     simulated: for simulated boards (the slot then carries the simulation layer, hal_sim and
     its power model, which a real board never gets); None means "when mpy_arch is x64", the
     code only the simulated MCU boards load. seq: the sequence number (default next_seq())."""
+    with _slot(board, version, models, mpy_arch, simulated) as (slot_dir, rels, profile, mpy_arch):
+        seq = next_seq() if seq is None else seq
+        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq), slot_dir, key)
+
+
+@contextlib.contextmanager
+def _slot(board, version, models, mpy_arch, simulated):
+    """A temporary folder holding what one slot of `board` gets: (folder, files, profile, arch)."""
     try:
         profile = catalog.load(board)
     except Exception as e:
@@ -154,8 +168,33 @@ def build(board, version, key, models=None, mpy_arch="profile", simulated=None, 
         if size > profile["fs_bytes"] // 2:
             raise BundleError("bundle contents of %d bytes do not fit one of two slots in %s's %d-byte filesystem"
                               % (size, board, profile["fs_bytes"]))
-        seq = next_seq() if seq is None else seq
-        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq), slot_dir, key)
+        yield slot_dir, rels, profile, mpy_arch
+
+
+# -- migrating HMAC boards (docs/ota.md, "Migrating HMAC boards") ----------------------------
+
+LEGACY_MAGIC = b"EFB1"
+LEGACY_FORMAT = 1
+
+
+def build_migration(board, version, key, legacy_key, models=None, mpy_arch="profile", simulated=None):
+    """The one update a board from before Ed25519 takes: this firmware, in the old EFB1 format
+    (HMAC-SHA256 under the old shared fleet key, `legacy_key`), with the public half of `key`
+    in the slot as keys.BOARD_FILE. Once that version is confirmed, the board installs the
+    public key at its flash root and deletes its fleet.key (firmware/health.py: adopt_public_key)."""
+    with _slot(board, version, models, mpy_arch, simulated) as (slot_dir, rels, profile, mpy_arch):
+        keys.install_public(slot_dir, key)
+        rels = rels + [keys.BOARD_FILE]
+        manifest = manifest_for(slot_dir, rels, profile, version, mpy_arch)
+        manifest["format"] = LEGACY_FORMAT
+        del manifest["seq"]
+        raw = manifest_bytes(manifest)
+        head = LEGACY_MAGIC + struct.pack(">I", len(raw))
+        out = io.BytesIO()
+        out.write(head + raw)
+        out.write(hmac.new(legacy_key, head + raw, hashlib.sha256).digest())
+        _write_bodies(out, manifest, slot_dir)
+        return out.getvalue()
 
 
 def bundle_id(data):
@@ -176,6 +215,37 @@ def inspect(data, key=None, path=None):
         raise type(e)("%s: %s" % (where, e))
 
 
+def inspect_migration(data, key, legacy_key, path=None):
+    """Check a migration bundle (build_migration) as `deploy` must before sending it: its HMAC
+    under the old fleet key, every file's hash, and that the public key it installs is the one
+    of this controller's signing key `key`. Returns what inspect() does."""
+    where = path or "bundle"
+    try:
+        if data[:4] != LEGACY_MAGIC or len(data) < 8:
+            raise CorruptBundle("not an HMAC migration bundle (magic %r)" % bytes(data[:4]))
+        length = struct.unpack(">I", data[4:8])[0]
+        head_manifest, mac = data[:8 + length], data[8 + length:8 + length + 32]
+        if not hmac.compare_digest(hmac.new(legacy_key, head_manifest, hashlib.sha256).digest(), mac):
+            raise BadSignature("migration bundle does not verify under the old fleet key")
+        f = io.BytesIO(data[8:8 + length])
+        manifest = wire.read_header(f)
+        if not isinstance(manifest, dict) or manifest.get("format") != LEGACY_FORMAT:
+            raise CorruptBundle("migration bundle manifest is not format %d" % LEGACY_FORMAT)
+        manifest["files"] = [list(wire.parse_entry(f.readline())) for _ in range(manifest.get("files", 0))]
+        _check_bodies(data, 8 + length + 32, manifest)
+        off = 8 + length + 32
+        installs = None
+        for rel, size, _ in manifest["files"]:
+            if rel == keys.BOARD_FILE:
+                installs = data[off:off + size].decode()
+            off += size
+        if installs is None or keys.parse(installs) != keys.public(key):
+            raise BadSignature("migration bundle installs a public key other than this controller's")
+    except BundleError as e:
+        raise type(e)("%s: %s" % (where, e))
+    return {"manifest": manifest, "id": bundle_id(data), "bytes": len(data), "signed_ok": True}
+
+
 def _inspect(data, key):
     if len(data) < 8:
         raise CorruptBundle("not an edgefleet bundle (%d bytes)" % len(data))
@@ -190,7 +260,11 @@ def _inspect(data, key):
         if not signed_ok:
             raise BadSignature("signature does not verify under this controller's signing key (unsigned, "
                                "tampered, or signed with another key)")
-    off = 8 + length + wire.SIG_BYTES
+    _check_bodies(data, 8 + length + wire.SIG_BYTES, manifest)
+    return {"manifest": manifest, "id": bundle_id(data), "bytes": len(data), "signed_ok": signed_ok}
+
+
+def _check_bodies(data, off, manifest):
     for rel, size, digest in manifest["files"]:
         body = data[off:off + size]
         if len(body) != size:
@@ -200,7 +274,6 @@ def _inspect(data, key):
         off += size
     if off != len(data):
         raise CorruptBundle("%d bytes after the last file" % (len(data) - off))
-    return {"manifest": manifest, "id": bundle_id(data), "bytes": len(data), "signed_ok": signed_ok}
 
 
 def read(path, key=None):

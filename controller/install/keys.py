@@ -45,14 +45,17 @@ def parse(text, where="signing key"):
     return key
 
 
-def load(path=None):
-    """The private signing key (its 32-byte seed)."""
-    path = path or default_path()
+def _read(path, missing):
     try:
         with open(path) as f:
             return parse(f.read(), path)
     except FileNotFoundError:
-        raise ConfigError("no signing key at %s (create one with `edgefleet keygen`)" % path)
+        raise ConfigError(missing % path)
+
+
+def load(path=None):
+    """The private signing key (its 32-byte seed)."""
+    return _read(path or default_path(), "no signing key at %s (create one with `edgefleet keygen`)")
 
 
 def create(path=None, overwrite=False):
@@ -65,6 +68,12 @@ def create(path=None, overwrite=False):
     key = os.urandom(KEY_BYTES)
     write_private(path, binascii.hexlify(key).decode() + "\n")
     return key
+
+
+def load_legacy(path=None):
+    """The old shared HMAC fleet key, kept only to sign the migration bundle (docs/ota.md)."""
+    return _read(path or os.path.join(home(), LEGACY_FILE),
+                 "no old fleet key at %s: boards from before Ed25519 take only bundles signed with it")
 
 
 def load_or_create(path=None):
