@@ -35,29 +35,14 @@ def hexdigest(h):
     return binascii.hexlify(h.digest()).decode()
 
 
-def load_verifier():
-    """Import the Ed25519 verifier now, on a freshly collected heap (a stream's begin), rather
-    than mid-stream on a fragmented one; verify_signature() drops it after the check."""
-    from . import ed25519  # noqa: F401 - kept in sys.modules until dropped
-
-
-def drop_verifier():
-    """Drop the verifier, if loaded: it runs once per update, and its ~6.5 KB of code and
-    constants are better spent on the files that follow."""
-    import sys
-    from . import release_module
-    module = sys.modules.get(__name__.rpartition(".")[0] + ".ed25519")
-    if module is not None:
-        release_module(module)
-
-
 def verify_signature(public_key, signature, message):
-    from . import ed25519
+    """Ed25519, with the verifier imported for the check and dropped after it: it runs once per
+    update, and its ~6.5 KB of code and constants are better spent on the files that follow."""
+    from . import ed25519, release_module
     try:
         return ed25519.verify(public_key, signature, message)
     finally:
-        ed25519 = None
-        drop_verifier()
+        release_module(ed25519)
 
 
 def check_path(path):

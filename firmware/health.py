@@ -7,7 +7,6 @@
 # receives (firmware/ota.py) too: a node takes updates only from A/B slots, and a node booted
 # from a slot has this module in its heap from boot on, so the update path loads nothing more.
 import asyncio
-import os
 
 from . import protocol, slots
 from .clock import ticks_diff, ticks_ms
@@ -16,8 +15,6 @@ POLL_MS = 200
 # The controller's Ed25519 public key (64 hex digits) next to config.json: bundles must verify
 # under it (firmware/ota.py). The signing key never leaves the controller host.
 KEY_FILE = "sign.pub"
-# What boards held before: the shared HMAC key, deleted once the public key is installed.
-LEGACY_KEY_FILE = "fleet.key"
 
 
 def healthy(node):
@@ -60,7 +57,7 @@ async def guard(node, root="."):
         node.event("error", "ota_reverted", msg, {"id": reverted.get("id") or "", "ver": reverted.get("ver")})
         _report(node, "reverted", reverted.get("id"), reverted.get("ver"), reverted.get("why"))
     if not pointer.get("tentative"):
-        adopt_public_key(root, pointer)
+        _adopt_key(root, pointer)
         return
     started = ticks_ms()
     window = pointer.get("window_ms") or slots.DEFAULT_WINDOW_MS
@@ -69,7 +66,7 @@ async def guard(node, root="."):
         if healthy(node):
             current = slots.read(root) or pointer
             slots.write(root, slots.confirm(current))
-            adopt_public_key(root, current)
+            _adopt_key(root, current)
             node.event("info", "ota_confirmed", "version %s healthy; update confirmed" % pointer["ver"].get(pointer["active"]))
             active = pointer["active"]
             _report(node, "confirmed", pointer.get("ids", {}).get(active), pointer["ver"].get(active))
@@ -88,32 +85,15 @@ async def guard(node, root="."):
             return
 
 
-def _exists(path):
-    try:
-        open(path).close()
-        return True
-    except OSError:
-        return False
 
-
-def adopt_public_key(root, pointer):
-    """Finish a migration from HMAC (docs/ota.md): a board with no public key at its flash root,
-    running a confirmed slot that brought one (the HMAC-signed migration bundle), installs it
-    there - a temp file, then a rename - and deletes the old shared fleet key. Does nothing on a
-    board that has a public key already: no bundle can replace it. Returns True if it did."""
-    target = slots.slot_dir(root, KEY_FILE)
-    if pointer.get("tentative") or _exists(target):
-        return False
+def _adopt_key(root, pointer):
+    # Only a board migrating from the HMAC key lacks a public key at its root; the others pay
+    # one open() per boot, and the code that adopts it is loaded only where it is needed.
     try:
-        with open(slots.slot_dir(slots.slot_dir(root, pointer["active"]), KEY_FILE)) as f:
-            text = f.read()
-    except OSError:
-        return False
-    with open(target + ".tmp", "w") as f:
-        f.write(text)
-    os.rename(target + ".tmp", target)
-    try:
-        os.remove(slots.slot_dir(root, LEGACY_KEY_FILE))
+        open(slots.slot_dir(root, KEY_FILE)).close()
+        return
     except OSError:
         pass
-    return True
+    from . import adopt_key, release_module
+    adopt_key.adopt_public_key(root, pointer)
+    release_module(adopt_key)

@@ -134,9 +134,6 @@ class Receiver:
         self.drop()
         import gc
         gc.collect()
-        # The verifier loads now, on a freshly collected heap, not mid-stream on a fragmented one
-        # (compiling or loading it there failed at 96 KB); it is dropped once the signature is checked.
-        bundle.load_verifier()
         self.target = slots.slot_dir(self.root, slots.other(pointer["active"]))
         # Nothing on flash changes until the manifest's signature and board check out: a forged
         # or foreign bundle leaves both slots - and the way back - as they were.
@@ -208,7 +205,6 @@ class Receiver:
         """Forget the stream in progress; its partial slot stays on flash, referenced by nothing."""
         if self.reader is not None:
             self.reader.close()
-            bundle.drop_verifier()   # a stream dropped before its signature was checked
         self.reader = None
         self.id = None
         self.off = 0

@@ -12,7 +12,7 @@ import pytest
 
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller.install import keys
-from edgefleet.firmware import health, slots
+from edgefleet.firmware import adopt_key, health, slots
 from edgefleet.firmware.ota import Receiver
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +90,7 @@ def test_an_hmac_board_migrates_with_one_last_hmac_bundle(old_firmware, tmp_path
     assert pointer["active"] == "slot_b" and pointer["tentative"]
     assert keys.parse(open(os.path.join(root, "slot_b", keys.BOARD_FILE)).read()) == keys.public(KEY)
     # On probation the new version adopts nothing: a revert must find the old key in place.
-    assert not health.adopt_public_key(root, pointer)
+    assert not adopt_key.adopt_public_key(root, pointer)
     assert os.path.exists(os.path.join(root, keys.LEGACY_FILE))
     # Confirmed (the next boot's guard sees a confirmed slot): the public key goes to the flash
     # root and the shared secret is deleted.
@@ -105,7 +105,7 @@ def test_an_hmac_board_migrates_with_one_last_hmac_bundle(old_firmware, tmp_path
     report = _new_node_takes(root, bundle.build("rpi4", "0.4.0", KEY, models=[], seq=1), "ed")
     assert report["state"] == "switching", report
     slots.write(root, slots.confirm(slots.read(root)))
-    assert not health.adopt_public_key(root, slots.read(root))
+    assert not adopt_key.adopt_public_key(root, slots.read(root))
     assert keys.parse(open(os.path.join(root, keys.BOARD_FILE)).read()) == keys.public(KEY)
 
 
