@@ -336,8 +336,9 @@ class FleetController:
                 if node["id"] in dead:
                     heard = max(node["last_seen"], heard_since)
                     self.state.set_node_state(node["id"], "offline")
+                    phi = self.detector.phi(node["id"], *self._on_detector_clock(now, heard_since))
                     self.state.add_event(node["id"], "warn", "node_offline", "%s silent for %.1f s (phi %.1f)" % (
-                        node["id"], now - heard, self.detector.phi(node["id"], *self._on_detector_clock(now, heard_since))), now=now)
+                        node["id"], now - heard, phi), now=now)
             if held:
                 self._hold(now, held)
             else:

@@ -14,9 +14,9 @@ registry does not hold.
 
 A result redelivered with a (node, boot, seq) already stored but other content is a conflict
 (a node that lost its boot counter, a bug, a forgery): the stored one stays, the conflict is
-logged once as a `result_conflict` event, and it is not acknowledged - the node keeps it, and
-everything after it, on flash until an operator looks, or until its outbox drops it when full
-(it then reports a newer `oldest`, and acks resume from there).
+logged as a `result_conflict` event (once per node and boot), and it is not acknowledged: the
+node keeps it, and everything after it, on flash until an operator looks, or until its outbox
+drops it when full (it then reports a newer `oldest`, and acks resume from there).
 """
 import logging
 
@@ -37,7 +37,7 @@ class ResultIntake:
         self._acks_due = set()
         self._dropped_below = {}  # (node, boot) -> the oldest seq the node still holds, as it says
         self._uncommitted = []    # (key, seq) stored but not yet committed
-        self._conflicts = set()   # (node, boot, seq) already reported as conflicts
+        self._conflicts = set()   # (node, boot) whose conflicts were reported already
         self.conflicts = 0
         self.results_total = 0
         self.duplicates = 0
@@ -59,12 +59,15 @@ class ResultIntake:
         if stored is None or all(stored[k] == msg.get(k) for k in stored):
             return False
         self.conflicts += 1
-        key = (node_id, msg["boot"], msg["seq"])
+        # Once per (node, boot): a node that reuses a boot number conflicts on every result it
+        # redelivers, and the event log must not grow with them (the rest are counted).
+        key = (node_id, msg["boot"])
         if key not in self._conflicts:
             self._conflicts.add(key)
             self.state.add_event(node_id, "warn", "result_conflict", (
                 "result %d of boot %d differs from the one stored; the stored one stays, this one is "
-                "not acknowledged") % (msg["seq"], msg["boot"]), {"stored": stored}, now=now)
+                "not acknowledged (further conflicts of this boot are only counted)") % (msg["seq"], msg["boot"]),
+                {"seq": msg["seq"], "stored": stored}, now=now)
         return True
 
     def settle(self, committed=True):

@@ -273,8 +273,8 @@ class SqliteRegistry(Registry):
         return cur.rowcount == 1
 
     def stored_result(self, node_id, boot, seq):
-        row = self.db.execute("SELECT workload, label, truth, score, us, up FROM results WHERE node=? AND boot=? AND seq=?",
-                              (node_id, boot, seq)).fetchone()
+        row = self.db.execute("SELECT workload, label, truth, score, us, up FROM results "
+                              "WHERE node=? AND boot=? AND seq=?", (node_id, boot, seq)).fetchone()
         return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
 
     def contiguous_results(self, node_id, boot):
