@@ -41,6 +41,12 @@ class SecurityError(EdgefleetError):
         self.path = path
 
 
+class ControllerFailed(EdgefleetError):
+    """The controller's decision loop died (a bug no message handling caught): the process must
+    exit so that its supervisor restarts it, since a controller that no longer ticks sends no
+    leases and the whole fleet fences itself."""
+
+
 class BoardError(EdgefleetError):
     """A simulated or real board could not be started, reached or talked to."""
 

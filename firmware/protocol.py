@@ -8,7 +8,8 @@ from .errors import ProtocolError
 VERSION = 1
 DEFAULT_PREFIX = "ef"
 
-# Each schema is one string of "field:type" items, type one of int num str bool obj list,
+# Each schema is one string of "field:type" items, type one of int num str bool obj list, name
+# (a plain name, valid_node_id()), and names strs (lists of those),
 # with a trailing "?" for an optional field and "|null" where JSON null is allowed. Strings,
 # not nested tuples, because a board keeps every loaded constant in its heap: this form costs
 # a few hundred bytes instead of several KB.
@@ -18,7 +19,7 @@ SCHEMAS = {
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
                  "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),
-    "result": (1024, "v:int node:str boot:int seq:int wl:str up:int label:int score:num us:int truth:int? in:int?"),
+    "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
     "assign": (4096, "v:int epoch:int wl:list"),
@@ -43,10 +44,14 @@ ENUMS = {
     "ota_state.state": "receiving idle current switching rejected abandoned confirmed reverted rolledback",
 }
 
-WORKLOAD_SCHEMA = "id:str model:str rate:num input:obj"
-WORKLOAD_STATE_SCHEMA = "id:str state:str n:int err:str|null restarts:int?"
+WORKLOAD_SCHEMA = "id:name model:name rate:num input:obj"
+WORKLOAD_STATE_SCHEMA = "id:name state:str n:int err:str|null restarts:int?"
 POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
+# Limits every decoded message is held to (docs/protocol.md, "Validation limits"): integers fit
+# a signed 64-bit SQLite column, numbers are finite, names are plain (valid_node_id), JSON nests
+# at most 8 deep.
+# Written inline where they are checked: on a board every module-level name costs heap.
 
 NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd", "ota", "ota_state")
 # Who publishes each node-topic kind: the broker's ACL (controller/security/acl.py) lets a node
@@ -65,6 +70,8 @@ _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 def valid_node_id(node):
+    """A node id, and the rule for every name on the wire ("name" in a schema: model names,
+    workload ids): these end up in topics, file paths and log lines."""
     if not isinstance(node, str) or not 1 <= len(node) <= 32:
         return False
     for ch in node:
@@ -105,9 +112,11 @@ def parse_topic(prefix, topic):
 
 def _type_ok(value, code):
     if code == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+        # Fits int64 (SQLite's integer) exactly when shifting out 63 bits leaves only the sign.
+        return isinstance(value, int) and not isinstance(value, bool) and -1 <= value >> 63 <= 0
     if code == "num":
-        return (isinstance(value, int) or isinstance(value, float)) and not isinstance(value, bool)
+        # inf - inf and nan - nan are both nan: one test rejects all three non-finite floats.
+        return _type_ok(value, "int") or isinstance(value, float) and value - value == 0.0
     if code == "str":
         return isinstance(value, str)
     if code == "bool":
@@ -116,10 +125,20 @@ def _type_ok(value, code):
         return isinstance(value, dict)
     if code == "list":
         return isinstance(value, list)
+    if code == "name":
+        return valid_node_id(value)
+    if code[-1] == "s" and isinstance(value, list):   # names, strs: a list of those
+        for item in value:
+            if not _type_ok(item, code[:-1]):
+                return False
+        return True
     return False
 
 
 def _check_fields(kind, msg, schema, where=""):
+    if not isinstance(msg, dict):
+        raise ProtocolError("%s: '%s' must be an object" % (kind, where[:-1] or "payload"), kind=kind,
+                            field=where[:-1] or None)
     for item in schema.split():
         name, _, code = item.partition(":")
         optional = code.endswith("?")
@@ -145,17 +164,15 @@ def validate(kind, msg):
     """Check a decoded message against its schema; return it, or raise ProtocolError."""
     if kind not in SCHEMAS:
         raise ProtocolError("unknown message kind '%s'" % kind, kind=kind)
-    if not isinstance(msg, dict):
-        raise ProtocolError("%s: payload must be a JSON object" % kind, kind=kind)
-    version = msg.get("v")
+    version = msg.get("v") if isinstance(msg, dict) else VERSION   # a non-object fails just below
     if version != VERSION:
-        raise ProtocolError("%s: unsupported protocol version %r (this side speaks %d)" % (kind, version, VERSION),
+        raise ProtocolError("%s: protocol version %r, not %d" % (kind, version, VERSION),
                             kind=kind, field="v")
     _check_fields(kind, msg, SCHEMAS[kind][1])
     for key in ENUMS:
         k, _, field = key.partition(".")
         if k == kind and field in msg and msg[field] not in ENUMS[key].split():
-            raise ProtocolError("%s: field '%s' must be one of %s, got %r" % (kind, field, ENUMS[key].replace(" ", "/"), msg.get(field)),
+            raise ProtocolError("%s: field '%s' is %r, not one of: %s" % (kind, field, msg[field], ENUMS[key]),
                                 kind=kind, field=field)
     if "node" in msg and not valid_node_id(msg["node"]):
         raise ProtocolError("%s: bad node id %r" % (kind, msg["node"]), kind=kind, field="node")
@@ -163,7 +180,11 @@ def validate(kind, msg):
         _validate_assign(msg)
     elif kind == "hb":
         _validate_hb(msg)
-    elif kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
+    elif kind == "hello":
+        # Placement reads these (controller/fleet/placement.py).
+        _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool?",
+                      "caps.")
+    if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
     return msg
 
@@ -172,26 +193,22 @@ def _validate_assign(msg):
     seen = []
     for i, spec in enumerate(msg["wl"]):
         where = "wl[%d]." % i
-        if not isinstance(spec, dict):
-            raise ProtocolError("assign: '%s' must be an object" % where[:-1], kind="assign", field=where[:-1])
         _check_fields("assign", spec, WORKLOAD_SCHEMA, where)
         if spec["rate"] <= 0:
             raise ProtocolError("assign: '%srate' must be > 0" % where, kind="assign", field=where + "rate")
         if spec["input"].get("kind") != "samples":
-            raise ProtocolError("assign: '%sinput.kind' %r is not a known input source" % (where, spec["input"].get("kind")),
+            raise ProtocolError("assign: unknown '%sinput.kind' %r" % (where, spec["input"].get("kind")),
                                 kind="assign", field=where + "input.kind")
         if spec["id"] in seen:
-            raise ProtocolError("assign: workload id %r appears twice" % spec["id"], kind="assign", field=where + "id")
+            raise ProtocolError("assign: workload %r twice" % spec["id"], kind="assign", field=where + "id")
         seen.append(spec["id"])
 
 
 def _validate_hb(msg):
     _check_fields("hb", msg["power"], POWER_SCHEMA, "power.")
     if msg["power"]["src"] not in POWER_SOURCES:
-        raise ProtocolError("hb: field 'power.src' must be one of %s" % "/".join(POWER_SOURCES), kind="hb", field="power.src")
+        raise ProtocolError("hb: unknown 'power.src' %r" % msg["power"]["src"], kind="hb", field="power.src")
     for i, state in enumerate(msg["wl"]):
-        if not isinstance(state, dict):
-            raise ProtocolError("hb: 'wl[%d]' must be an object" % i, kind="hb", field="wl[%d]" % i)
         _check_fields("hb", state, WORKLOAD_STATE_SCHEMA, "wl[%d]." % i)
 
 
@@ -199,12 +216,31 @@ def decode(kind, payload):
     """Parse and validate a payload (bytes or str) of the given kind."""
     limit = SCHEMAS[kind][0] if kind in SCHEMAS else 0
     if len(payload) > limit:
-        raise ProtocolError("%s: payload of %d bytes is over the %d-byte limit" % (kind, len(payload), limit),
+        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(payload), limit),
                             kind=kind, field="")
+    # bytes, as the MQTT reader hands them over, are scanned and parsed in place: no copy.
+    data = payload if isinstance(payload, bytes) else payload.encode() if isinstance(payload, str) else bytes(payload)
+    # Nesting is bounded before parsing: CPython's and MicroPython's JSON parsers recurse once per
+    # level. Brackets inside strings (after an odd run of backslashes: escaped quotes) are text.
+    depth = 0
+    quoted = False
+    escaped = False
+    for c in data:
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped = c == 92
+            quoted = c != 34
+        elif c == 34:
+            quoted = True
+        elif c == 91 or c == 123:
+            depth += 1
+            if depth > 8:
+                raise ProtocolError("%s: nested over 8 deep" % kind, kind=kind)
+        elif c == 93 or c == 125:
+            depth -= 1
     try:
-        if isinstance(payload, (bytes, bytearray, memoryview)):
-            payload = bytes(payload).decode()
-        msg = json.loads(payload)
+        msg = json.loads(data)
     except (ValueError, UnicodeError) as e:
         raise ProtocolError("%s: payload is not valid JSON (%s)" % (kind, e), kind=kind)
     return validate(kind, msg)
@@ -215,6 +251,6 @@ def encode(kind, msg):
     validate(kind, msg)
     data = json.dumps(msg)
     if len(data) > SCHEMAS[kind][0]:
-        raise ProtocolError("%s: message of %d bytes is over the %d-byte limit" % (kind, len(data), SCHEMAS[kind][0]),
+        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(data), SCHEMAS[kind][0]),
                             kind=kind)
     return data

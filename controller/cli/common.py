@@ -28,12 +28,12 @@ def print_json(data):
     print(json.dumps(data, indent=1))
 
 
-def wait_for_signal():
-    """Block until SIGTERM or Ctrl-C."""
+def wait_for_signal(alive=None):
+    """Block until SIGTERM or Ctrl-C, or until alive() turns false."""
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     try:
-        while not stop:
+        while not stop and (alive is None or alive()):
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass

@@ -68,9 +68,9 @@ def cmd_controller(args):
     service.start()
     print("edgefleet: controller connected to %s, registry %s" % (link.describe(), args.db or "default"), flush=True)
     try:
-        wait_for_signal()
+        wait_for_signal(service.alive)
     finally:
-        service.stop()
+        service.stop()   # raises ControllerFailed (exit status 1) if the loop died
     return 0
 
 

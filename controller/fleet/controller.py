@@ -37,16 +37,49 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TIMEOUT_S = 10.0
 # A fenced node's assignment is confirmed again at most this often.
 RECONFIRM_S = 1.0
+# bad_message events: a burst of this many, then one per period, so that a flood of garbage
+# cannot fill the registry's event log (the rest are counted in the next event that is written).
+BAD_MESSAGE_BURST = 20
+BAD_MESSAGE_EVERY_S = 10.0
+
+
+class RateLimit:
+    """A token bucket that also counts what it turned away."""
+
+    def __init__(self, burst, every_s):
+        self.burst = burst
+        self.every_s = every_s
+        self.tokens = float(burst)
+        self.at = None
+        self.suppressed = 0
+
+    def allow(self, now):
+        """None when this one is to be dropped; else a note on how many were dropped before it."""
+        if self.at is not None:
+            # max(): a wall clock stepping back must not drain the bucket.
+            self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) / self.every_s)
+        self.at = now
+        if self.tokens < 1:
+            self.suppressed += 1
+            return None
+        self.tokens -= 1
+        note = " (%d more not logged)" % self.suppressed if self.suppressed else ""
+        self.suppressed = 0
+        return note
 
 
 class FleetController:
     def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
-                 clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False):
+                 clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False,
+                 monotonic=None):
         self.registry = registry
         self.prefix = prefix
         self.manifests = manifests or {}
         self.ctrl_id = ctrl_id
         self.clock = clock
+        # The failure detector measures intervals on a clock that never steps back (NTP, an
+        # operator's `date`); a test's injected clock serves as both.
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self.profiles = {p["name"]: p for p in catalog.all_profiles()}
         self.state = FleetState.load(registry)
         self.ledger = Ledger(registry)
@@ -65,6 +98,7 @@ class FleetController:
         # When the controller's own broker link last came up (set by tick()).
         self.connected_since = 0
         self.rejected = 0
+        self.bad_messages = RateLimit(BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S)
         self.lease_seq = 0
         self._reconfirmed = {}
 
@@ -79,6 +113,7 @@ class FleetController:
     duplicates = property(lambda self: self.intake.duplicates)
     out_of_range = property(lambda self: self.intake.out_of_range)
     replays = property(lambda self: self.intake.replays)
+    conflicts = property(lambda self: self.intake.conflicts)
 
     # -- declared state ---------------------------------------------------------------------
 
@@ -101,7 +136,10 @@ class FleetController:
     # -- incoming ---------------------------------------------------------------------------
 
     def handle(self, topic, payload):
-        """Process one message from the broker; returns the Publish effects it causes."""
+        """Process one message from the broker; returns the Publish effects it causes.
+
+        No message can stop the controller: one that fails anywhere in its handling is rejected
+        (a `bad_message` event) and leaves the registry and the fleet state as they were."""
         try:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
             if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
@@ -114,21 +152,39 @@ class FleetController:
             if "node" in msg and msg["node"] != node_id:
                 raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
                                     kind=kind, field="node")
-        except ProtocolError as e:
-            self.rejected += 1
-            log.warning("rejected message on %s: %s", topic, e)
-            self.state.add_event("", "warn", "bad_message", "%s: %s" % (topic, e), now=self.clock())
+        except Exception as e:  # ProtocolError, or a parser bug: neither may stop the controller
+            self._reject(topic, e)
             return []
-        handler = getattr(self, "_on_" + kind)
-        effects = handler(node_id, msg) or []
-        self.state.commit()
+        try:
+            effects = getattr(self, "_on_" + kind)(node_id, msg) or []
+            self.state.commit()
+        except Exception as e:
+            # Validated input the handlers still choke on is a controller bug; it costs this
+            # one message, not the fleet.
+            log.exception("handling %s failed", topic)
+            self.state.revert()
+            self.intake.settle(committed=False)
+            self._reject(topic, e)
+            return []
+        self.intake.settle()
         return effects
+
+    def _reject(self, topic, error):
+        self.rejected += 1
+        now = self.clock()
+        told = self.bad_messages.allow(now)
+        if told is None:
+            return
+        log.warning("rejected message on %.80r: %s%s", topic, error, told)
+        self.state.add_event("", "warn", "bad_message", "%.200s: %s: %.300s%s" % (
+            topic, type(error).__name__, error, told), now=now)
+        self.state.commit()
 
     def _on_hello(self, node_id, msg):
         now = self.clock()
         known = self.state.node(node_id)
         self.state.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online", now)
-        self.detector.heartbeat(node_id, now, self.heard_since())
+        self.detector.heartbeat(node_id, *self._on_detector_clock(now, self.heard_since()))
         if known is not None and known["boot"] != msg["boot"]:
             self.reconciler.note_reboot(node_id)
         if known is None or known["boot"] != msg["boot"]:
@@ -184,9 +240,9 @@ class FleetController:
         telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
         telemetry["fenced"] = msg.get("fenced")
         self.state.record_heartbeat(node_id, telemetry, now)
-        self.detector.heartbeat(node_id, now, self.heard_since())
+        self.detector.heartbeat(node_id, *self._on_detector_clock(now, self.heard_since()))
         self.reconciler.triggers.observe(node_id, msg["cpu"], now)
-        self.intake.skip_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
+        self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         effects.extend(self.reconciler.observe_moves(node_id, msg["wl"], now))
         if msg.get("fenced") and now - self._reconfirmed.get(node_id, 0) >= RECONFIRM_S:
             # Fenced: the node holds its results until the controller confirms what it runs.
@@ -269,7 +325,7 @@ class FleetController:
                     continue
                 live += 1
                 if node["id"] in self.detector.history:
-                    down = self.detector.is_down(node["id"], judge_at, heard_since)
+                    down = self.detector.is_down(node["id"], *self._on_detector_clock(judge_at, heard_since))
                 else:
                     down = judge_at - max(node["last_seen"], heard_since) > HEARTBEAT_TIMEOUT_S
                 if down:
@@ -280,8 +336,9 @@ class FleetController:
                 if node["id"] in dead:
                     heard = max(node["last_seen"], heard_since)
                     self.state.set_node_state(node["id"], "offline")
+                    phi = self.detector.phi(node["id"], *self._on_detector_clock(now, heard_since))
                     self.state.add_event(node["id"], "warn", "node_offline", "%s silent for %.1f s (phi %.1f)" % (
-                        node["id"], now - heard, min(99.0, self.detector.phi(node["id"], now, heard_since))), now=now)
+                        node["id"], now - heard, phi), now=now)
             if held:
                 self._hold(now, held)
             else:
@@ -293,6 +350,11 @@ class FleetController:
         effects.extend(self.reconciler.migrate())
         self.state.commit()
         return effects
+
+    def _on_detector_clock(self, *wall_times):
+        """Wall-clock instants (as `clock` gives them) on the detector's monotonic clock."""
+        offset = self.clock() - self.monotonic()
+        return tuple(t - offset for t in wall_times)
 
     def heard_since(self):
         """Since when the controller could hear the fleet: its broker link up and its own lease

@@ -10,7 +10,8 @@ inter-arrival times is never taken below `min_std_s`, and `pause_s` of extra sil
 on top of the mean (a garbage collection, a Wi-Fi retry). A node's Last Will is a stronger signal
 than silence: the broker saw its session die, so the node is down at once.
 
-Pure: times are passed in; the controller feeds arrivals and asks for verdicts.
+Pure: times are passed in; the controller feeds arrivals and asks for verdicts, on a monotonic
+clock (a wall clock stepping back would make silence negative).
 """
 import math
 from collections import deque
@@ -21,16 +22,24 @@ MIN_STD_S = 0.2
 PAUSE_S = 1.0
 # Before a node has a history: the heartbeat interval the protocol fixes (at least 1 Hz).
 FIRST_INTERVAL_S = 1.0
+# phi is reported in [0, PHI_MAX]: beyond it every verdict is the same, and math.exp would
+# overflow (elapsed far below or above the mean: a heartbeat just in after a long steady
+# interval, or a silence of hours).
+PHI_MAX = 99.0
+_EXP_MAX = 700.0   # math.exp overflows a double just above 709
 
 
 def phi(elapsed, mean, std):
     """-log10 of the probability that a heartbeat comes later than `elapsed` (a logistic
-    approximation of the normal distribution's tail, accurate to ~1e-4, that never overflows)."""
+    approximation of the normal distribution's tail, accurate to ~1e-4), within [0, PHI_MAX]."""
     y = (elapsed - mean) / std
-    e = math.exp(-y * (1.5976 + 0.070566 * y * y)) if y > -50 else math.inf
+    x = -y * (1.5976 + 0.070566 * y * y)
+    e = math.exp(max(-_EXP_MAX, min(_EXP_MAX, x)))
     if elapsed > mean:
-        return -math.log10(e / (1.0 + e)) if e > 0 else math.inf
-    return -math.log10(1.0 - 1.0 / (1.0 + e))
+        p = -math.log10(e / (1.0 + e))
+    else:
+        p = -math.log10(1.0 - 1.0 / (1.0 + e))
+    return max(0.0, min(PHI_MAX, p))
 
 
 class NodeHistory:

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 
 from edgefleet.firmware import protocol
 
-from ..errors import BrokerError
+from ..errors import BrokerError, ControllerFailed
 from ..mqttlink import connect_error, refusal_error
 from .controller import FleetController
 from ..store import open_registry
@@ -64,6 +64,7 @@ class ControllerService:
         self.client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
         self.fleet = None
         self._startup_error = None
+        self.failure = None   # what killed the decision loop, if it died
 
     # paho's thread --------------------------------------------------------------------------
 
@@ -117,6 +118,21 @@ class ControllerService:
             self._ready.set()
             return
         self._ready.set()
+        try:
+            self._loop()
+        except Exception as e:
+            # Past handle()'s own guard: a bug in tick() or in publishing. Carrying on connected
+            # but deciding nothing would starve the fleet of leases while systemd sees a live
+            # process; instead the controller says it is offline and its process exits non-zero.
+            log.exception("the controller's loop died")
+            self.failure = e
+        self._publish([self.fleet.ctrl_status("offline")])
+        time.sleep(0.2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        registry.close()
+
+    def _loop(self):
         next_tick = time.monotonic()
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
@@ -136,11 +152,6 @@ class ControllerService:
                     with self._snapshot_lock:
                         self._snapshot = self.fleet.snapshot()
                 next_tick = time.monotonic() + self.tick_s
-        self._publish([self.fleet.ctrl_status("offline")])
-        time.sleep(0.2)
-        self.client.disconnect()
-        self.client.loop_stop()
-        registry.close()
 
     def start(self, timeout=10.0):
         self._thread = threading.Thread(target=self._run, name="edgefleet-controller", daemon=True)
@@ -163,10 +174,16 @@ class ControllerService:
         with self._snapshot_lock:
             return self._snapshot
 
+    def alive(self):
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self):
+        """Stop the controller; raises ControllerFailed if its loop had died on its own."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self.failure is not None:
+            raise ControllerFailed("the controller's loop died: %s: %s" % (type(self.failure).__name__, self.failure))
 
     def run_forever(self):
         self.start()

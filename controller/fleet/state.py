@@ -23,12 +23,22 @@ class FleetState:
     @classmethod
     def load(cls, store):
         state = cls(store)
-        state._nodes = {n["id"]: n for n in store.nodes()}
-        state._workloads = {w["id"]: w for w in store.workloads()}
-        state._placements = set(store.placements())
-        state._results_by_node = store.result_counts()
-        state._totals = store.result_totals()
+        state._read(store)
         return state
+
+    def _read(self, store):
+        self._nodes = {n["id"]: n for n in store.nodes()}
+        self._workloads = {w["id"]: w for w in store.workloads()}
+        self._placements = set(store.placements())
+        self._results_by_node = store.result_counts()
+        self._totals = store.result_totals()
+
+    def revert(self):
+        """Back to what the registry last committed, in the registry and in memory: after a
+        message whose handling failed halfway, so that it leaves no trace. In place, because the
+        controller's parts all hold this object."""
+        self.store.rollback()
+        self._read(self.store)
 
     # -- reads (copies: callers may annotate what they get) ----------------------------------
 

@@ -26,6 +26,10 @@ class Registry:
     def commit(self):
         raise NotImplementedError
 
+    def rollback(self):
+        """Drop every write since the last commit."""
+        raise NotImplementedError
+
     def schema_version(self):
         """The schema version of the stored registry."""
         raise NotImplementedError
@@ -81,6 +85,10 @@ class Registry:
 
     def contiguous_results(self, node_id, boot):
         """The highest seq such that results 1..seq of (node, boot) are all stored."""
+        raise NotImplementedError
+
+    def stored_result(self, node_id, boot, seq):
+        """The stored result (node, boot, seq) as {wl, label, truth, score, us, up}, or None."""
         raise NotImplementedError
 
     def result_counts(self):

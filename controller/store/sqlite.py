@@ -192,6 +192,9 @@ class SqliteRegistry(Registry):
     def commit(self):
         self.db.commit()
 
+    def rollback(self):
+        self.db.rollback()
+
     # -- nodes ------------------------------------------------------------------------------
 
     def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
@@ -268,6 +271,11 @@ class SqliteRegistry(Registry):
              msg["us"], msg["up"], now or time.time()),
         )
         return cur.rowcount == 1
+
+    def stored_result(self, node_id, boot, seq):
+        row = self.db.execute("SELECT workload, label, truth, score, us, up FROM results "
+                              "WHERE node=? AND boot=? AND seq=?", (node_id, boot, seq)).fetchone()
+        return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
 
     def contiguous_results(self, node_id, boot):
         """The highest seq such that results 1..seq of (node, boot) are all stored."""

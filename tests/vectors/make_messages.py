@@ -75,6 +75,15 @@ def vectors():
         ("ota", with_(OTA_CHUNK, id=DELETE), "id"), ("ota_state", with_(OTA_STATE, state="done"), "state"),
         ("ota_state", with_(OTA_STATE, off=DELETE), "off"),
         ("ack", with_(ACK, seq=-1), "seq"), ("cmd", with_(CMD, op=None), "op"), ("reply", with_(REPLY, ok="yes"), "ok"),
+        # Validation limits (docs/protocol.md): values a registry or placement cannot take.
+        ("hb", with_(HB, seq=2 ** 63), None), ("result", with_(RESULT, us=-2 ** 63 - 1), None),
+        ("hello", with_(HELLO, caps={"heap": "lots"}), "caps.heap"),
+        ("hello", with_(HELLO, caps={"models": [7]}), "caps.models"),
+        ("hello", with_(HELLO, caps={"models": ["../../etc"]}), "caps.models"),
+        ("hello", with_(HELLO, caps={"labels": [{}]}), "caps.labels"),
+        ("assign", with_(ASSIGN, wl=[with_(ASSIGN["wl"][0], model="a/b")]), "wl[0].model"),
+        ("hb", with_(HB, wl=[{"id": "x\n", "state": "running", "n": 1, "err": None}]), "wl[0].id"),
+        ("result", with_(RESULT, wl=""), "wl"),
     ]
     out = []
     for kind, msg in valid:
@@ -85,6 +94,17 @@ def vectors():
     out.append({"kind": "status", "payload": "{\"v\": 1, \"node\": ", "valid": False, "field": None})
     out.append({"kind": "status", "payload": "[1, 2, 3]", "valid": False, "field": None})
     out.append({"kind": "ack", "payload": json.dumps(with_(ACK, pad="x" * 300)), "valid": False, "field": ""})
+    # Non-finite numbers (Python's json writes and reads these literals; JSON has none).
+    out.append({"kind": "hb", "payload": json.dumps(with_(HB, cpu=float("nan"))), "valid": False, "field": None})
+    out.append({"kind": "hb", "payload": json.dumps(with_(HB, temp=float("inf"))), "valid": False, "field": None})
+    out.append({"kind": "result", "payload": json.dumps(RESULT).replace("0.96875", "1e999"), "valid": False,
+                "field": None})
+    # Nesting past the limit, within the size limit: the JSON parsers recurse per level.
+    out.append({"kind": "hb", "payload": "[" * 1000 + "]" * 1000, "valid": False, "field": None})
+    out.append({"kind": "event", "payload": json.dumps(with_(EVENT, data={"a": [[[[[[[[[1]]]]]]]]]})), "valid": False,
+                "field": None})
+    # Brackets inside strings are text, not nesting.
+    out.append({"kind": "event", "payload": json.dumps(dict(EVENT, msg="[[[[[[[[[[[{{{{{{{{{{\\\"")), "valid": True})
     return out
 
 
