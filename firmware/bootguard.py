@@ -26,7 +26,10 @@ FAULTS = ("crash", "watchdog", "soft")
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
     outbox, report, and apply the assignment cached on flash."""
-    node.boot = flashfile.next_boot(node.data_dir)
+    # Results of earlier boots still on flash: delivered like new ones. Recovered first: their
+    # boots, and those of the crash and boot records, are a floor for the boot counter.
+    node.recovered = node.outbox.recover()
+    node.boot = flashfile.next_boot(node.data_dir, highest_boot(node.data_dir, node.recovered))
     info = node.reset_info = on_boot(node.data_dir, node.boot, node.hal.reset_cause(), node.sup_cfg["quick_boot_limit"])
     from . import backends
     node.backends = backends.available(node.runtime)
@@ -34,8 +37,6 @@ def start(node):
     node.safe_mode = info["safe_mode"]
     if node.safe_mode:
         node.state = "safe"
-    # Results of earlier boots still on flash: delivered like new ones.
-    node.recovered = node.outbox.recover()
     node.meter.install()
     free, total = node.hal.mem()
     # The runtime's own footprint, before any workload: what a board must spare for it.
@@ -57,6 +58,20 @@ def start(node):
             node.apply_assignment(protocol.validate("assign", cached), from_cache=True)
         except ProtocolError as e:
             print("edgefleet-node: ignoring cached assignment: %s" % e)
+
+
+def highest_boot(data_dir, recovered):
+    """The highest boot named by the outbox's results (recovered: boot -> seq), the crash records
+    and the last boot record."""
+    from . import crashlog
+    records = crashlog.read(data_dir) + [flashfile.read(data_dir + FILE)]
+    release_module(crashlog)
+    top = max(list(recovered) + [0])
+    for r in records:
+        boot = r.get("boot") if isinstance(r, dict) else None
+        if isinstance(boot, int) and boot > top:
+            top = boot
+    return top
 
 
 def on_boot(data_dir, boot, hal_cause, limit):

@@ -1,7 +1,11 @@
 # Small JSON records on flash, replaced atomically: write a temp file, then rename over the old
-# one, so a power cut leaves either the old or the new record, never a torn one.
+# one, so a power cut leaves either the old or the new record, never a torn one. The temp file
+# reaches the flash (fsync where the runtime has one; MicroPython's littlefs commits on close)
+# before the rename makes it the record.
 import json
 import os
+
+_fsync = getattr(os, "fsync", None)
 
 
 def read(path, default=None):
@@ -16,6 +20,9 @@ def write(path, value):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f)
+        f.flush()
+        if _fsync is not None:
+            _fsync(f.fileno())
     os.rename(tmp, path)
 
 
@@ -26,10 +33,14 @@ def ensure_dir(path):
         pass  # exists already
 
 
-def next_boot(data_dir):
-    """Increment and persist the boot counter; returns this boot's number (1 on a fresh flash)."""
+def next_boot(data_dir, floor=0):
+    """Increment and persist the boot counter; returns this boot's number (1 on a fresh flash).
+    floor: the highest boot other records on flash name; a lost or damaged counter restarts
+    above it, so (node, boot, seq) never repeats."""
     ensure_dir(data_dir)
     path = data_dir + "/boot.json"
-    boot = read(path, {"boot": 0}).get("boot", 0) + 1
+    last = read(path)
+    last = last.get("boot") if isinstance(last, dict) else None
+    boot = max(last if isinstance(last, int) else 0, floor) + 1
     write(path, {"boot": boot})
     return boot

@@ -29,6 +29,36 @@ def test_reset_causes_come_from_the_record_then_the_hal_then_power():
     assert info["reset"] == "power" and info["reset_detail"] is None, info
 
 
+def test_a_damaged_or_lost_boot_counter_restarts_above_every_boot_on_flash():
+    # Otherwise new results repeat (node, boot, seq) of old ones: the controller would take them
+    # for duplicates, ack them and drop them.
+    from firmware.outbox import Outbox
+    d = _fresh_dir()
+    for boot in range(1, 7):
+        assert flashfile.next_boot(d) == boot
+    bootguard.write(d, 6, 0, False)
+    crashlog.add(d, 5, 100, "w", "crash", "RuntimeError", False)
+    box_dir = d + "-outbox"
+    flashfile.ensure_dir(box_dir)
+    for name in os.listdir(box_dir):
+        os.remove(box_dir + "/" + name)
+    box = Outbox(box_dir)
+    box.append("result", 9, 4, b'{"r": 1}')   # results of boot 9 wait on flash
+    box.flush()
+    with open(d + "/boot.json", "w") as f:
+        f.write('{"bo')                       # torn by a power cut
+    recovered = Outbox(box_dir).recover()
+    assert recovered == {9: 4}, recovered
+    assert bootguard.highest_boot(d, recovered) == 9
+    assert flashfile.next_boot(d, bootguard.highest_boot(d, recovered)) == 10
+    os.remove(d + "/boot.json")               # lost: the boot and crash records still count
+    assert flashfile.next_boot(d, bootguard.highest_boot(d, {})) == 7
+    with open(d + "/boot.json", "w") as f:
+        f.write('[3]')                        # valid JSON, wrong shape
+    assert flashfile.next_boot(d, bootguard.highest_boot(d, {})) == 7
+    assert flashfile.read(d + "/boot.json") == {"boot": 7}
+
+
 def test_three_quick_boots_ended_by_faults_mean_safe_mode_and_a_stable_boot_clears_them():
     d = _fresh_dir()
     seen = [bootguard.on_boot(d, 1, None, 3)]
