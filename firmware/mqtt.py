@@ -68,7 +68,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  clean_session=True, max_inflight=8, max_packet=16384, on_message=None,
-                 tls=None, server_hostname=None):
+                 tls=None, server_hostname=None, payload_limit=None):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 allows a password only together with a user name")
         self.client_id = client_id
@@ -81,12 +81,15 @@ class MQTTClient:
         self.max_inflight = max(1, max_inflight)
         self.max_packet = max_packet
         self.on_message = on_message
+        # payload_limit(topic: bytes) -> the most payload bytes a PUBLISH on that topic may
+        # carry; a larger one is skipped in small pieces, never allocated (see dropped).
+        self.payload_limit = payload_limit
         # An SSLContext (firmware/tlslink.py) for a TLS link, verified as `server_hostname`.
         self.tls = tls
         self.server_hostname = server_hostname or host
         self.last_error = None
         self.callback_error = None  # the last exception on_message raised; the message was acked
-        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet
+        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limit
         self._will = None
         self._link = None
         self._packet_id = 0
@@ -395,6 +398,7 @@ class MQTTClient:
             await skip_bytes(reader, topic_len)
         else:
             topic = await reader.readexactly(topic_len)
+            oversized = self.payload_limit is not None and payload_len > self.payload_limit(topic)
         packet_id = struct.unpack("!H", await reader.readexactly(2))[0] if qos else 0
         if qos and not packet_id:
             raise ProtocolViolation("QoS1 PUBLISH with packet id 0")
