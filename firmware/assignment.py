@@ -1,5 +1,11 @@
 # The node's side of the assign message, as pure logic: given what runs and what the
 # controller wants, which workloads to stop and which to start. No I/O here.
+from .errors import ProtocolError
+
+# Epochs are the controller's wall-clock milliseconds (controller/fleet/reconciler.py), so a
+# real one stays below this (2100-01-01) for any fleet's life. A forged epoch above it, applied
+# and cached on flash, would have the node ignore its real controller for good.
+MAX_EPOCH = 4102444800000
 
 
 def _run_key(spec):
@@ -45,5 +51,9 @@ def retuned(running, desired):
 
 
 def accept(applied_epoch, msg):
-    """True when an assign message is newer than (or equal to) the one applied."""
-    return applied_epoch is None or msg["epoch"] >= applied_epoch
+    """True when an assign message is newer than (or equal to) the one applied; ProtocolError
+    for an epoch no controller makes."""
+    epoch = msg["epoch"]
+    if not 0 <= epoch <= MAX_EPOCH:
+        raise ProtocolError("assign: epoch %d is beyond any controller's clock" % epoch, kind="assign", field="epoch")
+    return applied_epoch is None or epoch >= applied_epoch
