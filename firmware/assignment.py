@@ -2,11 +2,6 @@
 # controller wants, which workloads to stop and which to start. No I/O here.
 from .errors import ProtocolError
 
-# Epochs are the controller's wall-clock milliseconds (controller/fleet/reconciler.py), so a
-# real one stays below this (2100-01-01) for any fleet's life. A forged epoch above it, applied
-# and cached on flash, would have the node ignore its real controller for good.
-MAX_EPOCH = 4102444800000
-
 
 def _run_key(spec):
     # The spec without input.until: moving a workload's hand-over point (a live migration)
@@ -54,6 +49,9 @@ def accept(applied_epoch, msg):
     """True when an assign message is newer than (or equal to) the one applied; ProtocolError
     for an epoch no controller makes."""
     epoch = msg["epoch"]
-    if not 0 <= epoch <= MAX_EPOCH:
-        raise ProtocolError("assign: epoch %d is beyond any controller's clock" % epoch, kind="assign", field="epoch")
+    # Epochs are the controller's wall-clock ms (controller/fleet/reconciler.py): a real one is
+    # below 2100-01-01 for any fleet's life. A forged one above, applied and cached on flash,
+    # would have the node ignore its real controller for good.
+    if not 0 <= epoch <= 4102444800000:
+        raise ProtocolError("bad epoch", field="epoch")
     return applied_epoch is None or epoch >= applied_epoch

@@ -26,10 +26,9 @@ FAULTS = ("crash", "watchdog", "soft")
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
     outbox, report, and apply the assignment cached on flash."""
-    # Results of earlier boots still on flash: delivered like new ones. Recovered first: their
-    # boots, and those of the crash and boot records, are a floor for the boot counter.
-    node.recovered = node.outbox.recover()
-    node.boot = flashfile.next_boot(node.data_dir, highest_boot(node.data_dir, node.recovered))
+    node.boot = next_boot(node.data_dir)
+    # Read before on_boot replaces it: with no counter on flash, it names the last boot.
+    last = flashfile.read(node.data_dir + FILE) if node.boot == 1 else None
     info = node.reset_info = on_boot(node.data_dir, node.boot, node.hal.reset_cause(), node.sup_cfg["quick_boot_limit"])
     from . import backends
     node.backends = backends.available(node.runtime)
@@ -37,6 +36,15 @@ def start(node):
     node.safe_mode = info["safe_mode"]
     if node.safe_mode:
         node.state = "safe"
+    # Results of earlier boots still on flash: delivered like new ones.
+    node.recovered = node.outbox.recover()
+    if node.boot == 1 and (last is not None or node.recovered):
+        # No counter on flash, yet records of earlier boots: a power cut damaged it. Go above
+        # every boot they name, or new results repeat (boot, seq) of old ones.
+        from . import crashlog
+        node.boot = next_boot(node.data_dir, crashlog.highest_boot(node.data_dir, node.recovered, last))
+        release_module(crashlog)
+        write(node.data_dir, node.boot, info["quick_boots"], False)
     node.meter.install()
     free, total = node.hal.mem()
     # The runtime's own footprint, before any workload: what a board must spare for it.
@@ -60,18 +68,18 @@ def start(node):
             print("edgefleet-node: ignoring cached assignment: %s" % e)
 
 
-def highest_boot(data_dir, recovered):
-    """The highest boot named by the outbox's results (recovered: boot -> seq), the crash records
-    and the last boot record."""
-    from . import crashlog
-    records = crashlog.read(data_dir) + [flashfile.read(data_dir + FILE)]
-    release_module(crashlog)
-    top = max(list(recovered) + [0])
-    for r in records:
-        boot = r.get("boot") if isinstance(r, dict) else None
-        if isinstance(boot, int) and boot > top:
-            top = boot
-    return top
+def next_boot(data_dir, floor=0):
+    """Increment and persist the boot counter; returns this boot's number (1 on a fresh flash).
+    floor: the highest boot other records on flash name; a lost or damaged counter restarts
+    above it, so (node, boot, seq) never repeats. (Here, not in flashfile, which stays loaded.)"""
+    flashfile.ensure_dir(data_dir)
+    path = data_dir + "/boot.json"
+    try:
+        boot = max(flashfile.read(path)["boot"], floor) + 1
+    except Exception:  # noqa: BLE001 - missing, torn or mangled: start above the floor
+        boot = floor + 1
+    flashfile.write(path, {"boot": boot})
+    return boot
 
 
 def on_boot(data_dir, boot, hal_cause, limit):

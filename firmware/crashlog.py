@@ -15,6 +15,17 @@ def read(data_dir):
     return records if isinstance(records, list) else []
 
 
+def highest_boot(data_dir, recovered, boot_record):
+    """The highest boot named by the outbox's results (recovered: boot -> seq), the crash records
+    and the boot record (firmware/bootguard.py): a lost boot counter restarts above it."""
+    top = max(list(recovered) + [0])
+    for r in read(data_dir) + [boot_record]:
+        boot = r.get("boot") if isinstance(r, dict) else None
+        if isinstance(boot, int) and boot > top:
+            top = boot
+    return top
+
+
 def add(data_dir, boot, uptime_ms, child, how, error, sent):
     record = {"boot": boot, "up": uptime_ms, "child": child, "how": how, "err": (error or "")[:ERROR_CHARS],
               "sent": sent}

@@ -5,8 +5,6 @@
 import json
 import os
 
-_fsync = getattr(os, "fsync", None)
-
 
 def read(path, default=None):
     try:
@@ -20,9 +18,9 @@ def write(path, value):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(value, f)
-        f.flush()
-        if _fsync is not None:
-            _fsync(f.fileno())
+        if hasattr(os, "fsync"):
+            f.flush()
+            os.fsync(f.fileno())
     os.rename(tmp, path)
 
 
@@ -31,16 +29,3 @@ def ensure_dir(path):
         os.mkdir(path)
     except OSError:
         pass  # exists already
-
-
-def next_boot(data_dir, floor=0):
-    """Increment and persist the boot counter; returns this boot's number (1 on a fresh flash).
-    floor: the highest boot other records on flash name; a lost or damaged counter restarts
-    above it, so (node, boot, seq) never repeats."""
-    ensure_dir(data_dir)
-    path = data_dir + "/boot.json"
-    last = read(path)
-    last = last.get("boot") if isinstance(last, dict) else None
-    boot = max(last if isinstance(last, int) else 0, floor) + 1
-    write(path, {"boot": boot})
-    return boot

@@ -68,7 +68,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  clean_session=True, max_inflight=8, max_packet=16384, on_message=None,
-                 tls=None, server_hostname=None, payload_limit=None):
+                 tls=None, server_hostname=None, payload_limits=None):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 allows a password only together with a user name")
         self.client_id = client_id
@@ -81,15 +81,15 @@ class MQTTClient:
         self.max_inflight = max(1, max_inflight)
         self.max_packet = max_packet
         self.on_message = on_message
-        # payload_limit(topic: bytes) -> the most payload bytes a PUBLISH on that topic may
-        # carry; a larger one is skipped in small pieces, never allocated (see dropped).
-        self.payload_limit = payload_limit
+        # {kind: (max payload bytes, ...)} (protocol.SCHEMAS), kind = a topic's last level: a
+        # larger PUBLISH, or one of no listed kind, is skipped in small reads, never allocated.
+        self.payload_limits = payload_limits
         # An SSLContext (firmware/tlslink.py) for a TLS link, verified as `server_hostname`.
         self.tls = tls
         self.server_hostname = server_hostname or host
         self.last_error = None
         self.callback_error = None  # the last exception on_message raised; the message was acked
-        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limit
+        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limits
         self._will = None
         self._link = None
         self._packet_id = 0
@@ -398,7 +398,9 @@ class MQTTClient:
             await skip_bytes(reader, topic_len)
         else:
             topic = await reader.readexactly(topic_len)
-            oversized = self.payload_limit is not None and payload_len > self.payload_limit(topic)
+            if self.payload_limits is not None:
+                limit = self.payload_limits.get(topic[topic.rfind(b"/") + 1:].decode())
+                oversized = limit is None or payload_len > limit[0]
         packet_id = struct.unpack("!H", await reader.readexactly(2))[0] if qos else 0
         if qos and not packet_id:
             raise ProtocolViolation("QoS1 PUBLISH with packet id 0")

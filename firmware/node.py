@@ -46,12 +46,6 @@ BACKOFF_MAX_MS = 2000
 LINK_BEAT_TIMEOUT_MS = 90000
 # How often the link child shows life while its connection is up.
 LINK_BEAT_S = 1
-# The largest incoming packet read at all: the largest payload a controller-sent kind may have
-# (docs/protocol.md, 4 KB) plus its topic and header. Within it, each kind's own limit applies
-# (payload_limit): a larger PUBLISH is skipped in small reads, never allocated.
-MAX_INCOMING = 4096 + 256
-# bad_message events: at most one per this many ms.
-BAD_MESSAGE_MS = 1000
 # The longest one publish waits for the broker (firmware/mqtt.py MQTTClient.publish's timeout).
 PUBLISH_WAIT_MS = 10000
 # Supervision settings; a node's config may override any of them under "supervision".
@@ -92,8 +86,7 @@ class Node:
         self.hb_seq = 0
         self.pending = []
         self.dropped = 0
-        self.bad_messages = 0
-        self._bad_ms = None
+        self.bad = 0   # messages rejected (bad_message)
         box = self.profile.get("outbox", {})
         self.outbox = Outbox(self.data_dir + "/outbox", box.get("capacity_bytes", 65536),
                              box.get("segment_bytes", 4096), box.get("flush_records", 8))
@@ -266,25 +259,11 @@ class Node:
             elif kind == "ota":
                 self.ota_agent().handle(msg)
         except Exception as e:  # noqa: BLE001 - whatever one message does, it is rejected alone
-            self.bad_message(topic, e)
-
-    def bad_message(self, topic, error):
-        # At most one event per BAD_MESSAGE_MS: a flood of bad input must not become a flood of
-        # events; `count` says how many were rejected since boot.
-        self.bad_messages += 1
-        now = ticks_ms()
-        if self._bad_ms is not None and ticks_diff(now, self._bad_ms) < BAD_MESSAGE_MS:
-            return
-        self._bad_ms = now
-        text = str(error) if isinstance(error, ProtocolError) else "%s: %s" % (type(error).__name__, error)
-        self.event("warn", "bad_message", text, {"topic": topic, "count": self.bad_messages})
-
-    def payload_limit(self, topic):
-        """The most payload bytes an incoming message on `topic` may carry: its kind's limit."""
-        try:
-            return protocol.SCHEMAS[protocol.parse_topic(self.prefix, topic.decode())[1]][0]
-        except (ProtocolError, UnicodeError):
-            return MAX_INCOMING   # not one of ours: on_message reports it
+            # Reported at the 1st, 2nd, 4th, 8th... rejection since boot: a flood of bad input
+            # must not become a flood of events.
+            self.bad += 1
+            if not self.bad & (self.bad - 1):
+                self.event("warn", "bad_message", repr(e), {"topic": topic, "count": self.bad})
 
     def on_ack(self, msg):
         boot, seq = msg["boot"], msg["seq"]
@@ -438,8 +417,8 @@ class Node:
             tls = client_context(b["ca"])
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
                             keepalive=b["keepalive"], on_message=self.on_message,
-                            tls=tls, server_hostname=b["server_name"], max_packet=MAX_INCOMING,
-                            payload_limit=self.payload_limit)
+                            tls=tls, server_hostname=b["server_name"], max_packet=4352,  # 4 KB + topic
+                            payload_limits=protocol.SCHEMAS)
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client

@@ -35,7 +35,7 @@ def test_a_damaged_or_lost_boot_counter_restarts_above_every_boot_on_flash():
     from firmware.outbox import Outbox
     d = _fresh_dir()
     for boot in range(1, 7):
-        assert flashfile.next_boot(d) == boot
+        assert bootguard.next_boot(d) == boot
     bootguard.write(d, 6, 0, False)
     crashlog.add(d, 5, 100, "w", "crash", "RuntimeError", False)
     box_dir = d + "-outbox"
@@ -49,13 +49,13 @@ def test_a_damaged_or_lost_boot_counter_restarts_above_every_boot_on_flash():
         f.write('{"bo')                       # torn by a power cut
     recovered = Outbox(box_dir).recover()
     assert recovered == {9: 4}, recovered
-    assert bootguard.highest_boot(d, recovered) == 9
-    assert flashfile.next_boot(d, bootguard.highest_boot(d, recovered)) == 10
+    assert crashlog.highest_boot(d, recovered, flashfile.read(d + bootguard.FILE)) == 9
+    assert bootguard.next_boot(d, crashlog.highest_boot(d, recovered, flashfile.read(d + bootguard.FILE))) == 10
     os.remove(d + "/boot.json")               # lost: the boot and crash records still count
-    assert flashfile.next_boot(d, bootguard.highest_boot(d, {})) == 7
+    assert bootguard.next_boot(d, crashlog.highest_boot(d, {}, flashfile.read(d + bootguard.FILE))) == 7
     with open(d + "/boot.json", "w") as f:
         f.write('[3]')                        # valid JSON, wrong shape
-    assert flashfile.next_boot(d, bootguard.highest_boot(d, {})) == 7
+    assert bootguard.next_boot(d, crashlog.highest_boot(d, {}, flashfile.read(d + bootguard.FILE))) == 7
     assert flashfile.read(d + "/boot.json") == {"boot": 7}
 
 

@@ -3,7 +3,6 @@
 # CPython and MicroPython.
 import json
 import os
-import time
 
 from firmware import assignment, flashfile
 from firmware.errors import ProtocolError
@@ -45,7 +44,7 @@ def _bad_events(node):
 
 
 def test_epochs_beyond_any_controller_clock_are_refused():
-    for forged in (2 ** 62, assignment.MAX_EPOCH + 1, -1):
+    for forged in (2 ** 62, 4102444800001, -1):
         assert raises(ProtocolError, assignment.accept, None, {"epoch": forged}).field == "epoch"
         assert raises(ProtocolError, assignment.accept, REAL_EPOCH, {"epoch": forged}).field == "epoch"
     assert assignment.accept(None, {"epoch": REAL_EPOCH})
@@ -75,23 +74,14 @@ def test_any_failure_while_handling_a_message_rejects_it_alone_with_a_rate_limit
     # Nothing changed: no assignment applied, none running.
     assert node.applied_epoch is None and node.assigned == [] and not node.workers, node.assigned
     events = _bad_events(node)
-    assert len(events) == 1 and node.bad_messages == 5, (events, node.bad_messages)
-    assert "Error: " in events[0]["msg"], events[0]   # OSError or its CPython subclass
-    time.sleep(1.1)
-    node.on_message("ef/node/n1/ack", b'{"v": 1, "boot": "x", "seq": 1}', False, 1)
+    # Reported at the 1st, 2nd, 4th, 8th... rejection: a flood of bad input is no flood of events.
+    assert [e["data"]["count"] for e in events] == [1, 2, 4] and node.bad == 5, (events, node.bad)
+    assert "Error" in events[0]["msg"], events[0]   # OSError or its CPython subclass
+    for _ in range(3):
+        node.on_message("ef/node/n1/ack", b'{"v": 1, "boot": "x", "seq": 1}', False, 1)
     events = _bad_events(node)
-    assert len(events) == 2 and events[1]["data"]["count"] == 6, events
+    assert [e["data"]["count"] for e in events] == [1, 2, 4, 8] and "boot" in events[3]["msg"], events
     # The node keeps going: the next good message is applied.
     node.data_dir = d
     node.on_message("ef/node/n1/assign", _assign(REAL_EPOCH, [spec]), True, 1)
     assert node.applied_epoch == REAL_EPOCH and node.assigned == [spec]
-
-
-def test_incoming_payload_limits_follow_each_kinds_protocol_limit():
-    node = _node(_dir("limits"))
-    from firmware import node as node_module
-    assert node.payload_limit(b"ef/node/n1/assign") == 4096
-    assert node.payload_limit(b"ef/node/n1/ack") == 256
-    assert node.payload_limit(b"ef/ctrl/lease") == 256
-    assert node.payload_limit(b"ef/ctrl/status") == 512
-    assert node.payload_limit(b"other/\xff") == node_module.MAX_INCOMING

@@ -1,7 +1,7 @@
 # The node runtime's pure parts, under CPython and MicroPython.
 import os
 
-from firmware import assignment, config, flashfile
+from firmware import assignment, bootguard, config, flashfile
 from firmware.backends import top1
 from firmware.errors import ConfigError
 from firmware.sources import SampleSource, SourceError
@@ -55,8 +55,8 @@ def test_boot_counter_persists_and_flash_records_replace_atomically():
             os.remove(d + "/" + f)
         except OSError:
             pass
-    assert flashfile.next_boot(d) == 1
-    assert flashfile.next_boot(d) == 2
+    assert bootguard.next_boot(d) == 1
+    assert bootguard.next_boot(d) == 2
     flashfile.write(d + "/x.json", {"a": 1})
     assert flashfile.read(d + "/x.json") == {"a": 1}
     with open(d + "/torn.json", "w") as f:
