@@ -577,6 +577,9 @@ class Node:
         from . import bootguard
         bootguard.start(self)
         release_module(bootguard)
+        # This coroutine runs for the node's life: a local left naming the module would hold
+        # all of its code in the heap for good.
+        del bootguard
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
