@@ -213,14 +213,9 @@ class BoardAgent:
         return b"binascii.a2b_base64(b'" + binascii.b2a_base64(payload, newline=False) + b"')"
 
     def probe(self):
-        import json
         out = self.link.exec("ef_probe()").decode("utf-8", "replace").strip()
-        try:
-            info = json.loads(out.splitlines()[-1])
-        except (ValueError, IndexError):
-            raise FlashError("unexpected answer from the board on %s: %r" % (self.link.port, out[-200:]),
-                             self.link.port)
-        self.deflate = bool(info.get("deflate"))
+        info = board_info(out, self.link.port)
+        self.deflate = info["deflate"]
         return info
 
     def summary(self, dirs, files):
@@ -230,7 +225,10 @@ class BoardAgent:
         board = {}
         for line in self.link.exec("ef_listing(%r,%r)" % (dirs, files)).decode("utf-8", "replace").splitlines():
             if line.strip():
-                path, digest = line.rstrip("\r").rsplit(" ", 1)
+                path, _, digest = line.rstrip("\r").rpartition(" ")
+                if not path or not re.fullmatch("[0-9a-f]{64}", digest):
+                    raise FlashError("unexpected line in the board's file listing on %s: %r"
+                                     % (self.link.port, line[-200:]), self.link.port)
                 board[path] = digest
         return board
 
@@ -277,20 +275,47 @@ class BoardAgent:
 
     def _write_error(self, path, size, exc):
         port = self.link.port
+        last = (exc.stderr.strip().splitlines() or ["(the board printed no error)"])[-1]
         if exc.errno == ENOSPC:
             return FlashError("the flash of the board on %s is full: %s (%d bytes) does not fit; "
                               "its partial copy was removed (flash fewer models with --model, or "
                               "free space on the board)" % (port, path, size), port, path)
         if "MemoryError" in exc.stderr:
-            return FlashError("the board on %s ran out of RAM receiving %s: %s"
-                              % (port, path, exc.stderr.strip().splitlines()[-1]), port, path)
-        return FlashError("writing %s on the board on %s failed: %s"
-                          % (path, port, exc.stderr.strip().splitlines()[-1]), port, path)
+            return FlashError("the board on %s ran out of RAM receiving %s: %s" % (port, path, last), port, path)
+        return FlashError("writing %s on the board on %s failed: %s" % (path, port, last), port, path)
+
+
+# What ef_probe (flash_agent.py) reports, field by field: (type, default). The board is not
+# trusted to answer in shape: an old agent, a different firmware or a noisy line can answer
+# anything, and a wrong type here would surface far away as a traceback.
+BOARD_INFO = {"mpy": (int, 0), "deflate": (bool, False), "free": (int, None), "uid": (str, None),
+              "node": (str, None), "broker": (dict, None)}
+
+
+def board_info(out, port):
+    """The board's probe answer as a dict of BOARD_INFO's fields; FlashError naming the answer
+    when its last line is not a JSON object or a field has the wrong type."""
+    import json
+    try:
+        info = json.loads(out.splitlines()[-1])
+    except (ValueError, IndexError):
+        info = None
+    if not isinstance(info, dict):
+        raise FlashError("unexpected answer from the board on %s: %r" % (port, out[-200:]), port)
+    checked = {}
+    for field, (kind, default) in BOARD_INFO.items():
+        value = info.get(field)
+        if value is None:
+            value = default
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise FlashError("the board on %s answered %s=%r, expected %s" % (port, field, value, kind.__name__), port)
+        checked[field] = value
+    return checked
 
 
 def check_compatible(info, entries, port):
     """FlashError when the board cannot load the image's .mpy files (format or native arch)."""
-    board_mpy = int(info.get("mpy") or 0)
+    board_mpy = info.get("mpy") or 0
     version, sub, arch = board_mpy & 0xff, (board_mpy >> 8) & 3, board_mpy >> 10
     for need_version, need_arch, need_sub in sorted(mpy_requirements(entries)):
         if board_mpy and need_version != version:
@@ -445,7 +470,7 @@ def _node_from_uid(board, uid, port):
 
 def _broker_from_board(info, port):
     broker = info.get("broker") or {}
-    if not broker.get("host") or not broker.get("port"):
+    if not isinstance(broker.get("host"), str) or not isinstance(broker.get("port"), int) or not broker["host"]:
         raise ConfigError("the board on %s has no config.json to keep the broker from: "
                           "pass --broker HOST:PORT" % port)
     return nodelink.address_of(broker)
