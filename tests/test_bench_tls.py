@@ -1,31 +1,24 @@
 """The TLS benchmark (tools/bench/tls.py) at small scale: the node's TLS link measured under the
 real MicroPython interpreter against the fleet's broker, the controller's ingest over TLS and
 plaintext, and the board profiles' recorded TLS cost still what the firmware pays."""
-import importlib.util
 import json
-import os
 import shutil
 
 import pytest
 
 from edgefleet.boards import catalog
+from support.bench import load_bench
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "bench", "tls.py")
 KEYS = {"mcu_tls_heap_peak_bytes", "mcu_tls_heap_steady_bytes", "mcu_handshake_s", "ingest_tls_msgs_per_s",
         "ingest_plain_msgs_per_s", "tls_ratio", "mcu_model", "mcu_null_reasons"}
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_tls", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_tls_bench_measures_the_node_link_and_both_ingests_and_matches_the_profiles(capsys):
-    bench = load_bench()
+    bench = load_bench("tls")
     out = bench.main(["--messages", "2000", "--rounds", "1", "--connects", "2"])
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line == out and KEYS <= set(line)
