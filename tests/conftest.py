@@ -10,6 +10,17 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from support.interp import micropython_binary  # noqa: E402
 
+try:
+    from hypothesis import settings as _hypothesis_settings
+except ImportError:   # the property tests then fail to import, naming what is missing
+    _hypothesis_settings = None
+if _hypothesis_settings is not None:
+    # The same examples on every run: a property test that fails in CI fails again on the
+    # developer's machine (and is then a bug to fix, never a flake to retry). New cases come
+    # from changing a test's strategies or budget, on purpose.
+    _hypothesis_settings.register_profile("edgefleet", derandomize=True, database=None)
+    _hypothesis_settings.load_profile("edgefleet")
+
 
 @pytest.fixture(scope="session")
 def repo_root():
