@@ -9,13 +9,14 @@ import threading
 import time
 import uuid
 
-import paho.mqtt.client as mqtt
 
 from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from ..errors import BrokerError, RolloutError
-from ..mqttlink import connect_error, refusal_error
+from ..mqttlink import BrokerLink, connect_error, refusal_error
+from ..netutil import BrokerAddress
+from ..security.principals import OPERATOR
 from .rollout import ota_msg
 
 log = logging.getLogger(__name__)
@@ -24,20 +25,15 @@ WATCHED = ("hello", "hb", "result", "ota_state")
 
 class Deployer:
     def __init__(self, host=None, port=None, prefix=protocol.DEFAULT_PREFIX, client_id=None, link=None):
-        # link: a BrokerLink (TLS, the operator's login); without one, an anonymous plaintext
-        # client of host:port (an open test broker).
-        if link is not None:
-            host, port = link.host, link.port
-        self.host, self.port, self.prefix = host, port, prefix
-        self.link = link
+        # link: a BrokerLink (TLS, the operator's login); without one, plaintext MQTT to
+        # host:port (an open test broker).
+        self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), OPERATOR)
+        self.host, self.port, self.prefix = self.link.host, self.link.port, prefix
         self.refused = None
         self.inbox = queue.Queue()
         self.connected = threading.Event()
         client_id = client_id or "deploy-" + uuid.uuid4().hex[:8]
-        if link is not None:
-            self.client = link.client(client_id)
-        else:
-            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = self.link.client(client_id)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda c, u, m: self.inbox.put((m.topic, m.payload))
@@ -55,15 +51,14 @@ class Deployer:
         try:
             self.client.connect(self.host, self.port, keepalive=10)
         except OSError as e:
-            if self.link is not None:
-                raise connect_error(self.link, e)
-            raise BrokerError("deployer cannot reach the broker at %s:%d: %s" % (self.host, self.port, e), self.host, self.port)
+            raise connect_error(self.link, e)
         self.client.loop_start()
         if not self.connected.wait(10):
             self.__exit__()
-            if self.refused and self.link is not None:
+            if self.refused:
                 raise refusal_error(self.link, self.refused)
-            raise BrokerError("deployer got no answer from the broker at %s:%d" % (self.host, self.port), self.host, self.port)
+            raise BrokerError("deployer got no answer from the broker at %s" % self.link.address.url,
+                              self.host, self.port)
         time.sleep(0.2)   # let the subscriptions settle before the first message goes out
         return self
 

@@ -9,12 +9,13 @@ import ssl
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 
 from edgefleet.firmware import protocol
 
 from ..errors import BrokerError, ControllerFailed
-from ..mqttlink import connect_error, refusal_error
+from ..mqttlink import BrokerLink, connect_error, refusal_error
+from ..netutil import BrokerAddress
+from ..security.principals import CONTROLLER
 from .controller import FleetController
 from ..store import open_registry
 
@@ -28,11 +29,9 @@ class ControllerService:
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
                  fleet_class=FleetController, link=None):
         # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
-        # without one, an anonymous plaintext client of host:port (an open test broker).
-        if link is not None:
-            host, port = link.host, link.port
-        self.host, self.port = host, port
-        self.link = link
+        # without one, plaintext MQTT to host:port (an open test broker).
+        self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), CONTROLLER)
+        self.host, self.port = self.link.host, self.link.port
         self.refused = None   # the broker's last refusal of the controller's login, if any
         self.db_path = db_path
         self.prefix = prefix
@@ -52,10 +51,7 @@ class ControllerService:
         self._snapshot_lock = threading.Lock()
         self.connected = threading.Event()
         self.connected_since = 0.0
-        if link is not None:
-            self.client = link.client(ctrl_id)
-        else:
-            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ctrl_id, clean_session=True)
+        self.client = self.link.client(ctrl_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -158,15 +154,15 @@ class ControllerService:
         self._thread.start()
         self._ready.wait(timeout)
         if self._startup_error is not None:
-            if self.link is not None and isinstance(self._startup_error, OSError):
+            if isinstance(self._startup_error, OSError):
                 raise connect_error(self.link, self._startup_error)
             raise BrokerError("controller could not start: %s" % self._startup_error, self.host, self.port)
         if not self.connected.wait(timeout):
             self.stop()
-            if self.refused and self.link is not None:
+            if self.refused:
                 raise refusal_error(self.link, self.refused)
-            raise BrokerError("controller could not connect to %s:%d%s" % (
-                self.host, self.port, ": " + self.refused if self.refused else ""), self.host, self.port)
+            raise BrokerError("controller got no answer from the broker at %s" % self.link.address.url,
+                              self.host, self.port)
         return self
 
     def snapshot(self):

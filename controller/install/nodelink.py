@@ -33,11 +33,10 @@ def tls_fits(profile):
 class NodeLink:
     """A node's broker settings: `config` for config.json's "broker", `files` {name: bytes}."""
 
-    def __init__(self, config, files, address, login):
+    def __init__(self, config, files, address):
         self.config = config
         self.files = files
         self.address = address
-        self.login = login   # the node's principal name, or None (an open test broker)
 
 
 def check(profile, broker, security=None):
@@ -70,7 +69,7 @@ def node_link(node_id, profile, broker, keepalive=10, security=None):
     cfg = image.node_config(node_id, profile, address.host, address.port, keepalive=keepalive,
                             user=user, password=password, tls=address.tls)["broker"]
     files = {image.CA_FILE: security.ca_der()} if address.tls else {}
-    return NodeLink(cfg, files, address, user)
+    return NodeLink(cfg, files, address)
 
 
 def address_of(broker_cfg):
