@@ -18,8 +18,8 @@ import threading
 
 from edgefleet.firmware.protocol import DEFAULT_PREFIX
 
-from .errors import BrokerError
-from .netutil import free_port, wait_for_port
+from .errors import BrokerError, EdgefleetError
+from .netutil import free_port, local_address, wait_for_port
 from .security import acl, files
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class SecureMosquitto(MosquittoBroker):
 
     def __init__(self, security, host="127.0.0.1", port=None, plain_port=None, prefix=DEFAULT_PREFIX, binary=None,
                  on_sync=None):
-        super().__init__(port or free_port(host if host not in ("0.0.0.0", "::") else "127.0.0.1"), host, binary)
+        super().__init__(port or free_port(local_address(host)), host, binary)
         self.security = security
         # Called with each batch of login changes applied, or with the EdgefleetError that
         # stopped one (the next period retries).
@@ -127,7 +127,7 @@ class SecureMosquitto(MosquittoBroker):
     @property
     def local_host(self):
         """The address clients on this host use (a wildcard bind is reached over loopback)."""
-        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return local_address(self.host)
 
     @property
     def url(self):
@@ -180,7 +180,6 @@ class SecureMosquitto(MosquittoBroker):
         return self
 
     def _watch(self):
-        from .errors import EdgefleetError
         while not self._stopping.wait(self.SYNC_PERIOD_S):
             try:
                 commands = self.sync()

@@ -8,6 +8,15 @@ import urllib.parse
 from .errors import ConfigError
 
 
+# Bind addresses that mean "every interface": no client dials them, nor may a certificate name them.
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def local_address(host):
+    """The address a client on this host reaches a server bound to `host` by."""
+    return "127.0.0.1" if host in WILDCARD_ADDRESSES else host
+
+
 def free_port(host="127.0.0.1"):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))

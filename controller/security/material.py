@@ -11,6 +11,7 @@ import os
 import socket
 
 from ..errors import SecurityError
+from ..netutil import WILDCARD_ADDRESSES
 from . import files, pki
 from .principals import ADMIN, CONTROLLER, NODE, OPERATOR, SERVICE_USERS, PrincipalStore
 
@@ -76,11 +77,11 @@ class FleetSecurity:
         wanted = list(dict.fromkeys(list(names) + default_broker_names()))
         if not reissue and os.path.exists(self.broker_cert):
             covered = pki.server_names(self._read(self.broker_cert))
-            if all(n in covered for n in names if n not in ("0.0.0.0", "::")):
+            if all(n in covered for n in names if n not in WILDCARD_ADDRESSES):
                 return False
             wanted = list(dict.fromkeys(covered + wanted))
         key, cert = pki.issue_server(self._read(self.ca_key), self._read(self.ca_cert),
-                                     [n for n in wanted if n not in ("0.0.0.0", "::")])
+                                     [n for n in wanted if n not in WILDCARD_ADDRESSES])
         files.write_private(self.broker_key, key)
         files.write_private(self.broker_cert, cert)
         return True
