@@ -118,9 +118,9 @@ DEFAULT_BROKER = "mqtts://127.0.0.1:8883"
 
 
 def resolve_broker(given=None, default=DEFAULT_BROKER):
-    """The broker to use: --broker, else $EDGEFLEET_BROKER, else the config file, else `default`."""
+    """The broker to use: --broker, else $EDGEFLEET_BROKER, else the config file, else `default`
+    (None when it is None: `flash` then keeps the board's own)."""
     for text in (given, os.environ.get(ENV_BROKER), configured_broker(), default):
         if text:
             return BrokerAddress.parse(text)
-    raise ConfigError("no broker given: pass --broker, set %s, or write broker = \"mqtts://HOST:8883\" in %s"
-                      % (ENV_BROKER, config_path()))
+    return None

@@ -5,18 +5,10 @@ import argparse
 from ..netutil import resolve_broker
 
 
-def _broker_configured():
-    """Whether the user named a fleet broker outside the command line ($EDGEFLEET_BROKER or
-    the config file): then a re-flash points the board at it instead of keeping the old one."""
-    import os
-    from ..netutil import ENV_BROKER, configured_broker
-    return bool(os.environ.get(ENV_BROKER) or configured_broker())
-
-
 def cmd_flash(args):
     from ..install import flasher
     from .progress import FlashProgress
-    broker = resolve_broker(args.broker, default=None) if args.broker or _broker_configured() else None
+    broker = resolve_broker(args.broker, default=None)
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
                            reset=not args.no_reset, progress=FlashProgress())
