@@ -25,6 +25,12 @@ from .security import acl, files
 log = logging.getLogger(__name__)
 
 
+def mosquitto_binary():
+    """mosquitto's path: on PATH, or Debian's /usr/sbin (off a non-root PATH); None if neither."""
+    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return found if os.path.exists(found) else None
+
+
 class MosquittoBroker:
     """An open mosquitto (anonymous clients, no TLS) on one port, configured from a temp dir: for
     tests and benchmarks; SecureMosquitto below is the fleet's."""
@@ -34,7 +40,7 @@ class MosquittoBroker:
     def __init__(self, port=None, host="127.0.0.1", binary=None, extra_config=""):
         self.host = host
         self.port = port or free_port(host)
-        self.binary = binary or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.binary = binary or mosquitto_binary() or "/usr/sbin/mosquitto"
         self.extra_config = extra_config
         self.proc = None
         self._dir = None

@@ -61,9 +61,8 @@ def _open(snapshot):
 
 
 def secure_broker_available(broker_kind):
-    from ..broker import dynsec_plugin
-    return broker_kind in ("auto", "mosquitto") and bool(shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")) \
-        and dynsec_plugin() is not None
+    from ..broker import dynsec_plugin, mosquitto_binary
+    return broker_kind in ("auto", "mosquitto") and mosquitto_binary() is not None and dynsec_plugin() is not None
 
 
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
