@@ -19,6 +19,7 @@ import threading
 from edgefleet.firmware.protocol import DEFAULT_PREFIX
 
 from .errors import BrokerError, EdgefleetError
+from .extras import require
 from .netutil import free_port, local_address, wait_for_port
 from .security import acl, files
 
@@ -278,10 +279,7 @@ class EmbeddedBroker:
         return "mqtt://%s:%d" % (self.host, self.port)
 
     def start(self, timeout=10.0):
-        try:
-            from amqtt.broker import Broker
-        except ImportError as e:
-            raise BrokerError("amqtt is not installed (pip install 'edgefleet[sim]')") from e
+        Broker = require("amqtt.broker", "the in-process amqtt broker").Broker
         config = {
             "listeners": {"default": {"type": "tcp", "bind": "%s:%d" % (self.host, self.port)}},
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},

@@ -10,20 +10,54 @@ ConfigError exists here and in firmware/errors.py on purpose, meaning different 
 one is the host's configuration (fleet files, the CLI's options, keys, registries, simulated
 fleets); the firmware's is a node's config.json on its flash, checked by the node itself and
 carrying the offending `field`. Neither is ever raised for the other's input.
+
+Every class carries the exit status the CLI ends with when it reports one (`exit_code`); the
+firmware's and the boards' families cannot import this module, so exit_code_for() maps them.
+The table (README.md, `edgefleet --help`):
+
+  0  success
+  2  usage: the command line itself is wrong (argparse's own status)
+  3  config: a file, option value or name given does not exist or is invalid
+  4  connection: a broker, SSH host or serial port could not be reached, or refused us
+  5  operation: the command ran and failed (a rollout stopped, a node refused, a step failed)
 """
+
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_CONNECTION = 4
+EXIT_OPERATION = 5
+
+EXIT_CODES = (
+    (EXIT_USAGE, "usage", "the command line is wrong (unknown option, missing or malformed argument)"),
+    (EXIT_CONFIG, "config", "a file, setting or name given does not exist or is invalid"),
+    (EXIT_CONNECTION, "connection", "a broker, SSH host or serial port is unreachable or refused us"),
+    (EXIT_OPERATION, "operation", "the command ran and failed: a rollout stopped, a node refused"),
+)
 
 
 class EdgefleetError(Exception):
-    """Root of every error the controller and CLI raise on purpose."""
+    """Root of every error the controller and CLI raise on purpose. A subclass that is not more
+    specific about its cause is an operation that failed."""
+
+    exit_code = EXIT_OPERATION
 
 
 class ConfigError(EdgefleetError):
     """The host's configuration is missing or invalid: a fleet file, a CLI option, the signing key,
     a registry or simulated-board index (a node's own config.json: firmware.errors.ConfigError)."""
 
+    exit_code = EXIT_CONFIG
+
+
+class MissingExtra(ConfigError):
+    """An optional dependency a command needs is not installed: the message is the one command
+    that installs it (controller/extras.py)."""
+
 
 class BrokerError(EdgefleetError):
     """An MQTT broker could not be started or reached."""
+
+    exit_code = EXIT_CONNECTION
 
     def __init__(self, message, host=None, port=None):
         super().__init__(message)
@@ -35,6 +69,8 @@ class SecurityError(EdgefleetError):
     """The fleet's security material is missing, unreadable or does not fit what is asked of it
     (no CA yet, an unknown principal, a certificate that does not name the broker's host).
     `path` names the file concerned, when there is one."""
+
+    exit_code = EXIT_CONFIG
 
     def __init__(self, message, path=None):
         super().__init__(message)
@@ -50,9 +86,15 @@ class ControllerFailed(EdgefleetError):
 class BoardError(EdgefleetError):
     """A simulated or real board could not be started, reached or talked to."""
 
+    exit_code = EXIT_CONNECTION
+
     def __init__(self, message, board=None):
         super().__init__(message)
         self.board = board
+
+
+class InUse(EdgefleetError):
+    """Another edgefleet process holds what this one needs for itself (the demo's state folder)."""
 
 
 class PlacementError(EdgefleetError):
@@ -67,6 +109,8 @@ class PlacementError(EdgefleetError):
 class NotFound(EdgefleetError):
     """A node, workload or model named by the user does not exist."""
 
+    exit_code = EXIT_CONFIG
+
 
 class FlashError(EdgefleetError):
     """Installing an image over a board's serial REPL failed: `port` is the board's link,
@@ -78,6 +122,12 @@ class FlashError(EdgefleetError):
         self.path = path
 
 
+class SerialUnreachable(FlashError):
+    """The board's serial port (or socket:// link) could not be opened."""
+
+    exit_code = EXIT_CONNECTION
+
+
 class ProvisionError(EdgefleetError):
     """Provisioning a Linux board over SSH failed: `host` is the target, `step` the step that failed."""
 
@@ -87,11 +137,19 @@ class ProvisionError(EdgefleetError):
         self.step = step
 
 
+class SSHUnreachable(ProvisionError):
+    """The SSH connection to the board could not be opened (refused, no route, bad login)."""
+
+    exit_code = EXIT_CONNECTION
+
+
 class HostKeyError(ProvisionError):
     """The SSH host key a board presented is not one this controller trusts, so nothing was sent
     to it. `key_type` (ssh-ed25519, ...) and `fingerprint` (SHA256:..., as `ssh-keygen -l` prints
     it) name the key presented; `known_hosts` is the file it was checked against (None when the
-    key was pinned with --host-key)."""
+    key was pinned with --host-key). This side refused the connection: a connection failure."""
+
+    exit_code = EXIT_CONNECTION
 
     def __init__(self, message, host, key_type, fingerprint, known_hosts=None):
         super().__init__(message, host, "host key")
@@ -129,6 +187,25 @@ class StoreError(EdgefleetError):
     """The fleet registry cannot be opened or used: not a registry, written by a newer edgefleet,
     or read-only where a write was needed. `location` names it."""
 
+    exit_code = EXIT_CONFIG
+
     def __init__(self, message, location=None):
         super().__init__(message)
         self.location = location
+
+
+def exit_code_for(error):
+    """The CLI's exit status for an error it reports: the class's own for EdgefleetError; the
+    firmware's and the boards' families, which cannot import this module, mapped here."""
+    from edgefleet.boards.errors import ProfileError
+    from edgefleet.firmware import errors as firmware
+    from edgefleet.firmware.update_errors import BundleError
+    if isinstance(error, EdgefleetError):
+        return error.exit_code
+    # On the host a BundleError is always about a bundle file the user gave or asked for: one
+    # that another key signed, that is corrupt, or whose contents do not fit the board.
+    if isinstance(error, (ProfileError, firmware.ConfigError, BundleError)):
+        return EXIT_CONFIG
+    if isinstance(error, firmware.MQTTError):
+        return EXIT_CONNECTION
+    return EXIT_OPERATION

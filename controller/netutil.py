@@ -93,8 +93,8 @@ def parse_broker(text):
 
 
 def config_path():
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "edgefleet", "config.toml")
+    from .paths import config_file
+    return config_file()
 
 
 def configured_broker():

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from edgefleet.controller import cli
+from edgefleet.controller.errors import EXIT_CONFIG
 from edgefleet.controller.fleet.controller import FleetController
 from edgefleet.controller.store import open_registry
 
@@ -48,5 +49,5 @@ def test_logs_json_and_unknown_node(registry_path, capsys):
     assert cli.main(["logs", "mcu-1", "--db", registry_path, "--json"]) == 0
     kinds = [e["kind"] for e in json.loads(capsys.readouterr().out)]
     assert kinds == ["registered", "boot", "crash", "degraded"], kinds
-    assert cli.main(["logs", "nope", "--db", registry_path]) == 1
+    assert cli.main(["logs", "nope", "--db", registry_path]) == EXIT_CONFIG
     assert "edgefleet: no node 'nope'" in capsys.readouterr().err

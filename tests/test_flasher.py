@@ -16,7 +16,7 @@ import pytest
 from edgefleet.boards import catalog
 from edgefleet.controller import cli
 from edgefleet.controller.install import flasher, image, keys
-from edgefleet.controller.errors import ConfigError, FlashError
+from edgefleet.controller.errors import EXIT_CONFIG, EXIT_CONNECTION, ConfigError, FlashError
 from edgefleet.controller.cli.progress import FlashProgress
 from edgefleet.controller.install.serialrepl import NoAnswer, ReplExecError
 from edgefleet.controller.sim.simboard import McuBoard
@@ -295,7 +295,7 @@ def test_closed_port_is_a_clear_error_from_the_cli(fleet_home, capsys):
         probe.bind(("127.0.0.1", 0))
         url = "socket://127.0.0.1:%d" % probe.getsockname()[1]
     code, _out, err = flash_cli(capsys, url, "--board", BOARD, "--node", "x", "--broker", "h:1")
-    assert code == 1 and err.startswith("edgefleet: cannot open " + url)
+    assert code == EXIT_CONNECTION and err.startswith("edgefleet: cannot open " + url)
 
 
 def test_linux_board_is_refused_with_the_command_to_use(fleet_home):
@@ -354,7 +354,7 @@ def test_keygen_creates_refuses_to_replace_and_replaces_when_forced(fleet_home, 
     assert cli.main(["keygen"]) == 0
     first = keys.load()
     assert oct(os.stat(keys.default_path()).st_mode & 0o777) == "0o600"
-    assert cli.main(["keygen"]) == 1
+    assert cli.main(["keygen"]) == EXIT_CONFIG
     assert "edgefleet: a signing key already exists" in capsys.readouterr().err
     assert keys.load() == first
     assert cli.main(["keygen", "--force"]) == 0

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from edgefleet.controller.deploy import bundle
+from edgefleet.controller.errors import EXIT_CONFIG
 from edgefleet.controller.install import keys
 from edgefleet.firmware import adopt_key, health, slots
 from edgefleet.firmware.ota import Receiver
@@ -115,7 +116,7 @@ def test_the_cli_builds_a_migration_bundle_and_deploy_checks_it(tmp_path, monkey
     key = keys.create()
     out = str(tmp_path / "migrate.efb")
     args = ["bundle", "--board", "rpi4", "--version", "0.3.0", "--models", "digits_dense", "--hmac-migration", "-o", out]
-    assert cli.main(args) == 1 and "no old fleet key" in capsys.readouterr().err
+    assert cli.main(args) == EXIT_CONFIG and "no old fleet key" in capsys.readouterr().err
     (tmp_path / keys.LEGACY_FILE).write_text(LEGACY_KEY.hex() + "\n")
     assert cli.main(args) == 0, capsys.readouterr().err
     data = open(out, "rb").read()
@@ -127,5 +128,5 @@ def test_the_cli_builds_a_migration_bundle_and_deploy_checks_it(tmp_path, monkey
     forged = bundle.build_migration("rpi4", "0.3.0", key, bytes(32), models=[])
     for data, why in ((other, "public key other than this controller's"), (forged, "old fleet key")):
         (tmp_path / "bad.efb").write_bytes(data)
-        assert cli.main(["deploy", str(tmp_path / "bad.efb"), "--to", "n1", "--broker", "127.0.0.1:9"]) == 1
+        assert cli.main(["deploy", str(tmp_path / "bad.efb"), "--to", "n1", "--broker", "127.0.0.1:9"]) == EXIT_CONFIG
         assert why in capsys.readouterr().err

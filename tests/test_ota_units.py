@@ -13,6 +13,7 @@ from support.secrets import assert_no_secret
 
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller import cli
+from edgefleet.controller.errors import EXIT_CONFIG
 from edgefleet.controller.deploy.rollout import Gate, Rollout, Transfer, plan_waves
 from edgefleet.firmware import bundle as wire
 from edgefleet.firmware import update_errors as fw_errors
@@ -118,14 +119,14 @@ def test_cli_deploy_refuses_a_bundle_this_controller_did_not_sign(tmp_path, caps
     keys.create()   # this controller's key is not KEY
     path = tmp_path / "foreign.efb"
     path.write_bytes(mcu_bundle)
-    assert cli.main(["deploy", str(path), "--to", "n1,n2", "--broker", "127.0.0.1:9"]) == 1
+    assert cli.main(["deploy", str(path), "--to", "n1,n2", "--broker", "127.0.0.1:9"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "signature does not verify under this controller's signing key" in err, err
 
 
 def test_cli_bundle_writes_a_verifiable_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
-    assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9"]) == 1
+    assert cli.main(["bundle", "--board", "rpi4", "--version", "9.9"]) == EXIT_CONFIG
     assert "no signing key" in capsys.readouterr().err
     key = keys.create()
     out = str(tmp_path / "b.efb")

@@ -26,7 +26,7 @@ import pytest
 
 from edgefleet.controller import cli
 from edgefleet.controller.install import hostkeys, keys, provision
-from edgefleet.controller.errors import ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
+from edgefleet.controller.errors import EXIT_CONNECTION, ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
 from support.secrets import assert_no_secret
 from support.sshd import Sshd, sshd_available
 
@@ -291,7 +291,7 @@ def test_unreachable_board_is_a_clear_error_from_the_cli(tmp_path, monkeypatch, 
     code = cli.main(["provision", "nobody@127.0.0.1:%d" % port, "--board", "rpi4", "--broker", "h:1883",
                      "--root", str(tmp_path / "root")])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("edgefleet: 127.0.0.1: SSH failed during connect"), err
+    assert code == EXIT_CONNECTION and err.startswith("edgefleet: 127.0.0.1: SSH failed during connect"), err
 
 
 def test_microcontroller_is_refused_with_the_command_to_use(tmp_path, monkeypatch):
@@ -321,7 +321,7 @@ def test_an_unknown_host_is_refused_before_anything_is_sent(sshd, tmp_path, monk
     offset = sshd.log_size()
 
     code, out, err = run_cli(sshd, root, "h:1883", known_hosts=None)
-    assert code == 1, out
+    assert code == EXIT_CONNECTION, out
     fp = sshd.fingerprint()
     assert err.startswith("edgefleet: %s: unknown SSH host key ssh-ed25519 %s (no entry in %s)"
                           % (sshd.host_name, fp, default)), err
@@ -366,7 +366,7 @@ def test_trust_on_first_use_records_the_key_and_a_changed_key_is_refused(provisi
         before = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
         code, out, err = run_cli(board, root, provisioned.broker, "--wheel", provisioned.wheel, "--trust-on-first-use",
                                  known_hosts=str(known))
-        assert code == 1, out
+        assert code == EXIT_CONNECTION, out
         assert err.startswith("edgefleet: %s: SSH host key CHANGED: it presents ssh-ed25519 %s, but %s lists "
                               "ssh-ed25519 %s (line 3)" % (board.host_name, new_key, known, first_key)), err
         assert "ssh-keygen -R '%s' -f %s" % (board.host_name, known) in err

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from edgefleet.controller import cli
-from edgefleet.controller.errors import StoreError
+from edgefleet.controller.errors import EXIT_CONFIG, StoreError
 from edgefleet.controller.fleet.controller import FleetController
 from edgefleet.controller.fleet.state import FleetState
 from edgefleet.controller.store import SCHEMA_VERSION, open_registry
@@ -49,7 +49,7 @@ def test_a_newer_registry_and_a_file_that_is_no_registry_are_refused(tmp_path, c
         open_registry(newer)
     junk = tmp_path / "notadb"
     junk.write_bytes(b"this is not a database, just text " * 100)
-    assert cli.main(["status", "--db", str(junk)]) == 1
+    assert cli.main(["status", "--db", str(junk)]) == EXIT_CONFIG
     assert "is not an edgefleet registry" in capsys.readouterr().err
 
 

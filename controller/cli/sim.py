@@ -2,6 +2,7 @@
 through the board index the demo and SimFleet keep ($EDGEFLEET_HOME/simboards.json)."""
 import json
 
+from ..choices import check_power_source
 from ..errors import ConfigError, NotFound
 
 SIM_SETTINGS = {
@@ -18,9 +19,7 @@ SIM_SETTINGS = {
 
 def _parse_sim_value(kind, text):
     if kind == "source":
-        if text not in ("mains", "battery", "solar"):
-            raise ConfigError("power source must be mains, battery or solar, not %r" % text)
-        return text
+        return check_power_source(text)
     if kind == "onoff":
         if text not in ("on", "off"):
             raise ConfigError("throttle takes on or off, not %r" % text)

@@ -17,6 +17,7 @@ import tomli_w
 
 from edgefleet.firmware.protocol import valid_node_id
 
+from .. import choices
 from ..errors import ConfigError
 
 ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority"}
@@ -53,6 +54,11 @@ def parse_workload(raw, where, known_models=None):
     for key in ("boards", "labels"):
         if key in constraints and not (isinstance(constraints[key], list) and all(isinstance(v, str) for v in constraints[key])):
             raise ConfigError("%s (%s): constraints.%s must be a list of strings" % (where, wid, key))
+    # A runtime or board no node can have would leave the workload pending for ever.
+    if "runtime" in constraints:
+        choices.check_runtime(constraints["runtime"], "%s (%s): constraints.runtime" % (where, wid))
+    for board in constraints.get("boards", ()):
+        choices.check_board(board, constraints.get("runtime"), "%s (%s): constraints.boards" % (where, wid))
     if "prefer_mains" in constraints and not isinstance(constraints["prefer_mains"], bool):
         raise ConfigError("%s (%s): constraints.prefer_mains must be true or false" % (where, wid))
     resources = raw.get("resources", {})

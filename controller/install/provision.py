@@ -55,7 +55,8 @@ from edgefleet.boards import catalog
 
 from . import hostkeys, image, keys, nodelink
 from ..security.material import FleetSecurity
-from ..errors import ConfigError, HostKeyError, ProvisionError
+from ..errors import ConfigError, HostKeyError, ProvisionError, SSHUnreachable
+from ..extras import require
 
 UNIT_NAME = "edgefleet-node.service"
 UNIT_TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(boards_pkg.__file__)), "systemd", UNIT_NAME)
@@ -295,7 +296,7 @@ class Provisioner:
             self.conn.client.close()
             if isinstance(exc, HostKeyError):
                 raise
-            raise ProvisionError("%s: SSH failed during connect: %s" % (self.host, exc), self.host, "connect") from exc
+            raise SSHUnreachable("%s: SSH failed during connect: %s" % (self.host, exc), self.host, "connect") from exc
         who = self._run(IDENTIFY, "connect").stdout.split()
         self.user, self.is_root, self.group = who[0], who[1] == "0", who[2]
         self.node_id = self.node_id or who[3].split(".")[0]
@@ -425,10 +426,7 @@ class Provisioner:
 def connect(target, host_check, port=None, key_filename=None, timeout=15):
     """A Fabric Connection to USER@HOST[:PORT] that checks the host's key with `host_check` (a
     hostkeys.HostKeyCheck) when it opens."""
-    try:
-        from fabric import Connection
-    except ImportError:
-        raise ConfigError("provisioning needs Fabric: pip install fabric")
+    Connection = require("fabric", "provision").Connection
     connect_kwargs = {"key_filename": key_filename} if key_filename else {}
     conn = Connection(target, port=port, connect_kwargs=connect_kwargs, connect_timeout=timeout)
     host_check.attach(conn)

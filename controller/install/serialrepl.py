@@ -30,7 +30,7 @@ import time
 
 import serial
 
-from ..errors import FlashError
+from ..errors import FlashError, SerialUnreachable
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 FRIENDLY_PROMPT = b">>> "
@@ -72,7 +72,7 @@ class ReplLink:
             self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=0,
                                                  write_timeout=timeout)
         except (serial.SerialException, ValueError, OSError) as exc:
-            raise FlashError("cannot open %s: %s" % (port, exc), port) from exc
+            raise SerialUnreachable("cannot open %s: %s" % (port, exc), port) from exc
         try:
             self._fd = self._serial.fileno()
         except (AttributeError, NotImplementedError, serial.SerialException):

@@ -12,12 +12,13 @@ import socket
 
 from ..errors import SecurityError
 from ..netutil import WILDCARD_ADDRESSES
+from ..paths import state_home
 from . import files, pki
 from .principals import ADMIN, CONTROLLER, NODE, OPERATOR, SERVICE_USERS, PrincipalStore
 
 
 def home():
-    return os.environ.get("EDGEFLEET_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state", "edgefleet")
+    return state_home()
 
 
 def default_broker_names():

@@ -1,4 +1,5 @@
 """`edgefleet demo`: an embedded broker, a simulated fleet and the controller, in one command."""
+import fcntl
 import json
 import os
 import shutil
@@ -9,12 +10,14 @@ import time
 from edgefleet import models
 
 from ..cli import views
-from ..broker import SecureMosquitto, default_broker
+from ..errors import ConfigError, InUse
+from ..extras import require, require_micropython
+from ..broker import SecureMosquitto, default_broker, mosquitto_binary
 from ..mqttlink import BrokerLink
 from ..netutil import BrokerAddress, free_port
 from ..security.material import FleetSecurity
 from ..security.principals import CONTROLLER
-from ..store import default_path
+from ..paths import demo_home
 from ..fleet.service import ControllerService
 from .simfleet import SimFleet, default_index_path, demo_layout
 
@@ -61,30 +64,76 @@ def _open(snapshot):
 
 
 def secure_broker_available(broker_kind):
-    from ..broker import dynsec_plugin, mosquitto_binary
+    from ..broker import dynsec_plugin
     return broker_kind in ("auto", "mosquitto") and mosquitto_binary() is not None and dynsec_plugin() is not None
 
 
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
              insecure_plaintext=False):
+    # Checked before anything is started or written.
+    if duration is not None and not duration > 0:
+        raise ConfigError("the demo's duration must be a number of seconds > 0, not %r" % duration)
+    if arm64 < 0:
+        raise ConfigError("the number of arm64 nodes must be >= 0, not %r" % arm64)
     available = models.names()
     if not available:
-        from ..errors import ConfigError
         raise ConfigError("no models in %s" % models.MODELS_DIR)
+    require_micropython("the demo")
     secure = secure_broker_available(broker_kind)
+    if not secure and (broker_kind == "amqtt" or not mosquitto_binary()):
+        require("amqtt", "the demo without mosquitto")
     layout = demo_layout(nodes, tls_only=secure and not insecure_plaintext)
     layout += [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
-    state_dir = os.path.dirname(default_path())
-    os.makedirs(state_dir, exist_ok=True)
-    db_path = os.path.join(state_dir, "demo.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(db_path + suffix):
-            os.remove(db_path + suffix)
+    with DemoLock(demo_home()) as lock:
+        return _run_locked(lock.dir, layout, available, secure, duration, as_json, broker_kind, keepalive, out,
+                           insecure_plaintext)
+
+
+class DemoLock:
+    """The demo's private state folder, held by one demo at a time: a second demo refuses
+    instead of deleting the registry and board index the first one is using. The lock is an
+    flock on LOCK_FILE, so it goes away with the process, however that ends."""
+
+    LOCK_FILE = "lock"
+
+    def __init__(self, folder):
+        self.dir = folder
+        self._file = None
+
+    def __enter__(self):
+        os.makedirs(self.dir, exist_ok=True)
+        path = os.path.join(self.dir, self.LOCK_FILE)
+        self._file = open(path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise InUse("another `edgefleet demo` (pid %s) is running on %s; stop it first, or give this one "
+                        "its own state with EDGEFLEET_HOME=DIR" % (holder, self.dir)) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write("%d\n" % os.getpid())
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()   # closing the file releases the flock
+
+
+def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_kind, keepalive, out,
+                insecure_plaintext):
+    # What an earlier demo left: its registry and board index describe boards that are gone.
+    db_path = os.path.join(state_dir, "fleet.db")
+    for stale in (db_path, db_path + "-wal", db_path + "-shm", default_index_path()):
+        if os.path.exists(stale):
+            os.remove(stale)
     root = tempfile.mkdtemp(prefix="edgefleet-demo-")
     link = security = None
     if secure:
         # The demo's own CA and logins, apart from the user's fleet (whose logins it must not touch).
-        security = FleetSecurity(os.path.join(state_dir, "demo-security"))
+        security = FleetSecurity(os.path.join(state_dir, "security"))
         if not security.exists():
             security.init()
         broker = SecureMosquitto(security, plain_port=free_port() if insecure_plaintext else None).start()
@@ -97,8 +146,6 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     snapshot = None
     try:
         index = default_index_path()
-        if os.path.exists(index):
-            os.remove(index)  # boards of an earlier demo
         if secure:
             fleet = SimFleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
                              security=security, tls_port=broker.port)

