@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[sim,pi,test]'
+	$(BIN)/pip install -q -e '.[mcu,provision,pi,sim,test]'
 	touch $(STAMP)
 
 # The demo fleet on the embedded defaults, until Ctrl-C.
