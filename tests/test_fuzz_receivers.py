@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgefleet.controller.cli import main as cli_main
-from edgefleet.controller.errors import ControllerFailed
+from edgefleet.controller.errors import EXIT_OPERATION, ControllerFailed
 from edgefleet.controller.fleet import detector
 from edgefleet.controller.fleet.controller import BAD_MESSAGE_BURST, FleetController
 from edgefleet.controller.fleet.service import ControllerService
@@ -441,7 +441,8 @@ def test_a_dead_loop_says_offline_and_stop_raises(mosquitto, tmp_path):
 
 
 def test_the_controller_process_exits_nonzero_when_its_loop_dies(mosquitto, tmp_path, monkeypatch):
-    """`edgefleet controller` returns 1 (systemd restarts it) instead of idling connected."""
+    """`edgefleet controller` exits with the operation status (systemd restarts it) instead of
+    idling connected."""
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     monkeypatch.setattr(FleetController, "tick", TickBomb.tick)
     db = tmp_path / "fleet.db"
@@ -454,4 +455,4 @@ def test_the_controller_process_exits_nonzero_when_its_loop_dies(mosquitto, tmp_
     monkeypatch.setattr("signal.signal", lambda *a: None)
     runner.start()
     runner.join(30)
-    assert outcome == [1]
+    assert outcome == [EXIT_OPERATION]

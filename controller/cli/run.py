@@ -103,7 +103,7 @@ def cmd_controller(args):
     try:
         wait_for_signal(service.alive)
     finally:
-        service.stop()   # raises ControllerFailed (exit status 1) if the loop died
+        service.stop()   # raises ControllerFailed (an operation's exit status) if the loop died
     return 0
 
 

@@ -1,5 +1,5 @@
 """`edgefleet sim`: change a simulated board's sim.json (boards/hal_sim.py reads it), found
-through the board index the demo and SimFleet keep ($EDGEFLEET_HOME/simboards.json)."""
+through the board index the demo and SimFleet keep ($EDGEFLEET_HOME/demo/simboards.json)."""
 import json
 
 from ..choices import check_power_source
@@ -52,5 +52,5 @@ def register(sub):
     s.add_argument("setting", choices=sorted(SIM_SETTINGS), help="; ".join("%s: %s" % (k, v[2]) for k, v in sorted(SIM_SETTINGS.items())))
     s.add_argument("node")
     s.add_argument("value")
-    s.add_argument("--boards", help="simulated board index (default $EDGEFLEET_HOME/simboards.json)")
+    s.add_argument("--boards", help="simulated board index (default: the demo's, $EDGEFLEET_HOME/demo/simboards.json)")
     s.set_defaults(func=cmd_sim)
