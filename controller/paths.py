@@ -5,6 +5,8 @@ Follows the XDG base-directory variables:
   state   $EDGEFLEET_HOME, else $XDG_STATE_HOME/edgefleet, else ~/.local/state/edgefleet
           (the registry, the signing key, the security folder, the bundle sequence)
   config  $XDG_CONFIG_HOME/edgefleet, else ~/.config/edgefleet (config.toml)
+  cache   $XDG_CACHE_HOME/edgefleet, else ~/.cache/edgefleet (what can be made again: the
+          arm64 nodes' root filesystems, controller/sim/arm64.py)
   demo    DEMO_DIR under the state home: `edgefleet demo`'s own registry, CA and board index,
           apart from the user's fleet
 
@@ -29,6 +31,10 @@ def state_home():
 
 def config_home():
     return os.path.join(_xdg("XDG_CONFIG_HOME", (".config",)), "edgefleet")
+
+
+def cache_home():
+    return os.path.join(_xdg("XDG_CACHE_HOME", (".cache",)), "edgefleet")
 
 
 def config_file():

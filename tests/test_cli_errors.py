@@ -124,6 +124,8 @@ CASES = [
     ("no-demo-nodes", None, ["demo", "--nodes", "0"], EXIT_USAGE, "edgefleet: demo: argument --nodes: 0 must be > 0"),
     ("port-out-of-range", None, ["broker", "--port", "70000"], EXIT_USAGE,
      "edgefleet: broker: argument --port: 70000 must be from 1 to 65535"),
+    ("broker-bind-not-local", None, ["broker", "--bind", "192.0.2.1"], EXIT_CONFIG,
+     "edgefleet: --bind 192.0.2.1: not an address this host can listen on"),
     ("unknown-command", None, ["frobnicate"], EXIT_USAGE, "edgefleet: usage: argument command: invalid choice"),
     ("flash-a-linux-board", None, ["flash", "socket://127.0.0.1:9", "--board", "rpi4"], EXIT_USAGE,
      "edgefleet: flash: argument --board: invalid choice: 'rpi4'"),

@@ -1,6 +1,7 @@
 """Commands that run a part of the fleet in this process: `demo`, `broker`, `controller`, `node`."""
 import contextlib
 import os
+import socket
 
 from ..errors import ConfigError
 from .argtypes import non_negative_int, port_number, positive_float, positive_int
@@ -13,11 +14,28 @@ def cmd_demo(args):
                     arm64=args.arm64, insecure_plaintext=args.insecure_plaintext)
 
 
+def check_bind_address(address):
+    """ConfigError unless this host can listen on `address` (binding a port the system picks)."""
+    try:
+        infos = socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.bind(infos[0][4])
+    except (OSError, UnicodeError) as e:
+        raise ConfigError("--bind %s: not an address this host can listen on (%s)" % (address, e)) from None
+
+
 def cmd_broker(args):
+    check_bind_address(args.bind)
     if args.kind == "amqtt":
         return _open_broker(args)
-    from ..broker import SecureMosquitto
+    from ..broker import DYNSEC_PLUGIN, SecureMosquitto, dynsec_plugin, mosquitto_binary
     from ..security.material import FleetSecurity
+    # Before the security material is made for it: a broker that cannot run needs none.
+    if mosquitto_binary() is None:
+        raise ConfigError("the broker needs mosquitto: apt-get install mosquitto (or `--kind amqtt` for an "
+                          "open test-bench broker)")
+    if dynsec_plugin() is None:
+        raise ConfigError("the broker needs mosquitto's dynamic-security plugin (%s)" % DYNSEC_PLUGIN)
     security = FleetSecurity()
     if not security.exists():
         made = security.init([args.bind])

@@ -12,7 +12,7 @@ lookups (its loader, libc, stdlib) there.
     subprocess.Popen(runtime.node_command("config.json"), cwd=flash_dir, env=runtime.env())
 
 The root is built once per recipe and cached (default `$EDGEFLEET_CACHE`, else
-`~/.cache/edgefleet/arm64`); a later call finds the recipe's marker and returns at once.
+`$XDG_CACHE_HOME/edgefleet/arm64`, `~/.cache/edgefleet/arm64` without it); a later call finds the recipe's marker and returns at once.
 """
 import fcntl
 import hashlib
@@ -90,7 +90,8 @@ def recipe_hash():
 
 
 def default_cache_dir():
-    return os.environ.get("EDGEFLEET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "edgefleet", "arm64")
+    from ..paths import cache_home
+    return os.environ.get("EDGEFLEET_CACHE") or os.path.join(cache_home(), "arm64")
 
 
 def project_dirs():
