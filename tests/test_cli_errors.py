@@ -241,3 +241,27 @@ def test_the_demo_keeps_its_state_apart_from_the_users_fleet(user):
     after = user.files()
     assert {path: after.get(path) for path in mine} == mine, "the demo changed the user's files"
     assert os.path.exists(user.home / "demo" / "fleet.db"), sorted(after)
+
+
+def _errors_by_class():
+    from edgefleet.boards.errors import ProfileError
+    from edgefleet.controller import errors as ctl
+    from edgefleet.firmware import errors as fw
+    from edgefleet.firmware.update_errors import BadSignature
+    return [
+        (ctl.ConfigError("x"), EXIT_CONFIG), (ctl.MissingExtra("x"), EXIT_CONFIG), (ctl.NotFound("x"), EXIT_CONFIG),
+        (ctl.StoreError("x"), EXIT_CONFIG), (ctl.SecurityError("x"), EXIT_CONFIG),
+        (ProfileError("x"), EXIT_CONFIG), (fw.ConfigError("x"), EXIT_CONFIG), (BadSignature("x"), EXIT_CONFIG),
+        (ctl.BrokerError("x"), EXIT_CONNECTION), (ctl.BoardError("x"), EXIT_CONNECTION),
+        (ctl.SerialUnreachable("x"), EXIT_CONNECTION), (ctl.SSHUnreachable("x"), EXIT_CONNECTION),
+        (ctl.UnknownHostKey("x", "h", "ssh-ed25519", "SHA256:x"), EXIT_CONNECTION), (fw.LinkError("x"), EXIT_CONNECTION),
+        (ctl.RolloutError("x"), EXIT_OPERATION), (ctl.FlashError("x"), EXIT_OPERATION),
+        (ctl.ProvisionError("x"), EXIT_OPERATION), (ctl.ControllerFailed("x"), EXIT_OPERATION),
+        (ctl.PlacementError("x"), EXIT_OPERATION), (ctl.InUse("x"), EXIT_OPERATION), (fw.ProtocolError("x"), EXIT_OPERATION),
+    ]
+
+
+@pytest.mark.parametrize("error,code", _errors_by_class(), ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "")
+def test_each_error_class_has_its_kinds_exit_status(error, code):
+    from edgefleet.controller.errors import exit_code_for
+    assert exit_code_for(error) == code
