@@ -79,6 +79,8 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     if not available:
         raise ConfigError("no models in %s" % models.MODELS_DIR)
     require_micropython("the demo")
+    if broker_kind == "mosquitto" and mosquitto_binary() is None:
+        raise ConfigError("the demo's --broker mosquitto needs mosquitto: apt-get install mosquitto")
     secure = secure_broker_available(broker_kind)
     if not secure and (broker_kind == "amqtt" or not mosquitto_binary()):
         require("amqtt", "the demo without mosquitto")
