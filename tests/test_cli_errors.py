@@ -126,6 +126,8 @@ CASES = [
      "edgefleet: broker: argument --port: 70000 must be from 1 to 65535"),
     ("broker-bind-not-local", None, ["broker", "--bind", "192.0.2.1"], EXIT_CONFIG,
      "edgefleet: --bind 192.0.2.1: not an address this host can listen on"),
+    ("broker-host-not-a-name", None, ["init", "--broker-host", "bad host!"], EXIT_CONFIG,
+     "edgefleet: --broker-host 'bad host!': not a host name or IP address"),
     ("unknown-command", None, ["frobnicate"], EXIT_USAGE, "edgefleet: usage: argument command: invalid choice"),
     ("flash-a-linux-board", None, ["flash", "socket://127.0.0.1:9", "--board", "rpi4"], EXIT_USAGE,
      "edgefleet: flash: argument --board: invalid choice: 'rpi4'"),

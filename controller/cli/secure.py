@@ -1,10 +1,32 @@
 """Commands for the fleet's security material (controller/security/): `init` makes it, `revoke`
 takes a node's broker login away (a stolen or retired board)."""
+import ipaddress
 import os
+import re
+
+from ..errors import ConfigError
+
+# A DNS name as a certificate may carry it: dot-separated labels of letters, digits and inner
+# hyphens, 1-63 characters each.
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_broker_host(name):
+    """ConfigError unless `name` is an IP address or a DNS name (what the broker's certificate names)."""
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        pass
+    if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.rstrip(".").split(".")):
+        raise ConfigError("--broker-host %r: not a host name or IP address" % name)
+    return name
 
 
 def cmd_init(args):
     from ..install import keys
+    for name in args.broker_host or ():
+        check_broker_host(name)
     from ..security import files, pki
     from ..security.material import FleetSecurity
     key_path = keys.default_path()
