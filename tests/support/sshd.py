@@ -1,5 +1,6 @@
 """A real OpenSSH server for provisioning tests: its own host key, a throwaway user key, and a
-free loopback port; stopped (by its PID) when the test is done. `known_hosts` is a file naming
+free port on loopback (or on `address` inside network namespace `netns`, a board on a LAN);
+stopped (by its PID) when the test is done. `known_hosts` is a file naming
 its host key, as `ssh-keyscan` would write it, for runs that check host keys."""
 import getpass
 import os
@@ -13,9 +14,11 @@ SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 class Sshd:
-    def __init__(self, workdir, user=None):
+    def __init__(self, workdir, user=None, address="127.0.0.1", netns=None):
         from edgefleet.controller.netutil import free_port
         self.workdir = workdir
+        self.address, self.netns = address, netns
+        # A port free here is as good a guess as any inside a fresh namespace, where none is taken.
         self.port = free_port()
         self.user = user or getpass.getuser()
         self.client_key = os.path.join(workdir, "client_key")
@@ -26,12 +29,12 @@ class Sshd:
 
     @property
     def target(self):
-        return "%s@127.0.0.1:%d" % (self.user, self.port)
+        return "%s@%s:%d" % (self.user, self.address, self.port)
 
     @property
     def host_name(self):
         """The name its key is filed under in known_hosts."""
-        return "[127.0.0.1]:%d" % self.port
+        return "[%s]:%d" % (self.address, self.port)
 
     def fingerprint(self):
         """Its host key's fingerprint, SHA256:..., from OpenSSH's own ssh-keygen."""
@@ -67,7 +70,7 @@ class Sshd:
         config = os.path.join(self.workdir, "sshd_config")
         with open(config, "w") as f:
             f.write("\n".join([
-                "Port %d" % self.port, "ListenAddress 127.0.0.1", "HostKey " + self.host_key,
+                "Port %d" % self.port, "ListenAddress " + self.address, "HostKey " + self.host_key,
                 "AuthorizedKeysFile " + authorized, "PidFile " + os.path.join(self.workdir, "sshd.pid"),
                 "PasswordAuthentication no", "KbdInteractiveAuthentication no", "StrictModes no",
                 "UsePAM no", "Subsystem sftp " + SFTP_SERVER, ""]))
@@ -81,11 +84,12 @@ class Sshd:
             f.write("%s %s %s\n" % (self.host_name, key_type, key))
         os.makedirs("/run/sshd", exist_ok=True)
         # -D: stays in the foreground, so self.proc is the server and stop() ends exactly it.
-        self.proc = subprocess.Popen([SSHD, "-D", "-f", config, "-E", self.log])
+        argv = [SSHD, "-D", "-f", config, "-E", self.log]
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns] + argv if self.netns else argv)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection((self.address, self.port), timeout=1).close()
                 return self
             except OSError:
                 if self.proc.poll() is not None:
