@@ -98,24 +98,36 @@ def flash_tree(flash_dir):
 
 # -- a whole flash, end to end --------------------------------------------------------------
 
+def pointer(flash_dir):
+    with open(os.path.join(flash_dir, "slots.json")) as f:
+        return json.load(f)
+
+
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, fleet_home, capsys, tmp_path):
     hellos = Hellos(mosquitto)
     board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
     broker = "%s:%d" % (mosquitto.host, mosquitto.port)
+    flash_dir = str(tmp_path / "flash0")
     try:
         code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "flash-a",
                                    "--broker", broker)
         assert code == 0, err
         assert "wrote" in out and "0 unchanged" in out
         assert "wrote main.py" in err   # not a TTY: one line per file
-        # The board rebooted into the node, which says hello on the broker.
+        assert err.strip().splitlines()[-1].startswith("wrote main.py ")   # the entry point goes last
+        # The board rebooted into the node, which says hello on the broker, from slot_a.
         assert hellos.wait("flash-a", 1), board.console.since(0)[-2000:]
         assert board.boots == 2
+        hello = hellos.of("flash-a")[0]
+        assert (hello["fw"], hello["slot"]) == (image.firmware_version(), "slot_a")
+        assert pointer(flash_dir)["active"] == "slot_a" and not pointer(flash_dir)["tentative"]
+        assert os.path.exists(os.path.join(flash_dir, "slot_a", "MANIFEST"))
+        assert not any(os.path.exists(os.path.join(flash_dir, d)) for d in image.FLAT_DIRS)
         key_on_board = (tmp_path / "flash0" / keys.BOARD_FILE).read_text()
         assert keys.parse(key_on_board) == keys.public(keys.load())   # the host key's public half
-        assert_no_secret(str(tmp_path / "flash0"), keys.load())
+        assert_no_secret(flash_dir, keys.load())
 
         # Unchanged: nothing written, node id and broker kept from the board's config.json.
         started = time.monotonic()
@@ -123,17 +135,24 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
         assert time.monotonic() - started < 5
         assert result.written == [] and result.removed == [] and result.unchanged > 40
         assert result.node_id == "flash-a" and (result.broker.host, result.broker.port) == (mosquitto.host, mosquitto.port)
+        assert result.slot == "slot_a"
         assert hellos.wait("flash-a", 2), board.console.since(0)[-2000:]
 
-        # One model fewer: its files are removed, nothing else is sent.
+        # One model fewer is new code: a fresh slot set in the other slot, the old one removed.
         result = flasher.flash(board.serial_url, SMALL["name"], model_names=["digits_dense"])
-        assert result.written == []
-        assert result.removed and all(p.startswith("models/digits_conv/") for p in result.removed)
-        assert not (tmp_path / "flash0" / "models" / "digits_conv").exists()
+        written = [path for path, _ in result.written]
+        assert result.slot == "slot_b" and "slots.json" in written
+        assert all(p.startswith("slot_b/") for p in written if p != "slots.json")
+        assert result.removed and all(p.startswith("slot_a/") for p in result.removed)
+        assert not os.path.exists(os.path.join(flash_dir, "slot_a"))
+        assert not (tmp_path / "flash0" / "slot_b" / "models" / "digits_conv").exists()
+        assert pointer(flash_dir)["active"] == "slot_b" and pointer(flash_dir)["prev"] is None
+        assert hellos.wait("flash-a", 3), board.console.since(0)[-2000:]
+        assert hellos.of("flash-a")[-1]["slot"] == "slot_b"
 
         # A new node id changes config.json only, and only config.json is sent.
         result = flasher.flash(board.serial_url, SMALL["name"], node_id="flash-b", model_names=["digits_dense"])
-        assert [path for path, _ in result.written] == ["config.json"]
+        assert [path for path, _ in result.written] == ["config.json"] and result.slot == "slot_b"
         assert hellos.wait("flash-b", 1), board.console.since(0)[-2000:]
     finally:
         hellos.stop()
@@ -143,7 +162,7 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
 @pytest.mark.micropython
 def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_board, fleet_home, tmp_path):
     board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
-    big = "models/digits_conv/model.tflite"
+    big = "slot_a/models/digits_conv/model.tflite"
 
     class CutPower(flasher.Progress):
         def advance(self, path, nbytes):
@@ -157,6 +176,8 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     flash_dir = str(tmp_path / "flash0")
     assert not os.path.exists(os.path.join(flash_dir, big))   # only ever a .part, never half a file
     assert not os.path.exists(os.path.join(flash_dir, "main.py"))   # top-level files go last
+    assert not os.path.exists(os.path.join(flash_dir, "slots.json"))
+    assert not os.path.exists(os.path.join(flash_dir, "slot_a", "MANIFEST"))   # a slot's manifest last in it
 
     board.power_on()
     result = flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), reset=False)
@@ -166,8 +187,7 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     # The board now holds exactly the image, as built here for the same node.
     expected = str(tmp_path / "expected")
     cfg = image.node_config("cut", SMALL, "127.0.0.1", 1883, simulated=True)
-    image.write_image(expected, cfg)
-    (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.board_text(keys.load()))
+    image.write_slotted_image(expected, cfg, key=keys.load())
     assert flash_tree(flash_dir) == flash_tree(expected)
 
 

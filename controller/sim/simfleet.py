@@ -42,7 +42,7 @@ def demo_layout(count, tls_only=False):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix=protocol.DEFAULT_PREFIX, heap_override=None,
-                 extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None,
+                 extra_files=None, config=None, slotted=True, key=None, index_path=None, node_options=None,
                  security=None, tls_port=None):
         self.root = root
         # broker_port: the plaintext listener (None on a broker that has none); tls_port: the
