@@ -9,6 +9,7 @@ import time
 from edgefleet import models
 
 from ..cli import views
+from ..install import keys
 from ..broker import SecureMosquitto, default_broker
 from ..mqttlink import BrokerLink
 from ..netutil import BrokerAddress, free_port
@@ -35,6 +36,12 @@ def demo_workloads(layout, profiles_by_node, available_models):
         workloads.append({"id": "digits-pi", "model": conv, "rate": 10.0, "replicas": len(linux),
                           "input": {"kind": "samples"}, "constraints": {"runtime": "cpython"}})
     return workloads
+
+
+def demo_fleet(root, broker_host, broker_port, layout, **options):
+    """The demo's SimFleet: slotted boards holding this host's signing key (its public half), as
+    `flash` and `provision` set boards up, so `edgefleet deploy` updates them like any others."""
+    return SimFleet(root, broker_host, broker_port, layout, slotted=True, key=keys.load_or_create(), **options)
 
 
 def _render(snapshot, broker, started, rate, security_line):
@@ -100,10 +107,10 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         if os.path.exists(index):
             os.remove(index)  # boards of an earlier demo
         if secure:
-            fleet = SimFleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
-                             security=security, tls_port=broker.port)
+            fleet = demo_fleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
+                               security=security, tls_port=broker.port)
         else:
-            fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
+            fleet = demo_fleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
         runtimes = {}
         for entry in layout:
             fleet.add(*entry)

@@ -55,12 +55,14 @@ class SimFleet:
         self.keepalive = keepalive
         self.prefix = prefix
         self.heap_override = heap_override
-        # {path on flash: source file} added to every image, e.g. extra models for tests
+        # {path on flash: source file} added to every image, e.g. extra models for tests; a path
+        # in a code or model folder (image.FLAT_DIRS) goes into the slot of an A/B image
         self.extra_files = extra_files or {}
         # settings merged into every node's config.json, e.g. {"allow_faults": True}
         self.config = config or {}
-        # A/B slot images (docs/ota.md) holding the public half of this signing key, so boards take
-        # updates it signs.
+        # A/B slot images (docs/ota.md), as `edgefleet flash` and `provision` lay boards out;
+        # with a signing key (its private half), the boards hold its public half and take the
+        # updates it signs. slotted=False: the flat layout of an edgefleet before slots.
         self.slotted = slotted
         self.key = key
         # Where `edgefleet sim` finds each board's flash (record_board()); None: nowhere.
@@ -94,7 +96,8 @@ class SimFleet:
             with open(os.path.join(flash, name), "wb") as f:
                 f.write(data)
         for rel, src in self.extra_files.items():
-            target = os.path.join(flash, rel)
+            in_slot = self.slotted and rel.split("/", 1)[0] in image.FLAT_DIRS
+            target = os.path.join(flash, image.FIRST_SLOT, rel) if in_slot else os.path.join(flash, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
