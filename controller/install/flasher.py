@@ -24,8 +24,10 @@ is sent into the board's RAM once per session:
    make it smaller; then base64. The board writes PATH.part, checks its sha256, and renames it
    over PATH: a transfer cut short never leaves a half-written file where the firmware reads it.
    Order (write_order): the slot's files, its MANIFEST, then the top-level files, slots.json
-   and main.py last. A power cut at any point leaves a board that boots what it booted before
-   (or sits at the REPL, if it was empty), and the next flash sends only what is missing.
+   and main.py last. A power cut at any point leaves a board that boots a complete version,
+   the one it booted before until the pointer (or, converting a flat board, main.py) is
+   replaced, the new one after; or an empty board at the REPL. The next flash sends only what
+   is missing.
 5. Removed afterwards: files in the image's folders that the image no longer has, the other
    slot, and a flat image's code folders (firmware/, boards/, models/ at the root, from an
    edgefleet before slots), so old code cannot shadow the slot. Nothing else on the board is
@@ -348,8 +350,8 @@ def _arch_name(index):
 def write_order(path):
     """Sort key of the files a sync writes: files in folders first, a slot's MANIFEST after the
     rest of its slot (the boot selector takes a slot with one as complete), then the top-level
-    files, the slot pointer just before main.py, which goes last: until then the board boots
-    what it booted before."""
+    files, the slot pointer just before main.py, which goes last: until they are replaced the
+    board boots what it booted before."""
     top = "/" not in path
     last = ("slots.json", "main.py").index(path) + 1 if path in ("slots.json", "main.py") else 0
     return (top, path.endswith("/MANIFEST"), last, path)

@@ -1,9 +1,12 @@
 """Board images: the files a node needs on its flash (MCU) or SD card (Linux board).
 
-An MCU image holds the firmware package, the board's HAL modules, /main.py, config.json and
-the models; a Linux image holds config.json and the models (the code comes from the installed
-edgefleet package, as `edgefleet node` runs it). The same image is what the simulated boards
-boot from and what the flasher (serial) and the provisioner (SSH) install on real boards.
+Boards are set up with A/B slots (docs/ota.md): write_slot_set() writes the code (the firmware
+package, the board's HAL modules) and the models into a slot with its MANIFEST, the slot
+pointer and, on an MCU, the boot selector (main.py, slots.mpy); write_slotted_image() adds
+config.json and the public key. The flasher (serial), the provisioner (SSH), the demo and the
+simulated fleets all start from it. write_image() is the flat layout of an edgefleet before
+slots (code and models at the flash root, which cannot take updates), kept for the tests that
+convert such a board and for SimFleet(slotted=False).
 """
 import json
 import os
