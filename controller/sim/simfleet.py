@@ -13,7 +13,7 @@ from edgefleet.firmware import protocol
 from ..install import image, nodelink
 from ..netutil import BrokerAddress
 from ..errors import BoardError, ConfigError
-from .simboard import LinuxBoard, McuBoard, micropython_binary
+from .simboard import LinuxBoard, McuBoard, micropython_binary, sim_machine
 
 # The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
@@ -110,7 +110,7 @@ class SimFleet:
                 written = image.read_config(flash)
                 written["hal_options"]["sim_layer_bytes"] = layer
                 image.write_config(flash, written)
-            board = McuBoard(node_id, flash, heap, console_log=log)
+            board = McuBoard(node_id, flash, heap, console_log=log, machine=sim_machine(profile))
         elif arch == "arm64":
             from .arm64 import ensure_runtime
             runtime = ensure_runtime()
