@@ -14,24 +14,28 @@ gc.threshold(4096)
 
 try:
     import slots
-    chosen = slots.select(".")
+    slot = slots.select(".")
     sys.modules.pop("slots", None)   # needed again only at the next boot
     del slots
+    if slot is not None:
+        # Only the slot and its version live on: the node runs for good beside this module's
+        # globals, and on the smallest board the pointer dict is heap it needs.
+        slot, version = slot[0], slot[1]["ver"].get(slot[1]["active"])
+        gc.collect()
 except ImportError:
-    chosen = None
+    slot = None
 
 try:
-    if chosen is None:
+    if slot is None:
         from boards import open_hal
         from firmware.node import boot
         boot("config.json", open_hal)
     else:
-        slot, pointer = chosen
         sys.path.insert(0, slot)
         try:
             from boards import open_hal
             from firmware.node import boot
-            boot("config.json", open_hal, slot, pointer["ver"].get(pointer["active"]))
+            boot("config.json", open_hal, slot, version)
         except Exception as e:
             # A slot that cannot boot must reset the board, so the selector counts the try and
             # falls back once the tentative slot has used its tries.

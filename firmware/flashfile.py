@@ -29,3 +29,11 @@ def ensure_dir(path):
         os.mkdir(path)
     except OSError:
         pass  # exists already
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

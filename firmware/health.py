@@ -4,8 +4,10 @@
 # slot by itself and reboots.
 #
 # report() is the one builder of the node's `ota_state` messages, for the updates OtaAgent
-# receives (firmware/ota.py) too: a node takes updates only from A/B slots, and a node booted
-# from a slot has this module in its heap from boot on, so the update path loads nothing more.
+# receives (firmware/ota.py) too. The node loads this module only when guard() has work (Node.
+# slot_needs_guard: a tentative slot, a revert to report, a key to adopt) or an update starts,
+# and drops it after guard() when no update holds it: on the smallest board it does not fit
+# beside a node that is connecting.
 import asyncio
 
 from . import protocol, slots

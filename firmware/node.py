@@ -136,7 +136,7 @@ class Node:
         return names
 
     def hello(self):
-        return {
+        msg = {
             "v": protocol.VERSION, "node": self.id, "board": self.cfg["board"], "runtime": self.runtime,
             "fw": self.cfg["fw"], "boot": self.boot,
             "caps": {
@@ -148,6 +148,9 @@ class Node:
                 "tls": self.cfg["broker"]["tls"],
             },
         }
+        if self.cfg.get("slot"):
+            msg["slot"] = self.cfg["slot"]
+        return msg
 
     def status(self, state):
         return {"v": protocol.VERSION, "node": self.id, "state": state, "boot": self.boot}
@@ -583,10 +586,26 @@ class Node:
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
-        if self.cfg.get("slot"):
-            from .health import guard   # a tentative slot confirms or reverts itself
-            asyncio.create_task(guard(self))
+        if self.cfg.get("slot") and self.slot_needs_guard():
+            asyncio.create_task(self.guard_slot())
         await self.supervisor.run()
+
+    def slot_needs_guard(self):
+        # firmware/health.py's guard has work only on a tentative slot, after a revert, or while
+        # a migration's public key waits in the slot (firmware/adopt_key.py). Otherwise it stays
+        # off the heap: on the smallest board the node connects only without it.
+        pointer = flashfile.read("slots.json") or {}   # firmware/slots.py's POINTER
+        if pointer.get("tentative") or pointer.get("reverted"):
+            return True
+        return not flashfile.exists("sign.pub") and flashfile.exists(self.cfg["slot"] + "/sign.pub")
+
+    async def guard_slot(self):
+        # Done, the guard and the pointer logic leave the heap unless an update's OtaAgent holds them.
+        from . import health
+        await health.guard(self)
+        if self._ota is None:
+            release_module(health.slots)
+            release_module(health)
 
 
 def _print_traceback(error):

@@ -15,7 +15,8 @@ DEFAULT_PREFIX = "ef"
 # a few hundred bytes instead of several KB.
 # kind: (max payload bytes, fields)
 SCHEMAS = {
-    "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj"),
+    # slot: the A/B slot the node runs `fw` from (docs/ota.md); absent on a node without slots.
+    "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj slot:str?"),
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
                  "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),

@@ -10,18 +10,23 @@ import subprocess
 import threading
 import time
 
+import sqlite3
+
 import paho.mqtt.client as mqtt
 import pytest
 
+from edgefleet import models
 from edgefleet.boards import catalog
 from edgefleet.controller import cli
 from edgefleet.controller.install import flasher, image, keys
 from edgefleet.controller.errors import EXIT_CONFIG, EXIT_CONNECTION, ConfigError, FlashError
 from edgefleet.controller.cli.progress import FlashProgress
 from edgefleet.controller.install.serialrepl import NoAnswer, ReplExecError
-from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.simboard import McuBoard, sim_machine
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from support.secrets import assert_no_secret
+from support.waiting import wait_until
 
 BOARD = "rpi-pico-w"
 HEAP = 192 * 1024
@@ -41,14 +46,14 @@ def empty_board(tmp_path):
     """A simulated MCU board with nothing on its flash: it sits at the REPL."""
     boards = []
 
-    def make(flash_dir=None, heap_bytes=HEAP, **kwargs):
+    def make(flash_dir=None, heap_bytes=HEAP, ready=b">>> ", **kwargs):
         flash = flash_dir or str(tmp_path / ("flash%d" % len(boards)))
         os.makedirs(flash, exist_ok=True)
         board = McuBoard("empty%d" % len(boards), flash, heap_bytes, console_log=str(tmp_path / "console.log"),
                          **kwargs)
         boards.append(board)
         board.start()
-        assert board.wait_console(b">>> ", timeout=10), board.console.since(0)
+        assert board.wait_console(ready, timeout=10), board.console.since(0)
         return board
 
     yield make
@@ -98,24 +103,36 @@ def flash_tree(flash_dir):
 
 # -- a whole flash, end to end --------------------------------------------------------------
 
+def pointer(flash_dir):
+    with open(os.path.join(flash_dir, "slots.json")) as f:
+        return json.load(f)
+
+
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, fleet_home, capsys, tmp_path):
     hellos = Hellos(mosquitto)
     board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
     broker = "%s:%d" % (mosquitto.host, mosquitto.port)
+    flash_dir = str(tmp_path / "flash0")
     try:
         code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "flash-a",
                                    "--broker", broker)
         assert code == 0, err
         assert "wrote" in out and "0 unchanged" in out
         assert "wrote main.py" in err   # not a TTY: one line per file
-        # The board rebooted into the node, which says hello on the broker.
+        assert err.strip().splitlines()[-1].startswith("wrote main.py ")   # the entry point goes last
+        # The board rebooted into the node, which says hello on the broker, from slot_a.
         assert hellos.wait("flash-a", 1), board.console.since(0)[-2000:]
         assert board.boots == 2
+        hello = hellos.of("flash-a")[0]
+        assert (hello["fw"], hello["slot"]) == (image.firmware_version(), "slot_a")
+        assert pointer(flash_dir)["active"] == "slot_a" and not pointer(flash_dir)["tentative"]
+        assert os.path.exists(os.path.join(flash_dir, "slot_a", "MANIFEST"))
+        assert not any(os.path.exists(os.path.join(flash_dir, d)) for d in image.FLAT_DIRS)
         key_on_board = (tmp_path / "flash0" / keys.BOARD_FILE).read_text()
         assert keys.parse(key_on_board) == keys.public(keys.load())   # the host key's public half
-        assert_no_secret(str(tmp_path / "flash0"), keys.load())
+        assert_no_secret(flash_dir, keys.load())
 
         # Unchanged: nothing written, node id and broker kept from the board's config.json.
         started = time.monotonic()
@@ -123,27 +140,132 @@ def test_flash_empty_board_then_unchanged_then_changed(empty_board, mosquitto, f
         assert time.monotonic() - started < 5
         assert result.written == [] and result.removed == [] and result.unchanged > 40
         assert result.node_id == "flash-a" and (result.broker.host, result.broker.port) == (mosquitto.host, mosquitto.port)
+        assert result.slot == "slot_a"
         assert hellos.wait("flash-a", 2), board.console.since(0)[-2000:]
 
-        # One model fewer: its files are removed, nothing else is sent.
+        # One model fewer is new code: a fresh slot set in the other slot, the old one removed.
         result = flasher.flash(board.serial_url, SMALL["name"], model_names=["digits_dense"])
-        assert result.written == []
-        assert result.removed and all(p.startswith("models/digits_conv/") for p in result.removed)
-        assert not (tmp_path / "flash0" / "models" / "digits_conv").exists()
+        written = [path for path, _ in result.written]
+        assert result.slot == "slot_b" and "slots.json" in written
+        assert all(p.startswith("slot_b/") for p in written if p != "slots.json")
+        assert result.removed and all(p.startswith("slot_a/") for p in result.removed)
+        assert not os.path.exists(os.path.join(flash_dir, "slot_a"))
+        assert not (tmp_path / "flash0" / "slot_b" / "models" / "digits_conv").exists()
+        assert pointer(flash_dir)["active"] == "slot_b" and pointer(flash_dir)["prev"] is None
+        assert hellos.wait("flash-a", 3), board.console.since(0)[-2000:]
+        assert hellos.of("flash-a")[-1]["slot"] == "slot_b"
 
         # A new node id changes config.json only, and only config.json is sent.
         result = flasher.flash(board.serial_url, SMALL["name"], node_id="flash-b", model_names=["digits_dense"])
-        assert [path for path, _ in result.written] == ["config.json"]
+        assert [path for path, _ in result.written] == ["config.json"] and result.slot == "slot_b"
         assert hellos.wait("flash-b", 1), board.console.since(0)[-2000:]
     finally:
         hellos.stop()
+
+
+def stored_results(db_path, node):
+    """{boot: [seq, ...]} of the results the registry holds from `node`."""
+    db = sqlite3.connect(db_path)
+    try:
+        out = {}
+        for boot, seq in db.execute("SELECT boot, seq FROM results WHERE node=? ORDER BY boot, seq", (node,)):
+            out.setdefault(boot, []).append(seq)
+        return out
+    finally:
+        db.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_flat_board_is_converted_keeping_its_state(empty_board, mosquitto, fleet_home, tmp_path):
+    """A board flashed before A/B slots (firmware at the flash root) with undelivered results
+    in its outbox: the next flash converts it, and the node carries on where it was."""
+    profile = catalog.load(BOARD)
+    flash_dir = str(tmp_path / "old")
+    cfg = image.node_config("conv-1", profile, mosquitto.host, mosquitto.port, simulated=True, keepalive=2)
+    image.write_image(flash_dir, cfg, model_names=["digits_dense"])   # the layout before slots
+    with open(os.path.join(flash_dir, "ota-floor.json"), "w") as f:
+        f.write('{"seq": 7, "sig": "00"}')
+    hellos = Hellos(mosquitto)
+    assign = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flash-test-assign")
+    assign.connect(mosquitto.host, mosquitto.port)
+    assign.loop_start()
+    # No controller yet: the node infers from this assignment and nothing acknowledges its
+    # results, so they stay in its outbox on flash.
+    spec = {"id": "digits", "model": "digits_dense", "rate": 20, "input": {"kind": "samples"}}
+    assign.publish("ef/node/conv-1/assign", json.dumps({"v": 1, "epoch": 1, "wl": [spec]}), qos=1,
+                   retain=True).wait_for_publish(5)
+    controller = None
+    try:
+        board = empty_board(flash_dir, heap_bytes=simulated_heap_bytes(profile), machine=sim_machine(profile),
+                            ready=b"edgefleet-node: conv-1")
+        assert hellos.wait("conv-1", 1), board.console.since(0)[-2000:]
+        assert "slot" not in hellos.of("conv-1")[0]
+        outbox = os.path.join(flash_dir, "data", "outbox")
+        wait_until(lambda: sum(os.path.getsize(os.path.join(outbox, n)) for n in os.listdir(outbox)) > 2000
+                   if os.path.isdir(outbox) else False, 30, "results in the flat node's outbox")
+        assign.publish("ef/node/conv-1/assign", b"", qos=1, retain=True).wait_for_publish(5)
+
+        result = flasher.flash(board.serial_url, BOARD, model_names=["digits_dense"])
+        # config.json kept: node id and broker came from the board.
+        assert result.node_id == "conv-1" and result.broker.port == mosquitto.port and result.slot == "slot_a"
+        assert image.read_config(flash_dir)["broker"]["keepalive"] == 10   # rewritten, same node and broker
+        assert not any(os.path.exists(os.path.join(flash_dir, d)) for d in image.FLAT_DIRS)   # nothing shadows the slot
+        assert any(p.startswith("firmware/") for p in result.removed)
+        assert pointer(flash_dir)["active"] == "slot_a"
+        with open(os.path.join(flash_dir, "ota-floor.json")) as f:
+            assert f.read() == '{"seq": 7, "sig": "00"}'
+
+        # The node boots from slot_a; its boot counter goes on from the flat boot.
+        assert hellos.wait("conv-1", 2), board.console.since(0)[-2000:]
+        hello = hellos.of("conv-1")[-1]
+        assert (hello["boot"], hello["slot"]) == (2, "slot_a")
+        # A controller now: the first boot's results, held on flash across the re-flash, arrive.
+        db_path = str(tmp_path / "fleet.db")
+        controller = ControllerService(mosquitto.host, mosquitto.port, db_path=db_path, manifests=models.manifests(),
+                                       workloads=[dict(spec, replicas=1)]).start()
+        stored = wait_until(lambda: (lambda got: got if len(got.get(1, [])) >= 10 else None)(stored_results(db_path, "conv-1")),
+                            60, "boot 1's results from the converted node")
+        assert stored[1][:10] == list(range(1, 11))
+    finally:
+        if controller is not None:
+            controller.stop()
+        assign.loop_stop()
+        assign.disconnect()
+        hellos.stop()
+
+
+def test_unknown_model_is_refused_before_anything_is_created(fleet_home, capsys, tmp_path):
+    code, _out, err = flash_cli(capsys, "socket://127.0.0.1:1", "--board", BOARD, "--node", "x",
+                                "--broker", "h:1", "--model", "nosuchmodel")
+    assert code == 1
+    assert err.startswith("edgefleet: no model nosuchmodel (known models: ")
+    assert all(name in err for name in models.names())
+    assert not fleet_home.exists()   # no signing key, no node login
+
+
+@pytest.mark.micropython
+def test_board_of_another_kind_is_refused_naming_both(empty_board, fleet_home, tmp_path):
+    pico = catalog.load(BOARD)
+    board = empty_board(machine=sim_machine(pico))
+    with pytest.raises(FlashError) as failure:
+        flasher.flash(board.serial_url, SMALL["name"], node_id="x", broker=("127.0.0.1", 1883))
+    assert "is a rpi-pico-w" in str(failure.value) and "not a esp32" in str(failure.value)
+    assert "--board rpi-pico-w" in str(failure.value)
+    assert os.listdir(str(tmp_path / "flash0")) == []   # nothing written
+    assert not fleet_home.exists()
+    # A real board's own words: what MicroPython on an ESP32 reports is refused as a Pico W.
+    with pytest.raises(FlashError, match="is a esp32"):
+        flasher.check_board({"machine": "Generic ESP32 module with ESP32"}, pico, "PORT")
+    flasher.check_board({"machine": "Raspberry Pi Pico W with RP2040"}, pico, "PORT")
+    flasher.check_board({"machine": "linux [GCC 14.2.1] version"}, pico, "PORT")   # unknown: not refused
 
 
 @pytest.mark.e2e
 @pytest.mark.micropython
 def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_board, fleet_home, tmp_path):
     board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
-    big = "models/digits_conv/model.tflite"
+    big = "slot_a/models/digits_conv/model.tflite"
 
     class CutPower(flasher.Progress):
         def advance(self, path, nbytes):
@@ -157,6 +279,8 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     flash_dir = str(tmp_path / "flash0")
     assert not os.path.exists(os.path.join(flash_dir, big))   # only ever a .part, never half a file
     assert not os.path.exists(os.path.join(flash_dir, "main.py"))   # top-level files go last
+    assert not os.path.exists(os.path.join(flash_dir, "slots.json"))
+    assert not os.path.exists(os.path.join(flash_dir, "slot_a", "MANIFEST"))   # a slot's manifest last in it
 
     board.power_on()
     result = flasher.flash(board.serial_url, SMALL["name"], node_id="cut", broker=("127.0.0.1", 1883), reset=False)
@@ -166,8 +290,7 @@ def test_power_cut_mid_file_is_a_clear_error_and_the_next_flash_repairs(empty_bo
     # The board now holds exactly the image, as built here for the same node.
     expected = str(tmp_path / "expected")
     cfg = image.node_config("cut", SMALL, "127.0.0.1", 1883, simulated=True)
-    image.write_image(expected, cfg)
-    (tmp_path / "expected" / keys.BOARD_FILE).write_text(keys.board_text(keys.load()))
+    image.write_slotted_image(expected, cfg, key=keys.load())
     assert flash_tree(flash_dir) == flash_tree(expected)
 
 
@@ -288,6 +411,7 @@ def test_silent_port_is_a_clear_error(fleet_home):
         with pytest.raises(NoAnswer) as failure:
             flasher.flash(url, BOARD, node_id="x", broker=("h", 1), timeout=1.5)
     assert "no MicroPython REPL answers on " + url in str(failure.value)
+    assert not fleet_home.exists()   # no signing key, no node login for a board that never answered
 
 
 def test_closed_port_is_a_clear_error_from_the_cli(fleet_home, capsys):

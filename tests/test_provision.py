@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet.controller import cli
-from edgefleet.controller.install import hostkeys, keys, provision
+from edgefleet.controller.install import hostkeys, image, keys, provision
 from edgefleet.controller.errors import EXIT_CONNECTION, ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
 from support.secrets import assert_no_secret
 from support.sshd import Sshd, sshd_available
@@ -147,8 +147,9 @@ def unit_fields(path):
 class Hello:
     def __init__(self, broker, node):
         self.event = threading.Event()
+        self.messages = []
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="provision-test-observer")
-        self.client.on_message = lambda c, u, m: self.event.set()
+        self.client.on_message = lambda c, u, m: (self.messages.append(json.loads(m.payload)), self.event.set())
         self.client.connect(broker.host, broker.port)
         self.client.subscribe("ef/node/%s/hello" % node, qos=1)
         self.client.loop_start()
@@ -184,6 +185,13 @@ def test_provision_twice_then_change_one_thing_and_the_node_runs(sshd, mosquitto
     with open(os.path.join(node_dir, "config.json")) as f:
         cfg = json.load(f)
     assert cfg["node"] == NODE and cfg["hal"] == "linux" and cfg["broker"]["port"] == mosquitto.port
+    # Laid out with A/B slots: the code and models in slot_a, the pointer naming it.
+    with open(os.path.join(node_dir, "slots.json")) as f:
+        assert json.load(f)["active"] == "slot_a"
+    assert os.path.exists(os.path.join(node_dir, "slot_a", "MANIFEST"))
+    assert os.path.exists(os.path.join(node_dir, "slot_a", "firmware", "node.py"))
+    assert os.path.exists(os.path.join(node_dir, "slot_a", "models", "digits_dense", "model.tflite"))
+    assert not os.path.exists(os.path.join(node_dir, "models"))
 
     unit = unit_fields(os.path.join(root, UNIT))
     assert unit["Type"] == "notify" and unit["Restart"] == "always" and int(unit["WatchdogSec"]) > 0
@@ -207,11 +215,24 @@ def test_provision_twice_then_change_one_thing_and_the_node_runs(sshd, mosquitto
         output = node.communicate(timeout=10)[0].decode(errors="replace")
         hello.stop()
     assert said_hello, output[-2000:]
+    # The node runs the code of its slot (linux_main boots it from the pointer).
+    assert hello.messages[0]["slot"] == "slot_a" and hello.messages[0]["fw"] == image.firmware_version()
 
-    # A different broker: config.json is rewritten, nothing else.
+    # A different broker: config.json is rewritten, nothing else; the node's state is kept, and
+    # models a flat image (before slots) held at the node directory's root are removed.
+    state = {}
+    for dirpath, _dirs, names in os.walk(os.path.join(node_dir, "data")):
+        for name in names:
+            state[os.path.join(dirpath, name)] = open(os.path.join(dirpath, name), "rb").read()
+    assert os.path.join(node_dir, "data", "boot.json") in state
+    os.makedirs(os.path.join(node_dir, "models", "digits_dense"))
+    open(os.path.join(node_dir, "models", "digits_dense", "model.tflite"), "wb").close()
     third = provision_cli(sshd, root, "%s:%d" % (mosquitto.host, mosquitto.port + 1))
     assert "changed: image files" in third
-    assert "wrote config.json" in third and "wrote sign.pub" not in third
+    assert "wrote config.json;" in third and "wrote sign.pub" not in third and "removed models/" in third
+    assert not os.path.exists(os.path.join(node_dir, "models"))
+    for path, data in state.items():
+        assert open(path, "rb").read() == data, path
 
 
 @pytest.mark.e2e
@@ -486,7 +507,7 @@ def test_a_non_root_user_installs_root_owned_files_through_sudo(provisioned):
                 os.chown(path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
             node_dir = os.path.join(root, NODE_DIR)
             secrets = [os.path.join(node_dir, name) for name in (keys.BOARD_FILE, "config.json")]
-            model = os.path.join(node_dir, "models", "digits_dense", "model.tflite")
+            model = os.path.join(node_dir, "slot_a", "models", "digits_dense", "model.tflite")
             staged_before = set(os.listdir("/tmp"))
             # The key pinned as its fingerprint: no known_hosts entry needed.
             pin = ("--wheel", provisioned.wheel, "--host-key", board.fingerprint())
@@ -508,7 +529,8 @@ def test_a_non_root_user_installs_root_owned_files_through_sudo(provisioned):
             assert "changed: image files, systemd unit" in out, out
             assert mode_and_owners(os.path.join(root, UNIT)) == ("0o644", "root", "root")
             assert [mode_and_owners(path) for path in secrets] == [("0o640", "root", user)] * 2
-            assert mode_and_owners(model) == ("0o644", "root", "root")
+            # The slot stays the user's, who runs the node: an update rewrites it.
+            assert mode_and_owners(model) == ("0o644", user, user)
             assert mode_and_owners(node_dir)[1] == user
             # The staging directories went with their runs.
             assert not [n for n in set(os.listdir("/tmp")) - staged_before if n.startswith("edgefleet-provision.")]

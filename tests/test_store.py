@@ -66,6 +66,34 @@ def test_status_reads_without_writing(tmp_path, capsys):
     assert open(path, "rb").read() == before
 
 
+def test_a_v2_registry_gains_the_slot_and_status_shows_version_and_slot(tmp_path, capsys):
+    path = str(tmp_path / "v2.db")
+    registry = open_registry(path)
+    FleetController(registry, manifests=MANIFESTS, clock=Clock()).handle("ef/node/old-1/hello", hello("old-1"))
+    registry.close()
+    db = sqlite3.connect(path)   # back to version 2: the nodes table without its slot column
+    db.execute("ALTER TABLE nodes DROP COLUMN slot")
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    registry = open_registry(path)
+    assert registry.schema_version() == SCHEMA_VERSION and registry.node("old-1")["slot"] is None
+    ctl = FleetController(registry, manifests=MANIFESTS, clock=Clock())
+    slotted = json.loads(hello("new-1"))
+    slotted.update(fw="9.9", slot="slot_b")
+    ctl.handle("ef/node/new-1/hello", json.dumps(slotted))
+    registry.close()
+    assert cli.main(["status", "--db", path, "--json"]) == 0
+    nodes = {n["id"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert (nodes["new-1"]["fw"], nodes["new-1"]["slot"]) == ("9.9", "slot_b")
+    assert (nodes["old-1"]["fw"], nodes["old-1"]["slot"]) == ("0.1.0", None)   # a hello without slot
+    assert cli.main(["status", "--db", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["NODE", "BOARD", "RUNTIME", "VERSION", "SLOT"]
+    assert lines[1].split()[:5] == ["new-1", "rpi-pico-w", "micropython", "9.9", "slot_b"]
+    assert lines[2].split()[:5] == ["old-1", "rpi-pico-w", "micropython", "0.1.0", "-"]
+
+
 def test_the_tick_decides_from_memory(tmp_path):
     """Placement and migration read the in-memory FleetState: a tick reads no node, workload or
     placement table (the registry is written behind it)."""

@@ -26,7 +26,8 @@ def cmd_flash(args):
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
                            reset=not args.no_reset, progress=FlashProgress())
-    print("edgefleet: %s: node %s, broker %s; %s" % (args.port, result.node_id, result.broker.url, result.summary()))
+    print("edgefleet: %s: node %s, broker %s, boots %s; %s" % (args.port, result.node_id, result.broker.url,
+                                                              result.slot, result.summary()))
     return 0
 
 
@@ -61,7 +62,8 @@ def _board_names(runtime):
 
 def register(sub):
     """Add the flash, provision and keygen commands to the CLI's subparsers."""
-    f = sub.add_parser("flash", help="install the node image on a MicroPython board over its serial port")
+    f = sub.add_parser("flash", help="install the node image (A/B slots, so it takes updates) on a MicroPython "
+                                     "board over its serial port")
     f.add_argument("port", help="serial device (/dev/ttyACM0) or pyserial URL (socket://127.0.0.1:PORT "
                                 "for a simulated board)")
     f.add_argument("--board", required=True, choices=_board_names("micropython"))
@@ -70,8 +72,8 @@ def register(sub):
                                     "(default: $EDGEFLEET_BROKER, the config file, else kept from the board)")
     f.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")
-    f.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing); "
-                   "the board gets its public key")
+    f.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing once "
+                   "the board answered); the board gets its public key")
     f.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
                    help="a simulated board (HAL sim, native code for this host); default: when PORT is socket://")
     f.add_argument("--baud", type=positive_int, default=115200, help="serial baud rate (default 115200)")

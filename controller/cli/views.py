@@ -52,10 +52,10 @@ def nodes_table(snapshot, now=None):
     for n in snapshot["nodes"]:
         cpu = "-" if n.get("cpu") is None else "%.0f%%" % n["cpu"]
         rows.append([
-            n["id"], n["board"], n["runtime"], n.get("link") or "-", n["state"], cpu, _fmt_mem(n.get("mem_free") or 0, n.get("mem_total") or 0),
+            n["id"], n["board"], n["runtime"], n.get("fw") or "-", n.get("slot") or "-", n.get("link") or "-", n["state"], cpu, _fmt_mem(n.get("mem_free") or 0, n.get("mem_total") or 0),
             _fmt_power(n.get("power")), _fmt_workloads(n), str(n["results"]), _fmt_age(n.get("last_seen"), now),
         ])
-    return table(["NODE", "BOARD", "RUNTIME", "LINK", "STATE", "CPU", "MEM", "POWER", "WORKLOADS", "RESULTS", "LAST SEEN"], rows)
+    return table(["NODE", "BOARD", "RUNTIME", "VERSION", "SLOT", "LINK", "STATE", "CPU", "MEM", "POWER", "WORKLOADS", "RESULTS", "LAST SEEN"], rows)
 
 
 def workloads_table(snapshot):

@@ -183,7 +183,8 @@ class FleetController:
     def _on_hello(self, node_id, msg):
         now = self.clock()
         known = self.state.node(node_id)
-        self.state.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online", now)
+        self.state.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online", now,
+                               slot=msg.get("slot"))
         self.detector.heartbeat(node_id, *self._on_detector_clock(now, self.heard_since()))
         if known is not None and known["boot"] != msg["boot"]:
             self.reconciler.note_reboot(node_id)
@@ -261,7 +262,7 @@ class FleetController:
 
     def _new_boot(self, node_id, node, boot, now):
         self.state.upsert_node(node_id, node["board"], node["runtime"], node["fw"], boot, node["caps"],
-                               "online" if node["state"] == "offline" else node["state"], now)
+                               "online" if node["state"] == "offline" else node["state"], now, slot=node.get("slot"))
         self.reconciler.note_reboot(node_id)
         self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
             node_id, node["board"], node["runtime"], boot), now=now)

@@ -18,6 +18,8 @@ def snapshot(state, reconciler=None, intake=None):
         tel = node["telemetry"]
         nodes.append({
             "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
+            # The version the node runs and the A/B slot it runs it from (docs/ota.md).
+            "fw": node.get("fw"), "slot": node.get("slot"),
             "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
             "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
             "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),

@@ -76,11 +76,11 @@ class FleetState:
 
     # -- writes: memory first, then the registry ------------------------------------------------
 
-    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state, now):
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state, now, slot=None):
         node = self._nodes.get(node_id) or {"id": node_id, "telemetry": {}, "epoch": 0}
-        node.update(board=board, runtime=runtime, fw=fw, boot=boot, caps=caps, state=state, last_seen=now)
+        node.update(board=board, runtime=runtime, fw=fw, slot=slot, boot=boot, caps=caps, state=state, last_seen=now)
         self._nodes[node_id] = node
-        self.store.upsert_node(node_id, board, runtime, fw, boot, caps, state, now)
+        self.store.upsert_node(node_id, board, runtime, fw, boot, caps, state, now, slot=slot)
 
     def set_node_state(self, node_id, state, now=None):
         node = self._nodes.get(node_id)

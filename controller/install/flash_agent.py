@@ -72,7 +72,12 @@ def ef_probe():
     import json
     gc.collect()
     info = {"mpy": getattr(sys.implementation, "_mpy", 0), "deflate": deflate is not None,
-            "free": gc.mem_free(), "uid": None, "node": None, "broker": None}
+            "free": gc.mem_free(), "uid": None, "node": None, "broker": None, "slot": None,
+            "machine": getattr(sys.implementation, "_machine", None)}
+    # A simulated board (the unix port) says which board it plays in its environment.
+    sim = getattr(os, "getenv", lambda name: None)("EDGEFLEET_SIM_MACHINE")
+    if sim:
+        info["machine"] = sim
     try:
         import machine
         info["uid"] = binascii.hexlify(machine.unique_id()).decode()
@@ -83,6 +88,11 @@ def ef_probe():
             cfg = json.load(f)
         info["node"] = cfg.get("node")
         info["broker"] = cfg.get("broker")
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with open("slots.json") as f:
+            info["slot"] = json.load(f).get("active")
     except (OSError, ValueError, AttributeError):
         pass
     print(json.dumps(info))
@@ -177,7 +187,8 @@ def _prune(top, keep):
     return empty
 
 
-def ef_remove(paths, dirs):
+def ef_remove(paths, dirs, drop):
+    # `drop`: folders that go too once empty (an old slot, a flat image's code folders).
     for path in paths:
         try:
             os.remove(path)
@@ -186,5 +197,5 @@ def ef_remove(paths, dirs):
                 raise
     for top in dirs:
         if _exists(top):
-            _prune(top, True)
+            _prune(top, top not in drop)
     print("ok")

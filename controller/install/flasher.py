@@ -1,28 +1,39 @@
 """`edgefleet flash`: installing a board image on a MicroPython board over its serial REPL.
 
-What goes on the board: the tree that controller/install/image.py's write_image() builds for the board
-(firmware and HAL modules as .mpy, main.py, the models, config.json), plus the public half of
-the bundle signing key (keys.BOARD_FILE next to config.json; the private key stays on this host). The tree is synced generically: whatever files the image
-holds, the board gets.
+What goes on the board: an A/B image (docs/ota.md) as controller/install/image.py's
+write_slot_set() builds it: the firmware and HAL modules (.mpy) and the models in a slot with
+its MANIFEST, the slot pointer (slots.json), the boot selector (main.py, slots.mpy); beside them
+config.json, the public half of the bundle signing key (keys.BOARD_FILE; the private key stays
+on this host) and, for TLS, the fleet CA. So a flashed board takes updates from its first boot.
 
 How, with serialrepl.ReplLink's primitives and the functions of controller/install/flash_agent.py, which
 is sent into the board's RAM once per session:
-1. The board hashes its copy of the image's files (sha256, on the board) into one digest over
+1. The board says what it is (ef_probe): .mpy version, its machine (checked against --board),
+   its config.json's node id and broker, and the slot its pointer names, if any.
+2. The slot: a board without slots gets the code in slot_a. A slotted board keeps its active
+   slot when that holds exactly this code (a re-flash that changes only config.json), else the
+   code goes into the other slot, as a fresh slot set: the slot the board boots is never
+   half-written.
+3. The board hashes its copy of the image's files (sha256, on the board) into one digest over
    the tree, compared with the same digest of the local tree: an unchanged board costs one exec
-   and a 64-character answer.
-2. Otherwise it lists each file with its sha256, and only the files that differ are sent.
-3. A file goes in chunks of CHUNK_BYTES, one exec each. When the board has the `deflate` module
+   and a 64-character answer. Otherwise it lists each file with its sha256, and only the files
+   that differ are sent.
+4. A file goes in chunks of CHUNK_BYTES, one exec each. When the board has the `deflate` module
    (MicroPython >= 1.21) a chunk is raw-deflated with a 2**WBITS-byte window (the board's
    decompressor then needs that much RAM, which fits the smallest heap) unless that does not
    make it smaller; then base64. The board writes PATH.part, checks its sha256, and renames it
    over PATH: a transfer cut short never leaves a half-written file where the firmware reads it.
-   Files inside folders go first and top-level files (main.py, config.json, the key) last, so a
-   board flashed from empty has no main.py until everything it imports is there.
-4. Files in the image's own folders (its top-level folders: firmware/, boards/, models/) that
-   the image no longer has are removed, and folders left empty. Nothing else on the board is
-   removed: top-level files other than the image's (boot.py, the node's data/ folder, a user's
-   files) are never touched, nor is a whole folder an older image had and this one does not.
-5. A soft reset, after which the board boots the image.
+   Order (write_order): the slot's files, its MANIFEST, then the top-level files, slots.json
+   and main.py last. A power cut at any point leaves a board that boots a complete version,
+   the one it booted before until the pointer (or, converting a flat board, main.py) is
+   replaced, the new one after; or an empty board at the REPL. The next flash sends only what
+   is missing.
+5. Removed afterwards: files in the image's folders that the image no longer has, the other
+   slot, and a flat image's code folders (firmware/, boards/, models/ at the root, from an
+   edgefleet before slots), so old code cannot shadow the slot. Nothing else on the board is
+   touched: the node's state (data/: boot counter, outbox, crash records, cached assignment;
+   ota-floor.json), boot.py, a user's files.
+6. A soft reset, after which the board boots the slot.
 
 The node id and broker in config.json come from the caller, else from the config.json already
 on the board (so a re-flash keeps them), else the node id is the board name and the last six hex
@@ -37,7 +48,9 @@ import threading
 import time
 import zlib
 
+from edgefleet import models as models_pkg
 from edgefleet.boards import catalog
+from edgefleet.firmware import slots
 
 from . import image, keys, nodelink
 from ..errors import ConfigError, FlashError
@@ -67,6 +80,7 @@ class SyncResult:
         self.seconds = 0.0
         self.node_id = None
         self.broker = None
+        self.slot = None           # for flash(): the slot the board boots now
 
     @property
     def changed(self):
@@ -232,8 +246,8 @@ class BoardAgent:
                 board[path] = digest
         return board
 
-    def remove(self, paths, dirs):
-        self.link.exec("ef_remove(%r,%r)" % (paths, dirs))
+    def remove(self, paths, dirs, drop=()):
+        self.link.exec("ef_remove(%r,%r,%r)" % (paths, dirs, list(drop)))
 
     def write_file(self, path, data, digest, progress):
         """Send one file in chunks; FlashError naming the file when the board cannot take it."""
@@ -289,7 +303,7 @@ class BoardAgent:
 # trusted to answer in shape: an old agent, a different firmware or a noisy line can answer
 # anything, and a wrong type here would surface far away as a traceback.
 BOARD_INFO = {"mpy": (int, 0), "deflate": (bool, False), "free": (int, None), "uid": (str, None),
-              "node": (str, None), "broker": (dict, None)}
+              "node": (str, None), "broker": (dict, None), "slot": (str, None), "machine": (str, None)}
 
 
 def board_info(out, port):
@@ -333,14 +347,30 @@ def _arch_name(index):
 
 # -- syncing a tree ------------------------------------------------------------------------------
 
-def sync(agent, root, progress=None, remove_stale=True):
-    """Make the board's copy of the image in `root` equal to it (see the module docstring)."""
+def write_order(path):
+    """Sort key of the files a sync writes: files in folders first, a slot's MANIFEST after the
+    rest of its slot (the boot selector takes a slot with one as complete), then the top-level
+    files, the slot pointer just before main.py, which goes last: until they are replaced the
+    board boots what it booted before."""
+    top = "/" not in path
+    last = ("slots.json", "main.py").index(path) + 1 if path in ("slots.json", "main.py") else 0
+    return (top, path.endswith("/MANIFEST"), last, path)
+
+
+def sync(agent, root, progress=None, remove_stale=True, claim=()):
+    """Make the board's copy of the image in `root` equal to it (see the module docstring).
+
+    claim: more top-level folders the image owns without holding anything in them (the slot it
+    does not use, a flat image's code folders): whatever the board has there is removed, after
+    everything else was written, and the folders with it."""
     progress = progress or Progress()
     started = time.monotonic()
     sent_before = agent.link.sent
     result = SyncResult()
     entries = local_tree(root)
     dirs, files = image_roots(entries)
+    claim = sorted(set(claim) - set(dirs))
+    dirs = sorted(dirs + claim)
     if agent.summary(dirs, files) == tree_digest(entries):
         result.unchanged = len(entries)
     else:
@@ -348,7 +378,7 @@ def sync(agent, root, progress=None, remove_stale=True):
         local_paths = {path for path, _l, _s, _d in entries}
         stale = sorted(path for path in board if path not in local_paths) if remove_stale else []
         todo = [entry for entry in entries if board.get(entry[0]) != entry[3]]
-        todo.sort(key=lambda entry: ("/" not in entry[0], entry[0]))
+        todo.sort(key=lambda entry: write_order(entry[0]))
         result.unchanged = len(entries) - len(todo)
         progress.start(len(todo), sum(entry[2] for entry in todo))
         for path, local, size, digest in todo:
@@ -359,7 +389,7 @@ def sync(agent, root, progress=None, remove_stale=True):
             result.payload_bytes += size
             progress.file_done(path, size)
         if stale:
-            agent.remove(stale, dirs)
+            agent.remove(stale, dirs, claim)
             for path in stale:
                 progress.removed(path)
         result.removed = stale
@@ -385,51 +415,56 @@ def open_session(port, baudrate=115200, timeout=10.0):
 
 def flash(port, board, node_id=None, broker=None, model_names=None, key_path=None, simulated=None,
           baudrate=115200, reset=True, progress=None, timeout=10.0, security=None):
-    """Build `board`'s image and sync it to the board on `port`; returns the SyncResult.
+    """Build `board`'s A/B image and sync it to the board on `port`; returns the SyncResult.
 
     broker: a broker URL or BrokerAddress ((host, port): plaintext), or None to keep the board's;
     the node gets its own broker login (and the fleet CA for mqtts://) from `security`
     (default: the fleet's security folder). simulated: None means "a socket:// port is a simulated board"
-    (HAL "sim", native code for the host's arch). With node_id and broker given, the image is
-    built while the board is being reached (compiling the modules takes as long as that).
+    (HAL "sim", native code for the host's arch).
+
+    Order: what can be checked here (board, models, broker) is checked first; the slot's code is
+    compiled while the board is being reached; nothing is created on this host (signing key,
+    node login) nor written to the board before the board answered and said it is a `board`.
     """
     profile = catalog.load(board)
     if profile["runtime"] != "micropython":
         raise ConfigError("board %s runs Linux, not MicroPython: provision it over SSH "
                           "(edgefleet provision USER@HOST --board %s)" % (board, board))
+    check_models(model_names)
     if simulated is None:
         simulated = port.startswith("socket://")
     mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")
-    key = keys.load_or_create(key_path)
     broker = nodelink.as_address(broker)
+    if broker is not None:
+        nodelink.check(profile, broker, security)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tree:
-        def build(node, address):
-            link = nodelink.node_link(node, profile, address, security=security)
-            cfg = image.node_config(node, profile, address.host, address.port, simulated=simulated)
-            cfg["broker"] = link.config
-            image.write_image(tree, cfg, model_names, mpy_arch=mpy_arch)
-            keys.install_public(tree, key)
-            for name, data in link.files.items():
-                with open(os.path.join(tree, name), "wb") as f:
-                    f.write(data)
-
-        early = _Background(build, node_id, broker) if node_id and broker else None
+        code = _Background(image.write_slot_set, tree, profile, model_names, mpy_arch, simulated)
         try:
             link, agent, info = open_session(port, baudrate, timeout)
         except BaseException:
-            if early is not None:
-                early.join(reraise=False)   # the board's error is the one to report
+            code.join(reraise=False)   # the board's error is the one to report
             raise
-        if early is not None:
-            early.join()
         try:
-            if early is None:
-                node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
-                broker = broker or _broker_from_board(info, port)
-                build(node_id, broker)
+            code.join()
+            check_board(info, profile, port)
+            node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
+            broker = broker or _broker_from_board(info, port)
+            key = keys.load_or_create(key_path)
+            node = nodelink.node_link(node_id, profile, broker, security=security)
+            cfg = image.node_config(node_id, profile, broker.host, broker.port, simulated=simulated)
+            cfg["broker"] = node.config
+            cfg["fw"] = slots.read(tree)["ver"][image.FIRST_SLOT]
+            image.write_config(tree, cfg)
+            keys.install_public(tree, key)
+            for name, data in node.files.items():
+                with open(os.path.join(tree, name), "wb") as f:
+                    f.write(data)
+            target = _target_slot(agent, tree, info.get("slot"))
             check_compatible(info, local_tree(tree), port)
-            result = sync(agent, tree, progress)
+            claim = [slots.other(target)] + list(image.FLAT_DIRS)
+            result = sync(agent, tree, progress, claim=claim)
+            result.slot = target
             if reset:
                 link.soft_reset()
         finally:
@@ -439,6 +474,45 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     result.node_id = node_id
     result.broker = broker
     return result
+
+
+def check_models(model_names):
+    """ConfigError naming the known models when one of `model_names` is not among them."""
+    known = models_pkg.names()
+    unknown = [name for name in model_names or () if name not in known]
+    if unknown:
+        raise ConfigError("no model %s (known models: %s)" % (", ".join(unknown), ", ".join(known) or "none"))
+
+
+def board_of_machine(machine):
+    """The MCU profile whose "machine" the board's sys.implementation._machine ends with, or
+    None for a board no profile names (a unix port, a board edgefleet has no profile for)."""
+    for profile in catalog.all_profiles():
+        if profile.get("machine") and machine and machine.endswith(profile["machine"]):
+            return profile
+    return None
+
+
+def check_board(info, profile, port):
+    """FlashError naming both boards when the board says it is another board edgefleet knows."""
+    found = board_of_machine(info.get("machine"))
+    if found is not None and found["name"] != profile["name"]:
+        raise FlashError("the board on %s is a %s (it reports %r), not a %s: flash it with --board %s"
+                         % (port, found["name"], info["machine"], profile["name"], found["name"]), port)
+
+
+def _target_slot(agent, tree, active):
+    """The slot the new code goes into. A board without slots gets the first; a slotted one
+    keeps its active slot when that already holds exactly this code, else gets the code in the
+    other slot, so the slot it boots is never half-written (the pointer switches after)."""
+    if active not in slots.SLOTS:
+        return image.FIRST_SLOT
+    image.move_slot(tree, image.FIRST_SLOT, active)
+    ours = [entry for entry in local_tree(tree) if entry[0].startswith(active + "/")]
+    if agent.summary([active], []) == tree_digest(ours):
+        return active
+    image.move_slot(tree, active, slots.other(active))
+    return slots.other(active)
 
 
 class _Background:

@@ -1,9 +1,12 @@
 """Board images: the files a node needs on its flash (MCU) or SD card (Linux board).
 
-An MCU image holds the firmware package, the board's HAL modules, /main.py, config.json and
-the models; a Linux image holds config.json and the models (the code comes from the installed
-edgefleet package, as `edgefleet node` runs it). The same image is what the simulated boards
-boot from and what the flasher (serial) and the provisioner (SSH) install on real boards.
+Boards are set up with A/B slots (docs/ota.md): write_slot_set() writes the code (the firmware
+package, the board's HAL modules) and the models into a slot with its MANIFEST, the slot
+pointer and, on an MCU, the boot selector (main.py, slots.mpy); write_slotted_image() adds
+config.json and the public key. The flasher (serial), the provisioner (SSH), the demo and the
+simulated fleets all start from it. write_image() is the flat layout of an edgefleet before
+slots (code and models at the flash root, which cannot take updates), kept for the tests that
+convert such a board and for SimFleet(slotted=False).
 """
 import json
 import os
@@ -205,19 +208,32 @@ def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH, simul
     return sorted(written)
 
 
-def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, version=None, key=None):
-    """A board image with A/B slots: code and models in slot_a/ (with its MANIFEST), the
-    slot pointer, the boot selector (MCU: /slots.mpy beside /main.py), config.json and, when
-    given a signing key, its public half (keys.BOARD_FILE). A Linux board runs it with linux_main, which reads the same pointer."""
+# The version a freshly flashed or provisioned slot reports: this edgefleet's own.
+def firmware_version():
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("edgefleet")
+    except (ImportError, PackageNotFoundError):
+        return "0.1.0"
+
+
+# What a flat image (before A/B slots) kept at the flash root, and a slot now holds: the folders
+# a conversion removes, so code left there cannot shadow the slot's.
+FLAT_DIRS = ("firmware", "boards", "models")
+
+
+def write_slot_set(dest_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH, simulated=False, version=None,
+                   slot=FIRST_SLOT):
+    """The code part of an A/B image, nothing node-specific: `slot`/ with the code, models and
+    its MANIFEST, the pointer naming it (confirmed), and on MicroPython the boot selector
+    (main.py, slots.mpy). Returns the version it holds."""
     from edgefleet.firmware import bundle as wire
     from edgefleet.firmware import slots
     from ..deploy import bundle
-    from . import keys
-    profile = cfg["profile"]
     os.makedirs(dest_dir, exist_ok=True)
-    slot_dir = os.path.join(dest_dir, FIRST_SLOT)
-    version = version or cfg.get("fw", "0.1.0")
-    written = write_slot(slot_dir, profile, model_names, mpy_arch, is_simulated(cfg))
+    slot_dir = os.path.join(dest_dir, slot)
+    version = version or firmware_version()
+    written = write_slot(slot_dir, profile, model_names, mpy_arch, simulated)
     manifest = bundle.manifest_for(slot_dir, written, profile, version, mpy_arch)
     with open(os.path.join(slot_dir, wire.SLOT_MANIFEST), "wb") as f:
         f.write(bundle.manifest_bytes(manifest))
@@ -228,7 +244,30 @@ def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, 
             compile_mpy(selector, os.path.join(dest_dir, "slots.mpy"), "slots.py", mpy_arch)
         else:
             shutil.copyfile(selector, os.path.join(dest_dir, "slots.py"))
-    slots.write(dest_dir, slots.initial(FIRST_SLOT, version, "flashed-" + version))
+    slots.write(dest_dir, slots.initial(slot, version, "flashed-" + version))
+    return version
+
+
+def move_slot(dest_dir, slot, to_slot):
+    """Rename the one slot of a write_slot_set() image, pointer included (a board that runs
+    `slot` gets the new code in the other one)."""
+    from edgefleet.firmware import slots
+    if slot == to_slot:
+        return
+    pointer = slots.read(dest_dir)
+    version = pointer["ver"][slot]
+    os.rename(os.path.join(dest_dir, slot), os.path.join(dest_dir, to_slot))
+    slots.write(dest_dir, slots.initial(to_slot, version, pointer["ids"][slot]))
+
+
+def write_slotted_image(dest_dir, cfg, model_names=None, mpy_arch=SIM_MPY_ARCH, version=None, key=None):
+    """A board image with A/B slots: write_slot_set() (code and models in slot_a/ with its
+    MANIFEST, the pointer, the MCU's boot selector), config.json and, when given a signing key,
+    its public half (keys.BOARD_FILE). A Linux board runs it with linux_main, which reads the
+    same pointer."""
+    from . import keys
+    version = write_slot_set(dest_dir, cfg["profile"], model_names, mpy_arch, is_simulated(cfg),
+                             version or cfg.get("fw"))
     write_config(dest_dir, dict(cfg, fw=version))
     if key is not None:
         keys.install_public(dest_dir, key)

@@ -14,11 +14,19 @@ Every step checks the board first and changes only what differs, and reports "ch
                     uploaded and installed into the venv; re-installed only when the digest of
                     the wheel's contents (names and bytes of its members, so a rebuild of the same
                     code counts as the same) differs from the one stored at the last install.
-4. image files      what controller/install/image.py's write_image() builds for the board (config.json,
-                    models; whatever it holds), plus the bundle public key (keys.BOARD_FILE); config.json
-                    (it will hold the node's MQTT password) and the key are root:GROUP 0640, GROUP
-                    being the node service user's group, the models root:root 0644; one look at
-                    the board (digest, mode, owner of each file) decides which files to install.
+4. image files      an A/B image (docs/ota.md) as controller/install/image.py's write_slot_set()
+                    builds it: the node's code (firmware, boards) and models in a slot with its
+                    MANIFEST, and the pointer slots.json, which boards/linux_main.py boots from;
+                    plus config.json and the bundle public key (keys.BOARD_FILE). config.json (it
+                    will hold the node's MQTT password) and the key are root:GROUP 0640, GROUP
+                    being the node service user's group; the slots and the pointer are the SSH
+                    user's 0644 (the node runs as that user and rewrites them when it takes an
+                    update); the fleet CA root:root 0644. One look at the board (digest, mode,
+                    owner of each file) decides which files to install. The code goes into the
+                    active slot when that already holds exactly it, else into the other slot (a
+                    fresh slot set), and the pointer is written last. Then the other slot and a
+                    flat image's models/ (an edgefleet before slots) are removed; the node's state
+                    (data/, ota-floor.json) is never touched, so a re-provision keeps it.
 5. systemd unit     boards/systemd/edgefleet-node.service filled in, as
                     ROOT/etc/systemd/system/edgefleet-node.service, root:root 0644.
 6. service          `systemctl daemon-reload` (when the unit changed), `enable`, and start or
@@ -40,6 +48,7 @@ as its own, with the same modes.
 import contextlib
 import hashlib
 import io
+import json
 import os
 import posixpath
 import shlex
@@ -52,6 +61,7 @@ import zipfile
 
 from edgefleet import boards as boards_pkg
 from edgefleet.boards import catalog
+from edgefleet.firmware import slots
 
 from . import hostkeys, image, keys, nodelink
 from ..security.material import FleetSecurity
@@ -74,6 +84,8 @@ SECRET_FILES = ("config.json", keys.BOARD_FILE)
 # password: a run has nobody to type one).
 IDENTIFY = ('id -un; id -u; id -gn; hostname; '
             'if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then echo privileged; else echo unprivileged; fi')
+# Which of the arguments exist, one line each.
+EXISTING = 'for d in "$@"; do if [ -e "$d" ]; then echo "$d"; fi; done'
 # The sha256, mode, owner and group of each existing file among the arguments, one line each.
 INSPECT = ('for f in "$@"; do a=$(stat -c %a:%U:%G -- "$f" 2>/dev/null) || continue; '
            'd=$(sha256sum 2>/dev/null <"$f") || d=-; echo "${d%% *} $a $f"; done')
@@ -357,37 +369,67 @@ class Provisioner:
         self._install([((digest + "\n").encode(), stamp, OWN)], name)
         return self._done(name, "changed", "installed %s (contents %s)" % (os.path.basename(wheel), digest[:12]))
 
-    def image_tree(self, dest):
+    def image_tree(self, dest, active=None):
+        """Write the board's A/B image into `dest`: write_slot_set() (the slot with its code,
+        models and MANIFEST, the pointer), config.json, the public key and the link's files.
+        Returns the slot the code is in: `active` when the board's active slot already holds
+        exactly this code, else the other one (a fresh slot set), or the first on a board
+        without slots."""
         link = nodelink.node_link(self.node_id, self.profile, self.broker, security=self.security)
         cfg = image.node_config(self.node_id, self.profile, link.address.host, link.address.port, simulated=False)
         cfg["broker"] = link.config
-        image.write_image(dest, cfg, self.model_names, mpy_arch=None)
+        cfg["fw"] = image.write_slot_set(dest, self.profile, self.model_names, mpy_arch=None)
+        image.write_config(dest, cfg)
         keys.install_public(dest, self.key)
         for name, data in link.files.items():
             with open(os.path.join(dest, name), "wb") as f:
                 f.write(data)
-        files = []
-        for dirpath, dirnames, filenames in os.walk(dest):
-            dirnames.sort()
-            for filename in sorted(filenames):
-                local = os.path.join(dirpath, filename)
-                files.append((os.path.relpath(local, dest).replace(os.sep, "/"), local))
-        return files
+        if active not in slots.SLOTS:
+            return image.FIRST_SLOT
+        image.move_slot(dest, image.FIRST_SLOT, active)
+        code = [(rel, local) for rel, local in tree_files(dest) if rel.startswith(active + "/")]
+        have = self._inspect([posixpath.join(self.node_dir, rel) for rel, _ in code], "image files")
+        if all(self._in_place(have.get(posixpath.join(self.node_dir, rel)), _read(local), OWN) for rel, local in code):
+            return active
+        image.move_slot(dest, active, slots.other(active))
+        return slots.other(active)
+
+    def _active_slot(self):
+        """The slot the board's pointer names, or None (no slots yet, or an unreadable pointer)."""
+        pointer = self._run("cat -- %s" % shlex.quote(posixpath.join(self.node_dir, slots.POINTER)), "image files",
+                            warn=True)
+        try:
+            active = json.loads(pointer.stdout).get("active") if pointer.ok else None
+        except (ValueError, AttributeError):
+            return None
+        return active if active in slots.SLOTS else None
 
     def step_image(self):
         name = "image files"
         with tempfile.TemporaryDirectory(prefix="edgefleet-image-") as tmp:
-            files = []
-            for rel, local in self.image_tree(tmp):
-                with open(local, "rb") as f:
-                    files.append((rel, posixpath.join(self.node_dir, rel), f.read()))
+            target = self.image_tree(tmp, self._active_slot())
+            files = [(rel, posixpath.join(self.node_dir, rel), _read(local)) for rel, local in tree_files(tmp)]
         have = self._inspect(sorted(dest for _, dest, _ in files), name)
-        todo = [(rel, dest, data, SECRET if rel in SECRET_FILES else SHARED) for rel, dest, data in files]
+        todo = [(rel, dest, data, _kind(rel)) for rel, dest, data in files]
         todo = [t for t in todo if not self._in_place(have.get(t[1]), t[2], t[3])]
+        # The pointer goes after everything else: until it is replaced the board boots what it did.
+        done = []
         if todo:
-            self._install([(data, dest, kind) for _, dest, data, kind in todo], name)
-            return self._done(name, "changed", "wrote " + ", ".join(rel for rel, _, _, _ in todo))
-        return self._done(name, "unchanged", "%d files" % len(files))
+            for batch in ([t for t in todo if t[0] != slots.POINTER], [t for t in todo if t[0] == slots.POINTER]):
+                if batch:
+                    self._install([(data, dest, kind) for _rel, dest, data, kind in batch], name)
+            done.append("wrote " + ", ".join(rel for rel, _, _, _ in todo))
+        # What no longer belongs: the other slot, and a flat image's models (from an edgefleet
+        # before slots), so the node's state alone is left beside the image.
+        stale = [posixpath.join(self.node_dir, d) for d in [slots.other(target)] + list(image.FLAT_DIRS)]
+        found = self._run("sh -c %s sh %s" % (shlex.quote(EXISTING), " ".join(shlex.quote(d) for d in stale)), name).stdout
+        gone = [line.strip() for line in found.splitlines() if line.strip() in stale]
+        if gone:
+            self._run("rm -rf -- %s" % " ".join(shlex.quote(d) for d in gone), name, privileged=self.privileged)
+            done.append("removed " + ", ".join(posixpath.relpath(d, self.node_dir) + "/" for d in gone))
+        if done:
+            return self._done(name, "changed", "; ".join(done))
+        return self._done(name, "unchanged", "%d files in %s" % (len(files), target))
 
     def step_unit(self):
         name = "systemd unit"
@@ -421,6 +463,33 @@ class Provisioner:
         if did:
             return self._done(name, "changed", ", ".join(did))
         return self._done(name, "unchanged", "%s enabled and active" % unit)
+
+
+def tree_files(top):
+    """[(path relative to top, local file)] of every file under top, sorted."""
+    files = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            local = os.path.join(dirpath, filename)
+            files.append((os.path.relpath(local, top).replace(os.sep, "/"), local))
+    return files
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _kind(rel):
+    """Who may read an image file: the secrets root and the node's group; the slots and their
+    pointer stay the SSH user's, who runs the node, because an update rewrites them (docs/ota.md);
+    the rest (the fleet CA) everybody."""
+    if rel in SECRET_FILES:
+        return SECRET
+    if rel == slots.POINTER or rel.split("/", 1)[0] in slots.SLOTS:
+        return OWN
+    return SHARED
 
 
 def connect(target, host_check, port=None, key_filename=None, timeout=15):

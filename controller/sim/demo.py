@@ -12,6 +12,7 @@ from edgefleet import models
 from ..cli import views
 from ..errors import ConfigError, InUse
 from ..extras import require, require_micropython
+from ..install import keys
 from ..broker import SecureMosquitto, default_broker, mosquitto_binary
 from ..mqttlink import BrokerLink
 from ..netutil import BrokerAddress, free_port
@@ -38,6 +39,12 @@ def demo_workloads(layout, profiles_by_node, available_models):
         workloads.append({"id": "digits-pi", "model": conv, "rate": 10.0, "replicas": len(linux),
                           "input": {"kind": "samples"}, "constraints": {"runtime": "cpython"}})
     return workloads
+
+
+def demo_fleet(root, broker_host, broker_port, layout, **options):
+    """The demo's SimFleet: slotted boards holding this host's signing key (its public half), as
+    `flash` and `provision` set boards up, so `edgefleet deploy` updates them like any others."""
+    return SimFleet(root, broker_host, broker_port, layout, slotted=True, key=keys.load_or_create(), **options)
 
 
 def _render(snapshot, broker, started, rate, security_line):
@@ -149,10 +156,10 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
     try:
         index = default_index_path()
         if secure:
-            fleet = SimFleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
-                             security=security, tls_port=broker.port)
+            fleet = demo_fleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
+                               security=security, tls_port=broker.port)
         else:
-            fleet = SimFleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
+            fleet = demo_fleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
         runtimes = {}
         for entry in layout:
             fleet.add(*entry)

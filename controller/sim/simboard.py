@@ -333,6 +333,12 @@ def _sigint_ignoring_launcher():
     return (env, "--ignore-signal=INT")
 
 
+def sim_machine(profile):
+    """What a simulated board of `profile` reports as its machine: ends as the real one does
+    (the profile's "machine"), and says it is simulated."""
+    return "simulated %s %s" % (profile["name"], profile.get("machine") or "")
+
+
 class _Console:
     """The last bytes a board wrote to its console, kept bounded, with absolute positions."""
 
@@ -421,7 +427,7 @@ class McuBoard(SupervisedProcess):
     PACED_OUTPUT_BACKLOG = 4096   # bytes read from the console ahead of a paced link
 
     def __init__(self, name, flash_dir, heap_bytes, serial_port=None, micropython=None,
-                 env=None, console_log=None, restart_delay=0.2, baud=None, netns=None):
+                 env=None, console_log=None, restart_delay=0.2, baud=None, netns=None, machine=None):
         super().__init__(name, restart_delay)
         # A network namespace (`ip netns`) the interpreter runs in: its MQTT link then crosses a
         # real interface to reach the broker, as a board on Wi-Fi does. The serial endpoint
@@ -432,6 +438,10 @@ class McuBoard(SupervisedProcess):
         self.serial_port = serial_port or free_port()
         self.micropython = micropython or micropython_binary()
         self.env = dict(env or {})
+        # The board it plays, as a real one names itself in sys.implementation._machine (what
+        # `edgefleet flash` checks --board against): sim_machine() of its profile.
+        if machine:
+            self.env["EDGEFLEET_SIM_MACHINE"] = machine
         self.console_log = console_log
         self.console = _Console(self.CONSOLE_KEEP_BYTES)
         self._master = self._slave = None

@@ -13,7 +13,7 @@ from edgefleet.firmware import protocol
 from ..install import image, nodelink
 from ..netutil import BrokerAddress
 from ..errors import BoardError, ConfigError
-from .simboard import LinuxBoard, McuBoard, micropython_binary
+from .simboard import LinuxBoard, McuBoard, micropython_binary, sim_machine
 
 # The demo's board mix, in the order nodes are added: both runtimes appear from two nodes on.
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
@@ -42,7 +42,7 @@ def demo_layout(count, tls_only=False):
 
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix=protocol.DEFAULT_PREFIX, heap_override=None,
-                 extra_files=None, config=None, slotted=False, key=None, index_path=None, node_options=None,
+                 extra_files=None, config=None, slotted=True, key=None, index_path=None, node_options=None,
                  security=None, tls_port=None):
         self.root = root
         # broker_port: the plaintext listener (None on a broker that has none); tls_port: the
@@ -55,12 +55,14 @@ class SimFleet:
         self.keepalive = keepalive
         self.prefix = prefix
         self.heap_override = heap_override
-        # {path on flash: source file} added to every image, e.g. extra models for tests
+        # {path on flash: source file} added to every image, e.g. extra models for tests; a path
+        # in a code or model folder (image.FLAT_DIRS) goes into the slot of an A/B image
         self.extra_files = extra_files or {}
         # settings merged into every node's config.json, e.g. {"allow_faults": True}
         self.config = config or {}
-        # A/B slot images (docs/ota.md) holding the public half of this signing key, so boards take
-        # updates it signs.
+        # A/B slot images (docs/ota.md), as `edgefleet flash` and `provision` lay boards out;
+        # with a signing key (its private half), the boards hold its public half and take the
+        # updates it signs. slotted=False: the flat layout of an edgefleet before slots.
         self.slotted = slotted
         self.key = key
         # Where `edgefleet sim` finds each board's flash (record_board()); None: nowhere.
@@ -94,7 +96,8 @@ class SimFleet:
             with open(os.path.join(flash, name), "wb") as f:
                 f.write(data)
         for rel, src in self.extra_files.items():
-            target = os.path.join(flash, rel)
+            in_slot = self.slotted and rel.split("/", 1)[0] in image.FLAT_DIRS
+            target = os.path.join(flash, image.FIRST_SLOT, rel) if in_slot else os.path.join(flash, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
@@ -107,7 +110,7 @@ class SimFleet:
                 written = image.read_config(flash)
                 written["hal_options"]["sim_layer_bytes"] = layer
                 image.write_config(flash, written)
-            board = McuBoard(node_id, flash, heap, console_log=log)
+            board = McuBoard(node_id, flash, heap, console_log=log, machine=sim_machine(profile))
         elif arch == "arm64":
             from .arm64 import ensure_runtime
             runtime = ensure_runtime()

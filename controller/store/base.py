@@ -10,7 +10,7 @@ One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
 WORKLOAD_EXTRA = ("resources", "priority")
@@ -34,9 +34,11 @@ class Registry:
         """The schema version of the stored registry."""
         raise NotImplementedError
 
-    # -- nodes: {id, board, runtime, fw, boot, state, caps, telemetry, last_seen, epoch} ----------
+    # -- nodes: {id, board, runtime, fw, slot, boot, state, caps, telemetry, last_seen, epoch} ----
+    # fw: the version the node runs; slot: the A/B slot it runs it from (None: no slots, or a
+    # node too old to say).
 
-    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None, slot=None):
         raise NotImplementedError
 
     def set_node_state(self, node_id, state, now=None):

@@ -126,8 +126,13 @@ def _to_v2(db):
     db.executescript(SCHEMA_V2)
 
 
+def _to_v3(db):
+    """The A/B slot each node runs (hello's `slot`), beside its version."""
+    db.execute("ALTER TABLE nodes ADD COLUMN slot TEXT")
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1, 2: _to_v2}
+MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3}
 
 
 
@@ -197,12 +202,13 @@ class SqliteRegistry(Registry):
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None):
+    def upsert_node(self, node_id, board, runtime, fw, boot, caps, state="online", now=None, slot=None):
         self.db.execute(
-            "INSERT INTO nodes (id, board, runtime, fw, boot, caps, state, last_seen) VALUES (?,?,?,?,?,?,?,?) "
+            "INSERT INTO nodes (id, board, runtime, fw, slot, boot, caps, state, last_seen) VALUES (?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET board=excluded.board, runtime=excluded.runtime, fw=excluded.fw, "
-            "boot=excluded.boot, caps=excluded.caps, state=excluded.state, last_seen=excluded.last_seen",
-            (node_id, board, runtime, fw, boot, json.dumps(caps), state, now or time.time()),
+            "slot=excluded.slot, boot=excluded.boot, caps=excluded.caps, state=excluded.state, "
+            "last_seen=excluded.last_seen",
+            (node_id, board, runtime, fw, slot, boot, json.dumps(caps), state, now or time.time()),
         )
 
     def set_node_state(self, node_id, state, now=None):

@@ -42,7 +42,7 @@ DELETE = object()
 
 def vectors():
     valid = [
-        ("hello", HELLO), ("status", STATUS), ("status", with_(STATUS, state="offline")), ("hb", HB),
+        ("hello", HELLO), ("hello", with_(HELLO, slot="slot_b")), ("status", STATUS), ("status", with_(STATUS, state="offline")), ("hb", HB),
         ("hb", with_(HB, temp=None, power={"src": "battery", "pct": 63.5, "mw": 110}, wl=[])),
         ("hb", with_(HB, state="safe")),
         ("result", RESULT), ("result", with_(RESULT, truth=DELETE, **{"in": DELETE})),
@@ -59,7 +59,7 @@ def vectors():
     invalid = [
         ("hello", with_(HELLO, v=2), "v"), ("hello", with_(HELLO, v=DELETE), "v"),
         ("hello", with_(HELLO, runtime="java"), "runtime"), ("hb", with_(HB, state="offline"), "state"), ("hello", with_(HELLO, node="Mcu 1"), "node"),
-        ("hello", with_(HELLO, caps=[]), "caps"), ("status", with_(STATUS, state="sleepy"), "state"),
+        ("hello", with_(HELLO, caps=[]), "caps"), ("hello", with_(HELLO, slot=2), "slot"), ("status", with_(STATUS, state="sleepy"), "state"),
         ("hb", with_(HB, cpu="37"), "cpu"), ("hb", with_(HB, power={"src": "nuclear", "pct": None, "mw": None}), "power.src"),
         ("hb", with_(HB, power={"src": "mains"}), "power.pct"),
         ("hb", with_(HB, wl=[{"id": "x", "state": "running", "n": "many", "err": None}]), "wl[0].n"),

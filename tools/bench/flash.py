@@ -45,8 +45,7 @@ def log(msg):
 
 def build_image(dest, board, key):
     cfg = image.node_config(NODE, catalog.load(board), BROKER[0], BROKER[1], simulated=True)
-    image.write_image(dest, cfg)
-    keys.install_public(dest, key)
+    image.write_slotted_image(dest, cfg, key=key)   # what `edgefleet flash` puts on an empty board
     return flasher.local_tree(dest)
 
 
