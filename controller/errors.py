@@ -132,3 +132,13 @@ class StoreError(EdgefleetError):
     def __init__(self, message, location=None):
         super().__init__(message)
         self.location = location
+
+
+class NoAnswer(BrokerError):
+    """An operator request that no controller answered in time (is `edgefleet controller`
+    running?)."""
+
+
+class RequestRefused(EdgefleetError):
+    """The controller answered an operator request with an error (no such node, a move that
+    placement forbids, a malformed request); the message is the controller's."""
