@@ -12,7 +12,7 @@ from edgefleet.controller.install import nodelink
 from edgefleet.controller.netutil import BrokerAddress, resolve_broker
 from edgefleet.controller.security import acl, pki
 from edgefleet.controller.security.material import FleetSecurity
-from edgefleet.controller.security.principals import NODE, OPERATOR, Principal, PrincipalStore
+from edgefleet.controller.security.principals import CONTROLLER, NODE, OPERATOR, Principal, PrincipalStore
 from edgefleet.firmware import protocol
 
 
@@ -74,6 +74,21 @@ def test_operators_send_commands_and_updates_but_not_assignments():
     assert _allowed(acls, "publishClientSend", "ef/node/a/cmd") and _allowed(acls, "publishClientSend", "ef/node/a/ota")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/assign")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/result")
+
+
+def test_operator_requests_go_from_operators_to_the_controller_only():
+    node = acl.role_acls(Principal("a", NODE, "x"), "ef")
+    operator = acl.role_acls(Principal("ef.operator", OPERATOR, "x"), "ef")
+    controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
+    request, reply, audit = "ef/ctrl/op/req", "ef/ctrl/op/reply/5f0c2a9e71d3b684", "ef/ctrl/audit"
+    assert _allowed(operator, "publishClientSend", request) and not _allowed(controller, "publishClientSend", request)
+    assert _allowed(controller, "subscribePattern", request)
+    assert _allowed(controller, "publishClientSend", reply) and not _allowed(operator, "publishClientSend", reply)
+    assert _allowed(operator, "subscribePattern", reply) and _allowed(operator, "subscribePattern", audit)
+    assert _allowed(controller, "publishClientSend", audit) and not _allowed(operator, "publishClientSend", audit)
+    for topic in (request, reply, audit, "ef/ctrl/#"):
+        assert not _allowed(node, "publishClientSend", topic) and not _allowed(node, "subscribePattern", topic), topic
+    assert _allowed(node, "subscribePattern", "ef/ctrl/status")
 
 
 def test_login_changes_become_plugin_commands():

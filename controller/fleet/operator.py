@@ -5,6 +5,7 @@ Read requests (status, events, logs, export, plan) answer from memory and the re
 ones (apply, move, drain, undrain) change the fleet and write the audit log. Every answer is
 JSON data, sent back as `op_reply` parts (reply_effects) on the asker's reply topic.
 """
+import inspect
 import json
 
 from edgefleet.boards import catalog
@@ -86,9 +87,16 @@ class OperatorRequests:
         self.clock = fleet.clock
 
     def answer(self, op, args):
-        """(answer data, Publish effects) for one request; EdgefleetError when it cannot be done,
-        TypeError for arguments the op does not take."""
-        return getattr(self, "_op_" + op)(**args)
+        """(answer data, Publish effects) for one request; EdgefleetError when it cannot be done."""
+        handler = getattr(self, "_op_" + op)
+        params = inspect.signature(handler).parameters
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            raise ConfigError("%s takes %s, not %s" % (op, ", ".join(params) or "no arguments", ", ".join(unknown)))
+        missing = [name for name, p in params.items() if p.default is p.empty and name not in args]
+        if missing:
+            raise ConfigError("%s needs %s" % (op, ", ".join(missing)))
+        return handler(**args)
 
     # -- reads --------------------------------------------------------------------------------
 
