@@ -107,10 +107,10 @@ class ControllerLink:
                 reply = protocol.decode("op_reply", payload)
             except ProtocolError:
                 continue
-            if not reply["ok"]:
-                raise RequestRefused(reply.get("error") or "the controller refused %s" % op)
             if reply["id"] != request_id or not 0 <= reply["part"] < reply["parts"]:
                 continue
+            if not reply["ok"]:
+                raise RequestRefused(reply.get("error") or "the controller refused %s" % op)
             total = reply["parts"]
             parts[reply["part"]] = reply.get("data") or ""
             deadline = time.monotonic() + self.wait_s

@@ -186,6 +186,15 @@ def test_apply_move_and_drain_act_through_the_controller(fleet, operator, tmp_pa
     code, out, err = operator("apply", str(path))
     assert code == 0 and "1 removed" in out, (out, err)
 
+    # A plan too big for one reply (200 workloads the two Pis cannot all take) comes in parts.
+    many = [dict(WORKLOAD, id="bulk-%03d" % i, resources={"cpu_share": 50}) for i in range(200)]
+    path.write_text(fleetfile.dump(many))
+    code, out, err = operator("apply", str(path), "--dry-run", "--json")
+    assert code == 0, err
+    plan = json.loads(out)["plan"]
+    assert len(out) > 2 * 6000 and plan["add"] == [w["id"] for w in many] and plan["remove"] == ["w"]
+    assert len(plan["pending"]) >= 190
+
 
 def test_events_follow_prints_new_events_as_the_controller_records_them(fleet, operator):
     env = dict(os.environ, EDGEFLEET_HOME=fleet.op_home, XDG_CONFIG_HOME=fleet.op_xdg)
