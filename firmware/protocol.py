@@ -115,14 +115,18 @@ def audit_topic(prefix):
 
 
 def parse_topic(prefix, topic):
-    """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic,
-    ("", "lease") for its lease, ("", "op_req") for operator requests."""
+    """Split a topic into (node, kind); ("", KIND) for the ctrl topics: the controller's status,
+    its lease, its audit feed, operator requests and their replies."""
     if topic == ctrl_topic(prefix):
         return "", "ctrl_status"
     if topic == lease_topic(prefix):
         return "", "lease"
     if topic == op_request_topic(prefix):
         return "", "op_req"
+    if topic == audit_topic(prefix):
+        return "", "audit"
+    if topic.startswith(op_reply_topic(prefix, "")) and valid_node_id(topic[len(op_reply_topic(prefix, "")):]):
+        return "", "op_reply"
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != prefix or parts[1] != "node":
         raise ProtocolError("not an edgefleet topic: %s" % topic)

@@ -144,7 +144,7 @@ class FleetController:
         (a `bad_message` event) and leaves the registry and the fleet state as they were."""
         try:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
-            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
+            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota", "op_reply", "audit"):
                 return []  # our own messages, echoed back by a wildcard subscription
             msg = protocol.decode(kind, payload)
             if kind == "op_req":
