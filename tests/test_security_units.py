@@ -144,3 +144,28 @@ def test_a_board_that_cannot_hold_tls_is_refused_an_mqtts_broker_with_the_reason
 def test_mqtts_without_a_fleet_ca_is_a_clear_error(tmp_path):
     with pytest.raises(SecurityError, match="edgefleet init"):
         nodelink.node_link("n1", catalog.load("rpi4"), "mqtts://broker.lan", security=FleetSecurity(str(tmp_path / "none")))
+
+
+def test_an_operator_kit_is_checked_and_never_joins_over_a_fleet_host(tmp_path):
+    from edgefleet.controller.netutil import BrokerAddress
+    from edgefleet.controller.security import kit
+    from edgefleet.controller.security.material import FleetSecurity
+    fleet = FleetSecurity(str(tmp_path / "fleet" / "security"))
+    fleet.init()
+    path = str(tmp_path / "op.kit")
+    kit.write(path, kit.make(BrokerAddress.parse("mqtts://fleet.example:8883"), fleet, "ab" * 32))
+    taken = kit.read(path)
+    assert taken["broker_address"].host == "fleet.example" and taken["operator"]["name"] == "ef.operator"
+    with pytest.raises(ConfigError, match="fleet host"):
+        kit.join(taken, str(tmp_path / "fleet"), str(tmp_path / "config.toml"))
+    (tmp_path / "config.toml").write_text('other = "kept"\n')
+    kit.join(taken, str(tmp_path / "op"), str(tmp_path / "config.toml"))
+    assert (tmp_path / "config.toml").read_text() == 'other = "kept"\nbroker = "mqtts://fleet.example:8883"\n'
+    assert [p.name for p in FleetSecurity(str(tmp_path / "op" / "security")).principals.all()] == ["ef.operator"]
+    for broken, why in (({"format": "x"}, "not an operator kit"),
+                        (dict(taken, operator={"name": "node-a", "password": "p"}), "not the operator's"),
+                        (dict(taken, ca_pem=""), "CA certificate is missing")):
+        broken.pop("broker_address", None)
+        (tmp_path / "bad.kit").write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match=why):
+            kit.read(str(tmp_path / "bad.kit"))
