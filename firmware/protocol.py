@@ -33,7 +33,7 @@ SCHEMAS = {
     "lease": (256, "v:int ctrl:str seq:int"),
     # Operator requests to the running controller, and its answers (docs/protocol.md,
     # "Operator requests"): ctrl-level, never on a node's topics. A reply carries one part of
-    # the answer's JSON text; a big answer (a large fleet's status) comes in up to 4096 parts.
+    # the answer's JSON text; a big answer (a large fleet's status) comes in up to 512 parts.
     "op_req": (65536, "v:int id:name op:str args:obj"),
     "op_reply": (16384, "v:int id:name ok:bool part:int parts:int data:str? error:str?"),
     # The audit log as the controller writes it, for `edgefleet events --follow`: `ev` is one

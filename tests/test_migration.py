@@ -427,7 +427,7 @@ def test_operator_requests_act_through_the_controllers_message_path(sims):
 
 
 def test_a_big_answer_comes_in_parts_that_fit_the_reply_limit():
-    from edgefleet.controller.fleet.operator import reply_effects
+    from edgefleet.controller.fleet.operator import MAX_PARTS, PART_CHARS, reply_effects
     answer = {"nodes": [{"id": "n%d" % i, "note": 'quote " and \\ backslash ' * 20} for i in range(2000)]}
     effects = reply_effects("ef", "big", answer)
     assert len(effects) > 10
@@ -435,3 +435,6 @@ def test_a_big_answer_comes_in_parts_that_fit_the_reply_limit():
     assert all(len(e.payload) <= protocol.SCHEMAS["op_reply"][0] for e in effects)
     assert [p["part"] for p in parts] == list(range(len(parts))) and {p["parts"] for p in parts} == {len(parts)}
     assert json.loads("".join(p["data"] for p in parts)) == answer
+    (too_big,) = reply_effects("ef", "huge", {"text": "x" * (PART_CHARS * MAX_PARTS)})
+    reply = protocol.decode("op_reply", too_big.payload)
+    assert not reply["ok"] and "over the %d the controller sends" % (PART_CHARS * MAX_PARTS) in reply["error"]

@@ -23,9 +23,10 @@ MAX_EVENTS = 1000
 # Characters of the answer's JSON text per op_reply: JSON-escaping a piece of JSON at most
 # doubles it (every '"' and '\\' gains a backslash), which keeps a part under the 16 KB limit.
 PART_CHARS = 6000
-# At most this many parts (about 24 MB of answer): a bound on what one request can make the
-# controller send.
-MAX_PARTS = 4096
+# At most this many parts (about 3 MB of answer, a status of several thousand nodes): a bound on
+# what one request makes the controller send, and under mosquitto's default queue of 1000
+# messages per client, so no part of an answer is dropped on its way to a slow asker.
+MAX_PARTS = 512
 
 
 def plan_preview(store, workloads, manifests):

@@ -68,6 +68,11 @@ def join(kit, home, config_path):
     """Install `kit` (read()) on this machine: `home`/security with the CA certificate and the
     operator login only, `home`/sign.pub, and the broker in the config file. Returns the paths
     written. Refuses a fleet host's home: its CA key and logins must stay as they are."""
+    return install(kit, home) + [_set_broker(config_path, kit["broker"])]
+
+
+def install(kit, home):
+    """The kit's security folder and sign.pub under `home` (join() without the config file)."""
     from ..install import keys
     security = FleetSecurity(os.path.join(home, "security"))
     if os.path.exists(security.ca_key):
@@ -80,7 +85,6 @@ def join(kit, home, config_path):
     if kit.get("sign_pub"):
         keys.parse(kit["sign_pub"], "the kit's sign_pub")
         written.append(files.write_private(os.path.join(home, keys.BOARD_FILE), kit["sign_pub"].strip() + "\n"))
-    written.append(_set_broker(config_path, kit["broker"]))
     return written
 
 

@@ -37,10 +37,13 @@ def demo_workloads(layout, profiles_by_node, available_models):
     return workloads
 
 
-def _render(snapshot, broker, started, rate, security_line):
+def _render(snapshot, broker, started, rate, security_line, operator_hint=None):
     lines = ["edgefleet demo: %d nodes, %s broker on %s:%d, up %.0f s, %.1f results/s (Ctrl-C stops)" % (
         len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate),
-        security_line(snapshot), ""]
+        security_line(snapshot)]
+    if operator_hint:
+        lines.append("operate it from another terminal: %s (or drain, move, events --follow)" % operator_hint)
+    lines.append("")
     lines.append(views.nodes_table(snapshot))
     lines.append("")
     lines.append(views.workloads_table(snapshot))
@@ -63,6 +66,20 @@ def _open(snapshot):
 def secure_broker_available(broker_kind):
     from ..broker import dynsec_plugin, mosquitto_binary
     return broker_kind in ("auto", "mosquitto") and mosquitto_binary() is not None and dynsec_plugin() is not None
+
+
+def _operator_hint(state_dir, broker, security):
+    """How another terminal asks the demo's controller (`edgefleet drain NODE ...`): the demo's
+    own fleet has its own CA and operator login, installed in a home of their own so that the
+    user's fleet and config stay untouched."""
+    if security is None:
+        return "edgefleet status --broker mqtt://%s:%d" % (broker.host, broker.port)
+    from ..security import kit
+    home = os.path.join(state_dir, "demo-operator")
+    if os.path.exists(os.path.join(home, "security")):
+        shutil.rmtree(os.path.join(home, "security"))   # an earlier demo's login
+    kit.install(kit.make(BrokerAddress.parse(broker.url), security), home)
+    return "EDGEFLEET_HOME=%s edgefleet status --broker %s" % (home, broker.url)
 
 
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
@@ -92,7 +109,7 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     else:
         broker = default_broker(prefer=broker_kind).start()
     security_line = _secured if secure else _open
-    fleet = controller = None
+    fleet = controller = operator_hint = None
     started = time.time()
     snapshot = None
     try:
@@ -115,6 +132,7 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         if not as_json:
             print("edgefleet demo: registry %s (`edgefleet status --db %s` in another terminal)" % (db_path, db_path),
                   file=out, flush=True)
+            operator_hint = _operator_hint(state_dir, broker, security)
         last_count, last_time = 0, time.time()
         while duration is None or time.time() - started < duration:
             time.sleep(REFRESH_S)
@@ -125,7 +143,7 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
             rate = (snapshot["results_received"] - last_count) / max(1e-3, now - last_time)
             last_count, last_time = snapshot["results_received"], now
             clear = "\x1b[H\x1b[2J" if out.isatty() else "\n"
-            out.write(clear + _render(snapshot, broker, started, rate, security_line) + "\n")
+            out.write(clear + _render(snapshot, broker, started, rate, security_line, operator_hint) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass
