@@ -194,6 +194,16 @@ class StoreError(EdgefleetError):
         self.location = location
 
 
+class NoAnswer(BrokerError):
+    """An operator request that no controller answered in time (is `edgefleet controller`
+    running?)."""
+
+
+class RequestRefused(EdgefleetError):
+    """The controller answered an operator request with an error (no such node, a move that
+    placement forbids, a malformed request); the message is the controller's."""
+
+
 def exit_code_for(error):
     """The CLI's exit status for an error it reports: the class's own for EdgefleetError; the
     firmware's and the boards' families, which cannot import this module, mapped here."""

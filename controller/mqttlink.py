@@ -32,16 +32,16 @@ class BrokerLink:
         """The login to present, or None for an anonymous connection to an open broker."""
         if self.address.user:
             return self.security.principals.get(self.address.user)
-        if not self.security.exists():
+        if not self.security.trusts():
             if self.address.tls:
-                self.security.require()
+                self.security.require_trust()
             return None
         return self.security.service(self.role)
 
     def tls_context(self):
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         try:
-            ctx.load_verify_locations(cafile=self.security.require().ca_cert)
+            ctx.load_verify_locations(cafile=self.security.require_trust().ca_cert)
         except (OSError, ssl.SSLError) as e:
             raise SecurityError("cannot load the fleet CA: %s" % e, self.security.ca_cert)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -70,6 +70,23 @@ def test_controller_ingest_accepts_and_rejects_the_protocol_vectors(fleet):
     assert checked >= 25
 
 
+def test_operator_request_vectors_through_the_controller(fleet):
+    """op_req vectors: a valid request is answered on its reply topic (here with an error: the
+    fleet has no such workload), an invalid one is rejected unanswered."""
+    with open(VECTORS) as f:
+        vectors = [v for v in json.load(f)["messages"] if v["kind"] == "op_req"]
+    assert len(vectors) >= 6
+    for vec in vectors:
+        before = fleet.rejected
+        effects = fleet.handle("ef/ctrl/op/req", vec["payload"].encode())
+        assert fleet.rejected == before + (0 if vec["valid"] else 1), vec
+        replies = [e for e in effects if e.topic.startswith("ef/ctrl/op/reply/")]
+        if vec["valid"]:
+            assert [e.topic for e in replies] == ["ef/ctrl/op/reply/" + json.loads(vec["payload"])["id"]]
+        else:
+            assert replies == [], vec
+
+
 def test_payload_node_must_match_topic(fleet):
     fleet.handle("ef/node/mcu-2/hello", hello("mcu-1"))
     assert fleet.rejected == 1 and fleet.registry.node("mcu-1") is None

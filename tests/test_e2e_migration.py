@@ -83,7 +83,8 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
                    and all(n["power"] for n in controller.snapshot()["nodes"]), 60, "three nodes with telemetry")
         fleet_file = tmp_path / "fleet.toml"
         fleet_file.write_text(fleetfile.dump([WORKLOAD]))
-        cli(tmp_path, "apply", str(fleet_file), "--db", db_path)
+        broker = "--broker=mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+        cli(tmp_path, "apply", str(fleet_file), broker)
         wait_until(lambda: controller.snapshot()["workloads"] and controller.snapshot()["workloads"][0]["results"] >= 10,
                    60, "first results")
         first = host(controller)
@@ -102,8 +103,8 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
         assert moved_off(controller, other, 30, "the thermal trigger") == first
         fleet.set_sim(other, throttled=False)
 
-        # 3. The operator moves it onto the battery board, through the CLI and the registry.
-        out = cli(tmp_path, "move", "w", "pi-z", "--db", db_path)
+        # 3. The operator moves it onto the battery board, through the CLI and the broker.
+        out = cli(tmp_path, "move", "w", "pi-z", broker)
         assert "moving w from %s to pi-z" % first in out
         assert moved_off(controller, first, 30, "the operator's move") == "pi-z"
         time.sleep(SETTINGS["cooldown_s"])
@@ -123,7 +124,7 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
 
         # 6. The operator drains it; the degraded board and the drained one are both out, the
         # Zero's battery is low: nowhere to go, and the reason is shown.
-        out = cli(tmp_path, "drain", spare, "--db", db_path)
+        out = cli(tmp_path, "drain", spare, broker)
         assert "draining %s" % spare in out
         stuck = wait_until(lambda: controller.snapshot()["workloads"][0]["stuck"], 15, "the drain's stuck reason")
         assert "battery" in stuck and "degraded" in stuck, stuck
@@ -132,7 +133,7 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
         assert moved_off(controller, spare, 30, "the drain") == on_mains
 
         # 7. SIGKILL: the Last Will, and the workload runs on the one board left that can take it.
-        cli(tmp_path, "drain", spare, "--undo", "--db", db_path)
+        cli(tmp_path, "drain", spare, "--undo", broker)
         before = controller.snapshot()["workloads"][0]["results"]
         killed_at = time.monotonic()
         fleet.board(on_mains).power_off()

@@ -8,10 +8,11 @@ import random
 import pytest
 
 from edgefleet.boards import catalog
-from edgefleet.controller.fleet import commands, migration, placement
+from edgefleet.controller.fleet import migration, placement
 from edgefleet.controller.fleet.detector import PhiAccrualDetector
 from edgefleet.controller.fleet.controller import FleetController
 from edgefleet.controller.store import open_registry
+from edgefleet.firmware import protocol
 
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}}
 PROFILES = {p["name"]: p for p in catalog.all_profiles()}
@@ -385,28 +386,55 @@ def test_lease_every_tick_and_a_fenced_node_is_reconfirmed(sims):
     assert sim.assigned("a") == {}
 
 
-def test_operator_commands_reach_the_controller_through_the_registry(sims):
+def ask(sim, op, **args):
+    """An operator request (op_req) through the controller's message path: (ok, answer or error)."""
+    request_id = "r%d" % len(sim.effects)
+    effects = sim.ctl.handle("ef/ctrl/op/req", json.dumps({"v": 1, "id": request_id, "op": op, "args": args}))
+    sim.effects += effects
+    replies = [protocol.decode("op_reply", e.payload) for e in effects if e.topic == "ef/ctrl/op/reply/" + request_id]
+    assert [r["part"] for r in replies] == list(range(replies[0]["parts"])), replies
+    if not replies[0]["ok"]:
+        return False, replies[0]["error"]
+    return True, json.loads("".join(r["data"] for r in replies))
+
+
+def test_operator_requests_act_through_the_controllers_message_path(sims):
     sim = sims([("a", "rpi4"), ("b", "rpi4")], [WL])
     (src,) = [n for w, n in sim.registry.placements()]
     dst = "b" if src == "a" else "a"
-    store = sim.registry
-    bad = commands.submit(store, "move", {"workload": "nope", "node": dst})
-    good = commands.submit(store, "move", {"workload": "w", "node": dst})
-    sim.second()
-    assert store.command_outcome(bad) == ("failed", "no workload 'nope'")
-    assert store.command_outcome(good) == ("done", "moving w from %s to %s" % (src, dst))
-    again = commands.submit(store, "move", {"workload": "w", "node": dst})
-    sim.second()
-    assert store.command_outcome(again)[0] == "failed"
+    assert ask(sim, "move", workload="nope", node=dst) == (False, "no workload 'nope'")
+    assert ask(sim, "move", workload="w", node=dst) == (True, {"message": "moving w from %s to %s" % (src, dst)})
+    assert ask(sim, "move", workload="w", node=dst)[0] is False
+    assert ask(sim, "move", workload="w", node=dst, speed="fast") == (False, "move takes workload, node, source, not speed")
+    assert ask(sim, "move", node=dst) == (False, "move needs workload")
     sim.heartbeat(dst, wl=[running()])
     sim.heartbeat(src, wl=[running(state="done")])
     assert sim.registry.placements() == [("w", dst)]
-    drain = commands.submit(store, "drain", {"node": dst})
-    for _ in range(2):
-        sim.second()
-    assert store.command_outcome(drain)[0] == "done"
+    assert ask(sim, "drain", node=dst)[0]
+    sim.second()
     (move,) = sim.ctl.moves.values()
     assert (move.src, move.dst, move.reason) == (dst, src, "drain")
-    applied = commands.submit(store, "apply", {"workloads": [WL, dict(WL, id="w2")]})
-    sim.second()
-    assert store.command_outcome(applied)[1].startswith("applied: 2 workloads (1 added")
+    ok, answer = ask(sim, "apply", workloads=[WL, dict(WL, id="w2")])
+    assert ok and answer["message"].startswith("applied: 2 workloads (1 added")
+    # A plan changes nothing; a bad workload is refused with the fleet file's words, and nothing changes.
+    ok, answer = ask(sim, "plan", workloads=[WL])
+    assert ok and answer["plan"]["remove"] == ["w2"] and len(sim.ctl.state.workloads()) == 2
+    ok, error = ask(sim, "apply", workloads=[WL, dict(WL, id="w3", rate=-1)])
+    assert not ok and "'rate' must be a number > 0" in error and len(sim.ctl.state.workloads()) == 2
+    # Every audit event committed is published once, for `events --follow`.
+    kinds = [json.loads(e.payload)["ev"]["kind"] for e in sim.ctl.audit()]
+    assert "drain" in kinds and "apply" in kinds and sim.ctl.audit() == []
+
+
+def test_a_big_answer_comes_in_parts_that_fit_the_reply_limit():
+    from edgefleet.controller.fleet.operator import MAX_PARTS, PART_CHARS, reply_effects
+    answer = {"nodes": [{"id": "n%d" % i, "note": 'quote " and \\ backslash ' * 20} for i in range(2000)]}
+    effects = reply_effects("ef", "big", answer)
+    assert len(effects) > 10
+    parts = [protocol.decode("op_reply", e.payload) for e in effects]
+    assert all(len(e.payload) <= protocol.SCHEMAS["op_reply"][0] for e in effects)
+    assert [p["part"] for p in parts] == list(range(len(parts))) and {p["parts"] for p in parts} == {len(parts)}
+    assert json.loads("".join(p["data"] for p in parts)) == answer
+    (too_big,) = reply_effects("ef", "huge", {"text": "x" * (PART_CHARS * MAX_PARTS)})
+    reply = protocol.decode("op_reply", too_big.payload)
+    assert not reply["ok"] and "over the %d the controller sends" % (PART_CHARS * MAX_PARTS) in reply["error"]

@@ -12,7 +12,7 @@ from edgefleet.controller.install import nodelink
 from edgefleet.controller.netutil import BrokerAddress, resolve_broker
 from edgefleet.controller.security import acl, pki
 from edgefleet.controller.security.material import FleetSecurity
-from edgefleet.controller.security.principals import NODE, OPERATOR, Principal, PrincipalStore
+from edgefleet.controller.security.principals import CONTROLLER, NODE, OPERATOR, Principal, PrincipalStore
 from edgefleet.firmware import protocol
 
 
@@ -76,6 +76,21 @@ def test_operators_send_commands_and_updates_but_not_assignments():
     assert not _allowed(acls, "publishClientSend", "ef/node/a/result")
 
 
+def test_operator_requests_go_from_operators_to_the_controller_only():
+    node = acl.role_acls(Principal("a", NODE, "x"), "ef")
+    operator = acl.role_acls(Principal("ef.operator", OPERATOR, "x"), "ef")
+    controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
+    request, reply, audit = "ef/ctrl/op/req", "ef/ctrl/op/reply/5f0c2a9e71d3b684", "ef/ctrl/audit"
+    assert _allowed(operator, "publishClientSend", request) and not _allowed(controller, "publishClientSend", request)
+    assert _allowed(controller, "subscribePattern", request)
+    assert _allowed(controller, "publishClientSend", reply) and not _allowed(operator, "publishClientSend", reply)
+    assert _allowed(operator, "subscribePattern", reply) and _allowed(operator, "subscribePattern", audit)
+    assert _allowed(controller, "publishClientSend", audit) and not _allowed(operator, "publishClientSend", audit)
+    for topic in (request, reply, audit, "ef/ctrl/#"):
+        assert not _allowed(node, "publishClientSend", topic) and not _allowed(node, "subscribePattern", topic), topic
+    assert _allowed(node, "subscribePattern", "ef/ctrl/status")
+
+
 def test_login_changes_become_plugin_commands():
     a, b = Principal("a", NODE, "secret-of-a"), Principal("b", NODE, "secret-of-b")
     commands = acl.sync_commands({"a": a}, {"a": Principal("a", NODE, "new"), "b": b}, "ef")
@@ -129,3 +144,28 @@ def test_a_board_that_cannot_hold_tls_is_refused_an_mqtts_broker_with_the_reason
 def test_mqtts_without_a_fleet_ca_is_a_clear_error(tmp_path):
     with pytest.raises(SecurityError, match="edgefleet init"):
         nodelink.node_link("n1", catalog.load("rpi4"), "mqtts://broker.lan", security=FleetSecurity(str(tmp_path / "none")))
+
+
+def test_an_operator_kit_is_checked_and_never_joins_over_a_fleet_host(tmp_path):
+    from edgefleet.controller.netutil import BrokerAddress
+    from edgefleet.controller.security import kit
+    from edgefleet.controller.security.material import FleetSecurity
+    fleet = FleetSecurity(str(tmp_path / "fleet" / "security"))
+    fleet.init()
+    path = str(tmp_path / "op.kit")
+    kit.write(path, kit.make(BrokerAddress.parse("mqtts://fleet.example:8883"), fleet, "ab" * 32))
+    taken = kit.read(path)
+    assert taken["broker_address"].host == "fleet.example" and taken["operator"]["name"] == "ef.operator"
+    with pytest.raises(ConfigError, match="fleet host"):
+        kit.join(taken, str(tmp_path / "fleet"), str(tmp_path / "config.toml"))
+    (tmp_path / "config.toml").write_text('other = "kept"\n')
+    kit.join(taken, str(tmp_path / "op"), str(tmp_path / "config.toml"))
+    assert (tmp_path / "config.toml").read_text() == 'other = "kept"\nbroker = "mqtts://fleet.example:8883"\n'
+    assert [p.name for p in FleetSecurity(str(tmp_path / "op" / "security")).principals.all()] == ["ef.operator"]
+    for broken, why in (({"format": "x"}, "not an operator kit"),
+                        (dict(taken, operator={"name": "node-a", "password": "p"}), "not the operator's"),
+                        (dict(taken, ca_pem=""), "CA certificate is missing")):
+        broken.pop("broker_address", None)
+        (tmp_path / "bad.kit").write_text(json.dumps(broken))
+        with pytest.raises(ConfigError, match=why):
+            kit.read(str(tmp_path / "bad.kit"))

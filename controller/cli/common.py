@@ -1,5 +1,5 @@
-"""What the CLI's command groups share: opening the registry, a fleet snapshot, waiting for a
-signal, printing JSON."""
+"""What the CLI's command groups share: asking the running controller over the broker, opening
+the registry (--db), a fleet snapshot, waiting for a signal, printing JSON."""
 import json
 import os
 import signal
@@ -39,11 +39,32 @@ def wait_for_signal(alive=None):
         pass
 
 
-def add_db(p, json_flag=True):
-    p.add_argument("--db", help="registry file (default $EDGEFLEET_HOME/fleet.db)")
+def add_remote(p, local_db=True, json_flag=True):
+    """Options of a command that asks the running controller over the broker; with local_db, a
+    read-only one that can read a registry file instead (--db)."""
+    add_broker(p)
+    p.add_argument("--wait", type=float, default=10.0,
+                   help="seconds to wait for the controller's answer (default 10)")
+    p.add_argument("--prefix", default="ef", help="MQTT topic prefix")
+    if local_db:
+        p.add_argument("--db", help="read this registry file directly instead of asking the controller "
+                                    "(offline inspection on the controller's host)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def controller_link(args):
+    """A ControllerLink (controller/oprequest.py) as the operator, for --broker, --prefix, --wait;
+    a context manager that connects."""
+    from ..oprequest import ControllerLink
+    return ControllerLink(operator_link(args.broker), args.prefix, args.wait)
+
+
+def ask(args, op, request_args=None):
+    """The running controller's answer to one operator request."""
+    with controller_link(args) as ctrl:
+        return ctrl.ask(op, request_args)
 
 
 BROKER_HELP = ("the fleet's broker: mqtts://[USER@]HOST[:8883] (TLS, verified against the fleet CA) or "

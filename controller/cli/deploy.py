@@ -3,12 +3,11 @@
 register(subparsers) adds the three commands to the CLI; their errors are EdgefleetErrors,
 printed once by cli.main()."""
 import argparse
-import os
 import time
 
 from ..errors import ConfigError, NotFound, RolloutError
 from .argtypes import non_negative_float, positive_float, positive_int
-from .common import add_broker, operator_link
+from .common import add_broker, controller_link, operator_link
 
 # The architectures mpy-cross compiles native code for (its -march= values).
 MPY_ARCHES = ("x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
@@ -47,29 +46,31 @@ def cmd_bundle(args):
     return 0
 
 
-def resolve_group(group, db=None, board=None):
-    """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids. With a
+def resolve_group(group, nodes, where, board=None):
+    """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids, among
+    `nodes` (the fleet's, as a snapshot lists them; `where` names their source). With a
     bundle's board, only nodes of that board are kept (a node refuses another board's bundle)."""
-    from ..store import default_path, open_registry
-    path = db or default_path()
-    nodes = []
-    if os.path.exists(path):
-        registry = open_registry(path, readonly=True)
-        try:
-            nodes = registry.nodes()
-        finally:
-            registry.close()
     wanted = set(group.split(","))
-    if not nodes:
-        if group in ("all",) or any(n for n in wanted if not n):
-            raise ConfigError("no fleet registry at %s to resolve group %r; name the nodes (a,b,c) or pass --db" % (path, group))
-        return sorted(wanted)
     picked = [n for n in nodes if group == "all" or n["board"] == group or n["runtime"] == group or n["id"] in wanted]
     if board is not None:
         picked = [n for n in picked if n["board"] == board]
     if not picked:
-        raise NotFound("group %r matches no %snode in the registry %s" % (group, "%s " % board if board else "", path))
+        raise NotFound("group %r matches no %snode in %s" % (group, "%s " % board if board else "", where))
     return sorted(n["id"] for n in picked)
+
+
+def fleet_nodes(args):
+    """(the fleet's nodes, where they came from): from the registry file --db names, else from
+    the running controller."""
+    if args.db:
+        from .common import open_registry
+        registry = open_registry(args, readonly=True)
+        try:
+            return registry.nodes(), "the registry %s" % args.db
+        finally:
+            registry.close()
+    with controller_link(args) as ctrl:
+        return ctrl.ask("status")["nodes"], "the fleet of the controller on %s" % ctrl.link.address.url
 
 
 def cmd_deploy(args):
@@ -78,7 +79,7 @@ def cmd_deploy(args):
     from ..deploy.deployer import Deployer
     from ..deploy.rollout import Gate, Rollout
     from .progress import RolloutProgress
-    key = keys.load(args.key)
+    key = keys.load_verifying(args.key)
     with open(args.bundle, "rb") as f:
         migration = f.read(4) == bundle.LEGACY_MAGIC
     if migration:   # the last HMAC-signed bundle, for boards from before Ed25519 (docs/ota.md)
@@ -88,7 +89,7 @@ def cmd_deploy(args):
     else:
         data, info = bundle.read(args.bundle, key)
     manifest = info["manifest"]
-    nodes = resolve_group(args.to, args.db, manifest["board"])
+    nodes = resolve_group(args.to, *fleet_nodes(args), board=manifest["board"])
     link = operator_link(args.broker)
     gate = Gate(soak_s=args.soak, max_error_rate=args.max_error_rate, max_latency_us=args.max_latency_us)
     rollout = Rollout(data, info["id"], manifest["version"], nodes, canary=args.canary, batch=args.batch, gate=gate,
@@ -108,7 +109,7 @@ def cmd_deploy(args):
 
 def cmd_rollback(args):
     from ..deploy.deployer import Deployer
-    nodes = resolve_group(args.to, args.db)
+    nodes = resolve_group(args.to, *fleet_nodes(args))
     started = time.monotonic()
     with Deployer(prefix=args.prefix, link=operator_link(args.broker)) as deployer:
         versions = deployer.rollback(nodes, timeout_s=args.timeout)
@@ -120,8 +121,9 @@ def cmd_rollback(args):
 
 def _common(p):
     add_broker(p)
-    p.add_argument("--db", help="registry file for resolving groups (default $EDGEFLEET_HOME/fleet.db)")
+    p.add_argument("--db", help="registry file to resolve --to from (default: ask the running controller)")
     p.add_argument("--prefix", default="ef", help="MQTT topic prefix")
+    p.add_argument("--wait", type=positive_float, default=10.0, help="seconds to wait for the controller's list of nodes")
     p.add_argument("--timeout", type=positive_float, default=600.0, help="give up after this many seconds")
 
 
@@ -150,7 +152,9 @@ def register(sub):
     d.add_argument("--max-latency-us", type=positive_float, help="highest mean inference latency a wave may show")
     d.add_argument("--window", type=positive_float, default=60.0, help="seconds a new version has to prove healthy on a node")
     d.add_argument("--wave-timeout", type=positive_float, default=300.0, help="seconds a wave may take")
-    d.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key): a bundle it did not sign is refused")
+    d.add_argument("--key", help="key a bundle must be signed with: the private signing key or its public half "
+                                 "(a file ending in .pub); default $EDGEFLEET_HOME/signing.key, else "
+                                 "$EDGEFLEET_HOME/sign.pub (from `edgefleet join`). A bundle it did not sign is refused")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     _common(d)
     d.set_defaults(func=cmd_deploy)

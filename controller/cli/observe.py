@@ -1,19 +1,38 @@
-"""Commands that look at the fleet: `status`, `events`, `logs`, `top`."""
+"""Commands that look at the fleet: `status`, `events`, `logs`, `top`.
+
+Each asks the running controller over the broker (controller/oprequest.py), or with --db reads
+a registry file directly (offline, on the controller's host)."""
 import json
+import signal
 import sys
 import time
 
 from ..errors import NotFound
-from .common import add_db, fleet_snapshot, open_registry, print_json
+from ..fleet.operator import SUPERVISION_KINDS
+from .common import add_remote, ask, controller_link, fleet_snapshot, open_registry, print_json
+
+
+def _local_snapshot(args):
+    registry = open_registry(args, readonly=True)
+    try:
+        return fleet_snapshot(registry)
+    finally:
+        registry.close()
+
+
+def _local_events(args, node, limit, kinds=None, must_exist=False):
+    registry = open_registry(args, readonly=True)
+    try:
+        if must_exist and registry.node(node) is None:
+            raise NotFound("no node %r in the registry at %s" % (node, registry.path))
+        return registry.events(node, limit, kinds)
+    finally:
+        registry.close()
 
 
 def cmd_status(args):
     from . import views
-    registry = open_registry(args, readonly=True)
-    try:
-        snap = fleet_snapshot(registry)
-    finally:
-        registry.close()
+    snap = _local_snapshot(args) if args.db else ask(args, "status")
     if args.json:
         print_json(snap)
         return 0
@@ -23,35 +42,69 @@ def cmd_status(args):
     return 0
 
 
+def _event_line(ev):
+    stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
+    return "%s %-5s %-12s %-18s %s" % (stamp, ev["level"], ev["node"] or "-", ev["kind"], ev["msg"])
+
+
+def _print_event(ev, as_json):
+    print(json.dumps(ev) if as_json else _event_line(ev), flush=True)
+
+
 def cmd_events(args):
-    registry = open_registry(args, readonly=True)
-    try:
-        events = registry.events(args.node, args.limit)
-    finally:
-        registry.close()
+    if args.follow:
+        return _follow_events(args)
+    if args.db:
+        events = _local_events(args, args.node, args.limit)
+    else:
+        events = ask(args, "events", _events_args(args))["events"]
     if args.json:
         print_json(events)
         return 0
     for ev in events:
-        stamp = time.strftime("%H:%M:%S", time.localtime(ev["ts"]))
-        print("%s %-5s %-12s %-18s %s" % (stamp, ev["level"], ev["node"] or "-", ev["kind"], ev["msg"]))
+        print(_event_line(ev))
     return 0
 
 
-# What `edgefleet logs` shows of a node unless --all: its boots (with why it reset), its
-# children's crashes and hangs, and its supervisor's escalations.
-SUPERVISION_KINDS = ("boot", "crash", "hang", "degraded", "safe_mode", "workload_failed",
-                     "node_degraded", "node_safe", "node_offline", "node_online", "registered")
+def _events_args(args):
+    request = {"limit": args.limit}
+    if args.node:
+        request["node"] = args.node
+    return request
+
+
+def _follow_events(args):
+    """The last events, then each new one as the controller records it (one JSON object a line
+    with --json), until Ctrl-C or SIGTERM."""
+    from ..errors import ConfigError
+    if args.db:
+        raise ConfigError("--follow asks the running controller; it cannot follow a registry file (--db)")
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    with controller_link(args) as ctrl:
+        ctrl.follow_audit()   # before asking for the recent ones: nothing falls between the two
+        recent = ctrl.ask("events", _events_args(args))["events"]
+        for ev in recent:
+            _print_event(ev, args.json)
+        seen = {(ev["ts"], ev["kind"], ev["msg"]) for ev in recent}
+        try:
+            while not stop:
+                for ev in ctrl.audit_events(0.2):
+                    key = (ev.get("ts"), ev.get("kind"), ev.get("msg"))
+                    if key in seen or (args.node and ev.get("node") != args.node):
+                        continue
+                    seen.add(key)
+                    _print_event(ev, args.json)
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 def cmd_logs(args):
-    registry = open_registry(args, readonly=True)
-    try:
-        if registry.node(args.node) is None:
-            raise NotFound("no node %r in the registry at %s" % (args.node, registry.path))
-        events = registry.events(args.node, args.limit, None if args.all else SUPERVISION_KINDS)
-    finally:
-        registry.close()
+    if args.db:
+        events = _local_events(args, args.node, args.limit, None if args.all else SUPERVISION_KINDS, must_exist=True)
+    else:
+        events = ask(args, "logs", {"node": args.node, "limit": args.limit, "all": args.all})["events"]
     if args.json:
         print_json(events)
         return 0
@@ -80,14 +133,16 @@ def render_top(snapshot, events, now=None):
 
 
 def cmd_top(args):
+    if args.db:
+        return _top(args, lambda: (_local_snapshot(args), _local_events(args, None, 50)))
+    with controller_link(args) as ctrl:
+        return _top(args, lambda: (ctrl.ask("status"), ctrl.ask("events", {"limit": 50})["events"]))
+
+
+def _top(args, read):
     count = 0
     while True:
-        registry = open_registry(args, readonly=True)
-        try:
-            snap = fleet_snapshot(registry)
-            events = registry.events(None, 50)
-        finally:
-            registry.close()
+        snap, events = read()
         if args.json:
             print(json.dumps({"snapshot": snap, "events": events[-10:]}), flush=True)
         else:
@@ -104,21 +159,23 @@ def cmd_top(args):
 
 
 def register(sub):
-    for name, func, helptext in (("status", cmd_status, "table of nodes and workloads"),
-                                 ("events", cmd_events, "the fleet's audit log")):
-        s = add_db(sub.add_parser(name, help=helptext))
-        if name == "events":
-            s.add_argument("--node", help="only this node's events")
-            s.add_argument("--limit", type=int, default=50)
-        s.set_defaults(func=func)
+    s = add_remote(sub.add_parser("status", help="table of nodes and workloads"))
+    s.set_defaults(func=cmd_status)
 
-    lg = add_db(sub.add_parser("logs", help="a node's boots, reset causes, crashes, hangs and escalations"))
+    e = add_remote(sub.add_parser("events", help="the fleet's audit log"))
+    e.add_argument("--node", help="only this node's events")
+    e.add_argument("--limit", type=int, default=50, help="how many of the last events (default 50, at most 1000)")
+    e.add_argument("--follow", action="store_true",
+                   help="then print each new event as the controller records it, until Ctrl-C")
+    e.set_defaults(func=cmd_events)
+
+    lg = add_remote(sub.add_parser("logs", help="a node's boots, reset causes, crashes, hangs and escalations"))
     lg.add_argument("node", help="node id")
     lg.add_argument("--all", action="store_true", help="every event of the node, not only supervision")
     lg.add_argument("--limit", type=int, default=100)
     lg.set_defaults(func=cmd_logs)
 
-    t = add_db(sub.add_parser("top", help="live refreshing table of nodes, workloads and moves"))
+    t = add_remote(sub.add_parser("top", help="live refreshing table of nodes, workloads and moves"))
     t.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     t.add_argument("--count", type=int, default=0, help="stop after this many refreshes (default: until Ctrl-C)")
     t.set_defaults(func=cmd_top)

@@ -1,5 +1,6 @@
 """Commands for the fleet's security material (controller/security/): `init` makes it, `revoke`
-takes a node's broker login away (a stolen or retired board)."""
+takes a node's broker login away (a stolen or retired board), `operator-kit` packs what another
+machine needs to operate the fleet and `join` takes such a kit in there."""
 import ipaddress
 import os
 import re
@@ -57,6 +58,39 @@ def cmd_revoke(args):
     return 0
 
 
+def cmd_operator_kit(args):
+    from ..install import keys
+    from ..netutil import resolve_broker
+    from ..security import kit
+    from ..security.material import FleetSecurity
+    broker = resolve_broker(args.broker)
+    public_hex = None
+    if os.path.exists(keys.default_path()):
+        public_hex = keys.board_text(keys.load()).strip()
+    kit.write(args.output, kit.make(broker, FleetSecurity(), public_hex))
+    print("edgefleet: operator kit %s (mode 0600): broker %s, the fleet CA, the %s login%s" % (
+        args.output, broker.url, kit.OPERATOR_USER, ", the bundle public key" if public_hex else
+        "; no signing key here, so no bundle public key: deploy there needs --key"))
+    if broker.host in ("127.0.0.1", "localhost", "::1"):
+        print("edgefleet: WARNING: %s is this host's loopback address; another machine cannot reach it "
+              "(pass --broker mqtts://HOST:PORT with a name in the broker's certificate)" % broker.url)
+    print("edgefleet: it holds a broker password: copy it as a secret, then run `edgefleet join %s` there"
+          % os.path.basename(args.output))
+    return 0
+
+
+def cmd_join(args):
+    from ..install import keys
+    from ..netutil import config_path
+    from ..security import kit
+    taken = kit.read(args.kit)
+    written = kit.join(taken, keys.home(), config_path())
+    print("edgefleet: joined the fleet at %s as %s" % (taken["broker"], taken["operator"]["name"]))
+    for path in written:
+        print("  %s" % path)
+    return 0
+
+
 def register(sub):
     i = sub.add_parser("init", help="make the fleet's key, CA, broker certificate and logins "
                                     "(kept when they exist; $EDGEFLEET_HOME/security, mode 0600)")
@@ -69,3 +103,16 @@ def register(sub):
     r = sub.add_parser("revoke", help="take a node's broker login away (a stolen or retired board)")
     r.add_argument("node", help="node id")
     r.set_defaults(func=cmd_revoke)
+
+    k = sub.add_parser("operator-kit", help="write what another machine needs to operate this fleet: the broker, "
+                                            "the fleet CA certificate, the operator login, the bundle public key")
+    k.add_argument("-o", "--output", required=True, help="kit file to write (mode 0600: it holds a password)")
+    k.add_argument("--broker", help="the broker as the operator's machine reaches it (default: as this "
+                                    "host's --broker defaults resolve it)")
+    k.set_defaults(func=cmd_operator_kit)
+
+    j = sub.add_parser("join", help="set this machine up to operate a fleet from its operator kit: "
+                                    "$EDGEFLEET_HOME/security (CA certificate and operator login only), "
+                                    "sign.pub, and the broker in the config file")
+    j.add_argument("kit", help="file from `edgefleet operator-kit`")
+    j.set_defaults(func=cmd_join)

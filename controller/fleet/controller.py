@@ -8,7 +8,7 @@ The controller is a composition of the fleet core's parts, each in its own modul
   state.py       FleetState: nodes, workloads, placements in memory, the registry written behind
   ingest.py      ResultIntake: results admitted through the stream ledger, stored once, acked
   reconciler.py  Reconciler: placement and migration, assignments
-  operator.py    OperatorCommands: move, drain, apply from the registry's command queue
+  operator.py    OperatorRequests: the CLI's requests over the broker (status, apply, move, drain, ...)
   detector.py    the phi-accrual failure detector
 This module routes each message kind to them and drives them once a tick.
 """
@@ -19,13 +19,15 @@ from edgefleet.boards import catalog
 from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
+from ..errors import EdgefleetError
+
 from . import migration
 from .detector import PhiAccrualDetector
 from .effects import Publish
 from .ingest import ResultIntake
 from .ledger import Ledger
 from .liveness import RECONNECT_GRACE_S, LinkWatch, Verdicts
-from .operator import OperatorCommands
+from .operator import OperatorRequests, refusal, reply_effects
 from .reconciler import Reconciler
 from .snapshot import snapshot
 from .state import FleetState
@@ -87,7 +89,7 @@ class FleetController:
         self.cfg = migration.settings(**(settings or {}))
         self.reconciler = Reconciler(self.state, self.ledger, clock, prefix, self.profiles, self.manifests,
                                      self.cfg, policy)
-        self.operator = OperatorCommands(self)
+        self.operator = OperatorRequests(self)
         self.detector = detector or PhiAccrualDetector()
         # link_watch: judge nodes only while the own lease comes back (the service turns it on;
         # a controller fed by hand, as in unit tests, has no broker to echo it).
@@ -142,9 +144,11 @@ class FleetController:
         (a `bad_message` event) and leaves the registry and the fleet state as they were."""
         try:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
-            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
+            if kind in ("assign", "ack", "cmd", "ctrl_status", "ota", "op_reply", "audit"):
                 return []  # our own messages, echoed back by a wildcard subscription
             msg = protocol.decode(kind, payload)
+            if kind == "op_req":
+                return self._on_op_req(msg)
             if kind == "lease":
                 if msg["ctrl"] == self.ctrl_id:
                     self.link.echo(self.clock())
@@ -167,6 +171,39 @@ class FleetController:
             self._reject(topic, e)
             return []
         self.intake.settle()
+        return effects
+
+    def _on_op_req(self, msg):
+        """An operator's request (controller/fleet/operator.py), answered on its reply topic. A
+        request that fails leaves no trace but its error reply; one that fails for a bug is
+        also a bad_message, like any message."""
+        try:
+            answer, effects = self.operator.answer(msg["op"], msg["args"])
+            self.state.commit()
+        except Exception as e:
+            self.state.revert()
+            self.intake.settle(committed=False)
+            if not isinstance(e, (EdgefleetError, TypeError, ValueError, KeyError)):
+                log.exception("operator request %s failed", msg["op"])
+                self._reject(protocol.op_request_topic(self.prefix), e)
+            return reply_effects(self.prefix, msg["id"], error=refusal(msg["op"], e))
+        self.intake.settle()
+        return effects + reply_effects(self.prefix, msg["id"], answer)
+
+    def audit(self):
+        """The audit events committed since the last call, as `audit` messages for operators
+        following the log (`edgefleet events --follow`)."""
+        topic = protocol.audit_topic(self.prefix)
+        qos, retain = protocol.DELIVERY["audit"]
+        effects = []
+        for ev in self.state.committed_events():
+            ev = dict(ev, msg=ev["msg"][:1000])
+            try:
+                payload = protocol.encode("audit", {"v": protocol.VERSION, "ev": ev})
+            except (ProtocolError, TypeError, ValueError):
+                # Data too big (or deep) for the live feed: the registry has the event whole.
+                payload = protocol.encode("audit", {"v": protocol.VERSION, "ev": dict(ev, data=None)})
+            effects.append(Publish(topic, payload, qos, retain))
         return effects
 
     def _reject(self, topic, error):
@@ -346,7 +383,6 @@ class FleetController:
                 self._held = None
         effects.append(self.lease())
         effects.extend(self.intake.flush_acks())
-        effects.extend(self.operator.run())
         effects.extend(self.reconciler.reconcile())
         effects.extend(self.reconciler.migrate())
         self.state.commit()

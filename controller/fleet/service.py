@@ -74,6 +74,9 @@ class ControllerService:
         # Its own lease, back through the broker: how the controller knows it can hear the fleet
         # (controller/fleet/liveness.py).
         client.subscribe(protocol.lease_topic(self.prefix), qos=0)
+        # Operators' requests (`edgefleet status`, `move`, ... from any machine with the
+        # operator login), answered from this service's thread (controller/fleet/operator.py).
+        client.subscribe(protocol.op_request_topic(self.prefix), qos=1)
         # Before `connected` is set: the next tick must not judge nodes by silence from before.
         self.connected_since = time.time()
         self.connected.set()
@@ -143,11 +146,13 @@ class ControllerService:
                 self._publish([self.fleet.ctrl_status("online")])
             elif what == "message":
                 self._publish(self.fleet.handle(topic, payload))
+                self._publish(self.fleet.audit())
             if time.monotonic() >= next_tick:
                 # No tick while the broker is away (nothing could be sent, and silence is not
                 # the nodes'); the next try waits a tick period rather than spinning.
                 if self.connected.is_set():
                     self._publish(self.fleet.tick(self.connected_since))
+                    self._publish(self.fleet.audit())
                     with self._snapshot_lock:
                         self._snapshot = self.fleet.snapshot()
                 next_tick = time.monotonic() + self.tick_s

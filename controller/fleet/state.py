@@ -7,8 +7,11 @@ writes the registry behind it (the registry is for durability, audit and other p
 the two cannot drift apart while the controller runs.
 """
 import copy
+import time
 
 from ..store.base import WORKLOAD_EXTRA
+
+EVENTS_KEPT = 1000
 
 
 class FleetState:
@@ -19,6 +22,10 @@ class FleetState:
         self._placements = set()  # (workload, node)
         self._results_by_node = {}
         self._totals = {}         # workload -> {results, correct, with_truth, sum_us}
+        # Audit events written since the last commit, and those committed but not yet taken by
+        # committed_events() (the controller publishes them for `events --follow`).
+        self._events_written = []
+        self._events_committed = []
 
     @classmethod
     def load(cls, store):
@@ -38,6 +45,7 @@ class FleetState:
         message whose handling failed halfway, so that it leaves no trace. In place, because the
         controller's parts all hold this object."""
         self.store.rollback()
+        self._events_written = []
         self._read(self.store)
 
     # -- reads (copies: callers may annotate what they get) ----------------------------------
@@ -142,7 +150,19 @@ class FleetState:
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         """The audit log is written, never read back, by the controller."""
+        now = now or time.time()
         self.store.add_event(node_id, level, kind, msg, data, now=now)
+        self._events_written.append({"ts": now, "node": node_id or "", "level": level, "kind": kind, "msg": msg,
+                                     "data": data})
 
     def commit(self):
         self.store.commit()
+        self._events_committed.extend(self._events_written)
+        self._events_written = []
+        # A controller driven without a service (tests, benches) never takes them: keep the last few.
+        del self._events_committed[:-EVENTS_KEPT]
+
+    def committed_events(self):
+        """Audit events committed since the last call, oldest first."""
+        events, self._events_committed = self._events_committed, []
+        return events

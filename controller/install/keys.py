@@ -71,6 +71,27 @@ def create(path=None, overwrite=False):
     return key
 
 
+class PublicKey(bytes):
+    """The 32 bytes of a public key alone (a sign.pub): it verifies bundles (public() gives it
+    back as it is) and cannot sign one."""
+
+
+def default_verify_path():
+    """The key `deploy` checks bundles with: the private signing key where it is (the fleet
+    host), else $EDGEFLEET_HOME/sign.pub (an operator's machine, from `edgefleet join`)."""
+    private = default_path()
+    return private if os.path.exists(private) else os.path.join(home(), BOARD_FILE)
+
+
+def load_verifying(path=None):
+    """A key that verifies bundles: a public key file (its name ends in .pub, as sign.pub) or
+    the private signing key. Both are 64 hex digits, so the name tells which."""
+    path = path or default_verify_path()
+    if path.endswith(".pub"):
+        return PublicKey(_read(path, "no bundle public key at %s (`edgefleet join` puts the fleet's there)"))
+    return load(path)
+
+
 def load_legacy(path=None):
     """The old shared HMAC fleet key, kept only to sign the migration bundle (docs/ota.md)."""
     return _read(path or os.path.join(home(), LEGACY_FILE),
@@ -85,11 +106,16 @@ def load_or_create(path=None):
 
 
 def _private(key):
+    if isinstance(key, PublicKey):
+        raise ConfigError("a public key (sign.pub) verifies bundles but cannot sign them: "
+                          "sign where the private key is (`edgefleet bundle`)")
     return Ed25519PrivateKey.from_private_bytes(bytes(key))
 
 
 def public(key):
-    """The 32-byte public key of a private signing key."""
+    """The 32-byte public key of a private signing key (a PublicKey is its own)."""
+    if isinstance(key, PublicKey):
+        return bytes(key)
     return _private(key).public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 

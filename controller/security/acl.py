@@ -2,9 +2,10 @@
 
 One role per node, naming that node's topics literally (mosquitto 2.0's plugin has no %c
 patterns): a node may publish only the node->controller kinds on its own topics, read only the
-controller->node kinds on its own topics and PREFIX/ctrl/#. The controller publishes the
-controller->node kinds and the ctrl topics; operators (the CLI: deploy, rollback, commands)
-publish `cmd` and `ota` only - assignments and acks stay the controller's. Every node login is
+controller->node kinds on its own topics and the controller's status and lease - not operator
+requests, their replies or the audit log. The controller publishes the controller->node kinds,
+the ctrl topics and the replies to operator requests; operators (the CLI) publish `cmd`, `ota`
+and operator requests only - assignments, acks and replies stay the controller's. Every node login is
 pinned to its node id as MQTT client id, so nobody can knock a node off the broker by taking
 its client id with other credentials.
 """
@@ -12,7 +13,8 @@ import base64
 import hashlib
 import os
 
-from ...firmware.protocol import CONTROLLER_SENDS, NODE_SENDS, ctrl_topic, lease_topic, node_topic
+from ...firmware.protocol import (CONTROLLER_SENDS, NODE_SENDS, audit_topic, ctrl_topic, lease_topic, node_topic,
+                                  op_reply_topic, op_request_topic)
 from .principals import ADMIN, CONTROLLER, NODE, OPERATOR
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -32,13 +34,15 @@ def role_acls(principal, prefix):
     if principal.role == NODE:
         acls = [_acl("publishClientSend", node_topic(prefix, principal.name, k)) for k in NODE_SENDS]
         acls += [_acl("subscribePattern", node_topic(prefix, principal.name, k)) for k in CONTROLLER_SENDS]
-        return acls + [_acl("subscribePattern", prefix + "/ctrl/#")]
+        return acls + [_acl("subscribePattern", ctrl_topic(prefix)), _acl("subscribePattern", lease_topic(prefix))]
     if principal.role == CONTROLLER:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in CONTROLLER_SENDS]
-        acls += [_acl("publishClientSend", ctrl_topic(prefix)), _acl("publishClientSend", lease_topic(prefix))]
+        acls += [_acl("publishClientSend", t) for t in (ctrl_topic(prefix), lease_topic(prefix), audit_topic(prefix),
+                                                        op_reply_topic(prefix, "+"))]
         return acls + [_acl("subscribePattern", prefix + "/node/+/+"), _acl("subscribePattern", prefix + "/ctrl/#")]
     if principal.role == OPERATOR:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in ("cmd", "ota")]
+        acls.append(_acl("publishClientSend", op_request_topic(prefix)))
         return acls + [_acl("subscribePattern", prefix + "/node/+/+"), _acl("subscribePattern", prefix + "/ctrl/#")]
     if principal.role == ADMIN:
         return [_acl("publishClientSend", "$CONTROL/dynamic-security/#"),

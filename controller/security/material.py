@@ -5,7 +5,8 @@
   principals.json        every broker login (principals.py)
 
 `edgefleet init` makes it; `flash`, `provision` and `demo` add node principals; the broker, the
-controller and the CLI read it. Every file is 0600.
+controller and the CLI read it. Every file is 0600. An operator's machine (`edgefleet join`,
+kit.py) holds only ca.pem and a principals.json with the operator login.
 """
 import os
 import socket
@@ -41,7 +42,12 @@ class FleetSecurity:
         self.principals = PrincipalStore(os.path.join(self.dir, "principals.json"))
 
     def exists(self):
+        """A fleet's whole material is here (this is the fleet host)."""
         return os.path.exists(self.ca_cert) and os.path.exists(self.ca_key)
+
+    def trusts(self):
+        """The fleet CA certificate is here: a fleet host, or an operator's machine that joined."""
+        return os.path.exists(self.ca_cert)
 
     def _read(self, path):
         try:
@@ -86,6 +92,14 @@ class FleetSecurity:
         files.write_private(self.broker_key, key)
         files.write_private(self.broker_cert, cert)
         return True
+
+    def require_trust(self):
+        """This folder as a client of the fleet's broker (it has the CA certificate), else
+        SecurityError."""
+        if not self.trusts():
+            raise SecurityError("no fleet CA certificate at %s (run `edgefleet init` on the fleet host, or "
+                                "`edgefleet join KIT` on an operator's machine)" % self.ca_cert, self.dir)
+        return self
 
     def require(self):
         if not self.exists():

@@ -101,6 +101,12 @@ class PrincipalStore:
                 self._write(entries)
             return Principal(name, role, entry["password"])
 
+    def replace(self, principals):
+        """Make the store hold exactly `principals` (an operator's machine joining a fleet:
+        controller/security/kit.py)."""
+        with self._locked():
+            self._write({p.name: {"role": p.role, "password": p.password} for p in principals})
+
     def revoke(self, name):
         """Forget a principal (a stolen board): True if it existed. The broker drops it on its
         next sync (controller/broker.py)."""

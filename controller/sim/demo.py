@@ -41,16 +41,20 @@ def demo_workloads(layout, profiles_by_node, available_models):
     return workloads
 
 
-def demo_fleet(root, broker_host, broker_port, layout, **options):
-    """The demo's SimFleet: slotted boards holding this host's signing key (its public half), as
-    `flash` and `provision` set boards up, so `edgefleet deploy` updates them like any others."""
-    return SimFleet(root, broker_host, broker_port, layout, slotted=True, key=keys.load_or_create(), **options)
+def demo_fleet(root, broker_host, broker_port, layout, key_path=None, **options):
+    """The demo's SimFleet: slotted boards holding the public half of a signing key (key_path,
+    default this host's), as `flash` and `provision` set boards up, so `edgefleet deploy`
+    updates them like any others."""
+    return SimFleet(root, broker_host, broker_port, layout, slotted=True, key=keys.load_or_create(key_path), **options)
 
 
-def _render(snapshot, broker, started, rate, security_line):
+def _render(snapshot, broker, started, rate, security_line, operator_hint=None):
     lines = ["edgefleet demo: %d nodes, %s broker on %s:%d, up %.0f s, %.1f results/s (Ctrl-C stops)" % (
         len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate),
-        security_line(snapshot), ""]
+        security_line(snapshot)]
+    if operator_hint:
+        lines.append("operate it from another terminal: %s (or drain, move, events --follow)" % operator_hint)
+    lines.append("")
     lines.append(views.nodes_table(snapshot))
     lines.append("")
     lines.append(views.workloads_table(snapshot))
@@ -73,6 +77,15 @@ def _open(snapshot):
 def secure_broker_available(broker_kind):
     from ..broker import dynsec_plugin
     return broker_kind in ("auto", "mosquitto") and mosquitto_binary() is not None and dynsec_plugin() is not None
+
+
+def _operator_hint(state_dir, broker, security):
+    """How another terminal operates the demo (`edgefleet status`, `drain NODE`, `bundle`,
+    `deploy`): its state folder is a fleet host's home of its own - CA, logins, signing key,
+    registry - so pointing EDGEFLEET_HOME there leaves the user's fleet and config untouched."""
+    if security is None:
+        return "EDGEFLEET_HOME=%s edgefleet status --broker mqtt://%s:%d" % (state_dir, broker.host, broker.port)
+    return "EDGEFLEET_HOME=%s edgefleet status --broker %s" % (state_dir, broker.url)
 
 
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
@@ -135,6 +148,8 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
                 insecure_plaintext):
     # What an earlier demo left: its registry and board index describe boards that are gone.
     db_path = os.path.join(state_dir, "fleet.db")
+    # Its own signing key too: `EDGEFLEET_HOME=STATE_DIR edgefleet bundle/deploy` updates its boards.
+    key_path = os.path.join(state_dir, keys.HOST_FILE)
     for stale in (db_path, db_path + "-wal", db_path + "-shm", default_index_path()):
         if os.path.exists(stale):
             os.remove(stale)
@@ -150,16 +165,17 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
     else:
         broker = default_broker(prefer=broker_kind).start()
     security_line = _secured if secure else _open
-    fleet = controller = None
+    fleet = controller = operator_hint = None
     started = time.time()
     snapshot = None
     try:
         index = default_index_path()
         if secure:
-            fleet = demo_fleet(root, broker.local_host, broker.plain_port, layout, keepalive=keepalive, index_path=index,
-                               security=security, tls_port=broker.port)
+            fleet = demo_fleet(root, broker.local_host, broker.plain_port, layout, key_path=key_path, keepalive=keepalive,
+                               index_path=index, security=security, tls_port=broker.port)
         else:
-            fleet = demo_fleet(root, broker.host, broker.port, layout, keepalive=keepalive, index_path=index)
+            fleet = demo_fleet(root, broker.host, broker.port, layout, key_path=key_path, keepalive=keepalive,
+                               index_path=index)
         runtimes = {}
         for entry in layout:
             fleet.add(*entry)
@@ -171,6 +187,7 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
         if not as_json:
             print("edgefleet demo: registry %s (`edgefleet status --db %s` in another terminal)" % (db_path, db_path),
                   file=out, flush=True)
+            operator_hint = _operator_hint(state_dir, broker, security)
         last_count, last_time = 0, time.time()
         while duration is None or time.time() - started < duration:
             time.sleep(REFRESH_S)
@@ -181,7 +198,7 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
             rate = (snapshot["results_received"] - last_count) / max(1e-3, now - last_time)
             last_count, last_time = snapshot["results_received"], now
             clear = "\x1b[H\x1b[2J" if out.isatty() else "\n"
-            out.write(clear + _render(snapshot, broker, started, rate, security_line) + "\n")
+            out.write(clear + _render(snapshot, broker, started, rate, security_line, operator_hint) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass

@@ -1,5 +1,5 @@
 """The registry: where the controller keeps the fleet durably (nodes, declared workloads,
-placements, results, the stream ledger, operator commands, the audit log).
+placements, results, the stream ledger, the audit log).
 
 `Registry` (base.py) is the storage interface the rest of the controller uses; it owns the schema
 and its version. `SqliteRegistry` (sqlite.py) is the one backend today: a file, zero setup. A

@@ -157,23 +157,6 @@ class Registry:
     def forget_streams(self, workload):
         raise NotImplementedError
 
-    # -- operator commands (controller/fleet/commands.py) -------------------------------------------
-
-    def submit_command(self, op, args, now=None):
-        """Queue a command; returns its id."""
-        raise NotImplementedError
-
-    def pending_commands(self):
-        """[(id, op, args)] in the order they were submitted."""
-        raise NotImplementedError
-
-    def finish_command(self, command_id, ok, answer):
-        raise NotImplementedError
-
-    def command_outcome(self, command_id):
-        """(state, answer): state 'pending', 'done' or 'failed'; (None, None) for no such command."""
-        raise NotImplementedError
-
     # -- what the reconciler keeps across controller restarts ---------------------------------------
 
     def set_resume(self, node_id, workload, pos):

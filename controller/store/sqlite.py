@@ -82,14 +82,6 @@ CREATE TABLE IF NOT EXISTS accepted (
     seq INTEGER NOT NULL,
     PRIMARY KEY (workload, lane, pos)
 );
-CREATE TABLE IF NOT EXISTS commands (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    op TEXT NOT NULL,
-    args TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    answer TEXT
-);
 """
 
 
@@ -387,24 +379,6 @@ class SqliteRegistry(Registry):
 
     def forget_streams(self, workload):
         self.db.execute("DELETE FROM streams WHERE workload=?", (workload,))
-
-    # -- operator commands ------------------------------------------------------------------------
-
-    def submit_command(self, op, args, now=None):
-        cur = self.db.execute("INSERT INTO commands (ts, op, args) VALUES (?,?,?)", (now or time.time(), op, json.dumps(args)))
-        self.db.commit()
-        return cur.lastrowid
-
-    def pending_commands(self):
-        return [(r[0], r[1], json.loads(r[2])) for r in
-                self.db.execute("SELECT id, op, args FROM commands WHERE state='pending' ORDER BY id")]
-
-    def finish_command(self, command_id, ok, answer):
-        self.db.execute("UPDATE commands SET state=?, answer=? WHERE id=?", ("done" if ok else "failed", answer, command_id))
-
-    def command_outcome(self, command_id):
-        r = self.db.execute("SELECT state, answer FROM commands WHERE id=?", (command_id,)).fetchone()
-        return (r[0], r[1]) if r else (None, None)
 
     # -- what the reconciler keeps across restarts ------------------------------------------------
 

@@ -25,6 +25,11 @@ CTRL = {"v": 1, "state": "online", "ctrl": "ctrl-1"}
 OTA_BEGIN = {"v": 1, "id": "a81998fc4d742c7c", "op": "begin", "size": 111228, "ver": "0.2.0", "window_ms": 30000}
 OTA_CHUNK = {"v": 1, "id": "a81998fc4d742c7c", "op": "chunk", "off": 3072, "data": "RUZCMQAAEIQ="}
 OTA_STATE = {"v": 1, "node": "mcu-1", "boot": 4, "id": "a81998fc4d742c7c", "state": "receiving", "off": 4608}
+OP_REQ = {"v": 1, "id": "5f0c2a9e71d3b684", "op": "move", "args": {"workload": "digits", "node": "pi-2"}}
+OP_REPLY = {"v": 1, "id": "5f0c2a9e71d3b684", "ok": True, "part": 0, "parts": 1,
+            "data": "{\"message\": \"moving digits from pi-1 to pi-2\"}"}
+AUDIT = {"v": 1, "ev": {"ts": 1700000000.5, "node": "pi-2", "level": "info", "kind": "drain",
+                        "msg": "operator drains pi-2 (1 workloads to move)", "data": None}}
 
 
 def with_(msg, **changes):
@@ -53,6 +58,10 @@ def vectors():
         ("ota_state", OTA_STATE),
         ("ota_state", with_(OTA_STATE, state="rejected", off=0, err="bundle is for board 'esp32', this node is 'rpi-pico-w'")),
         ("ota_state", with_(OTA_STATE, state="confirmed", off=0, ver="0.2.0")),
+        ("op_req", OP_REQ), ("op_req", {"v": 1, "id": "a1", "op": "status", "args": {}}),
+        ("op_reply", OP_REPLY), ("op_reply", with_(OP_REPLY, part=2, parts=3)),
+        ("op_reply", {"v": 1, "id": "a1", "ok": False, "part": 0, "parts": 1, "error": "no workload 'nope'"}),
+        ("audit", AUDIT),
         # Unknown extra fields are ignored, for forward compatibility.
         ("status", with_(STATUS, extra="ignored")),
     ]
@@ -84,6 +93,12 @@ def vectors():
         ("assign", with_(ASSIGN, wl=[with_(ASSIGN["wl"][0], model="a/b")]), "wl[0].model"),
         ("hb", with_(HB, wl=[{"id": "x\n", "state": "running", "n": 1, "err": None}]), "wl[0].id"),
         ("result", with_(RESULT, wl=""), "wl"),
+        # Operator requests: a reply topic is built from the id, so it is a name; the op is one
+        # the controller knows; args is an object.
+        ("op_req", with_(OP_REQ, id="../#"), "id"), ("op_req", with_(OP_REQ, op="reboot"), "op"),
+        ("op_req", with_(OP_REQ, args=DELETE), "args"), ("op_req", with_(OP_REQ, args=["x"]), "args"),
+        ("op_reply", with_(OP_REPLY, part="0"), "part"), ("op_reply", with_(OP_REPLY, data={"a": 1}), "data"),
+        ("audit", with_(AUDIT, ev="drain"), "ev"),
     ]
     out = []
     for kind, msg in valid:
@@ -114,6 +129,11 @@ TOPICS = [
     {"topic": "ef/ctrl/status", "node": "", "kind": "ctrl_status"},
     {"topic": "ef/node/mcu-1/ota", "node": "mcu-1", "kind": "ota"},
     {"topic": "ef/node/pi-2/ota_state", "node": "pi-2", "kind": "ota_state"},
+    {"topic": "ef/ctrl/op/req", "node": "", "kind": "op_req"},
+    {"topic": "ef/ctrl/op/reply/a1", "node": "", "kind": "op_reply"},
+    {"topic": "ef/ctrl/audit", "node": "", "kind": "audit"},
+    {"topic": "ef/ctrl/op/reply/A#", "error": True},
+    {"topic": "ef/ctrl/op/reply/a1/x", "error": True},
     {"topic": "ef/node/MCU/hello", "error": True},
     {"topic": "ef/node/mcu-1/launch", "error": True},
     {"topic": "ef/node/mcu-1/hello/x", "error": True},
