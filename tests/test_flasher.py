@@ -238,8 +238,8 @@ def test_flat_board_is_converted_keeping_its_state(empty_board, mosquitto, fleet
 def test_unknown_model_is_refused_before_anything_is_created(fleet_home, capsys, tmp_path):
     code, _out, err = flash_cli(capsys, "socket://127.0.0.1:1", "--board", BOARD, "--node", "x",
                                 "--broker", "h:1", "--model", "nosuchmodel")
-    assert code == 1
-    assert err.startswith("edgefleet: no model nosuchmodel (known models: ")
+    assert code == EXIT_CONFIG
+    assert err.startswith("edgefleet: unknown model 'nosuchmodel' (choose from: ")
     assert all(name in err for name in models.names())
     assert not fleet_home.exists()   # no signing key, no node login
 

@@ -160,7 +160,7 @@ def test_a_users_fleet_from_keys_to_drain_on_a_lan(tmp_path):
             wait_until(lambda: nodes().get(PI, {}).get("state") == "online", 60, "the provisioned Pi online")
             first = nodes()
             for node in MCUS + (PI,):
-                assert first[node]["link"] == "tls" and first[node]["slot"] == "a", first[node]
+                assert first[node]["link"] == "tls" and first[node]["slot"] == "slot_a", first[node]
             first_version = first[PI]["fw"]
 
             # 6. The operator applies a fleet file; results arrive from every board.
@@ -168,7 +168,12 @@ def test_a_users_fleet_from_keys_to_drain_on_a_lan(tmp_path):
             with open(fleet_file, "w") as f:
                 f.write(FLEET)
             ops.cli("apply", fleet_file)
-            wait_until(lambda: all(n["results"] > 2 for n in nodes().values()), 120, "results from every board")
+
+            def serving():
+                snap = status()
+                return all(w["results"] > 2 and len(w["nodes"]) == w["replicas"] for w in snap["workloads"]) and \
+                    all(n["results"] > 0 for n in snap["nodes"] if n["workloads"])
+            wait_until(serving, 120, "every replica placed and every placed board delivering results")
 
             # 7. v2, built and signed on the fleet host, deployed by the operator: canary first.
             mcu_bundle, pi_bundle = os.path.join(base, "mcu-2.0.efb"), os.path.join(base, "pi-2.0.efb")
@@ -178,12 +183,12 @@ def test_a_users_fleet_from_keys_to_drain_on_a_lan(tmp_path):
             out = ops.cli("deploy", mcu_bundle, "--to", "rpi-pico-w", "--canary", "1", "--soak", "3", "--quiet").stdout
             assert "to 2 node(s) in 2 wave(s)" in out and "2.0 healthy on 2 node(s)" in out, out
             ops.cli("deploy", pi_bundle, "--to", "rpi4", "--soak", "3", "--quiet")
-            wait_until(lambda: all(n["fw"] == "2.0" and n["slot"] == "b" and n["state"] == "online"
+            wait_until(lambda: all(n["fw"] == "2.0" and n["slot"] == "slot_b" and n["state"] == "online"
                                    for n in nodes().values()), 60, "every node on 2.0 in slot b")
 
             # 8. Rollback: every node back on its first version, in slot a.
             ops.cli("rollback", "--to", "all")
-            wait_until(lambda: all(n["fw"] == first_version and n["slot"] == "a" for n in nodes().values()), 60,
+            wait_until(lambda: all(n["fw"] == first_version and n["slot"] == "slot_a" for n in nodes().values()), 60,
                        "every node back on %s" % first_version)
 
             # 9. mcu-1 loses power, and gets it back: offline, then online with a new boot, working.

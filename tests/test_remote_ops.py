@@ -19,6 +19,7 @@ from edgefleet import models
 from edgefleet.controller import cli
 from edgefleet.controller.broker import SecureMosquitto
 from edgefleet.controller.deploy import bundle
+from edgefleet.controller.errors import EXIT_CONFIG, EXIT_CONNECTION, EXIT_OPERATION
 from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.install import keys
@@ -144,7 +145,7 @@ def test_every_read_matches_the_registry_on_the_controller_host(fleet, operator,
     assert json.loads(out) == json.loads(local(fleet, capsys, "logs", "pi-1", "--json"))
     assert "registered" in [e["kind"] for e in json.loads(out)]
     code, _, err = operator("logs", "nope")
-    assert code == 1 and "edgefleet: no node 'nope'" in err, err
+    assert code == EXIT_OPERATION and "edgefleet: no node 'nope'" in err, err
 
     code, out, err = operator("export")
     assert code == 0, err
@@ -171,7 +172,7 @@ def test_apply_move_and_drain_act_through_the_controller(fleet, operator, tmp_pa
     code, out, err = operator("move", "w", other)
     assert code == 0 and "moving w from %s to %s" % (host, other) in out, (out, err)
     code, _, err = operator("move", "nope", other)
-    assert code == 1 and "edgefleet: no workload 'nope'" in err, err
+    assert code == EXIT_OPERATION and "edgefleet: no workload 'nope'" in err, err
 
     code, out, err = operator("drain", other)
     assert code == 0 and "draining %s" % other in out, (out, err)
@@ -180,7 +181,7 @@ def test_apply_move_and_drain_act_through_the_controller(fleet, operator, tmp_pa
     code, out, err = operator("drain", other, "--undo")
     assert code == 0 and "%s takes work again" % other in out, (out, err)
     code, _, err = operator("drain", other, "--undo")
-    assert code == 1 and "is not draining" in err, err
+    assert code == EXIT_OPERATION and "is not draining" in err, err
 
     path.write_text(fleetfile.dump([WORKLOAD]))
     code, out, err = operator("apply", str(path))
@@ -224,15 +225,15 @@ def test_deploy_checks_bundles_with_the_public_key_and_resolves_groups_from_the_
     foreign = tmp_path / "foreign.efb"
     foreign.write_bytes(bundle.build("rpi4", "9.0", os.urandom(32), models=[], simulated=True))
     code, _, err = operator("deploy", str(foreign), "--to", "all")
-    assert code == 1 and "signature does not verify" in err, err
+    assert code == EXIT_CONFIG and "signature does not verify" in err, err
     signed = tmp_path / "signed.efb"
     signed.write_bytes(bundle.build("rpi4", "9.0", fleet.key, models=[], simulated=True))
     # Signed right, so deploy goes on to ask the controller which nodes the group names.
     code, _, err = operator("deploy", str(signed), "--to", "rpi-pico-w")
-    assert code == 1 and "group 'rpi-pico-w' matches no rpi4 node in the fleet of the controller on %s" % (
+    assert code == EXIT_CONFIG and "group 'rpi-pico-w' matches no rpi4 node in the fleet of the controller on %s" % (
         fleet.broker.url) in err, err
     code, _, err = operator("rollback", "--to", "pi-9")
-    assert code == 1 and "group 'pi-9' matches no node" in err, err
+    assert code == EXIT_CONFIG and "group 'pi-9' matches no node" in err, err
 
 
 def test_no_controller_is_a_clear_failure_within_the_wait(fleet, operator):
@@ -241,7 +242,7 @@ def test_no_controller_is_a_clear_failure_within_the_wait(fleet, operator):
         for argv in (("status",), ("move", "w", "pi-1"), ("drain", "pi-1"), ("events",), ("export",)):
             started = time.monotonic()
             code, out, err = operator(*argv, "--broker", idle.url, "--wait", "2")
-            assert code == 1, (argv, out, err)
+            assert code == EXIT_CONNECTION, (argv, out, err)
             assert "edgefleet: no controller answered on %s within 2 s (is `edgefleet controller` running?)" % (
                 idle.url) in err, err
             assert time.monotonic() - started < 6
@@ -293,7 +294,7 @@ def test_nodes_and_strangers_cannot_ask(fleet, operator):
     # The operator's machine holds no node's login to try.
     code, _, err = operator("status", "--broker", "mqtts://pi-9@%s:%d" % (fleet.broker.local_host, fleet.broker.port),
                             "--wait", "2")
-    assert code == 1 and "edgefleet: no broker credentials for 'pi-9'" in err, err
+    assert code == EXIT_CONFIG and "edgefleet: no broker credentials for 'pi-9'" in err, err
 
 
 def test_malformed_requests_get_errors_or_are_dropped_and_the_controller_serves_on(fleet, operator):

@@ -3,6 +3,7 @@
 register(subparsers) adds the three commands to the CLI; their errors are EdgefleetErrors,
 printed once by cli.main()."""
 import argparse
+import os
 import time
 
 from ..errors import ConfigError, NotFound, RolloutError

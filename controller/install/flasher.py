@@ -48,11 +48,11 @@ import threading
 import time
 import zlib
 
-from edgefleet import models as models_pkg
 from edgefleet.boards import catalog
 from edgefleet.firmware import slots
 
 from . import image, keys, nodelink
+from .. import choices
 from ..errors import ConfigError, FlashError
 from .serialrepl import LinkLost, NoAnswer, ReplExecError, ReplLink
 
@@ -430,7 +430,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     if profile["runtime"] != "micropython":
         raise ConfigError("board %s runs Linux, not MicroPython: provision it over SSH "
                           "(edgefleet provision USER@HOST --board %s)" % (board, board))
-    check_models(model_names)
+    choices.check_models(model_names)
     if simulated is None:
         simulated = port.startswith("socket://")
     mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")
@@ -474,14 +474,6 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     result.node_id = node_id
     result.broker = broker
     return result
-
-
-def check_models(model_names):
-    """ConfigError naming the known models when one of `model_names` is not among them."""
-    known = models_pkg.names()
-    unknown = [name for name in model_names or () if name not in known]
-    if unknown:
-        raise ConfigError("no model %s (known models: %s)" % (", ".join(unknown), ", ".join(known) or "none"))
 
 
 def board_of_machine(machine):
