@@ -15,7 +15,7 @@
 #
 # Used at boot and on the rare occasions the record changes; the node loads it only then (every
 # KB of heap counts on a microcontroller). start() is the node's boot sequence.
-from . import flashfile, release_module
+from . import console, flashfile, release_module
 
 FILE = "/bootguard.json"
 # Reset causes that mean the code failed: the node's own records, or the board's register
@@ -49,7 +49,7 @@ def start(node):
     free, total = node.hal.mem()
     # The runtime's own footprint, before any workload: what a board must spare for it.
     heap_used = total - free
-    print("edgefleet-node: %s (%s, %s) boot %d (reset: %s), heap in use %d of %d" % (
+    console.say("edgefleet-node: %s (%s, %s) boot %d (reset: %s), heap in use %d of %d" % (
         node.id, node.cfg["board"], node.runtime, node.boot, info["reset"], heap_used, total))
     data = {"fw": node.cfg["fw"], "heap_used": heap_used, "heap_total": total}
     data.update(info)
@@ -65,7 +65,7 @@ def start(node):
         try:
             node.apply_assignment(protocol.validate("assign", cached), from_cache=True)
         except ProtocolError as e:
-            print("edgefleet-node: ignoring cached assignment: %s" % e)
+            console.say("edgefleet-node: ignoring cached assignment: %s" % e)
 
 
 def next_boot(data_dir, floor=0):

@@ -4,7 +4,7 @@ import sys
 import time
 
 from ..errors import NotFound
-from .common import add_db, fleet_snapshot, open_registry, print_json
+from .common import add_broker, add_db, fleet_snapshot, open_registry, operator_link, print_json
 
 
 def cmd_status(args):
@@ -45,6 +45,10 @@ SUPERVISION_KINDS = ("boot", "crash", "hang", "degraded", "safe_mode", "workload
 
 
 def cmd_logs(args):
+    if args.follow:
+        # Live console lines come from the broker, not the registry (controller/cli/follow.py).
+        from .follow import follow
+        return follow(operator_link(args.broker), args.node, args.prefix)
     registry = open_registry(args, readonly=True)
     try:
         if registry.node(args.node) is None:
@@ -112,8 +116,12 @@ def register(sub):
             s.add_argument("--limit", type=int, default=50)
         s.set_defaults(func=func)
 
-    lg = add_db(sub.add_parser("logs", help="a node's boots, reset causes, crashes, hangs and escalations"))
+    lg = add_broker(add_db(sub.add_parser(
+        "logs", help="a node's boots, reset causes, crashes, hangs and escalations; --follow: its live console")))
     lg.add_argument("node", help="node id")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="print the node's console lines as it publishes them, until Ctrl-C (reads the broker)")
+    lg.add_argument("--prefix", default="ef", help="MQTT topic prefix (with --follow)")
     lg.add_argument("--all", action="store_true", help="every event of the node, not only supervision")
     lg.add_argument("--limit", type=int, default=100)
     lg.set_defaults(func=cmd_logs)

@@ -144,6 +144,8 @@ class FleetController:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
             if kind in ("assign", "ack", "cmd", "ctrl_status", "ota"):
                 return []  # our own messages, echoed back by a wildcard subscription
+            if kind == "log":
+                return []  # console lines are for operators watching live (`logs --follow`); none are stored
             msg = protocol.decode(kind, payload)
             if kind == "lease":
                 if msg["ctrl"] == self.ctrl_id:
