@@ -26,6 +26,11 @@ FAULTS = ("crash", "watchdog", "soft")
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
     outbox, report, and apply the assignment cached on flash."""
+    # Console lines for the log topic, in a ring of the board profile's size (0: the board
+    # has no heap to spare for them; they go to its serial console only).
+    lines = node.profile.get("console_lines", 16)
+    if lines:
+        console.setup(lines)
     node.boot = next_boot(node.data_dir)
     # Read before on_boot replaces it: with no counter on flash, it names the last boot.
     last = flashfile.read(node.data_dir + FILE) if node.boot == 1 else None

@@ -39,8 +39,6 @@ from .supervisor import ONE_FOR_ONE, Child, Supervisor
 PENDING_LIMIT = 64
 # Results published at once while delivering from the outbox (bounded QoS1 in flight).
 DELIVERY_WINDOW = 8
-# Console lines in one `log` message, at most (firmware/console.py paces them).
-LOG_BATCH_LINES = 8
 # Link retries: doubling, capped so that a fleet serves again within seconds of its broker's
 # return (a dead broker sees one CONNECT per node every second or two: cheap).
 BACKOFF_MIN_MS = 500
@@ -119,10 +117,6 @@ class Node:
         self._ota = None
         # Fencing (firmware/lease.py): results wait in the outbox while the controller's lease is lost.
         self.lease = Lease(cfg.get("lease_k", 3))
-        # Console lines for the log topic: a ring sized by the board (docs/protocol.md, "Console
-        # lines"); the defaults suit the smallest MCU.
-        ring = self.profile.get("console", {})
-        console.ring = console.Ring(ring.get("lines", 16), ring.get("rate", 5), ring.get("burst", 10))
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -233,34 +227,18 @@ class Node:
             child.beat()
 
     async def publish_log(self):
-        """Console lines, as many as the ring's rate lets out now, while the link is up; lines
-        a failed publish loses are counted as dropped, like those the ring pushed out."""
-        ring = console.ring
-        if not self.online() or not ring.count and not ring.dropped:
-            return
-        lines = ring.take(LOG_BATCH_LINES, ticks_ms())
-        dropped = ring.dropped
-        if not lines and not dropped:
-            return   # nothing the rate lets out yet
-        msg = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "up": self.uptime_ms(), "lines": lines or []}
-        if dropped:
-            msg["dropped"] = dropped
-        try:
-            payload = protocol.encode("log", msg)
-        except ProtocolError:
-            # Lines of escaped text over the size limit: send only the newest, which fits
-            # (a line's 160 characters escape to at most 960 bytes).
-            ring.dropped += len(lines) - 1
-            msg["lines"] = lines[-1:]
-            msg["dropped"] = ring.dropped
-            dropped = ring.dropped
-            payload = protocol.encode("log", msg)
-        try:
-            await self.client.publish(self.topic("log"), payload, 0, False)
-        except MQTTError:
-            ring.dropped += len(msg["lines"])   # the link task reconnects
-            return
-        ring.dropped -= dropped   # keeps what the ring lost while this one went out
+        """Console lines (firmware/console.py) waiting in the ring, while the link is up. The
+        ring is bootguard's to set up, where the board profile gives it room."""
+        if console.slots and (console.count or console.dropped) and self.online():
+            try:
+                from . import logship
+                await logship.send(self)
+            except MemoryError:
+                # A heap too full to send them now: the lines wait, or are dropped, in the
+                # ring; delivering results must not fail for them.
+                return
+            if not console.count:
+                release_module(logship)   # a quiet node holds none of the sending code
 
     # -- incoming messages ------------------------------------------------------------------
 

@@ -21,8 +21,7 @@ SCHEMAS = {
                  "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
-    # Console lines (firmware/console.py), each at most 160 characters: one escaped line
-    # (6 bytes a character at worst) always fits a message.
+    # Console lines (firmware/console.py); the node cuts each to 160 characters.
     "log": (2048, "v:int node:str boot:int up:int lines:strs dropped:int?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
     "assign": (4096, "v:int epoch:int wl:list"),
@@ -188,12 +187,6 @@ def validate(kind, msg):
         # Placement reads these (controller/fleet/placement.py).
         _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool?",
                       "caps.")
-    elif kind == "log":
-        for line in msg["lines"]:
-            if len(line) > 160:
-                raise ProtocolError("log: a line of %d characters, over 160" % len(line), kind=kind, field="lines")
-        if (msg.get("dropped") or 0) < 0:
-            raise ProtocolError("log: field 'dropped' out of range", kind=kind, field="dropped")
     if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
     return msg

@@ -70,7 +70,6 @@ def vectors():
         ("result", with_(RESULT, seq=0), "seq"), ("result", with_(RESULT, label=True), "label"),
         ("result", with_(RESULT, boot=DELETE), "boot"), ("event", with_(EVENT, level="panic"), "level"),
         ("log", with_(LOG, lines="one line"), "lines"), ("log", with_(LOG, lines=["ok", 7]), "lines"),
-        ("log", with_(LOG, lines=["x" * 161]), "lines"), ("log", with_(LOG, dropped=-1), "dropped"),
         ("log", with_(LOG, boot=DELETE), "boot"),
         ("assign", with_(ASSIGN, epoch="12"), "epoch"),
         ("assign", with_(ASSIGN, wl=[{"id": "a", "model": "m", "rate": 0, "input": {"kind": "samples"}}]), "wl[0].rate"),
