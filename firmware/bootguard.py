@@ -30,7 +30,7 @@ def start(node):
     # has no heap to spare for them; they go to its serial console only).
     lines = node.profile.get("console_lines", 16)
     if lines:
-        console.setup(lines)
+        console.slots = [None] * lines
     node.boot = next_boot(node.data_dir)
     # Read before on_boot replaces it: with no counter on flash, it names the last boot.
     last = flashfile.read(node.data_dir + FILE) if node.boot == 1 else None

@@ -14,7 +14,7 @@
 # Longest line kept for the log topic; the real console still gets the whole line.
 LINE_CHARS = 160
 
-slots = None   # the ring's slots, allocated once by setup(); None: say() only prints
+slots = None   # the ring's slots, allocated once at boot (firmware/bootguard.py); None: say() only prints
 first = 0      # slot of the oldest line
 count = 0      # lines held
 dropped = 0    # lines lost and not yet reported
@@ -23,14 +23,6 @@ dropped = 0    # lines lost and not yet reported
 # (None: none yet, it starts full).
 tokens = 0
 at = None
-
-
-def setup(size):
-    """An empty ring of `size` lines."""
-    global slots, first, count, dropped, tokens, at
-    slots = [None] * size
-    first = count = dropped = tokens = 0
-    at = None
 
 
 def say(text):

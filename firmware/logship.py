@@ -1,7 +1,7 @@
 # Publishes the console ring's lines (firmware/console.py) as `log` messages, at a steady rate,
 # while the link is up. Loaded while lines wait and released once the ring is empty
 # (firmware/node.py publish_log): a quiet board holds none of this in its heap.
-from . import console, protocol
+from . import console, protocol, release_module
 from .clock import ticks_diff, ticks_ms
 from .errors import MQTTError, ProtocolError
 
@@ -39,9 +39,18 @@ def take(most, now_ms, rate=RATE, burst=BURST):
 
 
 async def send(node):
-    """One message of what the rate lets out now. Lines it cannot send (a failed publish, or
-    text that escapes past the size limit) are counted as dropped, like those the ring
-    pushed out."""
+    """One message of what the rate lets out now; this module leaves the heap with the ring's
+    last line. Lines it cannot send (a failed publish, or text that escapes past the size
+    limit) are counted as dropped, like those the ring pushed out."""
+    try:
+        await _send(node)
+    finally:
+        if not console.count:
+            import sys
+            release_module(sys.modules[__name__])
+
+
+async def _send(node):
     lines = take(BATCH_LINES, ticks_ms())
     dropped = console.dropped
     if not lines and not dropped:

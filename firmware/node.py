@@ -194,7 +194,14 @@ class Node:
         while True:
             child.beat()
             await self.publish_pending(child)
-            await self.publish_log()
+            if (console.count or console.dropped) and self.online():
+                # Console lines wait in the ring (firmware/console.py); the code that sends
+                # them is loaded only while they do.
+                try:
+                    from . import logship
+                    await logship.send(self)
+                except MemoryError:
+                    pass   # no heap to send them now: they wait, or are dropped, in the ring
             try:
                 self.outbox.flush()
                 self._outbox_error = None
@@ -225,20 +232,6 @@ class Node:
                 return  # the link task reconnects; the message stays queued
             self.pending.pop(0)
             child.beat()
-
-    async def publish_log(self):
-        """Console lines (firmware/console.py) waiting in the ring, while the link is up. The
-        ring is bootguard's to set up, where the board profile gives it room."""
-        if console.slots and (console.count or console.dropped) and self.online():
-            try:
-                from . import logship
-                await logship.send(self)
-            except MemoryError:
-                # A heap too full to send them now: the lines wait, or are dropped, in the
-                # ring; delivering results must not fail for them.
-                return
-            if not console.count:
-                release_module(logship)   # a quiet node holds none of the sending code
 
     # -- incoming messages ------------------------------------------------------------------
 
