@@ -55,6 +55,21 @@ def test_the_follower_prints_valid_log_vectors_and_skips_invalid_ones(tmp_path, 
     assert batch_lines("n", {"boot": 4, "lines": ["a"]}, now=0)[0].endswith(" n boot 4: a")
 
 
+def test_the_controller_stores_no_console_lines(tmp_path):
+    from edgefleet.controller.fleet.controller import FleetController
+    from edgefleet.controller.store import open_registry
+    from test_controller import hello
+
+    registry = open_registry(str(tmp_path / "fleet.db"))
+    ctl = FleetController(registry)
+    ctl.handle("ef/node/mcu-1/hello", hello("mcu-1"))
+    events = len(registry.events("mcu-1", 100))
+    log = {"v": 1, "node": "mcu-1", "boot": 1, "up": 5, "lines": ["edgefleet-node: link lost"], "dropped": 2}
+    assert ctl.handle("ef/node/mcu-1/log", json.dumps(log).encode()) == []
+    assert ctl.rejected == 0 and len(registry.events("mcu-1", 100)) == events
+    registry.close()
+
+
 class Fleet:
     """The two nodes behind one cuttable link, a controller stand-in that assigns them a workload
     each (retained, as the controller does), and an operator client that sends commands and

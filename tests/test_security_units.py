@@ -12,7 +12,7 @@ from edgefleet.controller.install import nodelink
 from edgefleet.controller.netutil import BrokerAddress, resolve_broker
 from edgefleet.controller.security import acl, pki
 from edgefleet.controller.security.material import FleetSecurity
-from edgefleet.controller.security.principals import NODE, OPERATOR, Principal, PrincipalStore
+from edgefleet.controller.security.principals import CONTROLLER, NODE, OPERATOR, Principal, PrincipalStore
 from edgefleet.firmware import protocol
 
 
@@ -74,6 +74,11 @@ def test_operators_send_commands_and_updates_but_not_assignments():
     assert _allowed(acls, "publishClientSend", "ef/node/a/cmd") and _allowed(acls, "publishClientSend", "ef/node/a/ota")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/assign")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/result")
+    # Nodes' console lines: any node's, read live (`edgefleet logs NODE --follow`), never written.
+    assert _allowed(acls, "subscribePattern", "ef/node/a/log") and not _allowed(acls, "publishClientSend", "ef/node/a/log")
+    controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
+    assert _allowed(controller, "subscribePattern", "ef/node/a/log")
+    assert not _allowed(controller, "publishClientSend", "ef/node/a/log")
 
 
 def test_login_changes_become_plugin_commands():

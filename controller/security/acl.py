@@ -4,7 +4,9 @@ One role per node, naming that node's topics literally (mosquitto 2.0's plugin h
 patterns): a node may publish only the node->controller kinds on its own topics, read only the
 controller->node kinds on its own topics and PREFIX/ctrl/#. The controller publishes the
 controller->node kinds and the ctrl topics; operators (the CLI: deploy, rollback, commands)
-publish `cmd` and `ota` only - assignments and acks stay the controller's. Every node login is
+publish `cmd` and `ota` only - assignments and acks stay the controller's. Both read every node
+topic, which is how `edgefleet logs NODE --follow` reads a node's console lines (its `log`
+topic, which only that node may publish). Every node login is
 pinned to its node id as MQTT client id, so nobody can knock a node off the broker by taking
 its client id with other credentials.
 """
