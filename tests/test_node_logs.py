@@ -80,8 +80,9 @@ class Fleet:
         self.security.init()
         self.broker = SecureMosquitto(self.security).start()
         self.proxy = LinkProxy(self.broker.port).start()
-        self.fleet = SimFleet(os.path.join(root, "boards"), self.broker.local_host, None, [(MCU, "rpi-pico-w"), (PI, "rpi4")],
-                              keepalive=2, config={"allow_faults": True}, security=self.security, tls_port=self.proxy.port)
+        self.fleet = SimFleet(os.path.join(root, "boards"), self.broker.local_host, None,
+                              [(MCU, "rpi-pico-w"), (PI, "rpi4")], keepalive=2, config={"allow_faults": True},
+                              security=self.security, tls_port=self.proxy.port)
         self.logs = queue.Queue()
         self.replies = queue.Queue()
         self.clients = []
@@ -190,15 +191,18 @@ def test_follow_shows_console_lines_and_the_rate_ring_and_drops_hold(fleet, tmp_
         fleet.follow(node, home)
     # Console lines are not kept for latecomers: the followers listen before the boards boot.
     for node in (MCU, PI):
-        wait_until(lambda: [ln for ln in fleet.followed(node, 2) if ln.startswith("following")], 30, "follower of " + node)
+        wait_until(lambda: [ln for ln in fleet.followed(node, 2) if ln.startswith("following")], 30,
+                   "follower of " + node)
     fleet.boot()
-    # Both nodes up and inferring: their boot lines reach the log topic.
+    # Both nodes up and running their workload: their boot lines reach the log topic.
     for node in (MCU, PI):
         wait_until(lambda: _lines(fleet, node, needle="boot 1 after"), 90, "%s's boot line" % node)
+        wait_until(lambda: _lines(fleet, node, needle="assigned: epoch 1"), 30, "%s's workload" % node)
 
     # 1. A worker crash each node is made to have shows in the follower's output.
     for node in (MCU, PI):
-        wait_until(lambda: [ln for ln in fleet.followed(node) if "boot 1 after" in ln], 30, "follower output of " + node)
+        wait_until(lambda: [ln for ln in fleet.followed(node) if "boot 1 after" in ln], 30,
+                   "follower output of " + node)
         fleet.command(node, "fault", {"kind": "raise", "wl": WORKLOADS[node]["id"]})
     for node in (MCU, PI):
         wl = WORKLOADS[node]["id"]
@@ -265,7 +269,8 @@ def test_follow_says_so_when_the_broker_refuses(tmp_path, monkeypatch):
         env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path))
         # A node's login, from a client id other than the node's own: the broker refuses it.
         url = broker.url.replace("mqtts://", "mqtts://n1@")
-        proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli", "logs", "n1", "--follow", "--broker", url],
+        proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli", "logs", "n1", "--follow",
+                               "--broker", url],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 1, (proc.stdout, proc.stderr)
         assert proc.stderr.startswith("edgefleet: ") and "refused" in proc.stderr, proc.stderr

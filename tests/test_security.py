@@ -128,7 +128,8 @@ def test_strangers_and_nodes_cannot_act_for_other_nodes(secure_fleet):
     seen = []
     while not spy_seen.empty():
         seen.append(spy_seen.get())
-    assert not [t for t, p in seen if b"999" in p or b'"x"' in p or b"4102444800000" in p or b"forged console" in p], seen
+    assert not [t for t, p in seen
+                if b"999" in p or b'"x"' in p or b"4102444800000" in p or b"forged console" in p], seen
     # Node B kept working, untouched; node A came back after its login was borrowed.
     wait_until(lambda: _results(controller, PI) > b_before + 5, 30, "node B's results going on")
     a_now = _results(controller, MCU)

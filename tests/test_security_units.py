@@ -75,7 +75,8 @@ def test_operators_send_commands_and_updates_but_not_assignments():
     assert not _allowed(acls, "publishClientSend", "ef/node/a/assign")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/result")
     # Nodes' console lines: any node's, read live (`edgefleet logs NODE --follow`), never written.
-    assert _allowed(acls, "subscribePattern", "ef/node/a/log") and not _allowed(acls, "publishClientSend", "ef/node/a/log")
+    assert _allowed(acls, "subscribePattern", "ef/node/a/log")
+    assert not _allowed(acls, "publishClientSend", "ef/node/a/log")
     controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
     assert _allowed(controller, "subscribePattern", "ef/node/a/log")
     assert not _allowed(controller, "publishClientSend", "ef/node/a/log")
