@@ -33,7 +33,8 @@ def test_the_follower_prints_valid_log_vectors_and_skips_invalid_ones(tmp_path, 
     """The shared vectors, on the controller side: what the CLI prints of each."""
     monkeypatch.setenv("EDGEFLEET_HOME", str(tmp_path))
     shown = []
-    follower = LogFollower(BrokerLink(BrokerAddress("mqtt", "127.0.0.1", 1), OPERATOR), "mcu-2", write=shown.append)
+    follower = LogFollower(BrokerLink(BrokerAddress("mqtt", "127.0.0.1", 1), OPERATOR), "mcu-2",
+                           lambda msg: shown.extend(batch_lines("mcu-2", msg)))
     with open(VECTORS) as f:
         vectors = [v for v in json.load(f)["messages"] if v["kind"] == "log"]
     assert len(vectors) >= 8
@@ -274,3 +275,33 @@ def test_follow_says_so_when_the_broker_refuses(tmp_path, monkeypatch):
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 1, (proc.stdout, proc.stderr)
         assert proc.stderr.startswith("edgefleet: ") and "refused" in proc.stderr, proc.stderr
+
+
+@pytest.mark.e2e
+def test_follow_json_prints_each_message_and_stops_on_sigterm(mosquitto, tmp_path):
+    env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    err = open(str(tmp_path / "err"), "w")
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.controller.cli", "logs", "n1", "--follow", "--json",
+                             "--broker", mosquitto.url], stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    publisher = None
+    try:
+        wait_until(lambda: "following n1" in (tmp_path / "err").read_text(), 30, "the follower")
+        publisher = BrokerLink(BrokerAddress.parse(mosquitto.url), OPERATOR, FleetSecurity(str(tmp_path))).client("pub")
+        publisher.connect(mosquitto.host, mosquitto.port)
+        publisher.loop_start()
+        sent = {"v": 1, "node": "n1", "boot": 3, "up": 10, "lines": ["one", "two"], "dropped": 4}
+        for payload in (b"not json", json.dumps(dict(sent, node="n2")).encode(), json.dumps(sent).encode()):
+            publisher.publish("ef/node/n1/log", payload).wait_for_publish(5)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if publisher is not None:
+            publisher.loop_stop()
+            publisher.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        err.close()
+    assert proc.returncode == 0, (tmp_path / "err").read_text()
+    assert [json.loads(line) for line in out.splitlines()] == [sent], out

@@ -1,6 +1,7 @@
 """`edgefleet logs NODE --follow`: a node's console lines as they come, read as the operator
 straight from the broker on PREFIX/node/NODE/log (docs/protocol.md, kind `log`). The controller
 keeps no console lines: what was said while nobody followed is gone, as on a serial console."""
+import json
 import logging
 import queue
 import signal
@@ -31,13 +32,13 @@ def batch_lines(node, msg, now=None):
 
 
 class LogFollower:
-    """Subscribes to one node's log topic through a BrokerLink and hands each valid message's
-    printed lines to `write`."""
+    """Subscribes to one node's log topic through a BrokerLink and hands each valid `log`
+    message, decoded, to `show`."""
 
-    def __init__(self, link, node, prefix=protocol.DEFAULT_PREFIX, write=print):
+    def __init__(self, link, node, show, prefix=protocol.DEFAULT_PREFIX):
         if not protocol.valid_node_id(node):
             raise ConfigError("%r is not a node id (1 to 32 of a-z 0-9 - _)" % node)
-        self.link, self.node, self.write = link, node, write
+        self.link, self.node, self.show = link, node, show
         self.topic = protocol.node_topic(prefix, node, "log")
         self.inbox = queue.Queue()
         self.client = link.client("logs-" + uuid.uuid4().hex[:8])
@@ -107,14 +108,18 @@ class LogFollower:
         except ProtocolError as e:
             log.warning("ignoring a bad log message from %s: %s", self.node, e)
             return
-        for line in batch_lines(self.node, msg):
-            self.write(line)
+        self.show(msg)
 
 
-def follow(link, node, prefix=protocol.DEFAULT_PREFIX):
-    """Print `node`'s console lines until Ctrl-C or SIGTERM; returns the exit status (0)."""
+def follow(link, node, prefix=protocol.DEFAULT_PREFIX, as_json=False):
+    """Print `node`'s console lines until Ctrl-C or SIGTERM (as_json: each message as one JSON
+    object a line); returns the exit status (0)."""
+    def show(msg):
+        for line in [json.dumps(msg)] if as_json else batch_lines(node, msg):
+            print(line, flush=True)
+
     stopping = []
-    follower = LogFollower(link, node, prefix, write=lambda line: print(line, flush=True))
+    follower = LogFollower(link, node, show, prefix)
     previous = signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
     try:
         follower.run(lambda: bool(stopping))

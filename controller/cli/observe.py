@@ -48,7 +48,7 @@ def cmd_logs(args):
     if args.follow:
         # Live console lines come from the broker, not the registry (controller/cli/follow.py).
         from .follow import follow
-        return follow(operator_link(args.broker), args.node, args.prefix)
+        return follow(operator_link(args.broker), args.node, args.prefix, args.json)
     registry = open_registry(args, readonly=True)
     try:
         if registry.node(args.node) is None:
@@ -120,7 +120,8 @@ def register(sub):
         "logs", help="a node's boots, reset causes, crashes, hangs and escalations; --follow: its live console")))
     lg.add_argument("node", help="node id")
     lg.add_argument("-f", "--follow", action="store_true",
-                    help="print the node's console lines as it publishes them, until Ctrl-C (reads the broker)")
+                    help="print the node's console lines as it publishes them, until Ctrl-C (reads the broker; "
+                         "with --json one `log` message a line)")
     lg.add_argument("--prefix", default="ef", help="MQTT topic prefix (with --follow)")
     lg.add_argument("--all", action="store_true", help="every event of the node, not only supervision")
     lg.add_argument("--limit", type=int, default=100)
