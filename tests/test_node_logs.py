@@ -1,7 +1,8 @@
 """Live node console lines (`edgefleet logs NODE --follow`, kind `log` in docs/protocol.md):
 on real mosquitto with TLS, the fleet's logins and ACLs, a MicroPython node (the real
-interpreter at the Pico W profile's heap) and a CPython node, each behind a link a test can cut.
-The follower is the real CLI in a subprocess, logged in as the operator."""
+interpreter at the Pico W profile's heap) and a CPython node, whose link to the broker runs
+through a proxy the test can take down. The follower is the real CLI in a subprocess, logged
+in as the operator."""
 import json
 import os
 import queue
@@ -72,7 +73,7 @@ def test_the_controller_stores_no_console_lines(tmp_path):
 
 
 class Fleet:
-    """The two nodes behind one cuttable link, a controller stand-in that assigns them a workload
+    """The two nodes behind one link proxy, a controller stand-in that assigns them a workload
     each (retained, as the controller does), and an operator client that sends commands and
     records every log message with its arrival time."""
 
