@@ -15,7 +15,7 @@
 #
 # Used at boot and on the rare occasions the record changes; the node loads it only then (every
 # KB of heap counts on a microcontroller). start() is the node's boot sequence.
-from . import flashfile, release_module
+from . import console, flashfile, release_module
 
 FILE = "/bootguard.json"
 # Reset causes that mean the code failed: the node's own records, or the board's register
@@ -26,6 +26,11 @@ FAULTS = ("crash", "watchdog", "soft")
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
     outbox, report, and apply the assignment cached on flash."""
+    # Console lines for the log topic, in a ring of the board profile's size (0: the board
+    # has no heap to spare for them; they go to its serial console only).
+    lines = node.profile.get("console_lines", 16)
+    if lines:
+        console.slots = [None] * lines
     node.boot = next_boot(node.data_dir)
     # Read before on_boot replaces it: with no counter on flash, it names the last boot.
     last = flashfile.read(node.data_dir + FILE) if node.boot == 1 else None
@@ -49,7 +54,7 @@ def start(node):
     free, total = node.hal.mem()
     # The runtime's own footprint, before any workload: what a board must spare for it.
     heap_used = total - free
-    print("edgefleet-node: %s (%s, %s) boot %d (reset: %s), heap in use %d of %d" % (
+    console.say("edgefleet-node: %s (%s, %s) boot %d (reset: %s), heap in use %d of %d" % (
         node.id, node.cfg["board"], node.runtime, node.boot, info["reset"], heap_used, total))
     data = {"fw": node.cfg["fw"], "heap_used": heap_used, "heap_total": total}
     data.update(info)
@@ -65,7 +70,7 @@ def start(node):
         try:
             node.apply_assignment(protocol.validate("assign", cached), from_cache=True)
         except ProtocolError as e:
-            print("edgefleet-node: ignoring cached assignment: %s" % e)
+            console.say("edgefleet-node: ignoring cached assignment: %s" % e)
 
 
 def next_boot(data_dir, floor=0):

@@ -2,7 +2,7 @@
 # offline, or just before a reset, still reaches the controller: each record is published once a
 # link is up, and stays on flash (marked sent) for the `crashes` command and `edgefleet logs`.
 # Loaded only when there is a crash to write or to send.
-from . import flashfile
+from . import console, flashfile
 
 FILE = "/crashes.json"
 KEEP = 8
@@ -36,7 +36,7 @@ def add(data_dir, boot, uptime_ms, child, how, error, sent):
 def record(node, child, how, error):
     """A child of `node` crashed or hung: keep the record, and report it now if the link is up.
     Returns whether it was reported (else publish() sends it once a link is up)."""
-    print("edgefleet-node: %s %s: %s; restarting it" % (child.id, "hung" if how == "hang" else "crashed", error))
+    console.say("edgefleet-node: %s %s: %s; restarting it" % (child.id, "hung" if how == "hang" else "crashed", error))
     online = node.online()
     r = add(node.data_dir, node.boot, node.uptime_ms(), child.id, how, error, online)
     if online:

@@ -12,9 +12,11 @@
 #   freeze  the whole event loop spins forever; only the (hardware) watchdog ends that
 #   panic   the node's runtime itself fails (an error escapes its root supervisor): the node
 #           records a crash and resets the board
+#   flood   the node writes `lines` console lines (default 100), `every_ms` apart (default 0:
+#           at once): a chatty node, held to the log topic's rate and ring (firmware/console.py)
 import asyncio
 
-KINDS = ("raise", "crashloop", "hang", "kill", "segv", "freeze", "panic")
+KINDS = ("raise", "crashloop", "hang", "kill", "segv", "freeze", "panic", "flood")
 
 
 def inject(node, args):
@@ -30,6 +32,12 @@ def inject(node, args):
     if kind == "panic":
         asyncio.create_task(_panic_soon(node))
         return True, "node runtime fails in 200 ms"
+    if kind == "flood":
+        lines, every_ms = args.get("lines", 100), args.get("every_ms", 0)
+        if not isinstance(lines, int) or not isinstance(every_ms, int) or not 0 < lines <= 10000 or every_ms < 0:
+            return False, "flood takes lines (1 to 10000) and every_ms (>= 0), as integers"
+        asyncio.create_task(_flood(lines, every_ms))
+        return True, "writing %d console lines, %d ms apart" % (lines, every_ms)
     wid = args.get("wl")
     worker = node.workers.get(wid) if wid else None
     if worker is None:
@@ -53,6 +61,15 @@ async def _freeze_soon():
 async def _panic_soon(node):
     await asyncio.sleep(0.2)
     node.supervisor.fail(InjectedPanic("injected panic"))
+
+
+async def _flood(lines, every_ms):
+    from .console import say
+    await asyncio.sleep(0.2)   # the reply goes out first
+    for i in range(1, lines + 1):
+        say("edgefleet-node: flood line %d of %d" % (i, lines))
+        if every_ms:
+            await asyncio.sleep(every_ms / 1000)
 
 
 class InjectedPanic(Exception):

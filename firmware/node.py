@@ -25,7 +25,7 @@
 import asyncio
 import sys
 
-from . import assignment, flashfile, protocol, release_module
+from . import assignment, console, flashfile, protocol, release_module
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError, ProtocolError
 from .lease import Lease
@@ -60,7 +60,7 @@ SUPERVISION = {
 
 
 def _log(msg):
-    print("edgefleet-node: " + msg)
+    console.say("edgefleet-node: " + msg)
 
 
 class Node:
@@ -197,6 +197,14 @@ class Node:
         while True:
             child.beat()
             await self.publish_pending(child)
+            if (console.count or console.dropped) and self.online():
+                # Console lines wait in the ring (firmware/console.py); the code that sends
+                # them is loaded only while they do.
+                try:
+                    from . import logship
+                    await logship.send(self)
+                except MemoryError:
+                    pass   # no heap to send them now: they wait, or are dropped, in the ring
             try:
                 self.outbox.flush()
                 self._outbox_error = None

@@ -22,6 +22,8 @@ SCHEMAS = {
                  "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
+    # Console lines (firmware/console.py); the node cuts each to 160 characters.
+    "log": (2048, "v:int node:str boot:int up:int lines:strs dropped:int?"),
     "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
     "assign": (4096, "v:int epoch:int wl:list"),
     "ack": (256, "v:int boot:int seq:int"),
@@ -63,15 +65,16 @@ POWER_SOURCES = ("mains", "battery", "solar")
 # at most 8 deep.
 # Written inline where they are checked: on a board every module-level name costs heap.
 
-NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "reply", "assign", "ack", "cmd", "ota", "ota_state")
+NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "log", "reply", "assign", "ack", "cmd", "ota",
+                    "ota_state")
 # Who publishes each node-topic kind: the broker's ACL (controller/security/acl.py) lets a node
 # publish only the first set on its own topics, and read only the second.
-NODE_SENDS = ("hello", "status", "hb", "result", "event", "reply", "ota_state")
+NODE_SENDS = ("hello", "status", "hb", "result", "event", "log", "reply", "ota_state")
 CONTROLLER_SENDS = ("assign", "ack", "cmd", "ota")
 # QoS and retain flag per kind, as the topic table of docs/protocol.md fixes them.
 DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
-    "event": (1, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
+    "event": (1, False), "log": (0, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
     "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
     "lease": (0, False), "op_req": (1, False), "op_reply": (1, False), "audit": (1, False),
 }

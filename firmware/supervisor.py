@@ -12,6 +12,7 @@
 # looping forever; the node then reports itself degraded so the controller can move work away.
 import asyncio
 
+from . import console
 from .clock import ticks_add, ticks_diff, ticks_ms
 
 PERMANENT = "permanent"
@@ -83,7 +84,7 @@ def _call_safely(callback, *args):
     try:
         callback(*args)
     except Exception as e:
-        print("supervisor: callback %r failed: %s: %s" % (callback, type(e).__name__, e))
+        console.say("supervisor: callback %r failed: %s: %s" % (callback, type(e).__name__, e))
 
 
 class Supervisor:

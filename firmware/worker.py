@@ -10,7 +10,7 @@ import gc
 
 from .backends import open_model, top1
 from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
-from . import protocol
+from . import console, protocol
 from .errors import FirmwareError, ProtocolError
 from .outbox import OutboxError
 from .sources import open_source
@@ -273,7 +273,7 @@ def emit_result(node, worker, label, score, elapsed_us, truth, index):
         # workload itself must not die of the outbox's trouble.
         node.outbox_failed(OutboxError("out of heap: %s" % e))
     except ProtocolError as e:
-        print("edgefleet-node: dropping bad result: %s" % e)
+        console.say("edgefleet-node: dropping bad result: %s" % e)
 
 
 def report_failure(node, worker, kind, detail):

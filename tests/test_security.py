@@ -103,13 +103,16 @@ def test_strangers_and_nodes_cannot_act_for_other_nodes(secure_fleet):
         assert all(reason == "Not authorized" for _, reason in refused), refused
 
         b_before = _results(controller, PI)
-        # A stolen board's login: node A's credentials, publishing as node B - a result, and the
-        # controller's own kinds: a command, an assignment epoch, an ack, an update rollback.
+        # A stolen board's login: node A's credentials, publishing as node B - a result, console
+        # lines, and the controller's own kinds: a command, an assignment epoch, an ack, an
+        # update rollback.
         client, reason = attacker(broker, security, MCU, security.node(MCU).password, client_id=MCU)
         assert str(reason) == "Success"
         forged = {"v": 1, "node": PI, "boot": 999, "seq": 1, "wl": "digits-pi", "up": 1, "label": 3,
                   "score": 1.0, "us": 1}
         for kind, payload in (("result", protocol.encode("result", forged)),
+                              ("log", protocol.encode("log", {"v": 1, "node": PI, "boot": 999, "up": 1,
+                                                              "lines": ["forged console line"]})),
                               ("cmd", protocol.encode("cmd", {"v": 1, "id": "x", "op": "reboot"})),
                               ("assign", protocol.encode("assign", {"v": 1, "epoch": 4102444800000, "wl": []})),
                               ("ack", protocol.encode("ack", {"v": 1, "boot": 1, "seq": 999999})),
@@ -125,7 +128,8 @@ def test_strangers_and_nodes_cannot_act_for_other_nodes(secure_fleet):
     seen = []
     while not spy_seen.empty():
         seen.append(spy_seen.get())
-    assert not [t for t, p in seen if b"999" in p or b'"x"' in p or b"4102444800000" in p], seen
+    assert not [t for t, p in seen
+                if b"999" in p or b'"x"' in p or b"4102444800000" in p or b"forged console" in p], seen
     # Node B kept working, untouched; node A came back after its login was borrowed.
     wait_until(lambda: _results(controller, PI) > b_before + 5, 30, "node B's results going on")
     a_now = _results(controller, MCU)

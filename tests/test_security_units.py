@@ -74,6 +74,12 @@ def test_operators_send_commands_and_updates_but_not_assignments():
     assert _allowed(acls, "publishClientSend", "ef/node/a/cmd") and _allowed(acls, "publishClientSend", "ef/node/a/ota")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/assign")
     assert not _allowed(acls, "publishClientSend", "ef/node/a/result")
+    # Nodes' console lines: any node's, read live (`edgefleet logs NODE --follow`), never written.
+    assert _allowed(acls, "subscribePattern", "ef/node/a/log")
+    assert not _allowed(acls, "publishClientSend", "ef/node/a/log")
+    controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
+    assert _allowed(controller, "subscribePattern", "ef/node/a/log")
+    assert not _allowed(controller, "publishClientSend", "ef/node/a/log")
 
 
 def test_operator_requests_go_from_operators_to_the_controller_only():

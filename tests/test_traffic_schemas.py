@@ -80,5 +80,5 @@ def test_live_fleet_traffic_matches_the_schemas(mosquitto, tmp_path):
             assert msg["node"] == node, line
         assert int(qos) == protocol.DELIVERY[kind][0], "QoS %s on %s" % (qos, topic)
         seen[kind] = seen.get(kind, 0) + 1
-    for kind in ("hello", "status", "hb", "result", "event", "assign", "ack", "ctrl_status", "audit"):
+    for kind in ("hello", "status", "hb", "result", "event", "log", "assign", "ack", "ctrl_status", "audit"):
         assert seen.get(kind), "no %s message seen (%s)" % (kind, seen)

@@ -9,7 +9,7 @@ import time
 
 from ..errors import NotFound
 from ..fleet.operator import SUPERVISION_KINDS
-from .common import add_remote, ask, controller_link, fleet_snapshot, open_registry, print_json
+from .common import add_remote, ask, controller_link, fleet_snapshot, open_registry, operator_link, print_json
 
 
 def _local_snapshot(args):
@@ -101,6 +101,10 @@ def _follow_events(args):
 
 
 def cmd_logs(args):
+    if args.follow:
+        # Live console lines come from the broker, not the registry (controller/cli/follow.py).
+        from .follow import follow
+        return follow(operator_link(args.broker), args.node, args.prefix, args.json)
     if args.db:
         events = _local_events(args, args.node, args.limit, None if args.all else SUPERVISION_KINDS, must_exist=True)
     else:
@@ -169,8 +173,12 @@ def register(sub):
                    help="then print each new event as the controller records it, until Ctrl-C")
     e.set_defaults(func=cmd_events)
 
-    lg = add_remote(sub.add_parser("logs", help="a node's boots, reset causes, crashes, hangs and escalations"))
+    lg = add_remote(sub.add_parser(
+        "logs", help="a node's boots, reset causes, crashes, hangs and escalations; --follow: its live console"))
     lg.add_argument("node", help="node id")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="print the node's console lines as it publishes them, until Ctrl-C (reads the broker; "
+                         "with --json one `log` message a line)")
     lg.add_argument("--all", action="store_true", help="every event of the node, not only supervision")
     lg.add_argument("--limit", type=int, default=100)
     lg.set_defaults(func=cmd_logs)

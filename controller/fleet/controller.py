@@ -146,6 +146,8 @@ class FleetController:
             node_id, kind = protocol.parse_topic(self.prefix, topic)
             if kind in ("assign", "ack", "cmd", "ctrl_status", "ota", "op_reply", "audit"):
                 return []  # our own messages, echoed back by a wildcard subscription
+            if kind == "log":
+                return []  # console lines are for operators watching live (`logs --follow`); none are stored
             msg = protocol.decode(kind, payload)
             if kind == "op_req":
                 return self._on_op_req(msg)

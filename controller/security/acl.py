@@ -5,7 +5,9 @@ patterns): a node may publish only the node->controller kinds on its own topics,
 controller->node kinds on its own topics and the controller's status and lease - not operator
 requests, their replies or the audit log. The controller publishes the controller->node kinds,
 the ctrl topics and the replies to operator requests; operators (the CLI) publish `cmd`, `ota`
-and operator requests only - assignments, acks and replies stay the controller's. Every node login is
+and operator requests only - assignments, acks and replies stay the controller's. Both read every
+node topic, which is how `edgefleet logs NODE --follow` reads a node's console lines (its `log`
+topic, which only that node may publish). Every node login is
 pinned to its node id as MQTT client id, so nobody can knock a node off the broker by taking
 its client id with other credentials.
 """

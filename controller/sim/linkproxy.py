@@ -22,13 +22,15 @@ CHUNK = 16384
 
 
 class LinkProxy:
-    def __init__(self, upstream_port, upstream_host="127.0.0.1", host="127.0.0.1", max_connections=16):
+    def __init__(self, upstream_port, upstream_host="127.0.0.1", host="127.0.0.1", max_connections=16, port=None):
         if host not in ("127.0.0.1", "localhost") or upstream_host not in ("127.0.0.1", "localhost"):
             raise BrokerError("LinkProxy forwards on loopback only", upstream_host, upstream_port)
         self.host = host
         self.upstream = (upstream_host, upstream_port)
         self.max_connections = max_connections
-        self.port = None
+        # None: any free port. A given one lets a new proxy take over a stopped one's address,
+        # so the nodes that dialled the old one find the link again.
+        self.port = port
         self.connections_total = 0
         self._listener = None
         self._accept_thread = None
@@ -45,7 +47,7 @@ class LinkProxy:
     def start(self):
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, 0))
+        listener.bind((self.host, self.port or 0))
         listener.listen(8)
         listener.settimeout(POLL_S)
         self._listener = listener

@@ -16,6 +16,8 @@ RESULT = {"v": 1, "node": "mcu-2", "boot": 7, "seq": 1, "wl": "digits", "up": 51
           "score": 0.96875, "us": 18250, "truth": 4, "in": 17}
 EVENT = {"v": 1, "node": "mcu-2", "boot": 7, "up": 900, "level": "warn", "kind": "bad_message",
          "msg": "assign: field 'epoch' must be int, got str", "data": {"topic": "ef/node/mcu-2/assign"}}
+LOG = {"v": 1, "node": "mcu-2", "boot": 7, "up": 1500, "lines": [
+    "edgefleet-node: link lost: keepalive timeout", "edgefleet-node: w crashed: InjectedFault: boom; restarting it"]}
 ASSIGN = {"v": 1, "epoch": 12, "wl": [{"id": "digits", "model": "digits_dense", "rate": 5,
                                         "input": {"kind": "samples", "start": 0}}]}
 ACK = {"v": 1, "boot": 7, "seq": 250}
@@ -51,7 +53,9 @@ def vectors():
         ("hb", with_(HB, temp=None, power={"src": "battery", "pct": 63.5, "mw": 110}, wl=[])),
         ("hb", with_(HB, state="safe")),
         ("result", RESULT), ("result", with_(RESULT, truth=DELETE, **{"in": DELETE})),
-        ("event", EVENT), ("event", with_(EVENT, data=DELETE)), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
+        ("event", EVENT), ("event", with_(EVENT, data=DELETE)),
+        ("log", LOG), ("log", with_(LOG, dropped=84)), ("log", with_(LOG, lines=[], dropped=3)),
+        ("log", with_(LOG, lines=["x" * 160])), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
         ("ack", ACK), ("ack", with_(ACK, seq=0)), ("cmd", CMD), ("cmd", with_(CMD, args=DELETE)), ("reply", REPLY),
         ("reply", {"v": 1, "id": "c-18", "ok": False, "error": "unknown op 'dance'"}), ("ctrl_status", CTRL),
         ("ota", OTA_BEGIN), ("ota", OTA_CHUNK), ("ota", {"v": 1, "id": "rollback-1", "op": "rollback"}),
@@ -74,6 +78,8 @@ def vectors():
         ("hb", with_(HB, wl=[{"id": "x", "state": "running", "n": "many", "err": None}]), "wl[0].n"),
         ("result", with_(RESULT, seq=0), "seq"), ("result", with_(RESULT, label=True), "label"),
         ("result", with_(RESULT, boot=DELETE), "boot"), ("event", with_(EVENT, level="panic"), "level"),
+        ("log", with_(LOG, lines="one line"), "lines"), ("log", with_(LOG, lines=["ok", 7]), "lines"),
+        ("log", with_(LOG, boot=DELETE), "boot"),
         ("assign", with_(ASSIGN, epoch="12"), "epoch"),
         ("assign", with_(ASSIGN, wl=[{"id": "a", "model": "m", "rate": 0, "input": {"kind": "samples"}}]), "wl[0].rate"),
         ("assign", with_(ASSIGN, wl=[{"id": "a", "model": "m", "rate": 1, "input": {"kind": "camera"}}]), "wl[0].input.kind"),
@@ -109,6 +115,9 @@ def vectors():
     out.append({"kind": "status", "payload": "{\"v\": 1, \"node\": ", "valid": False, "field": None})
     out.append({"kind": "status", "payload": "[1, 2, 3]", "valid": False, "field": None})
     out.append({"kind": "ack", "payload": json.dumps(with_(ACK, pad="x" * 300)), "valid": False, "field": ""})
+    # Lines each within 160 characters that together pass the log message's limit: the node
+    # sends fewer per message.
+    out.append({"kind": "log", "payload": json.dumps(with_(LOG, lines=["x" * 160] * 14)), "valid": False, "field": ""})
     # Non-finite numbers (Python's json writes and reads these literals; JSON has none).
     out.append({"kind": "hb", "payload": json.dumps(with_(HB, cpu=float("nan"))), "valid": False, "field": None})
     out.append({"kind": "hb", "payload": json.dumps(with_(HB, temp=float("inf"))), "valid": False, "field": None})
@@ -129,6 +138,7 @@ TOPICS = [
     {"topic": "ef/ctrl/status", "node": "", "kind": "ctrl_status"},
     {"topic": "ef/node/mcu-1/ota", "node": "mcu-1", "kind": "ota"},
     {"topic": "ef/node/pi-2/ota_state", "node": "pi-2", "kind": "ota_state"},
+    {"topic": "ef/node/mcu-1/log", "node": "mcu-1", "kind": "log"},
     {"topic": "ef/ctrl/op/req", "node": "", "kind": "op_req"},
     {"topic": "ef/ctrl/op/reply/a1", "node": "", "kind": "op_reply"},
     {"topic": "ef/ctrl/audit", "node": "", "kind": "audit"},
