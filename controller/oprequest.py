@@ -14,6 +14,8 @@ import ssl
 import time
 
 from edgefleet.firmware import protocol
+
+from . import opwire
 from edgefleet.firmware.errors import ProtocolError
 
 from .errors import BrokerError, NoAnswer, RequestRefused
@@ -88,10 +90,10 @@ class ControllerLink:
     def ask(self, op, args=None):
         """The controller's answer (JSON data) to `op` with `args`."""
         request_id = _request_id()
-        reply_topic = protocol.op_reply_topic(self.prefix, request_id)
+        reply_topic = opwire.reply_topic(self.prefix, request_id)
         self._subscribe(reply_topic)
         request = protocol.encode("op_req", {"v": protocol.VERSION, "id": request_id, "op": op, "args": args or {}})
-        self.client.publish(protocol.op_request_topic(self.prefix), request, qos=protocol.DELIVERY["op_req"][0])
+        self.client.publish(opwire.request_topic(self.prefix), request, qos=protocol.DELIVERY["op_req"][0])
         parts, total = {}, None
         # The wait runs from the request, and again from each part: a large answer takes longer.
         deadline = time.monotonic() + self.wait_s
@@ -122,7 +124,7 @@ class ControllerLink:
 
     def follow_audit(self):
         """Start receiving the audit log as the controller records it (audit_events())."""
-        self._subscribe(protocol.audit_topic(self.prefix))
+        self._subscribe(opwire.audit_topic(self.prefix))
 
     def audit_events(self, timeout):
         """Audit events received so far, waiting up to `timeout` for the first."""
@@ -137,7 +139,7 @@ class ControllerLink:
                 except queue.Empty:
                     return events
             wait = 0
-            if topic != protocol.audit_topic(self.prefix):
+            if topic != opwire.audit_topic(self.prefix):
                 continue
             try:
                 events.append(protocol.decode("audit", payload)["ev"])

@@ -34,14 +34,8 @@ SCHEMAS = {
     "ota_state": (1024, "v:int node:str boot:int id:str state:str off:int ver:str? err:str?"),
     # The controller's lease (docs/placement.md, fencing): published about once a second.
     "lease": (256, "v:int ctrl:str seq:int"),
-    # Operator requests to the running controller, and its answers (docs/protocol.md,
-    # "Operator requests"): ctrl-level, never on a node's topics. A reply carries one part of
-    # the answer's JSON text; a big answer (a large fleet's status) comes in up to 512 parts.
-    "op_req": (65536, "v:int id:name op:str args:obj"),
-    "op_reply": (16384, "v:int id:name ok:bool part:int parts:int data:str? error:str?"),
-    # The audit log as the controller writes it, for `edgefleet events --follow`: `ev` is one
-    # event as `events` shows it (ts node level kind msg data).
-    "audit": (4096, "v:int ev:obj"),
+    # The ctrl-level kinds only the controller and operators speak (op_req, op_reply, audit)
+    # join these tables on the host, in controller/opwire.py: no board ever receives them.
 }
 
 # Values a field may take, where the protocol fixes them: "kind.field": "value value ...".
@@ -53,7 +47,6 @@ ENUMS = {
     "ctrl_status.state": "online offline",
     "ota.op": "begin chunk abort rollback",
     "ota_state.state": "receiving idle current switching rejected abandoned confirmed reverted rolledback",
-    "op_req.op": "status events logs export plan apply move drain undrain",
 }
 
 WORKLOAD_SCHEMA = "id:name model:name rate:num input:obj"
@@ -76,7 +69,7 @@ DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
     "event": (1, False), "log": (0, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
     "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
-    "lease": (0, False), "op_req": (1, False), "op_reply": (1, False), "audit": (1, False),
+    "lease": (0, False),
 }
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -105,32 +98,13 @@ def lease_topic(prefix):
     return prefix + "/ctrl/lease"
 
 
-def op_request_topic(prefix):
-    return prefix + "/ctrl/op/req"
-
-
-def op_reply_topic(prefix, request_id):
-    """Where the answer to request `request_id` goes: the asker subscribes before it asks."""
-    return prefix + "/ctrl/op/reply/" + request_id
-
-
-def audit_topic(prefix):
-    return prefix + "/ctrl/audit"
-
-
 def parse_topic(prefix, topic):
-    """Split a topic into (node, kind); ("", KIND) for the ctrl topics: the controller's status,
-    its lease, its audit feed, operator requests and their replies."""
+    """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic,
+    ("", "lease") for its lease (the operator topics: controller/opwire.py)."""
     if topic == ctrl_topic(prefix):
         return "", "ctrl_status"
     if topic == lease_topic(prefix):
         return "", "lease"
-    if topic == op_request_topic(prefix):
-        return "", "op_req"
-    if topic == audit_topic(prefix):
-        return "", "audit"
-    if topic.startswith(op_reply_topic(prefix, "")) and valid_node_id(topic[len(op_reply_topic(prefix, "")):]):
-        return "", "op_reply"
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != prefix or parts[1] != "node":
         raise ProtocolError("not an edgefleet topic: %s" % topic)

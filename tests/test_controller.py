@@ -10,6 +10,7 @@ from edgefleet.controller.fleet import fleetfile, placement
 from edgefleet.controller.errors import ConfigError
 from edgefleet.controller.fleet.controller import FleetController
 from edgefleet.controller.store import open_registry
+from edgefleet.firmware import protocol
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
 MANIFESTS = {"digits_dense": {"mcu_heap_bytes": 48000}, "big": {"mcu_heap_bytes": 10_000_000}}
@@ -85,6 +86,33 @@ def test_operator_request_vectors_through_the_controller(fleet):
             assert [e.topic for e in replies] == ["ef/ctrl/op/reply/" + json.loads(vec["payload"])["id"]]
         else:
             assert replies == [], vec
+
+
+def test_host_only_vectors_decode_on_the_host_and_stay_off_the_boards():
+    """The operator kinds' vectors (marked "host") against the host's tables (controller/opwire.py);
+    the firmware's own protocol module, which boards load, knows none of those kinds."""
+    from edgefleet.controller import opwire
+    from edgefleet.firmware.errors import ProtocolError
+    with open(VECTORS) as f:
+        vectors = json.load(f)
+    host = [v for v in vectors["messages"] if v.get("host")]
+    assert {v["kind"] for v in host} == set(opwire.SCHEMAS)
+    for vec in host:
+        if vec["valid"]:
+            assert protocol.decode(vec["kind"], vec["payload"].encode())["v"] == 1
+        else:
+            with pytest.raises(ProtocolError) as e:
+                protocol.decode(vec["kind"], vec["payload"])
+            assert vec["field"] is None or e.value.field == vec["field"], vec
+    for vec in (v for v in vectors["topics"] if v.get("host")):
+        if vec.get("error"):
+            with pytest.raises(ProtocolError):
+                opwire.parse_topic("ef", vec["topic"])
+        else:
+            assert opwire.parse_topic("ef", vec["topic"]) == (vec["node"], vec["kind"])
+    with open(os.path.join(os.path.dirname(__file__), "..", "firmware", "protocol.py")) as f:
+        firmware_source = f.read()
+    assert not any('"%s":' % kind in firmware_source for kind in opwire.SCHEMAS)
 
 
 def test_payload_node_must_match_topic(fleet):

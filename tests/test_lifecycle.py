@@ -23,7 +23,7 @@ import pytest
 
 from edgefleet.boards import catalog
 from edgefleet.controller.netutil import free_port
-from edgefleet.controller.sim.simboard import McuBoard
+from edgefleet.controller.sim.simboard import LinuxBoard, McuBoard
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from support.netns import Lan
 from support.sshd import Sshd, sshd_available
@@ -154,9 +154,10 @@ def test_a_users_fleet_from_keys_to_drain_on_a_lan(tmp_path):
             admin.cli("provision", sshd.target, "--board", "rpi4", "--node", PI, "--ssh-key", sshd.client_key,
                       "--known-hosts", sshd.known_hosts, "--root", pi_root, timeout=400)
             command, workdir = unit_exec_start(pi_root)
-            pi_log = open(os.path.join(base, "pi.console"), "wb")
-            procs.append(subprocess.Popen(lan.exec_argv("pi", command), cwd=workdir, stdout=pi_log,
-                                          stderr=subprocess.STDOUT))
+            # Restarted whenever it exits (an update's reboot included), as the unit's Restart=always has systemd do.
+            pi = LinuxBoard(PI, lan.exec_argv("pi", command), workdir, console_log=os.path.join(base, "pi.console"))
+            boards.append(pi)
+            pi.start()
             wait_until(lambda: nodes().get(PI, {}).get("state") == "online", 60, "the provisioned Pi online")
             first = nodes()
             for node in MCUS + (PI,):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from edgefleet.controller.errors import EXIT_CONNECTION
 from edgefleet.controller.broker import SecureMosquitto
 from edgefleet.controller.cli.follow import LogFollower, batch_lines
 from edgefleet.controller.mqttlink import BrokerLink
@@ -274,7 +275,7 @@ def test_follow_says_so_when_the_broker_refuses(tmp_path, monkeypatch):
         proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli", "logs", "n1", "--follow",
                                "--broker", url],
                               capture_output=True, text=True, env=env, timeout=60)
-        assert proc.returncode == 1, (proc.stdout, proc.stderr)
+        assert proc.returncode == EXIT_CONNECTION, (proc.stdout, proc.stderr)
         assert proc.stderr.startswith("edgefleet: ") and "refused" in proc.stderr, proc.stderr
 
 

@@ -28,6 +28,7 @@ from edgefleet.controller.netutil import BrokerAddress
 from edgefleet.controller.security.material import FleetSecurity
 from edgefleet.controller.security.principals import CONTROLLER, OPERATOR
 from edgefleet.controller.sim.simfleet import SimFleet
+from edgefleet.controller import opwire
 from edgefleet.firmware import protocol
 from support.waiting import wait_until
 
@@ -279,12 +280,12 @@ def test_nodes_and_strangers_cannot_ask(fleet, operator):
     thief, answers = _client(fleet, node.name, node.password, client_id=node.name)
     assert str(answers.get(timeout=10)[1]) == "Success"
     try:
-        for topic in (protocol.op_reply_topic("ef", "stolen"), protocol.audit_topic("ef"), "ef/ctrl/#"):
+        for topic in (opwire.reply_topic("ef", "stolen"), opwire.audit_topic("ef"), "ef/ctrl/#"):
             thief.subscribe(topic, qos=1)
             kind, codes = answers.get(timeout=5)
             assert kind == "suback" and codes[0].is_failure, (topic, codes)
         request = protocol.encode("op_req", {"v": 1, "id": "stolen", "op": "drain", "args": {"node": "pi-2"}})
-        thief.publish(protocol.op_request_topic("ef"), request, qos=1).wait_for_publish(5)
+        thief.publish(opwire.request_topic("ef"), request, qos=1).wait_for_publish(5)
         time.sleep(2)
         assert not _draining(fleet, "pi-2")
     finally:
@@ -301,9 +302,9 @@ def test_malformed_requests_get_errors_or_are_dropped_and_the_controller_serves_
     op = fleet.security.service(OPERATOR)
     client, answers = _client(fleet, op.name, op.password, client_id="fuzzer")
     assert str(answers.get(timeout=10)[1]) == "Success"
-    client.subscribe(protocol.op_reply_topic("ef", "+"), qos=1)
+    client.subscribe(opwire.reply_topic("ef", "+"), qos=1)
     assert answers.get(timeout=5)[0] == "suback"
-    request_topic = protocol.op_request_topic("ef")
+    request_topic = opwire.request_topic("ef")
     rejected = fleet.controller.fleet.rejected
     try:
         dropped = [b"not json", b"[" * 5000, b'{"v": 1, "id": "x", "op": "status", "args": {}, "pad": "'

@@ -13,6 +13,7 @@ import pytest
 from edgefleet import models
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
+from edgefleet.controller import opwire
 from edgefleet.firmware import protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,7 +73,7 @@ def test_live_fleet_traffic_matches_the_schemas(mosquitto, tmp_path):
     seen = {}
     for line in output.splitlines():
         topic, qos, payload = line.split("\t", 2)
-        node, kind = protocol.parse_topic("ef", topic)
+        node, kind = opwire.parse_topic("ef", topic)
         if payload == "":
             continue  # a cleared retained message
         msg = protocol.decode(kind, payload.encode())

@@ -19,6 +19,8 @@ from edgefleet.boards import catalog
 from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
+from .. import opwire
+
 from ..errors import EdgefleetError
 
 from . import migration
@@ -143,7 +145,7 @@ class FleetController:
         No message can stop the controller: one that fails anywhere in its handling is rejected
         (a `bad_message` event) and leaves the registry and the fleet state as they were."""
         try:
-            node_id, kind = protocol.parse_topic(self.prefix, topic)
+            node_id, kind = opwire.parse_topic(self.prefix, topic)
             if kind in ("assign", "ack", "cmd", "ctrl_status", "ota", "op_reply", "audit"):
                 return []  # our own messages, echoed back by a wildcard subscription
             if kind == "log":
@@ -187,7 +189,7 @@ class FleetController:
             self.intake.settle(committed=False)
             if not isinstance(e, (EdgefleetError, TypeError, ValueError, KeyError)):
                 log.exception("operator request %s failed", msg["op"])
-                self._reject(protocol.op_request_topic(self.prefix), e)
+                self._reject(opwire.request_topic(self.prefix), e)
             return reply_effects(self.prefix, msg["id"], error=refusal(msg["op"], e))
         self.intake.settle()
         return effects + reply_effects(self.prefix, msg["id"], answer)
@@ -195,7 +197,7 @@ class FleetController:
     def audit(self):
         """The audit events committed since the last call, as `audit` messages for operators
         following the log (`edgefleet events --follow`)."""
-        topic = protocol.audit_topic(self.prefix)
+        topic = opwire.audit_topic(self.prefix)
         qos, retain = protocol.DELIVERY["audit"]
         effects = []
         for ev in self.state.committed_events():

@@ -11,6 +11,8 @@ import json
 from edgefleet.boards import catalog
 from edgefleet.firmware import protocol
 
+from .. import opwire
+
 from ..errors import ConfigError, EdgefleetError, NotFound, PlacementError
 from . import fleetfile, placement
 from .effects import Publish
@@ -63,7 +65,7 @@ def events_answer(store, node=None, limit=50, supervision_only=False):
 
 def reply_effects(prefix, request_id, answer=None, error=None):
     """The op_reply messages that carry `answer` (JSON data) or `error` back to the asker."""
-    topic = protocol.op_reply_topic(prefix, request_id)
+    topic = opwire.reply_topic(prefix, request_id)
     qos, retain = protocol.DELIVERY["op_reply"]
     if error is None:
         text = json.dumps(answer)

@@ -12,6 +12,8 @@ import time
 
 from edgefleet.firmware import protocol
 
+from .. import opwire
+
 from ..errors import BrokerError, ControllerFailed, EdgefleetError
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
@@ -76,7 +78,7 @@ class ControllerService:
         client.subscribe(protocol.lease_topic(self.prefix), qos=0)
         # Operators' requests (`edgefleet status`, `move`, ... from any machine with the
         # operator login), answered from this service's thread (controller/fleet/operator.py).
-        client.subscribe(protocol.op_request_topic(self.prefix), qos=1)
+        client.subscribe(opwire.request_topic(self.prefix), qos=1)
         # Before `connected` is set: the next tick must not judge nodes by silence from before.
         self.connected_since = time.time()
         self.connected.set()

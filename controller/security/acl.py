@@ -15,8 +15,8 @@ import base64
 import hashlib
 import os
 
-from ...firmware.protocol import (CONTROLLER_SENDS, NODE_SENDS, audit_topic, ctrl_topic, lease_topic, node_topic,
-                                  op_reply_topic, op_request_topic)
+from ...firmware.protocol import CONTROLLER_SENDS, NODE_SENDS, ctrl_topic, lease_topic, node_topic
+from ..opwire import audit_topic, reply_topic, request_topic
 from .principals import ADMIN, CONTROLLER, NODE, OPERATOR
 
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
@@ -40,11 +40,11 @@ def role_acls(principal, prefix):
     if principal.role == CONTROLLER:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in CONTROLLER_SENDS]
         acls += [_acl("publishClientSend", t) for t in (ctrl_topic(prefix), lease_topic(prefix), audit_topic(prefix),
-                                                        op_reply_topic(prefix, "+"))]
+                                                        reply_topic(prefix, "+"))]
         return acls + [_acl("subscribePattern", prefix + "/node/+/+"), _acl("subscribePattern", prefix + "/ctrl/#")]
     if principal.role == OPERATOR:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in ("cmd", "ota")]
-        acls.append(_acl("publishClientSend", op_request_topic(prefix)))
+        acls.append(_acl("publishClientSend", request_topic(prefix)))
         return acls + [_acl("subscribePattern", prefix + "/node/+/+"), _acl("subscribePattern", prefix + "/ctrl/#")]
     if principal.role == ADMIN:
         return [_acl("publishClientSend", "$CONTROL/dynamic-security/#"),

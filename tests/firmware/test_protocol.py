@@ -15,6 +15,8 @@ def _vectors():
 def test_message_vectors():
     vectors = _vectors()["messages"]
     for i, vec in enumerate(vectors):
+        if vec.get("host"):   # a kind boards never receive (controller/opwire.py)
+            continue
         if vec["valid"]:
             msg = protocol.decode(vec["kind"], vec["payload"].encode())
             if msg["v"] != 1:
@@ -28,6 +30,8 @@ def test_message_vectors():
 
 def test_topic_vectors():
     for vec in _vectors()["topics"]:
+        if vec.get("host"):
+            continue
         if vec.get("error"):
             raises(ProtocolError, protocol.parse_topic, "ef", vec["topic"])
         else:

@@ -151,8 +151,21 @@ TOPICS = [
     {"topic": "ef/node//hello", "error": True},
 ]
 
+# The ctrl-level kinds only the controller and operators speak (controller/opwire.py): boards
+# never receive them, so their vectors are marked "host" and the firmware's codec skips them.
+HOST_KINDS = ("op_req", "op_reply", "audit")
+
+
+def marked(entries):
+    for entry in entries:
+        if entry.get("kind") in HOST_KINDS or "/ctrl/op/" in entry.get("topic", "") or \
+                entry.get("topic") == "ef/ctrl/audit":
+            entry["host"] = True
+    return entries
+
+
 if __name__ == "__main__":
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "messages.json"), "w") as f:
-        json.dump({"messages": vectors(), "topics": TOPICS}, f, indent=1)
+        json.dump({"messages": marked(vectors()), "topics": marked(TOPICS)}, f, indent=1)
         f.write("\n")
