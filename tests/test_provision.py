@@ -29,6 +29,7 @@ from edgefleet.controller.install import hostkeys, image, keys, provision
 from edgefleet.controller.errors import EXIT_CONNECTION, ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
 from support.secrets import assert_no_secret
 from support.sshd import Sshd, sshd_available
+from support.venvcopy import copy_venv
 
 NODE = "pi-prov"
 NODE_DIR = os.path.join("opt", "edgefleet")
@@ -94,23 +95,13 @@ class Provisioned:
         is moved onto that interpreter (same minor version: the packages stay usable), for a
         user who cannot run the one root's session made it with (pyenv's, under /root)."""
         venv = os.path.join(root, NODE_DIR, "venv")
-        shutil.copytree(os.path.join(self.node_dir, "venv"), venv, symlinks=True, copy_function=link_or_copy)
+        copy_venv(os.path.join(self.node_dir, "venv"), venv)
         if python:
             # venv --upgrade keeps existing interpreter links: without them it makes new ones.
             for name in os.listdir(os.path.join(venv, "bin")):
                 if name.startswith("python"):
                     os.remove(os.path.join(venv, "bin", name))
             subprocess.run([python, "-m", "venv", "--upgrade", "--without-pip", venv], check=True)
-
-
-def link_or_copy(src, dst):
-    """Hard links make a copy of the 115 MB venv instant; pyvenv.cfg, which `venv --upgrade`
-    rewrites in place, is copied so that the original is left alone."""
-    if os.path.basename(src) != "pyvenv.cfg":
-        with contextlib.suppress(OSError):   # another filesystem: copied instead
-            os.link(src, dst)
-            return dst
-    return shutil.copy2(src, dst)
 
 
 @pytest.fixture(scope="module")
