@@ -21,6 +21,11 @@
 #   watchdog_feed()          feed what watchdog_start armed
 #   reset_cause()            why the board last reset as its hardware tells ("watchdog", "power",
 #                            "soft", "hard_reset", "deepsleep"), or None when it cannot
+#   net_up(wifi, hostname)   async: bring up the board's own network before the link connects (and
+#                            again after it dropped): `wifi` is config.json's "wifi" or None. The
+#                            IP address when it just joined, None when there is nothing to do (a
+#                            Linux board, a simulated one: the host's network); OSError naming why
+#                            a join failed. Only hal_micropython joins (boards/wifi.py).
 #   mpy_version()            the .mpy version this runtime loads (update bundles are checked
 #                            against it), or None
 # Simulation hooks (boards/hal_sim.py), None on a real board:
@@ -42,6 +47,9 @@ class Hal:
     profile = None
     cpu_percent = temperature = watchdog_start = watchdog_feed = reset_cause = mpy_version = _nothing
     extra_load = heartbeat_delay_ms = _nothing
+
+    async def net_up(self, wifi, hostname):
+        return None
 
     def power(self, cpu_pct):
         return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}

@@ -31,6 +31,19 @@ class MicroPythonHal:
         self._temp_adc = None
         if self._temp_source == "adc4" and machine is not None and hasattr(machine, "ADC"):
             self._temp_adc = machine.ADC(4)
+        # boards/wifi.py's state between joins: [WLAN, wait ms, last failure]; False: no radio.
+        self._wifi = None
+
+    async def net_up(self, wifi, hostname):
+        """Join the Wi-Fi network config.json names ("wifi"), and again after it dropped: the
+        IP address when it just joined, None when up already or there is nothing to join; OSError
+        naming the radio's status when a join fails. boards/wifi.py joins, and leaves the heap
+        after each join."""
+        state = self._wifi
+        if not wifi or state is False or (state and state[0].isconnected()):
+            return None
+        from .wifi import up
+        return await up(self, wifi, hostname)
 
     def power(self, cpu_pct):
         return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}

@@ -62,6 +62,10 @@ def parse(cfg):
     if broker["tls"] and not isinstance(broker["ca"], str):
         raise ConfigError("config: broker.ca must name the fleet CA file", "broker.ca")
     out["broker"] = broker
+    # Wi-Fi a board joins itself (boards/wifi.py): ssid, password ("" or null: open), country.
+    wifi = out.get("wifi")
+    if wifi is not None and not (isinstance(wifi, dict) and isinstance(wifi.get("ssid"), str)):
+        raise ConfigError("config: 'wifi' must be an object with an 'ssid'", "wifi")
     supervision = out["supervision"]
     if not isinstance(supervision, dict):
         raise ConfigError("config: 'supervision' must be an object", "supervision")

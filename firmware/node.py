@@ -447,11 +447,19 @@ class Node:
         while True:
             child.beat()
             try:
+                # A board on Wi-Fi joins its network first, and again once it dropped (a join
+                # polls without blocking the loop; the HAL spaces failed joins out itself, and
+                # its error names the network and why: "Wi-Fi 'lab': wrong password ...").
+                up = await self.hal.net_up(self.cfg.get("wifi"), self.id)
+                if up:
+                    _log("network up, address %s" % up)
+                child.beat()
                 client = await self.connect_once()
             except (FirmwareError, OSError, MemoryError) as e:
                 # A heap too full to open a link now is a reason to retry, not to stop: the
                 # workloads and the outbox go on without the link. So is a missing CA file or
-                # a broker that fails verification: inference and the outbox go on meanwhile.
+                # a broker that fails verification, or a network that cannot be joined:
+                # inference and the outbox go on meanwhile.
                 _log("broker %s:%d unreachable (%s); retry in %d ms" % (
                     self.cfg["broker"]["host"], self.cfg["broker"]["port"], e, backoff))
                 self.client = None

@@ -483,3 +483,80 @@ def test_keygen_creates_refuses_to_replace_and_replaces_when_forced(fleet_home, 
     assert keys.load() == first
     assert cli.main(["keygen", "--force"]) == 0
     assert keys.load() != first
+
+
+# -- Wi-Fi settings ------------------------------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_wifi_settings_are_written_kept_and_replaced(empty_board, mosquitto, fleet_home, capsys, tmp_path, monkeypatch):
+    """--wifi goes into config.json with the password from a file or the environment, never
+    the command line; a re-flash without --wifi keeps it; a simulated board boots with it (and
+    leaves the network to its host)."""
+    monkeypatch.delenv("EDGEFLEET_WIFI_PASSWORD", raising=False)
+    hellos = Hellos(mosquitto)
+    board = empty_board(heap_bytes=simulated_heap_bytes(SMALL))
+    broker = "%s:%d" % (mosquitto.host, mosquitto.port)
+    flash_dir = str(tmp_path / "flash0")
+    secret = tmp_path / "wifi.pass"
+    secret.write_text("pass word-1\n")
+    try:
+        code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--node", "wifi-a",
+                                   "--broker", broker, "--wifi", "lab \u00e9", "--wifi-password-file", str(secret),
+                                   "--wifi-country", "de")
+        assert code == 0, err
+        assert "Wi-Fi 'lab \u00e9'" in out and "pass word-1" not in out + err
+        assert image.read_config(flash_dir)["wifi"] == {"ssid": "lab \u00e9", "password": "pass word-1", "country": "DE"}
+        assert hellos.wait("wifi-a", 1), board.console.since(0)[-2000:]   # the sim HAL ignores it
+
+        # Kept: a re-flash without --wifi (nor node, nor broker) changes nothing on the board.
+        before = image.read_config(flash_dir)
+        code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"])
+        assert code == 0, err
+        assert image.read_config(flash_dir) == before, (before, image.read_config(flash_dir))
+        assert "board up to date" in out and "Wi-Fi 'lab \u00e9'" in out
+        assert image.read_config(flash_dir)["wifi"]["password"] == "pass word-1"
+
+        # Replaced: an open network, its empty password from the environment; only config.json changes.
+        monkeypatch.setenv("EDGEFLEET_WIFI_PASSWORD", "")
+        result = flasher.flash(board.serial_url, SMALL["name"], wifi=flasher.wifi_settings("cafe", ""))
+        assert [path for path, _ in result.written] == ["config.json"] and result.wifi == "cafe"
+        code, out, err = flash_cli(capsys, board.serial_url, "--board", SMALL["name"], "--wifi", "cafe")
+        assert code == 0 and "board up to date" in out, err
+        assert image.read_config(flash_dir)["wifi"] == {"ssid": "cafe", "password": "", "country": None}
+        assert hellos.wait("wifi-a", 3), board.console.since(0)[-2000:]
+    finally:
+        hellos.stop()
+
+
+@pytest.mark.parametrize("argv,env,file_text,message", [
+    (["--wifi", ""], "pass-word-1", None, "an SSID is 1 to 32 bytes, this one is 0"),
+    (["--wifi", "x" * 33], "pass-word-1", None, "this one is 33"),
+    (["--wifi", "\u00e9" * 17], "pass-word-1", None, "this one is 34"),     # 17 characters, 34 bytes
+    (["--wifi", "lab"], "short12", None, "password (7 characters) is no WPA2 passphrase"),
+    (["--wifi", "lab"], "p" * 64, None, "password (64 characters) is no WPA2 passphrase"),
+    (["--wifi", "lab"], "pass-w\u00f6rd-1", None, "8 to 63 printable ASCII"),
+    (["--wifi", "lab"], None, None, "give its password in a file (--wifi-password-file FILE) or in $EDGEFLEET_WIFI_PASSWORD"),
+    (["--wifi", "lab"], None, "seven77\n", "password (7 characters)"),
+    (["--wifi", "lab", "--wifi-country", "DEU"], "pass-word-1", None, "--wifi-country 'DEU': a two-letter"),
+    (["--wifi-country", "DE"], None, None, "--wifi-password-file and --wifi-country go with --wifi SSID"),
+    (["--wifi", "lab", "--wifi-password-file", "/nonexistent/wifi.pass"], None, None, "--wifi-password-file /nonexistent"),
+])
+def test_bad_wifi_settings_are_refused_before_the_board_is_touched(argv, env, file_text, message, fleet_home, capsys,
+                                                                   tmp_path, monkeypatch):
+    if env is None:
+        monkeypatch.delenv("EDGEFLEET_WIFI_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("EDGEFLEET_WIFI_PASSWORD", env)
+    if file_text is not None:
+        (tmp_path / "wifi.pass").write_text(file_text)
+        argv = argv + ["--wifi-password-file", str(tmp_path / "wifi.pass")]
+    # Nothing listens on the port: a setting that passed would end in a connection error instead.
+    code, out, err = flash_cli(capsys, "socket://127.0.0.1:1", "--board", BOARD, "--node", "x", "--broker", "h:1",
+                               *argv)
+    assert code == EXIT_CONFIG, err
+    assert err.startswith("edgefleet: ") and message in err and len(err.strip().splitlines()) == 1, err
+    for secret in (env, file_text):
+        if secret and len(secret.strip()) > 2:
+            assert secret.strip() not in err
+    assert not fleet_home.exists()

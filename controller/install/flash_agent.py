@@ -72,7 +72,7 @@ def ef_probe():
     import json
     gc.collect()
     info = {"mpy": getattr(sys.implementation, "_mpy", 0), "deflate": deflate is not None,
-            "free": gc.mem_free(), "uid": None, "node": None, "broker": None, "slot": None,
+            "free": gc.mem_free(), "uid": None, "node": None, "broker": None, "wifi": None, "slot": None,
             "machine": getattr(sys.implementation, "_machine", None)}
     # A simulated board (the unix port) says which board it plays in its environment.
     sim = getattr(os, "getenv", lambda name: None)("EDGEFLEET_SIM_MACHINE")
@@ -88,6 +88,7 @@ def ef_probe():
             cfg = json.load(f)
         info["node"] = cfg.get("node")
         info["broker"] = cfg.get("broker")
+        info["wifi"] = cfg.get("wifi")
     except (OSError, ValueError, AttributeError):
         pass
     try:

@@ -35,8 +35,9 @@ is sent into the board's RAM once per session:
    ota-floor.json), boot.py, a user's files.
 6. A soft reset, after which the board boots the slot.
 
-The node id and broker in config.json come from the caller, else from the config.json already
-on the board (so a re-flash keeps them), else the node id is the board name and the last six hex
+The node id, broker and Wi-Fi settings in config.json come from the caller, else from the
+config.json already on the board (so a re-flash keeps them; no Wi-Fi settings at all is a board
+on a wire, or a simulated one), else the node id is the board name and the last six hex
 digits of machine.unique_id(); a first flash with no broker given is an error.
 """
 import binascii
@@ -80,6 +81,7 @@ class SyncResult:
         self.seconds = 0.0
         self.node_id = None
         self.broker = None
+        self.wifi = None           # the SSID the board joins, or None
         self.slot = None           # for flash(): the slot the board boots now
 
     @property
@@ -303,7 +305,7 @@ class BoardAgent:
 # trusted to answer in shape: an old agent, a different firmware or a noisy line can answer
 # anything, and a wrong type here would surface far away as a traceback.
 BOARD_INFO = {"mpy": (int, 0), "deflate": (bool, False), "free": (int, None), "uid": (str, None),
-              "node": (str, None), "broker": (dict, None), "slot": (str, None), "machine": (str, None)}
+              "node": (str, None), "broker": (dict, None), "wifi": (dict, None), "slot": (str, None), "machine": (str, None)}
 
 
 def board_info(out, port):
@@ -414,12 +416,13 @@ def open_session(port, baudrate=115200, timeout=10.0):
 
 
 def flash(port, board, node_id=None, broker=None, model_names=None, key_path=None, simulated=None,
-          baudrate=115200, reset=True, progress=None, timeout=10.0, security=None):
+          baudrate=115200, reset=True, progress=None, timeout=10.0, security=None, wifi=None):
     """Build `board`'s A/B image and sync it to the board on `port`; returns the SyncResult.
 
     broker: a broker URL or BrokerAddress ((host, port): plaintext), or None to keep the board's;
     the node gets its own broker login (and the fleet CA for mqtts://) from `security`
-    (default: the fleet's security folder). simulated: None means "a socket:// port is a simulated board"
+    (default: the fleet's security folder). wifi: config.json's "wifi" as wifi_settings() makes
+    it, or None to keep the board's (if any). simulated: None means "a socket:// port is a simulated board"
     (HAL "sim", native code for the host's arch).
 
     Order: what can be checked here (board, models, broker) is checked first; the slot's code is
@@ -450,11 +453,14 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             check_board(info, profile, port)
             node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
             broker = broker or _broker_from_board(info, port)
+            wifi = wifi or _wifi_from_board(info)
             key = keys.load_or_create(key_path)
             node = nodelink.node_link(node_id, profile, broker, security=security)
             cfg = image.node_config(node_id, profile, broker.host, broker.port, simulated=simulated)
             cfg["broker"] = node.config
             cfg["fw"] = slots.read(tree)["ver"][image.FIRST_SLOT]
+            if wifi:
+                cfg["wifi"] = wifi
             image.write_config(tree, cfg)
             keys.install_public(tree, key)
             for name, data in node.files.items():
@@ -473,7 +479,26 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     result.seconds = time.monotonic() - started
     result.node_id = node_id
     result.broker = broker
+    result.wifi = wifi.get("ssid") if wifi else None
     return result
+
+
+def wifi_settings(ssid, password, country=None):
+    """config.json's "wifi" for a board that joins a Wi-Fi network (boards/wifi.py); ConfigError,
+    never naming the password, when the network could not be joined with them: an SSID is 1-32
+    bytes, a WPA2 passphrase 8-63 printable ASCII characters ("" for an open network), a
+    country its ISO 3166 two-letter code."""
+    size = len(ssid.encode("utf-8"))
+    if not 1 <= size <= 32:
+        raise ConfigError("--wifi %r: an SSID is 1 to 32 bytes, this one is %d" % (ssid, size))
+    if password and not (8 <= len(password) <= 63 and all(" " <= c <= "~" for c in password)):
+        raise ConfigError("the Wi-Fi password (%d characters) is no WPA2 passphrase: 8 to 63 printable ASCII "
+                          "characters, or empty for an open network" % len(password))
+    if country is not None:
+        if not re.fullmatch("[A-Za-z]{2}", country):
+            raise ConfigError("--wifi-country %r: a two-letter country code (ISO 3166), e.g. DE or US" % country)
+        country = country.upper()
+    return {"ssid": ssid, "password": password or "", "country": country}
 
 
 def board_of_machine(machine):
@@ -532,6 +557,18 @@ def _node_from_uid(board, uid, port):
         raise ConfigError("the board on %s has no config.json and no machine.unique_id(): "
                           "name the node with --node" % port)
     return "%s-%s" % (board, uid[-6:])
+
+
+def _wifi_from_board(info):
+    """The board's Wi-Fi settings to keep, in wifi_settings()'s key order (the board's JSON has
+    its own: the same settings would be new bytes, a config.json to send), or None."""
+    wifi = info.get("wifi") or {}
+    if not isinstance(wifi.get("ssid"), str):
+        return None
+    kept = {"ssid": wifi["ssid"], "password": wifi.get("password") or "", "country": wifi.get("country")}
+    if wifi.get("join_ms"):
+        kept["join_ms"] = wifi["join_ms"]   # set by hand on the board: boards/wifi.py's bound on a join
+    return kept
 
 
 def _broker_from_board(info, port):

@@ -25,10 +25,11 @@ BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
 # The simulated MCU boards are the MicroPython unix port on this x86-64 machine, so their
 # native and viper code is compiled for x64; a real board's image uses its profile's mpy_arch.
 SIM_MPY_ARCH = "x64"
-# The boards modules a board's code carries, by runtime: the HAL interface and its own backend.
+# The boards modules a board's code carries, by runtime: the HAL interface and its own backend
+# (and on an MCU boards/wifi.py, which joins Wi-Fi and is loaded only for a join).
 # (hal_micropython.py implements the HAL interface without its base class, so an MCU does
 # not hold boards/hal.py.)
-BOARD_MODULES = {"micropython": ("__init__.py", "hal_micropython.py"),
+BOARD_MODULES = {"micropython": ("__init__.py", "hal_micropython.py", "wifi.py"),
                  "cpython": ("__init__.py", "hal.py", "hal_linux.py")}
 # What only a simulated board carries beside them: its HAL layer (on hal.py's base class) and
 # power model. hal_mock.py (unit tests) and sim_layer_probe.py (the harness's) never go on any
