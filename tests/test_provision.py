@@ -26,7 +26,7 @@ import pytest
 
 from edgefleet.controller import cli
 from edgefleet.controller.install import hostkeys, image, keys, provision
-from edgefleet.controller.errors import EXIT_CONNECTION, ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
+from edgefleet.controller.errors import EXIT_CONNECTION, EXIT_OPERATION, ChangedHostKey, ConfigError, RevokedHostKey, UnknownHostKey
 from support.secrets import assert_no_secret
 from support.sshd import Sshd, sshd_available
 from support.venvcopy import copy_venv
@@ -507,7 +507,7 @@ def test_a_non_root_user_installs_root_owned_files_through_sudo(provisioned):
             # Without sudo: nothing can go under /, and under a folder the files stay the user's,
             # with the same modes.
             code, out, err = run_cli(board, "/", provisioned.broker, *pin, known_hosts=no_file)
-            assert code == 1 and "%s is not root and cannot use sudo without a password" % user in err, err
+            assert code == EXIT_OPERATION and "%s is not root and cannot use sudo without a password" % user in err, err
             out = provision_cli(board, root, provisioned.broker, *pin, known_hosts=no_file)
             assert "changed: image files, systemd unit" in out, out
             assert [mode_and_owners(path) for path in secrets] == [("0o640", user, user)] * 2
