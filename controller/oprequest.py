@@ -14,10 +14,9 @@ import ssl
 import time
 
 from edgefleet.firmware import protocol
-
-from . import opwire
 from edgefleet.firmware.errors import ProtocolError
 
+from . import opwire
 from .errors import BrokerError, NoAnswer, RequestRefused
 from .mqttlink import connect_error, refusal_error
 

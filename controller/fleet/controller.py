@@ -20,7 +20,6 @@ from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-
 from ..errors import EdgefleetError
 
 from . import migration

@@ -12,7 +12,6 @@ from edgefleet.boards import catalog
 from edgefleet.firmware import protocol
 
 from .. import opwire
-
 from ..errors import ConfigError, EdgefleetError, NotFound, PlacementError
 from . import fleetfile, placement
 from .effects import Publish

@@ -13,7 +13,6 @@ import time
 from edgefleet.firmware import protocol
 
 from .. import opwire
-
 from ..errors import BrokerError, ControllerFailed, EdgefleetError
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
