@@ -164,9 +164,9 @@ class OperatorRequests:
             raise NotFound("no node %r" % node)
         self.reconciler.set_draining(node, True)
         count = sum(1 for _, n in self.state.placements() if n == node)
-        self.state.add_event(node, "info", "drain", "operator drains %s (%d workloads to move)" % (node, count),
+        self.state.add_event(node, "info", "drain", "operator drains %s (%s to move)" % (node, _workloads(count)),
                              now=self.clock())
-        return {"message": "draining %s: %d workloads to move, one per cycle" % (node, count)}, []
+        return {"message": "draining %s: %s to move, one per cycle" % (node, _workloads(count))}, []
 
     def _op_undrain(self, node):
         if node not in self.reconciler.draining:
@@ -191,3 +191,7 @@ def refusal(op, error):
     if isinstance(error, EdgefleetError):
         return str(error)
     return "bad %s request: %s" % (op, error)
+
+
+def _workloads(count):
+    return "1 workload" if count == 1 else "%d workloads" % count

@@ -31,7 +31,7 @@ OP_REQ = {"v": 1, "id": "5f0c2a9e71d3b684", "op": "move", "args": {"workload": "
 OP_REPLY = {"v": 1, "id": "5f0c2a9e71d3b684", "ok": True, "part": 0, "parts": 1,
             "data": "{\"message\": \"moving digits from pi-1 to pi-2\"}"}
 AUDIT = {"v": 1, "ev": {"ts": 1700000000.5, "node": "pi-2", "level": "info", "kind": "drain",
-                        "msg": "operator drains pi-2 (1 workloads to move)", "data": None}}
+                        "msg": "operator drains pi-2 (1 workload to move)", "data": None}}
 
 
 def with_(msg, **changes):
