@@ -33,15 +33,14 @@ try:
     else:
         sys.path.insert(0, slot)
         try:
-            # A board whose code store is ROM (docs/ota.md) has romboot beside slots.mpy: it
-            # mounts the slot's image at /rom, ahead of the slot's files on sys.path.
+            # Only a board whose code is in ROM has romboot (docs/ota.md): it mounts the slot's
+            # image at /rom, ahead of the slot's files on sys.path, and drops itself.
             try:
                 import romboot
             except ImportError:
                 romboot = None
             if romboot is not None:
                 romboot.mount(slot)
-                sys.modules.pop("romboot", None)
                 romboot = None
             from boards import open_hal
             from firmware.node import boot

@@ -19,8 +19,14 @@ def image_path(slot):
 
 
 def mount(slot):
-    """Mount slot's image at /rom and put it first on sys.path; False if it has none."""
-    import vfs
+    """Mount slot's image at /rom and put it first on sys.path; False if it has none. Never
+    raises ImportError: main.py takes that for "no romboot here", a board with its code as files."""
+    sys.modules.pop(__name__, None)   # needed only now; main.py keeps just this function
+    try:
+        import vfs
+        vfs.VfsRom
+    except (ImportError, AttributeError):
+        raise OSError("this MicroPython cannot mount ROMFS images (no vfs.VfsRom)")
     path = image_path(slot)
     try:
         size = os.stat(path)[6]
