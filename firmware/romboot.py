@@ -21,7 +21,7 @@ def image_path(slot):
 def mount(slot):
     """Mount slot's image at /rom and put it first on sys.path; False if it has none. Never
     raises ImportError: main.py takes that for "no romboot here", a board with its code as files."""
-    sys.modules.pop(__name__, None)   # needed only now; main.py keeps just this function
+    sys.modules.pop(__name__, None)   # needed only now: main.py drops its name for it too
     try:
         import vfs
         vfs.VfsRom
