@@ -31,6 +31,8 @@ def mount(slot):
     try:
         size = os.stat(path)[6]
     except OSError:
+        # A slot an update wrote as files (OTA does not write ROM images yet) boots from them.
+        print("romboot: no %s, %s runs from files" % (path, slot))
         return False
     # One allocation of exactly the image's size, filled in place: reading it as bytes would
     # briefly need it twice.
@@ -39,4 +41,5 @@ def mount(slot):
         f.readinto(buf)
     vfs.mount(vfs.VfsRom(buf), MOUNT_POINT)
     sys.path.insert(0, MOUNT_POINT)
+    print("romboot: %s (%d bytes) mounted at %s" % (path, size, MOUNT_POINT))
     return True

@@ -126,7 +126,8 @@ def _boot(mosquitto, tmp_path, board, store):
         assert hb and all(w["state"] == "running" for w in hb["wl"]), hb
         flash = probe.fleet.flash_dir(probe.node_id)
         hal_options = image.read_config(flash)["hal_options"]
-        return boot["data"], hb, probe.board.heap_bytes, hal_options, flash
+        console = probe.board.console.since(0).decode(errors="replace")
+        return boot["data"], hb, probe.board.heap_bytes, hal_options, flash, console
 
 
 @pytest.mark.e2e
@@ -135,10 +136,12 @@ def _boot(mosquitto, tmp_path, board, store):
 def test_a_node_boots_from_its_rom_image_with_honest_heap_figures(board, mosquitto, tmp_path):
     profile = catalog.load(board)
     assert _admitted("rpi-pico-w"), "no board left that serves a model: this test would prove less"
-    files_boot, _, files_heapsize, files_options, _ = _boot(mosquitto, tmp_path, board, "files")
-    rom_boot, rom_hb, heapsize, options, flash = _boot(mosquitto, tmp_path, board, "romfs")
+    files_boot, _, files_heapsize, files_options, _, files_console = _boot(mosquitto, tmp_path, board, "files")
+    rom_boot, rom_hb, heapsize, options, flash, console = _boot(mosquitto, tmp_path, board, "romfs")
 
     image_bytes = os.path.getsize(os.path.join(flash, image.FIRST_SLOT + simfleet.ROM_SUFFIX))
+    assert "romboot: slot_a.rom (%d bytes) mounted at /rom" % image_bytes in console, console[-2000:]
+    assert "romboot" not in files_console
     assert options["rom_image_bytes"] == image_bytes
     assert "rom_image_bytes" not in files_options
     # The interpreter got the board's heap, the simulation layer's and exactly the image's ...
@@ -157,6 +160,10 @@ def test_a_node_boots_from_its_rom_image_with_honest_heap_figures(board, mosquit
         board, files_boot["heap_used"], files_boot["heap_total"], rom_boot["heap_used"], rom_boot["heap_total"],
         image_bytes, saving))
     assert saving >= MIN_SAVING_BYTES, "code in ROM saves only %d bytes after boot" % saving
+    # Saving more than the code the image holds would mean the image's heap went uncounted.
+    code_bytes = sum(len(d) for p, d in romfs.unpack(open(os.path.join(flash, image.FIRST_SLOT + simfleet.ROM_SUFFIX),
+                                                            "rb").read()).items() if not p.startswith("models/"))
+    assert saving < code_bytes, (saving, code_bytes)
 
 
 def test_the_default_code_store_is_files_and_unknown_stores_are_refused(tmp_path):
