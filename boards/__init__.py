@@ -25,7 +25,8 @@ def open_hal(backend, profile, options=None):
     if backend == "sim":
         from .hal_sim import SimHal
         base = open_hal(options.get("base", "micropython"), profile, options)
-        return SimHal(base, profile, options.get("sim_file", "sim.json"), options.get("sim_layer_bytes", 0))
+        return SimHal(base, profile, options.get("sim_file", "sim.json"), options.get("sim_layer_bytes", 0),
+                      options.get("rom_image_bytes", 0))
     if backend == "mock":
         from .hal_mock import MockHal
         return MockHal(profile)

@@ -17,10 +17,12 @@ def _now_s():
 class SimHal(Hal):
     name = "sim"
 
-    def __init__(self, base, profile, sim_file="sim.json", layer_bytes=0):
+    def __init__(self, base, profile, sim_file="sim.json", layer_bytes=0, rom_bytes=0):
         self.base = base
         # Heap the harness added for this layer (boards/sim_layer_probe.py): not the board's.
         self.layer_bytes = layer_bytes
+        # Heap the harness added for the ROM image a real board maps from flash (romboot.py).
+        self.rom_bytes = rom_bytes
         self.profile = profile
         self.sim_file = sim_file
         self.power_model = PowerModel(profile.get("power", {}))
@@ -76,9 +78,10 @@ class SimHal(Hal):
         if hasattr(self.base, "process_rss"):
             total = self.profile.get("ram_bytes", 0)
             return max(0, total - self.base.process_rss()), total
-        # The board's free heap is what is free here; its total lacks what this layer was given.
+        # The board's free heap is what is free here; its total lacks what this layer and the
+        # ROM image were given.
         free, total = self.base.mem()
-        return free, total - self.layer_bytes
+        return free, total - self.layer_bytes - self.rom_bytes
 
     def power(self, cpu_pct):
         self._read_sim_file()

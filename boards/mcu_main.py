@@ -33,6 +33,15 @@ try:
     else:
         sys.path.insert(0, slot)
         try:
+            # Only a board whose code is in ROM has romboot (docs/ota.md): it mounts the slot's
+            # image at /rom, ahead of the slot's files on sys.path, and drops itself.
+            try:
+                import romboot
+            except ImportError:
+                romboot = None
+            if romboot is not None:
+                romboot.mount(slot)
+                romboot = None
             from boards import open_hal
             from firmware.node import boot
             boot("config.json", open_hal, slot, version)

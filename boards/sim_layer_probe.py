@@ -7,6 +7,13 @@ import gc
 import sys
 
 sys.path.insert(0, ".")
+if len(sys.argv) > 1:
+    # A board whose code runs from ROM (firmware/romboot.py): measure the layer as it loads there.
+    import vfs
+    with open(sys.argv[1], "rb") as f:
+        rom = f.read()
+    vfs.mount(vfs.VfsRom(rom), "/rom")
+    sys.path.insert(0, "/rom")
 import boards.hal_micropython  # noqa: E402  (the real board's HAL: not part of the allowance)
 
 gc.collect()

@@ -19,11 +19,13 @@ PREFIX = protocol.DEFAULT_PREFIX
 
 
 class NodeProbe:
-    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None, config=None):
+    def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None, config=None,
+                 code_store=None):
         self.broker = broker
         self.node_id = node_id
         self.fleet = SimFleet(root, broker.host, broker.port, [(node_id, board)], keepalive=keepalive,
-                              heap_override=heap_override, extra_files=extra_files, config=config)
+                              heap_override=heap_override, extra_files=extra_files, config=config,
+                              code_store=code_store)
         self._commands = 0
         self.messages = []
         self._lock = threading.Lock()

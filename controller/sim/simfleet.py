@@ -19,6 +19,8 @@ from .simboard import LinuxBoard, McuBoard, micropython_binary, sim_machine
 DEMO_BOARDS = ("rpi-pico-w", "rpi4", "esp32", "rpi-zero-2w")
 # WatchdogSec of a simulated Pi-class board's service, as firmware/node.py's default watchdog_ms.
 DEFAULT_WATCHDOG_MS = 8000
+# Where an MCU board's code runs from (docs/ota.md "Code in ROM"); the first is the default.
+CODE_STORES = ("files", "romfs")
 # Any MCU board: the simulation layer is the same code on all of them.
 LAYER_PROBE_BOARD = "esp32"
 
@@ -43,8 +45,14 @@ def demo_layout(count, tls_only=False):
 class SimFleet:
     def __init__(self, root, broker_host, broker_port, layout, keepalive=10, prefix=protocol.DEFAULT_PREFIX, heap_override=None,
                  extra_files=None, config=None, slotted=True, key=None, index_path=None, node_options=None,
-                 security=None, tls_port=None):
+                 security=None, tls_port=None, code_store=None):
         self.root = root
+        # Where an MCU board's code runs from: "files" (.mpy files in the slot, loaded into the
+        # heap) or "romfs" (the slot's ROMFS image, executed in place; docs/ota.md "Code in
+        # ROM"); None: each board's profile says ("code_store", default "files").
+        if code_store not in (None,) + CODE_STORES:
+            raise ConfigError("code store %r is none of %s" % (code_store, ", ".join(CODE_STORES)))
+        self.code_store = code_store
         # broker_port: the plaintext listener (None on a broker that has none); tls_port: the
         # TLS listener, used by every board that can hold TLS. With `security` (a
         # FleetSecurity) each board gets its own login, and the fleet CA beside its config.
@@ -102,13 +110,24 @@ class SimFleet:
             shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
         if profile["runtime"] == "micropython":
+            rom_bytes, rom_image = 0, None
+            if self.board_code_store(profile) == "romfs":
+                rom_bytes = write_rom_image(flash)
+                rom_image = os.path.join(flash, image.FIRST_SLOT + ROM_SUFFIX)
             heap = self.heap_override
             if heap is None:
                 # The profile's heap for the node, plus what the simulation layer holds there.
-                layer = sim_layer_bytes(flash)
+                layer = sim_layer_bytes(flash, rom_image)
                 heap = profile["heap_bytes"] + layer
                 written = image.read_config(flash)
                 written["hal_options"]["sim_layer_bytes"] = layer
+                image.write_config(flash, written)
+            if rom_bytes:
+                # A board maps its ROM image from flash; this one reads it onto its heap
+                # (firmware/romboot.py): exactly that much more heap, which the node does not count.
+                heap += rom_bytes
+                written = image.read_config(flash)
+                written["hal_options"]["rom_image_bytes"] = rom_bytes
                 image.write_config(flash, written)
             board = McuBoard(node_id, flash, heap, console_log=log, machine=sim_machine(profile))
         elif arch == "arm64":
@@ -125,6 +144,14 @@ class SimFleet:
         if self.index_path:
             record_board(self.index_path, node_id, flash)
         return board
+
+    def board_code_store(self, profile):
+        store = self.code_store or profile.get("code_store", CODE_STORES[0])
+        if store not in CODE_STORES:
+            raise ConfigError("board %s: code store %r is none of %s" % (profile["name"], store, ", ".join(CODE_STORES)))
+        if store == "romfs" and not self.slotted:
+            raise ConfigError("code in ROM needs an A/B slot image (SimFleet(slotted=True))")
+        return store
 
     def node_address(self, profile):
         """TLS where the board can hold it and the broker listens for it, else plaintext."""
@@ -168,26 +195,45 @@ class SimFleet:
 _layer_bytes = {}
 
 
-def sim_layer_bytes(flash_dir=None):
+def sim_layer_bytes(flash_dir=None, rom_image=None):
     """Heap the simulation layer (boards/hal_sim.py, boards/power.py) takes on a MicroPython
     board, measured once per process (boards/sim_layer_probe.py) on the image in `flash_dir`,
-    or on a scratch image when there is none yet."""
+    or on a scratch image when there is none yet; with `rom_image` (a board whose code runs
+    from ROM), as it loads from that image."""
     micropython = micropython_binary()
-    if micropython not in _layer_bytes:
+    key = (micropython, rom_image is not None)
+    if key not in _layer_bytes:
         with tempfile.TemporaryDirectory(prefix="edgefleet-layer-") as scratch:
             code_dir = flash_dir and image_code_dir(flash_dir)
             if code_dir is None:
                 profile = catalog.load(LAYER_PROBE_BOARD)
                 code_dir = image.write_image(scratch, image.node_config("layer-probe", profile, "127.0.0.1", 1883),
                                              model_names=[])
-            _layer_bytes[micropython] = _measure_layer(micropython, code_dir)
-    return _layer_bytes[micropython]
+            _layer_bytes[key] = _measure_layer(micropython, code_dir, rom_image)
+    return _layer_bytes[key]
 
 
 def simulated_heap_bytes(profile):
     """The heap to start a simulated MCU board of `profile` with: the board's own, plus what the
     simulation layer holds there (so the node has what it would have on the real board)."""
     return profile["heap_bytes"] + sim_layer_bytes()
+
+
+def write_rom_image(flash_dir, slot=image.FIRST_SLOT, mpy_arch=image.SIM_MPY_ARCH):
+    """Put the ROM image of an A/B image's `slot` (its code and models, install/romfs.py) on
+    the flash as firmware/romboot.py finds it, with romboot beside the boot selector. Returns
+    the image's size in bytes."""
+    from ..install import romfs
+    data = romfs.pack_slot(os.path.join(flash_dir, slot))
+    with open(os.path.join(flash_dir, slot + ROM_SUFFIX), "wb") as f:
+        f.write(data)
+    image.compile_mpy(os.path.join(image.FIRMWARE_DIR, "romboot.py"), os.path.join(flash_dir, "romboot.mpy"),
+                      "romboot.py", mpy_arch)
+    return len(data)
+
+
+# firmware/romboot.py's SUFFIX: the image of slot S is S + ROM_SUFFIX at the flash root.
+ROM_SUFFIX = ".rom"
 
 
 def image_code_dir(flash_dir):
@@ -199,10 +245,11 @@ def image_code_dir(flash_dir):
     return None
 
 
-def _measure_layer(micropython, code_dir):
+def _measure_layer(micropython, code_dir, rom_image=None):
     probe = os.path.join(os.path.dirname(catalog.__file__), "sim_layer_probe.py")
+    args = [os.path.abspath(rom_image)] if rom_image else []
     try:
-        out = subprocess.run([micropython, "-X", "heapsize=1048576", probe], cwd=code_dir,
+        out = subprocess.run([micropython, "-X", "heapsize=1048576", probe] + args, cwd=code_dir,
                              capture_output=True, text=True, timeout=30)
         return int(out.stdout.strip().splitlines()[-1])
     except (OSError, ValueError, IndexError, subprocess.SubprocessError) as e:
