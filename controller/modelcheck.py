@@ -56,21 +56,53 @@ def parse(model_bytes, where="model"):
         raise ConfigError("%s: %s" % (where, e)) from None
 
 
+FILTERED = (engine_loader.FULLY_CONNECTED, engine_loader.CONV_2D, engine_loader.DEPTHWISE_CONV_2D)
+
+
+def _refusal(e):
+    """The reason part of an UnsupportedOp ("operator 3 is X (...), which ...: REASON")."""
+    text = str(e)
+    return text.split("does not support: ", 1)[1] if "does not support: " in text else text
+
+
 def _mcu_refusals(m):
-    """{op index: reason} for every op the MCU engine refuses. Ops of an unsupported kind are
-    all found from the op codes; a supported kind used in a way the engine refuses (a fused
-    activation, a tensor type) is found by preparing the model, which stops at the first."""
+    """({op index: reason} for every op the MCU engine refuses, an error about the whole model
+    or None). Ops of a kind the engine has no kernel for are known from their codes. A kernel's
+    own conditions (int8 tensors, a fused activation it implements, filter layout) are checked
+    by preparing each op on its own with the loader's _prepare_op, on a plan set up the way
+    loader._prepare sets it up, so that one refused op does not hide the next; a full load with
+    the engine then confirms the model as a whole."""
+    from edgefleet.firmware.engine import interpreter, kernels_pure
+    g = m.graph
     refusals = {}
-    for i, (code, _, _, _) in enumerate(m.graph.ops):
+    for i, (code, _, _, _) in enumerate(g.ops):
         if code not in engine_loader.SUPPORTED:
             refusals[i] = "no kernel for %s" % engine_loader.op_name(code)
+    arena, g.offsets = engine_loader.plan(g)
+    scratch = max([4 * g.sizes[outputs[0]] for code, _, outputs, _ in g.ops if code in FILTERED] or [0])
+    g.kernels = kernels_pure
+    g.memory = memoryview(bytearray(arena + scratch))
+    g.acc = g.memory[arena:]
+    g.acc_int32 = interpreter.int32(g.acc) if g.acc else None
+    g.acc_view = g.acc_int32
+    g.views = {}
+    for i, (code, inputs, _, _) in enumerate(g.ops):
+        if i in refusals:
+            continue
+        # Each op gets its own filter buffer: _prepare_op takes the next one from this list.
+        g.filters = [bytearray(g.sizes[inputs[1]])] if code in FILTERED and len(inputs) > 1 else []
+        try:
+            engine_loader._prepare_op([], g, i)
+        except UnsupportedOp as e:
+            refusals[i] = _refusal(e)
+        except (EngineError, IndexError, KeyError, ValueError) as e:
+            refusals[i] = "cannot prepare: %s" % (e or type(e).__name__)
     if refusals:
         return refusals, None
-    from edgefleet.firmware.engine import interpreter
     try:
-        interpreter.load(bytes(m.graph.data), kernels="pure")
+        interpreter.load(bytes(g.data), kernels="pure")
     except UnsupportedOp as e:
-        refusals[e.op_index] = str(e).split(": ", 1)[-1] if ": " in str(e) else "unsupported"
+        refusals[e.op_index] = _refusal(e)
     except EngineError as e:
         return refusals, str(e)
     return refusals, None

@@ -123,6 +123,16 @@ def test_every_unsupported_op_is_named_and_nothing_is_written(home):
     assert user_model_entries(home) == []
 
 
+def test_every_op_a_kernel_refuses_is_named_not_only_the_first(home):
+    # Supported kinds, each used with a fused activation (TANH) the engine has no kernel for.
+    line = assert_one_error(edgefleet(home, "model", "add", os.path.join(DATA, "conv_tanh.tflite")), EXIT_CONFIG)
+    for op in ("CONV_2D (op 0: fused activation 4)", "DEPTHWISE_CONV_2D (op 1: fused activation 4)",
+               "CONV_2D (op 3: fused activation 4)"):
+        assert op in line
+    assert "MAX_POOL_2D" not in line and "--pi-only" in line
+    assert user_model_entries(home) == []
+
+
 def test_a_model_only_litert_runs_is_added_as_pi_only_and_kept_off_mcus(home, tmp_path):
     path = os.path.join(DATA, "dense_logistic.tflite")
     line = assert_one_error(edgefleet(home, "model", "add", path, "--name", "pidense"), EXIT_CONFIG)
@@ -210,6 +220,9 @@ def test_committed_test_models_are_what_the_tool_makes():
     from edgefleet.firmware.engine import opnames
     for filename, model, changes in (
             ("conv_unsupported.tflite", "digits_conv", {opnames.MAX_POOL_2D: 12, opnames.SOFTMAX: 14}),
-            ("dense_logistic.tflite", "digits_dense", {opnames.SOFTMAX: 14})):
+            ("dense_logistic.tflite", "digits_dense", {opnames.SOFTMAX: 14}),
+            ("conv_tanh.tflite", "digits_conv", 4)):
         source = open(os.path.join(models.MODELS_DIR, model, "model.tflite"), "rb").read()
-        assert open(os.path.join(DATA, filename), "rb").read() == make_test_models.recode(source, changes)
+        made = (make_test_models.refuse_activations(source, changes) if isinstance(changes, int)
+                else make_test_models.recode(source, changes))
+        assert open(os.path.join(DATA, filename), "rb").read() == made != source
