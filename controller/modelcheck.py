@@ -123,6 +123,8 @@ def _litert_interpreter(model_bytes):
 def _pi_error(model_bytes):
     try:
         _litert_interpreter(model_bytes)
+    except ImportError:
+        return "cannot check: no LiteRT installed (pip install 'edgefleet[pi]')"
     except Exception as e:   # LiteRT raises RuntimeError/ValueError with its own message
         return " ".join(str(e).split())[:300] or type(e).__name__
     return None

@@ -31,9 +31,9 @@ def home(tmp_path, monkeypatch):
     return h
 
 
-def edgefleet(home, *argv, timeout=300):
+def edgefleet(home, *argv, timeout=300, prelude=""):
     env = dict(os.environ, EDGEFLEET_HOME=str(home))
-    code = "import sys\nfrom edgefleet.controller.cli import main\nsys.exit(main(sys.argv[1:]))"
+    code = "import sys\n%s\nfrom edgefleet.controller.cli import main\nsys.exit(main(sys.argv[1:]))" % prelude
     return subprocess.run([sys.executable, "-c", code] + list(argv), cwd=str(home.parent / "work"), env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -226,3 +226,12 @@ def test_committed_test_models_are_what_the_tool_makes():
         made = (make_test_models.refuse_activations(source, changes) if isinstance(changes, int)
                 else make_test_models.recode(source, changes))
         assert open(os.path.join(DATA, filename), "rb").read() == made != source
+
+
+def test_a_missing_checker_is_the_command_that_installs_it(home):
+    # As on a machine without the test extra: TFLite Micro is what the engine is checked against.
+    proc = edgefleet(home, "model", "add", os.path.join(DENSE, "model.tflite"), "--name", "x",
+                     prelude="sys.modules['tflite_micro'] = None")
+    line = assert_one_error(proc, EXIT_CONFIG)
+    assert "tflite-micro" in line and "pip install 'edgefleet[test]'" in line
+    assert user_model_entries(home) == []
