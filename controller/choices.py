@@ -19,7 +19,7 @@ def _unknown(what, value, valid, where=None):
 
 
 def check_models(names, where=None):
-    """`names` (a list, or None for all) with each one a model in the package's models/."""
+    """`names` (a list, or None for all) with each one a bundled model or one the user added (edgefleet.models.names())."""
     if names is None:
         return None
     known = models_pkg.names()
@@ -27,6 +27,20 @@ def check_models(names, where=None):
         if name not in known:
             raise _unknown("model", name, known, where)
     return list(names)
+
+
+def check_mcu_models(names, board):
+    """`names` (None for all) without a model the MCU engine cannot run (`edgefleet model add
+    --pi-only`): named ones are refused, and the default "all" leaves those out."""
+    manifests = models_pkg.manifests()
+    pi_only = [n for n in manifests if manifests[n].get("mcu_placeable") is False]
+    if names is None:
+        return [n for n in manifests if n not in pi_only] if pi_only else None
+    refused = [n for n in names if n in pi_only]
+    if refused:
+        raise ConfigError("%s: %s run%s on Pi-class boards only (added with --pi-only)" % (
+            board, ", ".join(refused), "s" if len(refused) == 1 else ""))
+    return names
 
 
 def check_board(name, runtime=None, where=None):

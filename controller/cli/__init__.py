@@ -16,7 +16,7 @@ from edgefleet.firmware.errors import FirmwareError
 
 from ..errors import EXIT_CODES, EXIT_CONFIG, EXIT_OPERATION, EdgefleetError, exit_code_for
 
-GROUPS = ("run", "observe", "operate", "sim", "deploy", "install", "secure")
+GROUPS = ("run", "observe", "operate", "sim", "deploy", "install", "secure", "model")
 
 # What a Unix tool killed by SIGPIPE ends with (128 + 13): `edgefleet status --json | head`.
 EXIT_BROKEN_PIPE = 141

@@ -23,6 +23,8 @@ def cmd_bundle(args):
     # Everything checked before the sequence number is taken or the output written.
     profile = choices.check_board(args.board)
     models = choices.check_models(args.models.split(",") if args.models else None)
+    if profile["runtime"] == "micropython":
+        models = choices.check_mcu_models(models, args.board)
     arch = {"profile": profile.get("mpy_arch"), "none": None}.get(args.arch, args.arch)
     if arch is not None and arch not in MPY_ARCHES:
         raise ConfigError("unknown --arch %r (choose from: profile, none, %s)" % (args.arch, ", ".join(MPY_ARCHES)))

@@ -57,6 +57,10 @@ def memory_need(workload, node, manifest):
     declared = workload.get("resources", {}).get("arena_bytes", 0) or 0
     if node["runtime"] == "micropython":
         need = model_heap_need(manifest or {})
+        if (manifest or {}).get("mcu_placeable") is False:
+            # Added with `edgefleet model add --pi-only`: the MCU engine cannot run it.
+            return None, "model %s runs on Pi-class boards only (%s)" % (
+                workload["model"], manifest.get("mcu_unsupported") or "the MCU engine cannot run it")
         if need is None:
             return None, "model %s has no measured MicroPython heap need (tools/models/measure_mcu_heap.py)" % workload["model"]
         return max(need, declared), None

@@ -433,7 +433,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     if profile["runtime"] != "micropython":
         raise ConfigError("board %s runs Linux, not MicroPython: provision it over SSH "
                           "(edgefleet provision USER@HOST --board %s)" % (board, board))
-    choices.check_models(model_names)
+    model_names = choices.check_mcu_models(choices.check_models(model_names), board)
     if simulated is None:
         simulated = port.startswith("socket://")
     mpy_arch = image.SIM_MPY_ARCH if simulated else profile.get("mpy_arch")

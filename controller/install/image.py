@@ -107,11 +107,14 @@ def mcu_code_files(simulated=False):
     return files
 
 
-def model_files(model_names=None, models_dir=models_pkg.MODELS_DIR):
+def model_files(model_names=None, models_dir=None):
+    """(source, path on flash) of each model's files: bundled and the user's own models
+    (edgefleet.models.model_dir), or only those in models_dir when given."""
     out = []
     for name in model_names if model_names is not None else models_pkg.names(models_dir):
+        folder = os.path.join(models_dir, name) if models_dir is not None else models_pkg.model_dir(name)
         for filename in models_pkg.MODEL_FILES:
-            src = os.path.join(models_dir, name, filename)
+            src = os.path.join(folder, filename)
             if os.path.exists(src):
                 out.append((src, "models/%s/%s" % (name, filename)))
     return out

@@ -95,7 +95,7 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
         raise ConfigError("the demo's duration must be a number of seconds > 0, not %r" % duration)
     if arm64 < 0:
         raise ConfigError("the number of arm64 nodes must be >= 0, not %r" % arm64)
-    available = models.names()
+    available = models.bundled_names()   # the demo runs the bundled models, not the user's own
     if not available:
         raise ConfigError("no models in %s" % models.MODELS_DIR)
     require_micropython("the demo")

@@ -135,36 +135,15 @@ for name, path in zip(("dense", "conv"), sys.argv[1:3]):
         interp = data = None
 """
 
-MIN_HEAP = r"""
-import sys
-from firmware.engine import load
-interp = load(sys.argv[1])
-interp.invoke(bytes(interp.input_size))
-print("ok")
-"""
-
-
 def min_heap(image, model, settle_kb=16):
-    """Smallest heap (1 KB steps) from which import + load + invoke succeeds at every size up to
-    settle_kb above it. Success is not monotonic in the heap size: at the edge, fragmentation
-    (and so the length of the model's path on the heap) decides, over a band of about 4 KB. A
-    bisection finds a size inside that band; the upward scan then moves past its last failure."""
-    def succeeds(kb):
-        return "ok" in run(image, MIN_HEAP, [model], heap="%dk" % kb).stdout
-    lo, hi = 4, 256  # KB: fails at lo (nothing fits), succeeds at hi
-    if not succeeds(hi):
+    """Smallest heap in bytes from which import + load + invoke succeeds at every size up to
+    settle_kb above it (edgefleet.controller.modelcheck.min_heap, shared with `edgefleet model
+    add`); None when the model does not run in any heap up to 256 KB."""
+    from edgefleet.controller import modelcheck
+    try:
+        return modelcheck.min_heap(image, model, settle_kb)
+    except modelcheck.CannotRun:
         return None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if succeeds(mid):
-            hi = mid
-        else:
-            lo = mid
-    need = hi
-    for kb in range(hi + 1, hi + settle_kb + 1):
-        if not succeeds(kb):
-            need = kb + 1
-    return need * 1024
 
 
 def main():

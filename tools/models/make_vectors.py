@@ -24,6 +24,7 @@ if REPO not in sys.path:
 
 from firmware.engine import model as engine_model  # noqa: E402
 from firmware.engine import plan as engine_plan  # noqa: E402
+from edgefleet.controller import modelcheck  # noqa: E402
 
 VECTOR_COUNT = 20
 DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "float32": np.float32}
@@ -34,55 +35,12 @@ def input_quantization(model_bytes):
     return m.tensors[m.inputs[0]].quant()
 
 
-def _litert_interpreter(model_bytes):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        name = "ai-edge-litert"
-    except ImportError:
-        from tflite_runtime.interpreter import Interpreter
-        name = "tflite-runtime"
-    interp = Interpreter(model_content=model_bytes, num_threads=1)
-    interp.allocate_tensors()
-    return name, interp
-
-
-def run_litert(model_bytes, samples):
-    name, interp = _litert_interpreter(model_bytes)
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    outputs = []
-    for row in samples:
-        interp.set_tensor(inp["index"], row.reshape(inp["shape"]))
-        interp.invoke()
-        outputs.append(interp.get_tensor(out["index"]).reshape(-1).copy())
-    return name, np.array(outputs)
-
-
-def run_tflite_micro(model_bytes, samples):
-    from tflite_micro.python.tflite_micro import runtime
-
-    interp = runtime.Interpreter.from_bytes(model_bytes)
-    shape = interp.get_input_details(0)["shape"]
-    outputs = []
-    for row in samples:
-        interp.set_input(row.reshape(shape), 0)
-        interp.invoke()
-        outputs.append(np.array(interp.get_output(0)).reshape(-1).copy())
-    return np.array(outputs)
-
-
-def tflite_micro_version():
-    try:
-        from tflite_micro.python.tflite_micro import _version
-        return getattr(_version, "__version__", "unknown")
-    except Exception:
-        return "unknown"
-
-
-def _tensor_info(t):
-    scale, zero_point = t.quant()
-    return {"name": t.name, "shape": list(t.shape), "dtype": engine_model.DTYPE_NAMES.get(t.dtype, str(t.dtype)),
-            "scale": scale, "zero_point": zero_point}
+# The runtimes' outputs are computed by the module `edgefleet model add` uses, so a bundled
+# model and a user's are checked the same way.
+run_litert = modelcheck.run_litert
+run_tflite_micro = modelcheck.run_tflite_micro
+tflite_micro_version = modelcheck.tflite_micro_version
+_tensor_info = modelcheck.tensor_info
 
 
 def compute(model_dir, name=None, labels=None, description=None):
@@ -98,6 +56,12 @@ def compute(model_dir, name=None, labels=None, description=None):
 
     with open(os.path.join(model_dir, "model.tflite"), "rb") as f:
         model_bytes = f.read()
+    table = modelcheck.op_table(model_bytes, model_dir)
+    if not modelcheck.runs_on(table, modelcheck.MCU):
+        # A bundled model must run on every board kind; a Pi-only one is for `edgefleet model add --pi-only`.
+        raise SystemExit("%s: the MCU engine cannot run %s" % (model_dir, "; ".join(
+            "%s (op %d: %s)" % (r["name"], r["index"], r["micropython"]) for r in table["ops"] if r["micropython"])
+            or table["mcu_error"]))
     m = engine_model.Model(model_bytes)
     arena, _ = engine_plan.plan(m)
     inp = m.tensors[m.inputs[0]]
