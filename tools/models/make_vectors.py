@@ -10,7 +10,6 @@ size come from the project's own MCU engine (firmware/engine), so the manifest s
 board will need.
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -23,11 +22,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from firmware.engine import model as engine_model  # noqa: E402
-from firmware.engine import plan as engine_plan  # noqa: E402
 from edgefleet.controller import modelcheck  # noqa: E402
 
-VECTOR_COUNT = 20
-DTYPES = {"int8": np.int8, "uint8": np.uint8, "int32": np.int32, "float32": np.float32}
 
 
 def input_quantization(model_bytes):
@@ -35,12 +31,8 @@ def input_quantization(model_bytes):
     return m.tensors[m.inputs[0]].quant()
 
 
-# The runtimes' outputs are computed by the module `edgefleet model add` uses, so a bundled
-# model and a user's are checked the same way.
-run_litert = modelcheck.run_litert
-run_tflite_micro = modelcheck.run_tflite_micro
-tflite_micro_version = modelcheck.tflite_micro_version
-_tensor_info = modelcheck.tensor_info
+# The manifest and vectors are computed by the module `edgefleet model add` uses
+# (controller/modelcheck.py: build_manifest), so a bundled model and a user's are checked the same way.
 
 
 def compute(model_dir, name=None, labels=None, description=None):
@@ -63,59 +55,16 @@ def compute(model_dir, name=None, labels=None, description=None):
             "%s (op %d: %s)" % (r["name"], r["index"], r["micropython"]) for r in table["ops"] if r["micropython"])
             or table["mcu_error"]))
     m = engine_model.Model(model_bytes)
-    arena, _ = engine_plan.plan(m)
-    inp = m.tensors[m.inputs[0]]
-    out = m.tensors[m.outputs[0]]
-    sample_bytes = inp.nbytes
+    sample_bytes = m.tensors[m.inputs[0]].nbytes
     samples = np.fromfile(os.path.join(model_dir, "samples.bin"), dtype=np.int8).reshape(-1, sample_bytes)
     truth = np.fromfile(os.path.join(model_dir, "labels.bin"), dtype=np.uint8)
     if len(truth) != len(samples):
         raise SystemExit("%s: %d samples but %d labels" % (model_dir, len(samples), len(truth)))
-
-    litert_name, litert_out = run_litert(model_bytes, samples)
-    micro_out = run_tflite_micro(model_bytes, samples)
-
-    def accuracy(outputs):
-        return round(float(np.mean(np.argmax(outputs, axis=1) == truth)), 4)
-
-    manifest = {
-        "name": name,
-        "description": description,
-        "file": "model.tflite",
-        "sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "flash_bytes": len(model_bytes),
-        "inputs": [_tensor_info(m.tensors[i]) for i in m.inputs],
-        "outputs": [_tensor_info(m.tensors[i]) for i in m.outputs],
-        "ops": m.op_names(),
-        "arena_bytes": arena,
-        "arena_method": "firmware.engine.plan: greedy-by-size placement of simultaneously-live "
-                        "activation tensors, 4-byte aligned (the MCU engine's own arena size)",
-        "accuracy": {"litert": accuracy(litert_out), "tflite_micro": accuracy(micro_out)},
-        "accuracy_runtimes": {"litert": litert_name, "tflite_micro": "tflite-micro " + tflite_micro_version()},
-        "litert_tflite_micro_output_mismatches": int(np.sum(np.any(litert_out != micro_out, axis=1))),
-        "labels": labels,
-        "samples": {
-            "file": "samples.bin",
-            "labels_file": "labels.bin",
-            "count": int(len(samples)),
-            "sample_bytes": int(sample_bytes),
-            "dtype": "int8",
-            "shape": list(inp.shape),
-            "labels_dtype": "uint8",
-            "note": "held-out test split, quantized with the model's input scale/zero_point, "
-                    "concatenated row after row; labels.bin holds one true class per sample",
-        },
-    }
-    vectors = {
-        "model": "model.tflite",
-        "sha256": manifest["sha256"],
-        "reference": "tflite-micro " + tflite_micro_version(),
-        "input_shape": list(inp.shape),
-        "output_shape": list(out.shape),
-        "vectors": [{"sample": i, "label": int(truth[i]), "input": samples[i].astype(int).tolist(),
-                     "output": micro_out[i].astype(int).tolist()}
-                    for i in range(min(VECTOR_COUNT, len(samples)))],
-    }
+    # The heap figure is measure_mcu_heap.py's to write; a rebuild of the vectors keeps it.
+    manifest, vectors, mismatches = modelcheck.build_manifest(model_bytes, samples, truth, name, labels, description,
+                                                              mcu_heap_bytes=old.get("mcu_heap_bytes"))
+    if mismatches:
+        raise SystemExit("%s: the MCU engine differs from TFLite Micro on %d samples" % (model_dir, mismatches))
     return manifest, vectors
 
 
