@@ -21,7 +21,18 @@ _buf = bytearray(1024)
 _part = None    # [open file, target path] while a file is being received
 
 
+def ef_feed():
+    # Feeds the watchdog the interrupted node armed (machine.WDT cannot be stopped; the node
+    # left its feed as ef_wdt, boards/mcu_main.py), so the board is not reset mid-flash: every
+    # call below starts with it, a long digest feeds it per file, and the host calls it right
+    # before the soft reset. A board whose watchdog was never armed has no ef_wdt: left alone.
+    feed = globals().get("ef_wdt")
+    if feed:
+        feed()
+
+
 def _digest(path):
+    ef_feed()
     h = hashlib.sha256()
     view = memoryview(_buf)
     with open(path, "rb") as f:
@@ -69,6 +80,7 @@ def _owned(dirs, files):
 
 
 def ef_probe():
+    ef_feed()
     import json
     gc.collect()
     info = {"mpy": getattr(sys.implementation, "_mpy", 0), "deflate": deflate is not None,
@@ -101,6 +113,7 @@ def ef_probe():
 
 def ef_summary(dirs, files):
     # One digest over the whole tree: an unchanged board costs one short answer.
+    ef_feed()
     h = hashlib.sha256()
     for path in _owned(dirs, files):
         h.update(path.encode())
@@ -111,6 +124,7 @@ def ef_summary(dirs, files):
 
 
 def ef_listing(dirs, files):
+    ef_feed()
     for path in _owned(dirs, files):
         print(path, _digest(path))
 
@@ -140,6 +154,7 @@ def ef_write(path, data, digest, wbits):
     # The file is received as PATH.part and renamed over PATH only once its sha256 matches,
     # so a transfer cut short never leaves a half-written module where the firmware imports it.
     global _part
+    ef_feed()
     if path is not None:
         _abort()
         _mkdirs(path)
@@ -190,6 +205,7 @@ def _prune(top, keep):
 
 def ef_remove(paths, dirs, drop):
     # `drop`: folders that go too once empty (an old slot, a flat image's code folders).
+    ef_feed()
     for path in paths:
         try:
             os.remove(path)
@@ -200,3 +216,6 @@ def ef_remove(paths, dirs, drop):
         if _exists(top):
             _prune(top, top not in drop)
     print("ok")
+
+
+ef_feed()   # loading this took a while on a slow link

@@ -35,6 +35,16 @@ is sent into the board's RAM once per session:
    ota-floor.json), boot.py, a user's files.
 6. A soft reset, after which the board boots the slot.
 
+The watchdog: a node arms the board's hardware watchdog (machine.WDT, which nothing stops on
+rp2 or ESP32), and the Ctrl-C that stops it leaves nobody feeding it, while a conversion or a
+slot's write at the REPL takes many seconds. The HAL's watchdog_start leaves the feed in
+main.py's globals as `ef_wdt`, which are the REPL's (boards/mcu_main.py); flash_release keeps
+it, and the agent calls it (ef_feed) at each call, i.e. between every command and every
+CHUNK_BYTES chunk, for each file it hashes, and once right before the soft reset, so the new
+boot has a whole timeout to arm it again and feed it. A chunk must cross the link within the
+timeout (4 KB at 115200 baud: ~0.4 s; at 9600: ~4.5 s, of the profiles' ~8 s). A board whose
+watchdog was never armed has no ef_wdt and is left alone: the flasher never arms one.
+
 The node id, broker and Wi-Fi settings in config.json come from the caller, else from the
 config.json already on the board (so a re-flash keeps them; no Wi-Fi settings at all is a board
 on a wire, or a simulated one), else the node id is the board name and the last six hex
@@ -247,6 +257,10 @@ class BoardAgent:
                                      % (self.link.port, line[-200:]), self.link.port)
                 board[path] = digest
         return board
+
+    def feed(self):
+        """Feed the board's watchdog, if the node it interrupted armed one (ef_feed)."""
+        self.link.exec("ef_feed()")
 
     def remove(self, paths, dirs, drop=()):
         self.link.exec("ef_remove(%r,%r,%r)" % (paths, dirs, list(drop)))
@@ -472,6 +486,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             result = sync(agent, tree, progress, claim=claim)
             result.slot = target
             if reset:
+                agent.feed()   # the new boot gets the watchdog's whole timeout to start feeding it
                 link.soft_reset()
         finally:
             link.close()
