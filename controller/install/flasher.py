@@ -40,8 +40,9 @@ rp2 or ESP32), and the Ctrl-C that stops it leaves nobody feeding it, while a co
 slot's write at the REPL takes many seconds. The HAL's watchdog_start leaves the feed in
 main.py's globals as `ef_wdt`, which are the REPL's (boards/mcu_main.py); flash_release keeps
 it, and the agent calls it (ef_feed) at each call, i.e. between every command and every
-CHUNK_BYTES chunk, for each file it hashes, and once right before the soft reset, so the new
-boot has a whole timeout to arm it again and feed it. A chunk must cross the link within the
+CHUNK_BYTES chunk, for each file it hashes, about once a second while this host still compiles
+the slot's code, and once right before the soft reset, so the new boot has a whole timeout to
+arm it again and feed it. A chunk must cross the link within the
 timeout (4 KB at 115200 baud: ~0.4 s; at 9600: ~4.5 s, of the profiles' ~8 s). A board whose
 watchdog was never armed has no ef_wdt and is left alone: the flasher never arms one.
 
@@ -463,7 +464,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             code.join(reraise=False)   # the board's error is the one to report
             raise
         try:
-            code.join()
+            code.join(while_waiting=agent.feed)   # the board's watchdog, if armed, waits with us
             check_board(info, profile, port)
             node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
             broker = broker or _broker_from_board(info, port)
@@ -561,8 +562,12 @@ class _Background:
         except BaseException as exc:
             self._error = exc
 
-    def join(self, reraise=True):
-        self._thread.join()
+    def join(self, reraise=True, while_waiting=None):
+        """while_waiting: called about once a second until the function returned."""
+        self._thread.join(None if while_waiting is None else 1.0)
+        while self._thread.is_alive():
+            while_waiting()
+            self._thread.join(1.0)
         if self._error is not None and reraise:
             raise self._error
 
