@@ -47,7 +47,7 @@ def _rom_ioctl(vfs):
 
 
 def _segment(vfs, slot):
-    # The slot's verified segment as a buffer, or None.
+    # (the slot's verified segment as a buffer, its name), or None.
     ioctl = _rom_ioctl(vfs)
     if ioctl is None or slot not in SLOT_NAMES or not _exists(slot + "/" + ROM_MARK):
         return None
@@ -58,8 +58,7 @@ def _segment(vfs, slot):
     if isinstance(seg, int) or bytes(seg[:3]) != b"\xd2\xcd\x31":
         print("romboot: ROM segment %d holds no image, %s runs from files" % (index, slot))
         return None
-    print("romboot: ROM segment %d (%d bytes) mounted at %s" % (index, len(seg), MOUNT_POINT))
-    return seg
+    return seg, "ROM segment %d" % index
 
 
 def mount(slot):
@@ -71,9 +70,11 @@ def mount(slot):
         vfs.VfsRom
     except (ImportError, AttributeError):
         raise OSError("this MicroPython cannot mount ROMFS images (no vfs.VfsRom)")
-    buf = _segment(vfs, slot)
-    if buf is None:
-        path = image_path(slot)
+    found = _segment(vfs, slot)
+    if found is not None:
+        buf, name = found
+    else:
+        path = name = image_path(slot)
         try:
             size = os.stat(path)[6]
         except OSError:
@@ -85,7 +86,7 @@ def mount(slot):
         buf = bytearray(size)
         with open(path, "rb") as f:
             f.readinto(buf)
-        print("romboot: %s (%d bytes) mounted at %s" % (path, size, MOUNT_POINT))
     vfs.mount(vfs.VfsRom(buf), MOUNT_POINT)
     sys.path.insert(0, MOUNT_POINT)
+    print("romboot: %s (%d bytes) mounted at %s" % (name, len(buf), MOUNT_POINT))
     return True
