@@ -264,3 +264,46 @@ def test_mpremote_romfs_query_reads_the_simulated_partition(make_board, fleet_ho
             in out.stdout, out.stdout
     assert "Raw contents: d2:cd:31" in out.stdout     # segment 0 holds our image
     assert "Not a valid ROMFS" in out.stdout           # segment 1 is erased
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_a_link_lost_during_the_segment_write_leaves_the_old_slot_and_the_next_flash_finishes(make_board,
+                                                                                              fleet_home):
+    from edgefleet.controller.sim.linkproxy import LinkProxy
+    board = make_board("link-node", rom_segments=2)
+    flasher.flash(board.serial_url, BOARD, node_id="link-node", broker=("127.0.0.1", 1), model_names=[MODEL],
+                  code_store="romfs")
+    assert board.wait_console(b"romboot: ROM segment 0", 0, 20), board.console.since(0)[-2000:]
+    # The serial link runs through a proxy that goes silent after the third chunk of segment 1.
+    proxy = LinkProxy(board.serial_port)
+    proxy.start()
+
+    class CutLink(flasher.Progress):
+        chunks = 0
+
+        def advance(self, path, nbytes):
+            if path.startswith("ROM segment 1"):
+                self.chunks += 1
+                if self.chunks == 3:
+                    proxy.cut()
+
+    try:
+        with pytest.raises(FlashError) as failure:
+            flasher.flash("socket://127.0.0.1:%d" % proxy.port, BOARD, code_store="romfs", progress=CutLink(),
+                          timeout=2)
+    finally:
+        proxy.stop()
+    assert "ROM segment 1 (slot_b)" in str(failure.value) and "flash again" in str(failure.value)
+    assert json.load(open(os.path.join(board.flash_dir, "slots.json")))["active"] == "slot_a"
+    assert not os.path.exists(os.path.join(board.flash_dir, "slot_b", romdeploy.ROM_MARK))
+
+    # A reset now boots slot_a from segment 0; the next flash, on the cable again, finishes.
+    position = len(board.console.since(0))
+    board.reset()
+    assert board.wait_console(b"romboot: ROM segment 0", position, 20), board.console.since(position)[-2000:]
+    assert board.wait_console(b"edgefleet-node: link-node", position, 20)
+    position = len(board.console.since(0))
+    done = flasher.flash(board.serial_url, BOARD, code_store="romfs")
+    assert (done.slot, done.code_store) == ("slot_b", "romfs") and done.rom_bytes > 0
+    assert board.wait_console(b"romboot: ROM segment 1", position, 20), board.console.since(position)[-2000:]
