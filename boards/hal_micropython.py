@@ -74,6 +74,8 @@ class MicroPythonHal:
         if limit:
             timeout_ms = min(timeout_ms, limit)
         self._wdt = machine.WDT(timeout=timeout_ms)
+        import __main__
+        __main__.ef_wdt = self._wdt.feed   # for `edgefleet flash` at the REPL (mcu_main.py)
         return timeout_ms
 
     def watchdog_feed(self):

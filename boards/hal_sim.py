@@ -113,7 +113,11 @@ class SimHal(Hal):
         limit = self.profile.get("watchdog", {}).get("max_timeout_ms")
         if limit:
             timeout_ms = min(timeout_ms, limit)
-        return timeout_ms if _notify_harness("READY=1\nWDT_START=%d" % timeout_ms) else None
+        if not _notify_harness("READY=1\nWDT_START=%d" % timeout_ms):
+            return None
+        import __main__
+        __main__.ef_wdt = self.watchdog_feed   # as hal_micropython does with machine.WDT's feed
+        return timeout_ms
 
     def watchdog_feed(self):
         if self.base.name == "linux":

@@ -58,6 +58,10 @@ except KeyboardInterrupt:
     # Ctrl-C at the serial console (a person, or `edgefleet flash`) stopped the node. The REPL
     # that follows needs heap to compile anything, and a small board's node filled it: dropping
     # the node's modules (and asyncio's queue of its stopped tasks) makes all of it garbage.
+    # What survives: this module's globals, which are the REPL's (__main__), among them
+    # `ef_wdt` once the node armed the watchdog (the HAL's watchdog_start puts it here): the
+    # watchdog's feed, a callable. The watchdog cannot be stopped and nothing else feeds it now:
+    # `edgefleet flash` calls ef_wdt() between its commands (controller/install/flash_agent.py).
     sys.modules.clear()
     boot = open_hal = None
     raise

@@ -216,13 +216,13 @@ def test_flat_board_is_converted_keeping_its_state(empty_board, mosquitto, fleet
         with open(os.path.join(flash_dir, "ota-floor.json")) as f:
             assert f.read() == '{"seq": 7, "sig": "00"}'
 
-        # The node boots from slot_a; its boot counter goes on from the flat boot. (Above 1,
-        # not exactly 2: the watchdog the flat node armed survives the flasher's Ctrl-C, as a
-        # real board's does, and can reset the board once more right after the flash.)
+        # The node boots from slot_a; its boot counter goes on from the flat boot, exactly: the
+        # watchdog the flat node armed survives the flasher's Ctrl-C, as a real board's does,
+        # and the flasher kept feeding it (ef_wdt), so it reset nothing.
         assert wait_until(lambda: [h for h in hellos.of("conv-1") if h.get("slot")], 20,
                           "a hello from the slot"), board.console.since(0)[-2000:]
         hello = next(h for h in hellos.of("conv-1") if h.get("slot"))
-        assert hello["slot"] == "slot_a" and hello["boot"] >= 2, hello
+        assert hello["slot"] == "slot_a" and hello["boot"] == 2, (hello, board.watchdog_resets)
         # A controller now: the first boot's results, held on flash across the re-flash, arrive.
         db_path = str(tmp_path / "fleet.db")
         controller = ControllerService(mosquitto.host, mosquitto.port, db_path=db_path, manifests=models.manifests(),
@@ -236,6 +236,75 @@ def test_flat_board_is_converted_keeping_its_state(empty_board, mosquitto, fleet
         assign.loop_stop()
         assign.disconnect()
         hellos.stop()
+
+
+def flat_node(empty_board, mosquitto, tmp_path, node, **board_kwargs):
+    """A board flashed before A/B slots whose node runs and has armed the board's watchdog."""
+    profile = catalog.load(BOARD)
+    flash_dir = str(tmp_path / node)
+    cfg = image.node_config(node, profile, mosquitto.host, mosquitto.port, simulated=True, keepalive=2)
+    image.write_image(flash_dir, cfg, model_names=["digits_dense"])
+    board = empty_board(flash_dir, heap_bytes=simulated_heap_bytes(profile), machine=sim_machine(profile),
+                        ready=("edgefleet-node: %s" % node).encode(), **board_kwargs)
+    wait_until(lambda: board.watchdog.timeout_s is not None, 20, "the node arming the watchdog")
+    assert board.watchdog.timeout_s > 5, board.watchdog.timeout_s
+    return board, flash_dir
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_slow_flash_of_a_running_node_keeps_its_watchdog_fed(empty_board, mosquitto, fleet_home, tmp_path):
+    """The node armed the watchdog and `edgefleet flash` interrupts it: the conversion to slots,
+    over a link paced to a real UART's 115200 baud, takes longer than the watchdog's timeout,
+    and the board is not reset until the flasher's own soft reset."""
+    hellos = Hellos(mosquitto)
+    try:
+        board, _flash_dir = flat_node(empty_board, mosquitto, tmp_path, "slow-1", baud=115200)
+        timeout_s = board.watchdog.timeout_s
+        result = flasher.flash(board.serial_url, BOARD, model_names=["digits_dense"])
+        assert result.seconds > timeout_s + 1, (result.seconds, timeout_s)   # long enough to be bitten
+        assert result.slot == "slot_a"
+        assert wait_until(lambda: [h for h in hellos.of("slow-1") if h.get("slot")], 20,
+                          "a hello from the slot"), board.console.since(0)[-2000:]
+        hello = next(h for h in hellos.of("slow-1") if h.get("slot"))
+        assert hello["boot"] == 2, hello
+        assert board.watchdog_resets == 0 and board.boots == 2, board.console.since(0)[-3000:]
+    finally:
+        hellos.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_watchdog_runs_at_the_flashers_repl_and_ef_feed_keeps_it_fed(empty_board, mosquitto, fleet_home, tmp_path):
+    """What the test above relies on: after the flasher's Ctrl-C the armed watchdog still runs
+    (a flasher that stopped feeding would see the board reset under it), and the agent's
+    ef_feed is what holds it off. A board that never armed one is left alone."""
+    board, _flash_dir = flat_node(empty_board, mosquitto, tmp_path, "idle-1")
+    timeout_s = board.watchdog.timeout_s
+    link, agent, _info = flasher.open_session(board.serial_url)
+    try:
+        assert link.exec("print(callable(ef_wdt))").strip() == b"True"   # kept by flash_release
+        boots = board.boots
+        fed_until = time.monotonic() + timeout_s + 3
+        while time.monotonic() < fed_until:   # fed: well past the timeout, no reset
+            agent.feed()
+            time.sleep(1.0)
+        assert board.watchdog_resets == 0 and board.boots == boots, board.console.since(0)[-3000:]
+        idle_from = time.monotonic()          # not fed: the board is reset under the REPL
+        assert wait_until(lambda: board.watchdog_resets == 1, timeout_s + 5, "a watchdog reset")
+        assert time.monotonic() - idle_from > timeout_s - 1.5
+        assert board.wait_boots(boots + 1) and board.boots == boots + 1 and board.watchdog_resets == 1
+    finally:
+        link.close()
+
+    empty = empty_board()
+    link, agent, _info = flasher.open_session(empty.serial_url)
+    try:
+        assert link.exec("print('ef_wdt' in globals())").strip() == b"False"
+        agent.feed()   # nothing to feed: a no-op, nothing armed
+        assert empty.watchdog.timeout_s is None
+    finally:
+        link.close()
 
 
 def test_unknown_model_is_refused_before_anything_is_created(fleet_home, capsys, tmp_path):

@@ -51,7 +51,13 @@ def cmd_flash(args):
     broker = resolve_broker(args.broker, default=None)
     result = flasher.flash(args.port, args.board, node_id=args.node, broker=broker, model_names=args.models,
                            key_path=args.key, simulated=args.simulated, baudrate=args.baud,
-                           reset=not args.no_reset, progress=FlashProgress(), wifi=wifi)
+                           reset=not args.no_reset, progress=FlashProgress(), wifi=wifi,
+                           code_store=args.code_store)
+    if result.rom_note:
+        print("edgefleet: %s: %s" % (args.port, result.rom_note))
+    elif result.code_store == "romfs":
+        print("edgefleet: %s: code in ROM segment %d (%s), %d bytes written" % (
+            args.port, flasher.romdeploy.segment_of(result.slot), result.slot, result.rom_bytes))
     print("edgefleet: %s: node %s, broker %s%s, boots %s; %s" % (
         args.port, result.node_id, result.broker.url, ", Wi-Fi %r" % result.wifi if result.wifi else "",
         result.slot, result.summary()))
@@ -110,6 +116,10 @@ def register(sub):
                    help="a simulated board (HAL sim, native code for this host); default: when PORT is socket://")
     f.add_argument("--baud", type=positive_int, default=115200, help="serial baud rate (default 115200)")
     f.add_argument("--no-reset", action="store_true", help="leave the board at the REPL instead of rebooting it")
+    f.add_argument("--code-store", choices=("files", "romfs"), default=None,
+                   help="where the code goes: romfs = the board's ROM partition (executed in place, less heap; "
+                        "files when the board has none that fits, saying why), files = .mpy files "
+                        "(default: the profile's code_store, else files)")
     f.set_defaults(func=cmd_flash)
 
     p = sub.add_parser("provision", help="set up a Pi-class Linux board over SSH: venv, edgefleet, config, key, systemd unit")

@@ -21,7 +21,18 @@ _buf = bytearray(1024)
 _part = None    # [open file, target path] while a file is being received
 
 
+def ef_feed():
+    # Feeds the watchdog the interrupted node armed (machine.WDT cannot be stopped; the node
+    # left its feed as ef_wdt, boards/mcu_main.py), so the board is not reset mid-flash: every
+    # call below starts with it, a long digest feeds it per file, and the host calls it right
+    # before the soft reset. A board whose watchdog was never armed has no ef_wdt: left alone.
+    feed = globals().get("ef_wdt")
+    if feed:
+        feed()
+
+
 def _digest(path):
+    ef_feed()
     h = hashlib.sha256()
     view = memoryview(_buf)
     with open(path, "rb") as f:
@@ -69,6 +80,7 @@ def _owned(dirs, files):
 
 
 def ef_probe():
+    ef_feed()
     import json
     gc.collect()
     info = {"mpy": getattr(sys.implementation, "_mpy", 0), "deflate": deflate is not None,
@@ -101,6 +113,7 @@ def ef_probe():
 
 def ef_summary(dirs, files):
     # One digest over the whole tree: an unchanged board costs one short answer.
+    ef_feed()
     h = hashlib.sha256()
     for path in _owned(dirs, files):
         h.update(path.encode())
@@ -111,6 +124,7 @@ def ef_summary(dirs, files):
 
 
 def ef_listing(dirs, files):
+    ef_feed()
     for path in _owned(dirs, files):
         print(path, _digest(path))
 
@@ -140,6 +154,7 @@ def ef_write(path, data, digest, wbits):
     # The file is received as PATH.part and renamed over PATH only once its sha256 matches,
     # so a transfer cut short never leaves a half-written module where the firmware imports it.
     global _part
+    ef_feed()
     if path is not None:
         _abort()
         _mkdirs(path)
@@ -190,6 +205,7 @@ def _prune(top, keep):
 
 def ef_remove(paths, dirs, drop):
     # `drop`: folders that go too once empty (an old slot, a flat image's code folders).
+    ef_feed()
     for path in paths:
         try:
             os.remove(path)
@@ -200,3 +216,100 @@ def ef_remove(paths, dirs, drop):
         if _exists(top):
             _prune(top, top not in drop)
     print("ok")
+
+
+# -- the ROM partition (docs/ota.md "Code in ROM") ---------------------------------------------
+# Through vfs.rom_ioctl (MicroPython's extmod/vfs_rom_ioctl.c; a simulated board attaches the
+# same to `vfs`): 1 segments, 2 a segment's bytes, 3 erase, 4 write, 5 done, 6 erase block.
+
+
+def _rom():
+    # vfs.rom_ioctl; else a simulated board's (controller/sim/mcu_rom/ef_romsim.py, on its
+    # module path, not its flash): ef_release cleared the `vfs` it had attached at boot.
+    try:
+        import vfs
+        return vfs.rom_ioctl
+    except (ImportError, AttributeError):
+        pass
+    try:
+        import ef_romsim
+    except ImportError:
+        return None
+    ef_romsim.attach()
+    return ef_romsim.rom_ioctl
+
+
+def ef_rom_query():
+    # "none REASON" or "rom ERASE_BLOCK SIZE0 SIZE1 ...": one size per segment.
+    # The node that was interrupted has its segment mounted at /rom: unmounted first, as
+    # mpremote's deploy does (a simulated board's mapped window is heap, freed with it).
+    ef_feed()
+    try:
+        import vfs
+        vfs.umount("/rom")
+    except (ImportError, OSError):
+        pass
+    gc.collect()
+    f = _rom()
+    if f is None:
+        print("none this MicroPython has no vfs.rom_ioctl")
+        return
+    n = f(1)
+    if n <= 0:
+        print("none the board has no ROM partition")
+        return
+    sizes = []
+    for i in range(n):
+        seg = f(2, i)
+        sizes.append(-1 if isinstance(seg, int) else len(seg))
+        seg = None
+        gc.collect()
+    print("rom", f(6, 0), " ".join(str(s) for s in sizes))
+
+
+def _seg_digest(f, index, offset, length):
+    seg = f(2, index)
+    h = hashlib.sha256()
+    end = min(len(seg), offset + length)
+    while offset < end:
+        h.update(seg[offset:min(end, offset + 1024)])
+        offset += 1024
+    return binascii.hexlify(h.digest()).decode()
+
+
+def ef_rom_digest(index, finish):
+    # sha256 of the whole segment; `finish` first ends a write (op 5: a port may cache).
+    ef_feed()
+    f = _rom()
+    if finish:
+        f(5, index)
+    print(_seg_digest(f, index, 0, len(f(2, index))))
+
+
+def ef_rom_erase(index, length):
+    # Prints the write granularity the segment takes.
+    ef_feed()
+    r = _rom()(3, index, 0, length)
+    if r < 0:
+        raise OSError(-r)
+    print(r)
+
+
+def ef_rom_write(index, offset, data, wbits, digest):
+    # One chunk at `offset` (raw deflate with a 2**wbits window when `wbits` is set); then the
+    # bytes the segment holds there now are hashed, so the flash is checked, not what arrived.
+    ef_feed()
+    if wbits:
+        data = deflate.DeflateIO(io.BytesIO(data), deflate.RAW, wbits).read()
+    f = _rom()
+    r = f(4, index, offset, data)
+    if r < 0:
+        raise OSError(-r)
+    n = len(data)
+    data = None
+    gc.collect()
+    got = _seg_digest(f, index, offset, n)
+    print("ok" if got == digest else "mismatch " + got)
+
+
+ef_feed()   # loading this took a while on a slow link

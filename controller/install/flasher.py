@@ -35,6 +35,17 @@ is sent into the board's RAM once per session:
    ota-floor.json), boot.py, a user's files.
 6. A soft reset, after which the board boots the slot.
 
+The watchdog: a node arms the board's hardware watchdog (machine.WDT, which nothing stops on
+rp2 or ESP32), and the Ctrl-C that stops it leaves nobody feeding it, while a conversion or a
+slot's write at the REPL takes many seconds. The HAL's watchdog_start leaves the feed in
+main.py's globals as `ef_wdt`, which are the REPL's (boards/mcu_main.py); flash_release keeps
+it, and the agent calls it (ef_feed) at each call, i.e. between every command and every
+CHUNK_BYTES chunk, for each file it hashes, about once a second while this host still compiles
+the slot's code, and once right before the soft reset, so the new boot has a whole timeout to
+arm it again and feed it. A chunk must cross the link within the
+timeout (4 KB at 115200 baud: ~0.4 s; at 9600: ~4.5 s, of the profiles' ~8 s). A board whose
+watchdog was never armed has no ef_wdt and is left alone: the flasher never arms one.
+
 The node id, broker and Wi-Fi settings in config.json come from the caller, else from the
 config.json already on the board (so a re-flash keeps them; no Wi-Fi settings at all is a board
 on a wire, or a simulated one), else the node id is the board name and the last six hex
@@ -52,12 +63,14 @@ import zlib
 from edgefleet.boards import catalog
 from edgefleet.firmware import slots
 
-from . import image, keys, nodelink
+from . import image, keys, nodelink, romdeploy
 from .. import choices
 from ..errors import ConfigError, FlashError
 from .serialrepl import LinkLost, NoAnswer, ReplExecError, ReplLink
 
 CHUNK_BYTES = 4096
+# Where a board's code goes: .mpy files in the slot (the default), or the ROM partition.
+CODE_STORES = ("files", "romfs")
 WBITS = 10
 ENOSPC = 28
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -83,6 +96,9 @@ class SyncResult:
         self.broker = None
         self.wifi = None           # the SSID the board joins, or None
         self.slot = None           # for flash(): the slot the board boots now
+        self.code_store = None     # for flash(): "romfs" (code in the ROM partition) or "files"
+        self.rom_bytes = 0         # bytes written into the ROM partition
+        self.rom_note = None       # why a "romfs" board got its code as files, if it did
 
     @property
     def changed(self):
@@ -247,6 +263,10 @@ class BoardAgent:
                                      % (self.link.port, line[-200:]), self.link.port)
                 board[path] = digest
         return board
+
+    def feed(self):
+        """Feed the board's watchdog, if the node it interrupted armed one (ef_feed)."""
+        self.link.exec("ef_feed()")
 
     def remove(self, paths, dirs, drop=()):
         self.link.exec("ef_remove(%r,%r,%r)" % (paths, dirs, list(drop)))
@@ -416,7 +436,7 @@ def open_session(port, baudrate=115200, timeout=10.0):
 
 
 def flash(port, board, node_id=None, broker=None, model_names=None, key_path=None, simulated=None,
-          baudrate=115200, reset=True, progress=None, timeout=10.0, security=None, wifi=None):
+          baudrate=115200, reset=True, progress=None, timeout=10.0, security=None, wifi=None, code_store=None):
     """Build `board`'s A/B image and sync it to the board on `port`; returns the SyncResult.
 
     broker: a broker URL or BrokerAddress ((host, port): plaintext), or None to keep the board's;
@@ -428,8 +448,15 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     Order: what can be checked here (board, models, broker) is checked first; the slot's code is
     compiled while the board is being reached; nothing is created on this host (signing key,
     node login) nor written to the board before the board answered and said it is a `board`.
+
+    code_store: "romfs" puts the slot's code into the board's ROM partition (romdeploy.py) when
+    it has one that fits, else the code goes as files and result.rom_note says why; "files";
+    None: the profile's "code_store" (default "files").
     """
     profile = catalog.load(board)
+    code_store = code_store or profile.get("code_store", CODE_STORES[0])
+    if code_store not in CODE_STORES:
+        raise ConfigError("code store %r is none of %s" % (code_store, ", ".join(CODE_STORES)))
     if profile["runtime"] != "micropython":
         raise ConfigError("board %s runs Linux, not MicroPython: provision it over SSH "
                           "(edgefleet provision USER@HOST --board %s)" % (board, board))
@@ -449,7 +476,7 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             code.join(reraise=False)   # the board's error is the one to report
             raise
         try:
-            code.join()
+            code.join(while_waiting=agent.feed)   # the board's watchdog, if armed, waits with us
             check_board(info, profile, port)
             node_id = node_id or info.get("node") or _node_from_uid(board, info.get("uid"), port)
             broker = broker or _broker_from_board(info, port)
@@ -466,12 +493,28 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             for name, data in node.files.items():
                 with open(os.path.join(tree, name), "wb") as f:
                     f.write(data)
-            target = _target_slot(agent, tree, info.get("slot"))
             check_compatible(info, local_tree(tree), port)
+            rom, rom_note = None, None
+            if code_store == "romfs":
+                rom, rom_note = _rom_plan(agent, tree, mpy_arch)
+            target = _target_slot(agent, tree, info.get("slot"))
+            rom_bytes = 0
+            if rom is not None:
+                partition, rom_image = rom
+                if simulated:
+                    # The simulated board hands romboot a copy of the segment on its heap
+                    # (controller/sim/mcu_rom): the node leaves it out of its heap figures.
+                    cfg["hal_options"]["rom_image_bytes"] = partition.segment_bytes(target)
+                    image.write_config(tree, cfg)
+                rom_bytes = romdeploy.deploy(agent, target, rom_image, partition, progress or Progress())
             claim = [slots.other(target)] + list(image.FLAT_DIRS)
             result = sync(agent, tree, progress, claim=claim)
             result.slot = target
+            result.code_store = "romfs" if rom is not None else "files"
+            result.rom_bytes = rom_bytes
+            result.rom_note = rom_note
             if reset:
+                agent.feed()   # the new boot gets the watchdog's whole timeout to start feeding it
                 link.soft_reset()
         finally:
             link.close()
@@ -481,6 +524,19 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
     result.broker = broker
     result.wifi = wifi.get("ssid") if wifi else None
     return result
+
+
+def _rom_plan(agent, tree, mpy_arch):
+    """((RomPartition, image bytes), None) when the slot's code goes into the board's ROM
+    partition (the tree's first slot then holds its ROM mark instead of its code), else
+    (None, why it goes as files)."""
+    rom_image = romdeploy.slot_image(os.path.join(tree, image.FIRST_SLOT))
+    partition, why = romdeploy.query(agent)
+    why = why or romdeploy.misfit(partition, len(rom_image))
+    if why:
+        return None, "code store romfs, but %s: the code goes as .mpy files" % why
+    romdeploy.prepare_tree(tree, image.FIRST_SLOT, rom_image, mpy_arch)
+    return (partition, rom_image), None
 
 
 def wifi_settings(ssid, password, country=None):
@@ -546,8 +602,12 @@ class _Background:
         except BaseException as exc:
             self._error = exc
 
-    def join(self, reraise=True):
-        self._thread.join()
+    def join(self, reraise=True, while_waiting=None):
+        """while_waiting: called about once a second until the function returned."""
+        self._thread.join(None if while_waiting is None else 1.0)
+        while self._thread.is_alive():
+            while_waiting()
+            self._thread.join(1.0)
         if self._error is not None and reraise:
             raise self._error
 

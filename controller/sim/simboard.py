@@ -32,6 +32,9 @@ from .simwatchdog import WatchdogLine
 log = logging.getLogger(__name__)
 
 CTRL_C = 0x03
+# The simulated ROM partition's MicroPython side and its erase block (ef_romsim.ERASE_BLOCK).
+ROM_SIM_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcu_rom")
+ROM_ERASE_BLOCK = 4096
 
 # Architectures number read() differently; the REPL-idle check needs it to recognise an
 # interpreter blocked reading its console.
@@ -427,8 +430,14 @@ class McuBoard(SupervisedProcess):
     PACED_OUTPUT_BACKLOG = 4096   # bytes read from the console ahead of a paced link
 
     def __init__(self, name, flash_dir, heap_bytes, serial_port=None, micropython=None,
-                 env=None, console_log=None, restart_delay=0.2, baud=None, netns=None, machine=None):
+                 env=None, console_log=None, restart_delay=0.2, baud=None, netns=None, machine=None,
+                 rom_segments=0, rom_segment_bytes=0):
         super().__init__(name, restart_delay)
+        # A ROM partition (mcu_rom/ef_romsim.py): rom_segments segments of rom_segment_bytes in a
+        # file beside the flash folder, driven through vfs.rom_ioctl as on a real board. None
+        # by default: such a board answers a ROM query with "no partition", as most do.
+        self.rom_segments = int(rom_segments)
+        self.rom_segment_bytes = int(rom_segment_bytes)
         # A network namespace (`ip netns`) the interpreter runs in: its MQTT link then crosses a
         # real interface to reach the broker, as a board on Wi-Fi does. The serial endpoint
         # stays on this host's loopback, as a USB cable stays on the host.
@@ -459,6 +468,22 @@ class McuBoard(SupervisedProcess):
         self._pending_output = bytearray()
 
     @property
+    def rom_path(self):
+        """The file holding the board's ROM partition (None without one)."""
+        return self.flash_dir.rstrip("/") + ".romparts" if self.rom_segments else None
+
+    def _ensure_rom(self):
+        # Flash leaves the factory erased (all ones); the partition keeps its contents across
+        # power cycles like the rest of the flash.
+        size = self.rom_segments * self.rom_segment_bytes
+        if size % ROM_ERASE_BLOCK:
+            raise BoardError("a ROM segment is a whole number of %d-byte erase blocks, not %d bytes"
+                             % (ROM_ERASE_BLOCK, self.rom_segment_bytes), self.name)
+        if not os.path.exists(self.rom_path) or os.path.getsize(self.rom_path) != size:
+            with open(self.rom_path, "wb") as f:
+                f.write(b"\xff" * size)
+
+    @property
     def serial_url(self):
         return "socket://127.0.0.1:%d" % self.serial_port
 
@@ -479,6 +504,8 @@ class McuBoard(SupervisedProcess):
             raise BoardError("no MicroPython unix port at %s" % self.micropython, self.name)
         if not os.path.isdir(self.flash_dir):
             raise BoardError("flash directory %s does not exist" % self.flash_dir, self.name)
+        if self.rom_segments:
+            self._ensure_rom()
         self._listener = self._listen()
         self._master, self._slave = pty.openpty()
         tty.setraw(self._slave)
@@ -535,7 +562,13 @@ class McuBoard(SupervisedProcess):
         env["MICROPYPATH"] = ":".join([self.flash_dir, os.path.join(self.flash_dir, "lib"), ".frozen"])
         env.update(self.boot_env())
         env.update(self.env)
-        interpreter = [self.micropython, "-X", "heapsize=%d" % self.heap_bytes, "-i", "main.py"]
+        entry = "main.py"
+        if self.rom_segments:
+            # The ROM hardware comes first, then main.py (mcu_rom/ef_simboot.py).
+            env["MICROPYPATH"] += ":" + ROM_SIM_DIR
+            env["EDGEFLEET_SIM_ROM"] = "%s:%d:%d" % (self.rom_path, self.rom_segments, self.rom_segment_bytes)
+            entry = os.path.join(ROM_SIM_DIR, "ef_simboot.py")
+        interpreter = [self.micropython, "-X", "heapsize=%d" % self.heap_bytes, "-i", entry]
         argv = list(_sigint_ignoring_launcher()) + interpreter
         if self.netns:
             argv = ["ip", "netns", "exec", self.netns] + argv
