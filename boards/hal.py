@@ -28,6 +28,9 @@
 #                            a join failed. Only hal_micropython joins (boards/wifi.py).
 #   mpy_version()            the .mpy version this runtime loads (update bundles are checked
 #                            against it), or None
+#   heap_free_now()          free heap bytes at this moment, garbage not collected (the node's
+#                            low-water mark, the runtime's peak), or None where that is no
+#                            cheap question (a Linux board)
 # Simulation hooks (boards/hal_sim.py), None on a real board:
 #   extra_load()             load in percent beside the node's own, added to its CPU reading
 #   heartbeat_delay_ms(ms)   the wait before the next heartbeat in ms (a simulated board jitters
@@ -45,7 +48,7 @@ def _nothing(self, *args):
 class Hal:
     name = "hal"
     profile = None
-    cpu_percent = temperature = watchdog_start = watchdog_feed = reset_cause = mpy_version = _nothing
+    cpu_percent = temperature = watchdog_start = watchdog_feed = reset_cause = mpy_version = heap_free_now = _nothing
     extra_load = heartbeat_delay_ms = _nothing
 
     async def net_up(self, wifi, hostname):

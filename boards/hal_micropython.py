@@ -53,6 +53,9 @@ class MicroPythonHal:
         free = gc.mem_free()
         return free, free + gc.mem_alloc()
 
+    def heap_free_now(self):
+        return gc.mem_free()
+
     def temperature(self):
         if self._temp_adc is not None:
             # RP2040 datasheet: 27 C at 0.706 V, -1.721 mV per degree.

@@ -143,6 +143,9 @@ class SimHal(Hal):
     def mpy_version(self):
         return self.base.mpy_version()
 
+    def heap_free_now(self):
+        return self.base.heap_free_now()
+
     def reboot(self):
         self.base.reboot()
 

@@ -53,6 +53,12 @@ try:
                 import machine
                 machine.reset()
             except (ImportError, AttributeError):
+                # The unix port (a simulated board) has no machine.reset(): leaving the
+                # interpreter is its reset, and under `-i` only ending the process leaves it
+                # (as boards/hal_micropython.py's reboot does).
+                if sys.platform == "linux":
+                    import os
+                    os.system("kill -TERM $PPID")
                 sys.exit(1)
 except KeyboardInterrupt:
     # Ctrl-C at the serial console (a person, or `edgefleet flash`) stopped the node. The REPL

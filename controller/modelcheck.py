@@ -167,6 +167,17 @@ except MemoryError:
 except Exception as e:
     print("refused", type(e).__name__, e)
 """
+# The same with the engine's code in place from a ROMFS image (a board whose code store is
+# romfs): the image is read onto the heap, and the caller gives the heap exactly that much more.
+# A script of its own: the probe is compiled on the heap it measures.
+ROM_HEAP_PROBE = r"""
+import os, sys, vfs
+rom = bytearray(os.stat(sys.argv[2])[6])
+with open(sys.argv[2], "rb") as f:
+    f.readinto(rom)
+vfs.mount(vfs.VfsRom(rom), "/rom")
+sys.path.insert(0, "/rom")
+""" + HEAP_PROBE
 
 
 def compile_engine(dest):
@@ -179,15 +190,35 @@ def compile_engine(dest):
     return dest
 
 
-def run_probe(image_dir, model_path, heap_kb, script=HEAP_PROBE):
+def engine_rom_image(image_dir):
+    """compile_engine()'s tree packed as a ROMFS image, written beside it; returns its path."""
+    from .install import romfs
+    path = image_dir.rstrip("/") + ".rom"
+    with open(path, "wb") as f:
+        f.write(romfs.pack(romfs.tree_files(image_dir, dirs=("firmware",))))
+    return path
+
+
+def run_probe(image_dir, model_path, heap_kb, script=HEAP_PROBE, rom_image=None):
+    """rom_image: run the engine in place from this ROMFS image of image_dir's code (a probe
+    away from image_dir, so that only the image supplies it); its bytes come on top of heap_kb."""
     from .extras import require_micropython
     binary = require_micropython("measuring a model's MicroPython heap")
+    heap = heap_kb * 1024
+    env = dict(os.environ, MICROPYPATH=image_dir + ":.frozen")
+    extra = []
+    if rom_image is not None:
+        if script == HEAP_PROBE:
+            script = ROM_HEAP_PROBE
+        heap += os.path.getsize(rom_image)
+        extra.append(rom_image)
+        env["MICROPYPATH"] = ".frozen"
     path = os.path.join(image_dir, "heap_probe.py")
     with open(path, "w") as f:
         f.write(script)
-    env = dict(os.environ, MICROPYPATH=image_dir + ":.frozen")
-    proc = subprocess.run([binary, "-X", "heapsize=%dk" % heap_kb, path, model_path], capture_output=True,
-                          text=True, env=env, timeout=120, cwd=image_dir)
+    args = [path, model_path] + extra
+    proc = subprocess.run([binary, "-X", "heapsize=%d" % heap] + args, capture_output=True,
+                          text=True, env=env, timeout=120, cwd=os.path.dirname(image_dir.rstrip("/")) if rom_image else image_dir)
     lines = proc.stdout.strip().splitlines()
     return lines[-1] if lines else "crashed: " + (proc.stderr.strip().splitlines() or ["rc %d" % proc.returncode])[-1]
 
@@ -201,15 +232,16 @@ class CannotRun(Exception):
         self.reason = reason
 
 
-def min_heap(image_dir, model_path, settle_kb=16):
+def min_heap(image_dir, model_path, settle_kb=16, rom_image=None):
     """Smallest heap in bytes (1 KB steps) from which import + load + invoke succeeds at every
     size up to settle_kb above it. Success is not monotonic in the heap size: at the edge,
     fragmentation (and so the length of the model's path on the heap) decides, over a band of
     about 4 KB. A bisection finds a size inside that band; the upward scan then moves past its
-    last failure. Raises CannotRun when even MAX_HEAP_KB fails."""
+    last failure. Raises CannotRun when even MAX_HEAP_KB fails. rom_image: the engine's code
+    runs in place from it (engine_rom_image()), and the figure leaves its bytes out."""
     def succeeds(kb):
-        return run_probe(image_dir, model_path, kb) == "ok"
-    top = run_probe(image_dir, model_path, MAX_HEAP_KB)
+        return run_probe(image_dir, model_path, kb, rom_image=rom_image) == "ok"
+    top = run_probe(image_dir, model_path, MAX_HEAP_KB, rom_image=rom_image)
     if top != "ok":
         if top.startswith("refused "):
             raise CannotRun(top[len("refused "):])
@@ -228,12 +260,14 @@ def min_heap(image_dir, model_path, settle_kb=16):
     return need * 1024
 
 
-def measure_heap(model_path):
-    """min_heap for one model, with the engine compiled into a temporary image."""
+def measure_heap(model_path, code_store="files"):
+    """min_heap for one model, with the engine compiled into a temporary image, loaded from
+    its .mpy files ("files") or run in place from a ROMFS image ("romfs")."""
     import tempfile
-    with tempfile.TemporaryDirectory() as image_dir:
-        compile_engine(image_dir)
-        return min_heap(image_dir, os.path.abspath(model_path))
+    with tempfile.TemporaryDirectory() as scratch:
+        image_dir = compile_engine(os.path.join(scratch, "image"))
+        rom = engine_rom_image(image_dir) if code_store == "romfs" else None
+        return min_heap(image_dir, os.path.abspath(model_path), rom_image=rom)
 
 
 # ---- outputs of the three runtimes ----
@@ -310,7 +344,7 @@ def read_samples(m, samples_path, labels_path=None):
 
 
 def build_manifest(model_bytes, samples, truth, name, labels=None, description="", mcu_heap_bytes=None,
-                   samples_note=None, with_engine=True):
+                   samples_note=None, with_engine=True, mcu_rom_heap_bytes=None):
     """(manifest, vectors, engine_mismatches): the manifest fields of the bundled models, the
     reference vectors (TFLite Micro's outputs) and how many samples our engine's output differs
     on (None when with_engine is False, for a model only LiteRT runs)."""
@@ -361,6 +395,8 @@ def build_manifest(model_bytes, samples, truth, name, labels=None, description="
     }
     if mcu_heap_bytes is not None:
         manifest["mcu_heap_bytes"] = mcu_heap_bytes
+    if mcu_rom_heap_bytes is not None:
+        manifest["mcu_rom_heap_bytes"] = mcu_rom_heap_bytes
     reference = micro_out if micro_out is not None else litert_out
     vectors = {
         "model": "model.tflite",

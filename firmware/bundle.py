@@ -263,6 +263,21 @@ class BundleReader:
         self._file = self._manifest = None
 
 
+def slot_entry(slot_dir, path):
+    """(size, sha256 hex) of `path` as the slot's manifest lists it; CorruptBundle if it does not."""
+    try:
+        f = open(slot_dir + "/" + SLOT_MANIFEST, "rb")
+    except OSError:
+        raise CorruptBundle("slot %s has no manifest" % slot_dir)
+    with f:
+        header = read_header(f)
+        for _ in range(header.get("files", 0) if isinstance(header, dict) else 0):
+            name, size, digest = parse_entry(f.readline())
+            if name == path:
+                return size, digest
+    raise CorruptBundle("slot %s: the manifest does not list %s" % (slot_dir, path))
+
+
 def verify_slot(slot_dir):
     """Re-read every file a slot's manifest lists and check its hash; returns the manifest header.
 

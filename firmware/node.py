@@ -87,6 +87,7 @@ class Node:
         self.pending = []
         self.dropped = 0
         self.bad = 0   # messages rejected (bad_message)
+        self.heap_low = None   # note_heap(): the lowest free heap since the last heartbeat
         box = self.profile.get("outbox", {})
         self.outbox = Outbox(self.data_dir + "/outbox", box.get("capacity_bytes", 65536),
                              box.get("segment_bytes", 4096), box.get("flush_records", 8))
@@ -146,6 +147,8 @@ class Node:
                 # Whether this link is encrypted: placement reserves the heap TLS holds on an MCU,
                 # and `status` shows which nodes talk in plaintext.
                 "tls": self.cfg["broker"]["tls"],
+                # Code run in place from ROM leaves more heap for models (placement.py).
+                "code": "romfs" if "/rom" in sys.path else "files",
             },
         }
         if self.cfg.get("slot"):
@@ -238,7 +241,15 @@ class Node:
 
     # -- incoming messages ------------------------------------------------------------------
 
+    def note_heap(self):
+        # The lowest free heap between two heartbeats, garbage included: the runtime's peak,
+        # which the board profile's budget must cover (placement reserves it beside models).
+        free = self.hal.heap_free_now()
+        if free is not None and (self.heap_low is None or free < self.heap_low):
+            self.heap_low = free
+
     def on_message(self, topic, payload, retain, qos):
+        self.note_heap()
         try:
             node, kind = protocol.parse_topic(self.prefix, topic)
             if node != self.id and kind not in ("ctrl_status", "lease"):
@@ -275,6 +286,7 @@ class Node:
             self.bad += 1
             if not self.bad & (self.bad - 1):
                 self.event("warn", "bad_message", repr(e), {"topic": topic, "count": self.bad})
+        self.note_heap()
 
     def on_ack(self, msg):
         boot, seq = msg["boot"], msg["seq"]
@@ -375,6 +387,7 @@ class Node:
 
     def heartbeat(self):
         self.hb_seq += 1
+        self.note_heap()
         free, total = self.hal.mem()
         self._cpu = self.cpu_percent()
         wl = []
@@ -389,6 +402,9 @@ class Node:
             self.event("warn", "fenced", "no controller lease for %d heartbeats: results wait in the outbox" % self.lease.missed)
         if self.lease.held:
             hb["fenced"] = self.lease.fenced
+        if self.heap_low is not None:
+            hb["mem_low"] = self.heap_low
+            self.heap_low = None
         return hb
 
     def outbox_report(self):

@@ -19,6 +19,8 @@ ABANDON_MS = 30000
 FLOOR_FILE = "ota-floor.json"
 # The incoming manifest, outside both slots until the bundle is complete.
 MANIFEST_PART = "ota-manifest.part"
+# A bundle whose code is a ROM image for the board's ROM partition (firmware/romslot.py).
+ROM_CODE = "romfs"
 
 
 def load_key(root):
@@ -148,6 +150,9 @@ class Receiver:
     def _clear_target(self):
         # The signature checked out: refuse a downgrade or replay before anything changes, then
         # raise the floor (atomically, outside the slots) before the inactive slot is touched.
+        if self.reader.header.get("code") == ROM_CODE:
+            from . import romslot
+            romslot.check(self.target.rsplit("/", 1)[-1])
         seq = self.reader.header["seq"]
         sig = binascii.hexlify(self.reader.signature[:16]).decode()
         check_seq(read_floor(self.root), seq, sig)
@@ -181,10 +186,16 @@ class Receiver:
         manifest = self.reader.finish()
         self.reader = None
         bundle.verify_slot(self.target)
+        target = self.target.rsplit("/", 1)[-1]
+        if manifest.get("code") == ROM_CODE:
+            # The code came as a ROM image: into the slot's ROM segment, then the slot's mark.
+            from . import romslot, release_module
+            size, digest = bundle.slot_entry(self.target, romslot.ROM_IMAGE)
+            romslot.install(self.target, target, size, digest)
+            release_module(romslot)
         pointer = slots.read(self.root)
         if pointer is None:
             raise BundleError("slot pointer vanished during the update")
-        target = self.target.rsplit("/", 1)[-1]
         slots.write(self.root, slots.switch(pointer, target, manifest["version"], self.id, self.window_ms))
         self.switched = True
         return [self.state("switching", ver=manifest["version"])]

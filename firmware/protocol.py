@@ -19,7 +19,7 @@ SCHEMAS = {
     "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj slot:str?"),
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
-                 "temp:num|null wl:list outbox:obj? fenced:bool? state:str?"),
+                 "temp:num|null wl:list outbox:obj? fenced:bool? state:str? mem_low:int?"),
     "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     # Console lines (firmware/console.py); the node cuts each to 160 characters.
@@ -188,7 +188,7 @@ def validate(kind, msg):
         _validate_hb(msg)
     elif kind == "hello":
         # Placement reads these (controller/fleet/placement.py).
-        _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool?",
+        _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str?",
                       "caps.")
     if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")

@@ -10,6 +10,7 @@ from edgefleet import models
 from edgefleet.boards import catalog
 from edgefleet.controller.errors import ConfigError
 from edgefleet.controller.extras import micropython_binary
+from edgefleet.controller.fleet import placement
 from edgefleet.controller.install import image, romfs
 from edgefleet.controller.sim import simfleet
 from edgefleet.controller.sim.nodeprobe import NodeProbe
@@ -97,33 +98,35 @@ def test_micropython_mounts_our_image_and_imports_from_it(tmp_path):
     assert int(lines[3]) == os.path.getsize(os.path.join(slot_dir, model))
 
 
-def _admitted(board):
-    """The models placement would put on the board (none on the ESP32: its heap holds the runtime)."""
+def _admitted(board, store):
+    """The models placement would put on the board with its code in `store`."""
     profile = catalog.load(board)
-    room = profile["heap_bytes"] - profile["runtime_heap_budget_bytes"]
-    return [m for m in models.names() if models.manifest(m)["mcu_heap_bytes"] <= room]
+    node = {"id": "n", "board": board, "runtime": "micropython", "state": "online",
+            "caps": {"heap": profile["heap_bytes"], "models": models.names(), "code": store}}
+    return [m for m in models.names() if placement.fits({"id": "w", "model": m}, node, profile, models.manifest(m)) is None]
 
 
-def _boot(mosquitto, tmp_path, board, store):
+def _boot(mosquitto, tmp_path, board, store, serve=True):
     workloads = [{"id": m.replace("_", "-"), "model": m, "rate": 10, "input": {"kind": "samples"}}
-                 for m in _admitted(board)]
+                 for m in _admitted(board, store)] if serve else []
     probe = NodeProbe(mosquitto, str(tmp_path / store), "rom-%s-%s" % (store, board.replace("rpi-", "")), board,
                       code_store=store)
     with probe.start(workloads):
         boot = probe.wait_for(lambda p: p.boot_event(), 30)
         assert boot is not None, "no boot event from the %s node" % store
+        hb = None
+        if serve:
+            def every_workload_served(p):
+                served = [r["wl"] for r in p.of_kind("result")]
+                return all(served.count(w["id"]) >= 5 for w in workloads)
 
-        def every_workload_served(p):
-            served = [r["wl"] for r in p.of_kind("result")]
-            return all(served.count(w["id"]) >= 5 for w in workloads)
-
-        served = probe.wait_for(every_workload_served, 30)
-        failures = [e["msg"] for e in probe.of_kind("event") if e["kind"] == "workload_failed"]
-        assert served and not failures, "%s node: results %d, failures %s" % (
-            store, len(probe.of_kind("result")), failures)
-        hb = probe.wait_for(lambda p: [h for h in p.of_kind("hb") if len(h["wl"]) == len(workloads)]
-                            and p.of_kind("hb")[-1], 10)
-        assert hb and all(w["state"] == "running" for w in hb["wl"]), hb
+            served = probe.wait_for(every_workload_served, 30)
+            failures = [e["msg"] for e in probe.of_kind("event") if e["kind"] == "workload_failed"]
+            assert served and not failures, "%s node: results %d, failures %s" % (
+                store, len(probe.of_kind("result")), failures)
+            hb = probe.wait_for(lambda p: [h for h in p.of_kind("hb") if len(h["wl"]) == len(workloads)]
+                                and p.of_kind("hb")[-1], 10)
+            assert hb and all(w["state"] == "running" for w in hb["wl"]), hb
         flash = probe.fleet.flash_dir(probe.node_id)
         hal_options = image.read_config(flash)["hal_options"]
         console = probe.board.console.since(0).decode(errors="replace")
@@ -133,41 +136,52 @@ def _boot(mosquitto, tmp_path, board, store):
 @pytest.mark.e2e
 @pytest.mark.micropython
 @pytest.mark.parametrize("board", MCU_BOARDS)
-def test_a_node_boots_from_its_rom_image_with_honest_heap_figures(board, mosquitto, tmp_path):
+def test_a_node_boots_from_its_rom_segment_with_honest_heap_figures(board, mosquitto, tmp_path):
     profile = catalog.load(board)
-    assert _admitted("rpi-pico-w"), "no board left that serves a model: this test would prove less"
-    files_boot, _, files_heapsize, files_options, _, files_console = _boot(mosquitto, tmp_path, board, "files")
+    assert _admitted("rpi-pico-w", "files"), "no board left that serves a model: this test would prove less"
+    # From files, the ESP32's heap holds the runtime and nothing more: its boot figures only.
+    files_boot, _, files_heapsize, files_options, _, files_console = _boot(
+        mosquitto, tmp_path, board, "files", serve=profile.get("code_store") != "romfs")
     rom_boot, rom_hb, heapsize, options, flash, console = _boot(mosquitto, tmp_path, board, "romfs")
 
-    image_bytes = os.path.getsize(os.path.join(flash, image.FIRST_SLOT + simfleet.ROM_SUFFIX))
-    assert "romboot: slot_a.rom (%d bytes) mounted at /rom" % image_bytes in console, console[-2000:]
+    segment_bytes = profile["rom"]["segment_bytes"]
+    partition_bytes = profile["rom"]["segments"] * segment_bytes
+    assert "romboot: ROM segment 0 (%d bytes) mounted at /rom" % segment_bytes in console, console[-2000:]
     assert "romboot" not in files_console
-    assert options["rom_image_bytes"] == image_bytes
+    assert options["rom_image_bytes"] == partition_bytes
     assert "rom_image_bytes" not in files_options
-    # The interpreter got the board's heap, the simulation layer's and exactly the image's ...
-    assert heapsize == profile["heap_bytes"] + options["sim_layer_bytes"] + image_bytes
+    # The interpreter got the board's heap, the simulation layer's and exactly the partition's
+    # (the simulated board copies the partition it maps onto its heap) ...
+    assert heapsize == profile["heap_bytes"] + options["sim_layer_bytes"] + partition_bytes
     assert files_heapsize == profile["heap_bytes"] + files_options["sim_layer_bytes"]
     # ... and the node reports the board's heap alone, in its boot event and its heartbeats.
     assert rom_boot["heap_total"] <= profile["heap_bytes"]
     assert rom_hb["mem_total"] <= profile["heap_bytes"]
-    # The image is out of the total and nothing more: the totals differ only by the GC's own
-    # tables for the image's bytes (a block bitmap the unix port keeps per 16 bytes of heap; a
-    # board mapping the image from flash has none), which leave the ROM node a little less.
+    # The segment is out of the total and nothing more: the totals differ only by the GC's own
+    # tables for those bytes (a block bitmap the unix port keeps per 16 bytes of heap; a board
+    # mapping the segment from flash has none) and by the partition's simulated driver, both
+    # of which leave the ROM node a little less.
     gc_tables = files_boot["heap_total"] - rom_boot["heap_total"]
-    assert 0 <= gc_tables <= image_bytes // 16, (files_boot, rom_boot, image_bytes)
+    assert 0 <= gc_tables <= partition_bytes // 16, (files_boot, rom_boot, partition_bytes)
     saving = files_boot["heap_used"] - rom_boot["heap_used"]
+    digest, size = open(os.path.join(flash, image.FIRST_SLOT, "ROM")).read().split()
+    with open(flash.rstrip("/") + ".romparts", "rb") as f:
+        rom_image = f.read(int(size))
     print("%s: runtime heap after boot %d of %d bytes from files, %d of %d from a %d-byte ROM image (%d less)" % (
         board, files_boot["heap_used"], files_boot["heap_total"], rom_boot["heap_used"], rom_boot["heap_total"],
-        image_bytes, saving))
+        len(rom_image), saving))
     assert saving >= MIN_SAVING_BYTES, "code in ROM saves only %d bytes after boot" % saving
     # Saving more than the code the image holds would mean the image's heap went uncounted.
-    code_bytes = sum(len(d) for p, d in romfs.unpack(open(os.path.join(flash, image.FIRST_SLOT + simfleet.ROM_SUFFIX),
-                                                            "rb").read()).items() if not p.startswith("models/"))
+    code_bytes = sum(len(d) for p, d in romfs.unpack(rom_image).items())
     assert saving < code_bytes, (saving, code_bytes)
 
 
-def test_the_default_code_store_is_files_and_unknown_stores_are_refused(tmp_path):
-    assert all(catalog.load(b).get("code_store", "files") == "files" for b in MCU_BOARDS)
+def test_code_stores_are_known_and_unknown_ones_are_refused(tmp_path):
+    for board in MCU_BOARDS:
+        profile = catalog.load(board)
+        assert profile.get("code_store", "files") in simfleet.CODE_STORES
+        if profile.get("code_store") == "romfs":
+            assert profile["rom"]["segments"] >= 2, "A/B slots need a ROM segment each"
     with pytest.raises(ConfigError, match="code store"):
         simfleet.SimFleet(str(tmp_path), "127.0.0.1", 1883, [], code_store="flash")
     fleet = simfleet.SimFleet(str(tmp_path), "127.0.0.1", 1883, [], code_store="romfs", slotted=False)

@@ -40,7 +40,8 @@ def cmd_bundle(args):
                                       simulated=args.simulated)
         info = bundle.inspect_migration(data, key, legacy)
     else:
-        data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated)
+        data = bundle.build(args.board, args.version, key, models=models, mpy_arch=arch, simulated=args.simulated,
+                            code_store=args.code_store)
         info = bundle.inspect(data, key)
     with open(out, "wb") as f:
         f.write(data)
@@ -136,6 +137,9 @@ def register(sub):
     b.add_argument("--version", required=True, help="version string the nodes will report")
     b.add_argument("--models", help="comma-separated models to include (default: all)")
     b.add_argument("--arch", default="profile", help="mpy-cross arch: profile (the board's), x64 (simulated boards), none")
+    b.add_argument("--code-store", choices=("files", "romfs"), default=None,
+                   help="a MicroPython board's code as .mpy files, or as a ROM image its ROM partition runs in "
+                        "place (default: the board profile's)")
     b.add_argument("--simulated", action=argparse.BooleanOptionalAction, default=None,
                    help="for simulated boards (the slot carries their HAL layer); default: when --arch is x64")
     b.add_argument("--key", help="bundle signing key (default $EDGEFLEET_HOME/signing.key)")

@@ -120,16 +120,17 @@ def cmd_add(args):
         samples = modelcheck.generated_inputs(m)
         note = "generated: %d inputs drawn uniformly over int8 (seed 0); no labels, so no accuracy" % len(samples)
 
-    heap = None
+    heap = rom_heap = None
     if on_mcu:
         try:
             heap = modelcheck.measure_heap(args.file) + modelcheck.HEAP_MARGIN
+            rom_heap = modelcheck.measure_heap(args.file, "romfs") + modelcheck.HEAP_MARGIN
         except modelcheck.CannotRun as e:
             raise ConfigError("%s: the MCU engine cannot run it under MicroPython: %s" % (args.file, e.reason)) from None
     try:
         manifest, vectors, mismatches = modelcheck.build_manifest(
             model_bytes, samples, truth, name, labels=labels, description=args.description or "",
-            mcu_heap_bytes=heap, samples_note=note, with_engine=on_mcu)
+            mcu_heap_bytes=heap, samples_note=note, with_engine=on_mcu, mcu_rom_heap_bytes=rom_heap)
     except (RuntimeError, ValueError) as e:
         raise ConfigError("%s: a runtime refused to run it: %s" % (args.file, " ".join(str(e).split()))) from None
     if mismatches:

@@ -19,12 +19,14 @@ import hmac
 import io
 import json
 import os
+import shutil
 import struct
 import tempfile
 import time
 
 from edgefleet.boards import catalog
 from edgefleet.firmware import bundle as wire
+from edgefleet.firmware import romslot
 
 from edgefleet.firmware.update_errors import BadSignature, BundleError, CorruptBundle
 
@@ -32,6 +34,10 @@ from ..install import image, keys
 from ..security.files import write_private
 
 CHUNK = 65536
+# Where a MicroPython board's code runs from (docs/ota.md "Code in ROM"); a ROM bundle's
+# manifest header says "code": "romfs".
+CODE_STORES = ("files", "romfs")
+CODE_IN_ROM = "romfs"
 
 
 def manifest_bytes(manifest):
@@ -84,13 +90,33 @@ def _mpy_version(slot_dir, rels):
     return None
 
 
-def manifest_for(slot_dir, rels, profile, version, mpy_arch=None, seq=0):
-    """seq: the bundle's sequence number (next_seq()); 0 for a slot written by flashing."""
+def manifest_for(slot_dir, rels, profile, version, mpy_arch=None, seq=0, mpy=None):
+    """seq: the bundle's sequence number (next_seq()); 0 for a slot written by flashing.
+    mpy: the .mpy version the files need, when none of them is a .mpy (a ROM bundle's code is
+    inside its image)."""
     files = [[rel, os.path.getsize(os.path.join(slot_dir, rel)), _sha256_file(os.path.join(slot_dir, rel))]
              for rel in rels]
-    return {"format": wire.FORMAT, "version": version, "seq": seq, "board": profile["name"],
-            "runtime": profile["runtime"], "mpy": _mpy_version(slot_dir, rels),
-            "mpy_arch": mpy_arch if profile["runtime"] == "micropython" else None, "files": files}
+    manifest = {"format": wire.FORMAT, "version": version, "seq": seq, "board": profile["name"],
+                "runtime": profile["runtime"], "mpy": _mpy_version(slot_dir, rels) or mpy,
+                "mpy_arch": mpy_arch if profile["runtime"] == "micropython" else None, "files": files}
+    if romslot.ROM_IMAGE in rels:
+        manifest["code"] = CODE_IN_ROM
+    return manifest
+
+
+def rom_code(slot_dir, rels):
+    """Turn a written slot into a ROM bundle's (docs/ota.md "Code in ROM"): its code folders
+    packed into one ROMFS image, romslot.ROM_IMAGE, which the board copies into the slot's ROM
+    segment; the models stay files. Returns (the slot's files now, the .mpy version of the code)."""
+    from ..install import romdeploy
+    mpy = _mpy_version(slot_dir, rels)
+    data = romdeploy.slot_image(slot_dir)
+    for top in romdeploy.CODE_DIRS:
+        shutil.rmtree(os.path.join(slot_dir, top), ignore_errors=True)
+    with open(os.path.join(slot_dir, romslot.ROM_IMAGE), "wb") as f:
+        f.write(data)
+    kept = [rel for rel in rels if rel.split("/", 1)[0] not in romdeploy.CODE_DIRS]
+    return kept + [romslot.ROM_IMAGE], mpy
 
 
 SEQ_FILE = "bundle.seq"
@@ -136,17 +162,28 @@ def _write_bodies(out, manifest, slot_dir):
             out.write(f.read())
 
 
-def build(board, version, key, models=None, mpy_arch="profile", simulated=None, seq=None):
+def build(board, version, key, models=None, mpy_arch="profile", simulated=None, seq=None, code_store=None):
     """A signed bundle (bytes) for a board name: its slot's code and `models` (default all).
 
     mpy_arch: "profile" compiles for the board's own architecture (its profile's mpy_arch);
     "x64" for the simulated boards on this machine; None ships .py sources.
     simulated: for simulated boards (the slot then carries the simulation layer, hal_sim and
     its power model, which a real board never gets); None means "when mpy_arch is x64", the
-    code only the simulated MCU boards load. seq: the sequence number (default next_seq())."""
+    code only the simulated MCU boards load. seq: the sequence number (default next_seq()).
+    code_store: "romfs" carries a MicroPython board's code as a ROM image for its ROM partition,
+    "files" as .mpy files; None: the board profile's "code_store" (default files)."""
     with _slot(board, version, models, mpy_arch, simulated) as (slot_dir, rels, profile, mpy_arch):
+        store = code_store or profile.get("code_store", "files")
+        if store not in CODE_STORES:
+            raise BundleError("code store %r is none of %s" % (store, ", ".join(CODE_STORES)))
+        mpy = None
+        if store == CODE_IN_ROM:
+            if profile["runtime"] != "micropython" or not mpy_arch:
+                raise BundleError("only a MicroPython bundle of .mpy code can run from ROM (board %s, arch %s)"
+                                  % (board, mpy_arch))
+            rels, mpy = rom_code(slot_dir, rels)
         seq = next_seq() if seq is None else seq
-        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq), slot_dir, key)
+        return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq, mpy), slot_dir, key)
 
 
 @contextlib.contextmanager

@@ -37,18 +37,35 @@ TEMP_LIMIT_C = 80.0
 SPREAD_PENALTY = 0.05
 
 
+def code_in_rom(node):
+    """Whether a MicroPython node runs its code in place from ROM (docs/ota.md "Code in ROM"):
+    it says so in its hello (caps "code"); a node too old to say loads it from files."""
+    return node["caps"].get("code") == "romfs"
+
+
+def runtime_budget(profile, rom):
+    """The heap a board's runtime may hold after boot, with its code in ROM or as files."""
+    if rom and "rom_runtime_heap_budget_bytes" in profile:
+        return profile["rom_runtime_heap_budget_bytes"]
+    return profile.get("runtime_heap_budget_bytes", 0)
+
+
 def free_heap_for_models(node, profile):
-    """Heap a MicroPython node can give models: its heap less the runtime's recorded budget,
-    less what its TLS session holds when its link is encrypted (the profile's measured `tls`
-    figures, tools/bench/tls.py)."""
+    """Heap a MicroPython node can give models: its heap less the runtime's recorded budget
+    (for the code store it booted from), less what its TLS session holds when its link is
+    encrypted (the profile's measured `tls` figures, tools/bench/tls.py)."""
     heap = node["caps"].get("heap", 0)
     tls = profile.get("tls", {}).get("heap_steady_bytes", 0) if node["caps"].get("tls") else 0
-    return heap - profile.get("runtime_heap_budget_bytes", 0) - tls
+    return heap - runtime_budget(profile, code_in_rom(node)) - tls
 
 
-def model_heap_need(manifest):
+def model_heap_need(manifest, rom=False):
     """Heap a model needs on a MicroPython node: the engine, loading the model and running it,
-    as measured under MicroPython and recorded in its manifest (tools/models/measure_mcu_heap.py)."""
+    as measured under MicroPython and recorded in its manifest (tools/models/measure_mcu_heap.py),
+    with the engine's code in ROM (`mcu_rom_heap_bytes`, less: the code runs in place) or as
+    files (`mcu_heap_bytes`, also the figure for a node in ROM when the model has no other)."""
+    if rom and manifest.get("mcu_rom_heap_bytes") is not None:
+        return manifest["mcu_rom_heap_bytes"]
     return manifest.get("mcu_heap_bytes")
 
 
@@ -56,7 +73,7 @@ def memory_need(workload, node, manifest):
     """(bytes the workload needs on this node, or None, reason when it cannot be known)."""
     declared = workload.get("resources", {}).get("arena_bytes", 0) or 0
     if node["runtime"] == "micropython":
-        need = model_heap_need(manifest or {})
+        need = model_heap_need(manifest or {}, code_in_rom(node))
         if (manifest or {}).get("mcu_placeable") is False:
             # Added with `edgefleet model add --pi-only`: the MCU engine cannot run it.
             return None, "model %s runs on Pi-class boards only (%s)" % (

@@ -502,9 +502,9 @@ def flash(port, board, node_id=None, broker=None, model_names=None, key_path=Non
             if rom is not None:
                 partition, rom_image = rom
                 if simulated:
-                    # The simulated board hands romboot a copy of the segment on its heap
+                    # The simulated board maps its partition as a copy on its heap
                     # (controller/sim/mcu_rom): the node leaves it out of its heap figures.
-                    cfg["hal_options"]["rom_image_bytes"] = partition.segment_bytes(target)
+                    cfg["hal_options"]["rom_image_bytes"] = sum(partition.sizes)
                     image.write_config(tree, cfg)
                 rom_bytes = romdeploy.deploy(agent, target, rom_image, partition, progress or Progress())
             claim = [slots.other(target)] + list(image.FLAT_DIRS)

@@ -38,6 +38,8 @@ CTRL_A, CTRL_B, CTRL_C, CTRL_D = b"\x01", b"\x02", b"\x03", b"\x04"
 RAW_PASTE_REQUEST = b"\x05A\x01"
 CLASSIC_PIECE_BYTES = 256
 CLASSIC_PAUSE_S = 0.01
+# An answer may stream for longer than the idle timeout (a big file read back), but not for ever.
+TOTAL_FACTOR = 30
 
 
 class LinkLost(FlashError):
@@ -112,10 +114,14 @@ class ReplLink:
         self._buffer += data
         return len(data)
 
-    def read_until(self, ending, what, timeout=None):
-        """Bytes up to and including `ending`; FlashError naming `what` after `timeout` idle seconds."""
+    def read_until(self, ending, what, timeout=None, total=None):
+        """Bytes up to and including `ending`; NoAnswer naming `what` after `timeout` idle seconds,
+        or after `total` seconds however much else arrived (default TOTAL_FACTOR x timeout): a
+        board that went back to running its node prints for ever and never sends `ending`."""
         timeout = self.timeout if timeout is None else timeout
+        total = timeout * TOTAL_FACTOR if total is None else total
         deadline = time.monotonic() + timeout
+        give_up = time.monotonic() + total
         start = 0
         while True:
             found = self._buffer.find(ending, start)
@@ -125,9 +131,13 @@ class ReplLink:
                 del self._buffer[:end]
                 return data
             start = max(0, len(self._buffer) - len(ending) + 1)
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = min(deadline, give_up) - now
             if remaining <= 0:
                 tail = bytes(self._buffer[-200:])
+                if now >= give_up:
+                    raise NoAnswer("the board on %s did not answer: no %s within %.0f s of output (last bytes: %r)"
+                                   % (self.port, what, total, tail), self.port)
                 raise NoAnswer("the board on %s stopped answering: no %s after %.0f s (last bytes: %r)"
                                  % (self.port, what, timeout, tail), self.port)
             if self._fill(min(remaining, 0.5)):
@@ -162,7 +172,9 @@ class ReplLink:
             self._discard_input()
             self.write(b"\r" + CTRL_A)
             try:
-                self.read_until(RAW_BANNER, "raw REPL banner", attempt_timeout)
+                # The banner follows Ctrl-A at once: a board still printing its node's log
+                # after that ignored the keys, and the next attempt sends them again.
+                self.read_until(RAW_BANNER, "raw REPL banner", attempt_timeout, total=attempt_timeout)
                 return
             except NoAnswer:
                 pass

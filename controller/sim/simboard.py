@@ -483,6 +483,17 @@ class McuBoard(SupervisedProcess):
             with open(self.rom_path, "wb") as f:
                 f.write(b"\xff" * size)
 
+    def program_rom(self, segment, data):
+        """Write data at the start of a ROM segment, the rest of it erased, with the board off:
+        what a factory programmer (esptool, picotool) does to a new board's partition."""
+        if not 0 <= segment < self.rom_segments or len(data) > self.rom_segment_bytes:
+            raise BoardError("%d bytes do not fit ROM segment %d of %d x %d bytes"
+                             % (len(data), segment, self.rom_segments, self.rom_segment_bytes), self.name)
+        self._ensure_rom()
+        with open(self.rom_path, "r+b") as f:
+            f.seek(segment * self.rom_segment_bytes)
+            f.write(data + b"\xff" * (self.rom_segment_bytes - len(data)))
+
     @property
     def serial_url(self):
         return "socket://127.0.0.1:%d" % self.serial_port

@@ -110,26 +110,30 @@ class SimFleet:
             shutil.copyfile(src, target)
         log = os.path.join(self.root, node_id, "console.log")
         if profile["runtime"] == "micropython":
-            rom_bytes, rom_image = 0, None
+            rom = None
             if self.board_code_store(profile) == "romfs":
-                rom_bytes = write_rom_image(flash)
-                rom_image = os.path.join(flash, image.FIRST_SLOT + ROM_SUFFIX)
+                rom = put_code_in_rom(flash, profile)
             heap = self.heap_override
             if heap is None:
                 # The profile's heap for the node, plus what the simulation layer holds there.
-                layer = sim_layer_bytes(flash, rom_image)
+                layer = sim_layer_bytes(flash, rom and rom.image)
                 heap = profile["heap_bytes"] + layer
                 written = image.read_config(flash)
                 written["hal_options"]["sim_layer_bytes"] = layer
                 image.write_config(flash, written)
-            if rom_bytes:
-                # A board maps its ROM image from flash; this one reads it onto its heap
-                # (firmware/romboot.py): exactly that much more heap, which the node does not count.
-                heap += rom_bytes
+            segments, segment_bytes = 0, 0
+            if rom is not None:
+                # A board maps its ROM partition from flash; this one copies it onto its heap
+                # (controller/sim/mcu_rom): exactly that much more heap, which the node does not count.
+                segments, segment_bytes = rom.segments, rom.segment_bytes
+                heap += segments * segment_bytes
                 written = image.read_config(flash)
-                written["hal_options"]["rom_image_bytes"] = rom_bytes
+                written["hal_options"]["rom_image_bytes"] = segments * segment_bytes
                 image.write_config(flash, written)
-            board = McuBoard(node_id, flash, heap, console_log=log, machine=sim_machine(profile))
+            board = McuBoard(node_id, flash, heap, console_log=log, machine=sim_machine(profile),
+                             rom_segments=segments, rom_segment_bytes=segment_bytes)
+            if rom is not None:
+                board.program_rom(0, rom.data)
         elif arch == "arm64":
             from .arm64 import ensure_runtime
             runtime = ensure_runtime()
@@ -219,21 +223,35 @@ def simulated_heap_bytes(profile):
     return profile["heap_bytes"] + sim_layer_bytes()
 
 
-def write_rom_image(flash_dir, slot=image.FIRST_SLOT, mpy_arch=image.SIM_MPY_ARCH):
-    """Put the ROM image of an A/B image's `slot` (its code and models, install/romfs.py) on
-    the flash as firmware/romboot.py finds it, with romboot beside the boot selector. Returns
-    the image's size in bytes."""
-    from ..install import romfs
-    data = romfs.pack_slot(os.path.join(flash_dir, slot))
-    with open(os.path.join(flash_dir, slot + ROM_SUFFIX), "wb") as f:
+class RomCode:
+    """A board's slot code as a ROM image (bytes) for segment 0 of a partition of `segments`
+    segments of `segment_bytes` (the profile's "rom"), and a file holding the image for the
+    simulation layer's measurement."""
+
+    def __init__(self, data, image_path, segments, segment_bytes):
+        self.data = data
+        self.image = image_path
+        self.segments = segments
+        self.segment_bytes = segment_bytes
+
+
+def put_code_in_rom(flash_dir, profile, slot=image.FIRST_SLOT, mpy_arch=image.SIM_MPY_ARCH):
+    """Turn an A/B image's `slot` into one whose code runs from ROM segment 0, as `edgefleet
+    flash` leaves a board with a ROM partition (install/romdeploy.py): the slot keeps its models
+    and gets its ROM mark, romboot goes beside the boot selector. The image itself goes into the
+    board's partition when it is created (McuBoard.program_rom), as a factory programmer would."""
+    from ..install import romdeploy
+    rom = profile.get("rom") or {}
+    segments, segment_bytes = rom.get("segments", 0), rom.get("segment_bytes", 0)
+    data = romdeploy.slot_image(os.path.join(flash_dir, slot))
+    if segments < 2 or segment_bytes < len(data):
+        raise ConfigError("board %s: code in ROM needs two ROM segments of at least %d bytes (profile \"rom\": %r)"
+                          % (profile["name"], len(data), rom))
+    image_path = flash_dir.rstrip("/") + ".romimg"
+    with open(image_path, "wb") as f:
         f.write(data)
-    image.compile_mpy(os.path.join(image.FIRMWARE_DIR, "romboot.py"), os.path.join(flash_dir, "romboot.mpy"),
-                      "romboot.py", mpy_arch)
-    return len(data)
-
-
-# firmware/romboot.py's SUFFIX: the image of slot S is S + ROM_SUFFIX at the flash root.
-ROM_SUFFIX = ".rom"
+    romdeploy.prepare_tree(flash_dir, slot, data, mpy_arch)
+    return RomCode(data, image_path, segments, segment_bytes)
 
 
 def image_code_dir(flash_dir):
@@ -247,7 +265,8 @@ def image_code_dir(flash_dir):
 
 def _measure_layer(micropython, code_dir, rom_image=None):
     probe = os.path.join(os.path.dirname(catalog.__file__), "sim_layer_probe.py")
-    args = [os.path.abspath(rom_image)] if rom_image else []
+    from .simboard import ROM_SIM_DIR
+    args = [os.path.abspath(rom_image), ROM_SIM_DIR] if rom_image else []
     try:
         out = subprocess.run([micropython, "-X", "heapsize=1048576", probe] + args, cwd=code_dir,
                              capture_output=True, text=True, timeout=30)

@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""The MicroPython node's heap: what the runtime holds after boot, and the smallest
-`-X heapsize` at which a node boots, connects and serves a real workload (bisected), per model.
-The board profiles' heaps are printed beside them as the baseline the firmware must fit.
+"""The MicroPython node's heap, per MCU board profile, with the board's code where its profile
+puts it (`code_store`: .mpy files loaded into the heap, or executed in place from ROM, docs/ota.md
+"Code in ROM"): what the runtime holds after boot, in steady state and at its peak through a
+burst of commands (the heartbeats' `mem_low`), what that leaves the models, and which models
+placement would put there. Beside it, in the same run, the baseline: the same runtime loaded
+from .mpy files, and what each firmware module costs the heap imported alone, both ways, under
+the real interpreter. The smallest `-X heapsize` at which a node boots, connects and serves each
+model (bisected) closes the run.
 
-Code in ROM (issue 17, docs/ota.md): the runtime's heap after boot on each MCU profile with its
-code loaded from .mpy files and executed in place from the slot's ROMFS image, in the same run,
-and what each firmware module costs the heap imported alone (with what it imports), both ways,
-under the real interpreter.
-
-Last line: {"boot_heap_used", "min_heap": {model: bytes},
-            "profiles": {board: {"heap_bytes", "runtime_heap_bytes", "romfs_runtime_heap_bytes",
-                                 "romfs_saving_bytes"}},
-            "components": {module: bytes from files}, "components_romfs": {module: bytes from ROM},
+Last line: {"profiles": {board: {"heap_bytes", "code_store", "runtime_heap_bytes",
+                                 "runtime_heap_steady_bytes", "runtime_heap_peak_bytes",
+                                 "runtime_heap_budget_bytes", "free_for_models_bytes",
+                                 "models_placeable", "files_runtime_heap_bytes"}},
+            "components": {module: bytes from ROM}, "components_files": {module: bytes from files},
             "components_unimportable": {module: why}, "romfs_image_bytes",
-            "files_heap_bytes", "romfs_heap_bytes"}   (the last two: rpi-pico-w's runtime after boot)
+            "files_heap_bytes", "romfs_heap_bytes", "min_heap": {model: bytes}}
+  files_heap_bytes / romfs_heap_bytes: the ESP32's runtime after boot from files / from ROM.
 """
 import json
 import os
@@ -21,37 +23,20 @@ import subprocess
 import sys
 import tempfile
 
+from edgefleet import models
 from edgefleet.boards import catalog
 from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.extras import micropython_binary
-from edgefleet.controller.install import image, romfs
+from edgefleet.controller.fleet import placement
+from edgefleet.controller.install import image, romdeploy, romfs
 from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 STEP = 4096
 RESULTS_NEEDED = 5
-ROM_BOARDS = ("rpi-pico-w", "esp32")
-# Imports one module and prints the heap it holds after a collection; argv: module [rom image].
-# Its packages are imported first, so each module's figure leaves out the __init__s it shares
-# with its siblings (firmware.engine's figure holds what the package itself imports).
-IMPORT_PROBE = """
-import gc, sys
-sys.path.insert(0, ".")
-if len(sys.argv) > 2:
-    import vfs
-    with open(sys.argv[2], "rb") as f:
-        rom = f.read()
-    vfs.mount(vfs.VfsRom(rom), "/rom")
-    sys.path.insert(0, "/rom")
-import firmware, boards
-package = sys.argv[1].rpartition(".")[0]
-if package:
-    __import__(package)
-gc.collect()
-before = gc.mem_alloc()
-__import__(sys.argv[1])
-gc.collect()
-print(gc.mem_alloc() - before)
-"""
+# Status commands sent back to back while the runtime's peak is watched.
+COMMAND_BURST = 20
+# Run under MicroPython: imports one module and prints the heap it holds (heap_import_probe.py).
+IMPORT_PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heap_import_probe.py")
 
 
 def serves(broker, heap, model, attempt):
@@ -81,13 +66,31 @@ def smallest_heap(broker, model, low, high):
 
 def runtime_heap(broker, board, store):
     """The node's heap in use after boot (boot event) at its profile's heap, no workload."""
+    return runtime_figures(broker, board, store, commands=0)[0]
+
+
+def runtime_figures(broker, board, store, commands=COMMAND_BURST):
+    """(after boot, steady, peak) heap in use, no workload: the boot event's figure, the 5th
+    heartbeat's, and the highest `mem_total - mem_low` over the heartbeats while `commands`
+    status commands arrive back to back."""
     with tempfile.TemporaryDirectory() as root:
         probe = NodeProbe(broker, root, "rom-%s-%s" % (store, board.replace("rpi-", "")), board, code_store=store)
         with probe.start([]):
             boot = probe.wait_for(lambda p: p.boot_event(), 30)
             if boot is None:
                 raise SystemExit("%s from %s: no boot event" % (board, store))
-            return boot["data"]["heap_used"]
+            if not commands:
+                return boot["data"]["heap_used"], None, None
+            hbs = probe.wait_for(lambda p: len(p.of_kind("hb")) >= 5 and p.of_kind("hb"), 30)
+            if not hbs:
+                raise SystemExit("%s from %s: no heartbeats" % (board, store))
+            steady = hbs[4]["mem_total"] - hbs[4]["mem_free"]
+            for _ in range(commands):
+                probe.command("status", timeout=10)
+            seen = len(probe.of_kind("hb"))
+            probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 2, 20)
+            peak = max(h["mem_total"] - h["mem_low"] for h in probe.of_kind("hb") if "mem_low" in h)
+            return boot["data"]["heap_used"], steady, peak
 
 
 def module_names(slot_dir):
@@ -102,9 +105,7 @@ def module_names(slot_dir):
 def component_heap(slot_dir, rom_path):
     """({module: bytes from files}, {module: bytes from ROM}, {module: why it cannot import})."""
     micropython = micropython_binary()
-    script = os.path.join(slot_dir, "..", "import_probe.py")
-    with open(script, "w") as f:
-        f.write(IMPORT_PROBE)
+    script = IMPORT_PROBE
     files, rom, unimportable = {}, {}, {}
     for name in module_names(slot_dir):
         for store, extra in ((files, []), (rom, [rom_path])):
@@ -119,39 +120,52 @@ def component_heap(slot_dir, rom_path):
     return files, rom, unimportable
 
 
+def placeable(board, store):
+    profile = catalog.load(board)
+    node = {"id": "n", "board": board, "runtime": "micropython", "state": "online",
+            "caps": {"heap": profile["heap_bytes"], "models": models.names(), "code": store}}
+    return [m for m in models.names()
+            if placement.fits({"id": "w", "model": m}, node, profile, models.manifest(m)) is None]
+
+
 def main():
-    profiles = {p["name"]: p["heap_bytes"] for p in catalog.all_profiles() if p["runtime"] == "micropython"}
+    profiles = [p for p in catalog.all_profiles() if p["runtime"] == "micropython"]
     broker = MosquittoBroker().start()
     try:
-        ok, boot_used = serves(broker, max(profiles.values()), "digits_dense", 0)
-        if not ok:
-            raise SystemExit("the node does not serve even at %d bytes" % max(profiles.values()))
-        report = {"boot_heap_used": boot_used, "min_heap": {}, "profiles": {}}
-        for board, heap in sorted(profiles.items()):
-            entry = {"heap_bytes": heap}
-            if board in ROM_BOARDS:
-                entry["runtime_heap_bytes"] = runtime_heap(broker, board, "files")
-                entry["romfs_runtime_heap_bytes"] = runtime_heap(broker, board, "romfs")
-                entry["romfs_saving_bytes"] = entry["runtime_heap_bytes"] - entry["romfs_runtime_heap_bytes"]
-                print("%s: %s" % (board, entry), file=sys.stderr)
+        report = {"profiles": {}, "min_heap": {}}
+        for profile in profiles:
+            board = profile["name"]
+            store = profile.get("code_store", "files")
+            boot, steady, peak = runtime_figures(broker, board, store)
+            budget = placement.runtime_budget(profile, store == "romfs")
+            entry = {"heap_bytes": profile["heap_bytes"], "code_store": store, "runtime_heap_bytes": boot,
+                     "runtime_heap_steady_bytes": steady, "runtime_heap_peak_bytes": peak,
+                     "runtime_heap_budget_bytes": budget, "free_for_models_bytes": profile["heap_bytes"] - budget,
+                     "models_placeable": placeable(board, store),
+                     "files_runtime_heap_bytes": boot if store == "files" else runtime_heap(broker, board, "files")}
+            print("%s: %s" % (board, entry), file=sys.stderr)
             report["profiles"][board] = entry
+        # The smallest heap a node serves each model in, code as files (the Pico W's profile).
+        ok, _ = serves(broker, max(p["heap_bytes"] for p in profiles), "digits_dense", 0)
+        if not ok:
+            raise SystemExit("the node does not serve even at %d bytes" % max(p["heap_bytes"] for p in profiles))
         for model in ("digits_dense", "digits_conv"):
-            report["min_heap"][model] = smallest_heap(broker, model, 32 * 1024, max(profiles.values()))
+            report["min_heap"][model] = smallest_heap(broker, model, 32 * 1024, max(p["heap_bytes"] for p in profiles))
+        esp32_rom = runtime_heap(broker, "esp32", "romfs")
     finally:
         broker.stop()
     with tempfile.TemporaryDirectory() as root:
-        image.write_slot_set(root, catalog.load("rpi-pico-w"), simulated=True)
+        image.write_slot_set(root, catalog.load("esp32"), simulated=True)
         slot_dir = os.path.join(root, image.FIRST_SLOT)
-        data = romfs.pack_slot(slot_dir)
+        data = romdeploy.slot_image(slot_dir)
         rom_path = os.path.join(root, "slot.rom")
         with open(rom_path, "wb") as f:
             f.write(data)
-        code_only = romfs.pack(romfs.tree_files(slot_dir, dirs=("firmware", "boards")))
         files, rom, unimportable = component_heap(slot_dir, rom_path)
-    pico = report["profiles"]["rpi-pico-w"]
-    report.update({"components": files, "components_romfs": rom, "components_unimportable": unimportable,
-                   "romfs_image_bytes": len(data), "romfs_code_bytes": len(code_only),
-                   "files_heap_bytes": pico["runtime_heap_bytes"], "romfs_heap_bytes": pico["romfs_runtime_heap_bytes"]})
+    report.update({"components": rom, "components_files": files, "components_unimportable": unimportable,
+                   "romfs_image_bytes": len(data),
+                   "files_heap_bytes": report["profiles"]["esp32"]["files_runtime_heap_bytes"],
+                   "romfs_heap_bytes": esp32_rom})
     print(json.dumps(report))
 
 

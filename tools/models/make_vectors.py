@@ -60,9 +60,10 @@ def compute(model_dir, name=None, labels=None, description=None):
     truth = np.fromfile(os.path.join(model_dir, "labels.bin"), dtype=np.uint8)
     if len(truth) != len(samples):
         raise SystemExit("%s: %d samples but %d labels" % (model_dir, len(samples), len(truth)))
-    # The heap figure is measure_mcu_heap.py's to write; a rebuild of the vectors keeps it.
+    # The heap figures are measure_mcu_heap.py's to write; a rebuild of the vectors keeps them.
     manifest, vectors, mismatches = modelcheck.build_manifest(model_bytes, samples, truth, name, labels, description,
-                                                              mcu_heap_bytes=old.get("mcu_heap_bytes"))
+                                                              mcu_heap_bytes=old.get("mcu_heap_bytes"),
+                                                              mcu_rom_heap_bytes=old.get("mcu_rom_heap_bytes"))
     if mismatches:
         raise SystemExit("%s: the MCU engine differs from TFLite Micro on %d samples" % (model_dir, mismatches))
     return manifest, vectors

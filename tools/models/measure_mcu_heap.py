@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Records in each bundled model's manifest the heap a MicroPython node needs to run it:
 `mcu_heap_bytes`: the smallest -X heapsize from which the engine (from .mpy, as on a board)
-reliably imports, loads the model and runs an inference (edgefleet.controller.modelcheck.min_heap,
+reliably imports, loads the model and runs an inference, and `mcu_rom_heap_bytes`: the same with
+the engine's code run in place from a ROMFS image (the image's bytes left out) (edgefleet.controller.modelcheck.min_heap,
 which `edgefleet model add` uses for a user's model), plus MARGIN. The controller places a model
 on an MCU only where this fits beside the runtime's own budget (controller/fleet/placement.py),
 so the record must never be below what a board needs.
@@ -33,26 +34,32 @@ def main():
     args = parser.parse_args()
     names = args.names or models.bundled_names()
     failed = []
-    with tempfile.TemporaryDirectory() as image:
-        modelcheck.compile_engine(image)
+    with tempfile.TemporaryDirectory() as scratch:
+        image = modelcheck.compile_engine(os.path.join(scratch, "image"))
+        rom = modelcheck.engine_rom_image(image)
         for name in names:
             path = os.path.join(models.MODELS_DIR, name, "manifest.json")
             with open(path) as f:
                 manifest = json.load(f)
-            recorded = manifest.get("mcu_heap_bytes")
+            model = os.path.join(models.MODELS_DIR, name, "model.tflite")
             try:
-                need = modelcheck.min_heap(image, os.path.join(models.MODELS_DIR, name, "model.tflite"))
+                needs = {"mcu_heap_bytes": modelcheck.min_heap(image, model),
+                         "mcu_rom_heap_bytes": modelcheck.min_heap(image, model, rom_image=rom)}
             except modelcheck.CannotRun as e:
                 print("%s: cannot run under MicroPython: %s" % (name, e.reason))
                 failed.append(name)
                 continue
-            print("%s: needs %s bytes of MicroPython heap (manifest says %s)" % (name, need, recorded))
-            if args.check:
-                if recorded is None or not need <= recorded <= need + MARGIN + TOLERANCE:
-                    print("%s: stale mcu_heap_bytes" % name)
+            for key, need in needs.items():
+                recorded = manifest.get(key)
+                print("%s: needs %s bytes of MicroPython heap with the engine %s (manifest %s: %s)"
+                      % (name, need, "in ROM" if "rom" in key else "as files", key, recorded))
+                if args.check and (recorded is None or not need <= recorded <= need + MARGIN + TOLERANCE):
+                    print("%s: stale %s" % (name, key))
                     failed.append(name)
+            if args.check:
                 continue
-            manifest["mcu_heap_bytes"] = need + MARGIN
+            for key, need in needs.items():
+                manifest[key] = need + MARGIN
             with open(path, "w") as f:
                 json.dump(manifest, f, indent=1)
                 f.write("\n")

@@ -24,31 +24,35 @@ WRITE_ALIGN = 256
 EINVAL = 22
 ENODEV = 19
 
-# The "mapped" window: one bytearray of a segment's size, holding the segment op 2 last asked
-# for, kept in step with writes to it. A real board maps every segment for free; this one pays
-# heap for one (the harness adds it to the heap, the node leaves it out of its figures), so op 2
-# of another segment reloads the window: a view taken earlier then shows the new segment.
+# The "mapped" partition: one bytearray holding every segment, read from the file at the first
+# op 2 of a power cycle and kept in step with writes. A real board maps its segments for free;
+# this one pays heap for them (the harness adds the partition's size to the heap, the node
+# leaves it out of its figures). All segments stay mapped at their own place, as on a board:
+# code run from one has its names interned in place, pointing into it, while the flasher or an
+# update reads and writes another.
 # The window must outlive this module: `edgefleet flash` clears sys.modules and the REPL's
 # globals to free a node's heap (install/flash_release.py), and the heap the node fragmented
 # has no room for a second window. So it rides in sys.argv, a list the interpreter keeps for
-# good and nothing on a board reads, as [WINDOW_TAG, mapped segment, bytearray].
+# good and nothing on a board reads, as [WINDOW_TAG, bytearray].
 WINDOW_TAG = "ef_romsim.window"
 
 
-def _window(size):
+def _window(path, total):
+    buf = _mapped()
+    if buf is not None:
+        return buf
+    buf = bytearray(total)
+    with open(path, "rb") as f:
+        f.readinto(buf)
+    sys.argv.append([WINDOW_TAG, buf])
+    return buf
+
+
+def _mapped():
+    # The window, if op 2 mapped it in this power cycle, else None.
     for item in sys.argv:
         if isinstance(item, list) and item and item[0] == WINDOW_TAG:
-            return item
-    item = [WINDOW_TAG, -1, bytearray(size)]
-    sys.argv.append(item)
-    return item
-
-
-def _mapped(seg):
-    # The window's bytes if it holds segment seg, else None.
-    for item in sys.argv:
-        if isinstance(item, list) and item and item[0] == WINDOW_TAG and item[1] == seg:
-            return item[2]
+            return item[1]
     return None
 
 
@@ -69,27 +73,21 @@ def rom_ioctl(op, *args):
     seg = args[0]
     base = seg * size
     if op == 2:
-        window = _window(size)
-        if window[1] != seg:
-            window[1] = -1
-            with open(path, "rb") as f:
-                f.seek(base)
-                f.readinto(window[2])
-            window[1] = seg
-        return memoryview(window[2])
+        return memoryview(_window(path, count * size))[base:base + size]
     if op == 3:
         offset, length = (0, args[1]) if len(args) == 2 else (args[1], args[2])
         if offset % ERASE_BLOCK or length < 0 or offset + length > size:
             return -EINVAL
         end = min(size, (offset + length + ERASE_BLOCK - 1) // ERASE_BLOCK * ERASE_BLOCK)
-        blank = b"\xff" * ERASE_BLOCK
+        # In write-unit pieces: this simulated hardware runs on the board's own heap.
+        blank = b"\xff" * WRITE_ALIGN
         with open(path, "r+b") as f:
             f.seek(base + offset)
-            for at in range(offset, end, ERASE_BLOCK):
+            for at in range(offset, end, WRITE_ALIGN):
                 f.write(blank)
-        buf = _mapped(seg)
+        buf = _mapped()
         if buf is not None:
-            for at in range(offset, end):
+            for at in range(base + offset, base + end):
                 buf[at] = 0xff
         return WRITE_ALIGN
     if op == 4:
@@ -104,9 +102,9 @@ def rom_ioctl(op, *args):
                 new[i] = old[i] & data[i]   # flash programming only clears bits
             f.seek(base + offset)
             f.write(new)
-        buf = _mapped(seg)
+        buf = _mapped()
         if buf is not None:
-            buf[offset:offset + len(new)] = new
+            buf[base + offset:base + offset + len(new)] = new
         return 0
     if op == 5:
         return 0
