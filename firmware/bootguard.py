@@ -38,6 +38,9 @@ def start(node):
     from . import backends
     node.backends = backends.available(node.runtime)
     release_module(backends)   # back when a workload needs it
+    # The name too: this function still runs when it reports the heap in use, and a local
+    # naming the module would keep all of its code in that figure.
+    del backends
     node.safe_mode = info["safe_mode"]
     if node.safe_mode:
         node.state = "safe"
@@ -49,6 +52,7 @@ def start(node):
         from . import crashlog
         node.boot = next_boot(node.data_dir, crashlog.highest_boot(node.data_dir, node.recovered, last))
         release_module(crashlog)
+        del crashlog
         write(node.data_dir, node.boot, info["quick_boots"], False)
     node.meter.install()
     free, total = node.hal.mem()
