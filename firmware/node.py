@@ -10,8 +10,9 @@
 # the board, and being offline never does.
 #
 # Helpers, loaded only when needed and released after (firmware/__init__.py release_module):
-# bootguard (the boot sequence), commands, faults, crashlog, health (the tentative boot after
-# an update) and ota (OtaAgent). None imports this module; they see a Node through this surface:
+# bootguard (the boot sequence), assignment (comparing assignments), commands, faults, crashlog,
+# health (the tentative boot after an update) and ota (OtaAgent). None imports this module;
+# they see a Node through this surface:
 #   calls   event(), queue(), online(), uptime_ms(), hello(), reboot_soon(why, stable),
 #           apply_assignment(); and its hal (boards/hal.py's interface)
 # worker.py also starts workers for the node (start(), hold_for_resume()) and takes their
@@ -25,7 +26,7 @@
 import asyncio
 import sys
 
-from . import assignment, console, flashfile, protocol, release_module
+from . import console, flashfile, protocol, release_module
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError, ProtocolError
 from .lease import Lease
@@ -93,8 +94,11 @@ class Node:
         self.flush_ms = box.get("flush_ms", 200)
         self._outbox_error = None
         self._cpu = 0.0
-        sup = dict(SUPERVISION)
-        sup.update(cfg.get("supervision") or {})
+        # Read only: a node without overrides shares the defaults instead of holding a copy.
+        sup = SUPERVISION
+        if cfg.get("supervision"):
+            sup = dict(SUPERVISION)
+            sup.update(cfg["supervision"])
         self.sup_cfg = sup
         limits = {"intensity": sup["intensity"], "period_ms": sup["period_ms"],
                   "backoff_min_ms": sup["backoff_min_ms"], "backoff_max_ms": sup["backoff_max_ms"],
@@ -314,13 +318,20 @@ class Node:
     # -- workloads --------------------------------------------------------------------------
 
     def apply_assignment(self, msg, from_cache=False):
-        if not assignment.accept(self.applied_epoch, msg):
-            return
-        running = {}
-        for spec in self.assigned:
-            running[spec["id"]] = spec
-        stop, start = assignment.changes(running, msg["wl"])
-        retuned = assignment.retuned(running, msg["wl"])
+        # Assignments change rarely (a placement decision); the logic that compares them is
+        # loaded for each one and released again.
+        from . import assignment
+        try:
+            if not assignment.accept(self.applied_epoch, msg):
+                return
+            running = {}
+            for spec in self.assigned:
+                running[spec["id"]] = spec
+            stop, start = assignment.changes(running, msg["wl"])
+            retuned = assignment.retuned(running, msg["wl"])
+        finally:
+            release_module(assignment)
+        del assignment
         if not from_cache:
             # First: a flash that refuses it rejects the message with nothing changed.
             flashfile.write(self.data_dir + "/assign.json", msg)
@@ -594,7 +605,7 @@ class Node:
     async def main(self):
         # The boot sequence runs once; its code leaves the heap when it is done.
         from . import bootguard
-        bootguard.start(self)
+        guard = bootguard.start(self)
         release_module(bootguard)
         # This coroutine runs for the node's life: a local left naming the module would hold
         # all of its code in the heap for good.
@@ -602,18 +613,9 @@ class Node:
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
-        if self.cfg.get("slot") and self.slot_needs_guard():
+        if guard:
             asyncio.create_task(self.guard_slot())
         await self.supervisor.run()
-
-    def slot_needs_guard(self):
-        # firmware/health.py's guard has work only on a tentative slot, after a revert, or while
-        # a migration's public key waits in the slot (firmware/adopt_key.py). Otherwise it stays
-        # off the heap: on the smallest board the node connects only without it.
-        pointer = flashfile.read("slots.json") or {}   # firmware/slots.py's POINTER
-        if pointer.get("tentative") or pointer.get("reverted"):
-            return True
-        return not flashfile.exists("sign.pub") and flashfile.exists(self.cfg["slot"] + "/sign.pub")
 
     async def guard_slot(self):
         # Done, the guard and the pointer logic leave the heap unless an update's OtaAgent holds them.
