@@ -45,8 +45,6 @@ DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 2000
 LINK_BEAT_TIMEOUT_MS = 90000
-# How often the link child shows life while its connection is up.
-LINK_BEAT_S = 1
 # The longest one publish waits for the broker (firmware/mqtt.py MQTTClient.publish's timeout).
 PUBLISH_WAIT_MS = 10000
 # Supervision settings; a node's config may override any of them under "supervision".
@@ -427,7 +425,7 @@ class Node:
 
     # -- the link ---------------------------------------------------------------------------
 
-    async def connect_once(self):
+    async def connect_once(self, child):
         # The link's objects live as long as it does: collected first, they pack into the low
         # end of the heap instead of splitting the free space a workload needs later.
         import gc
@@ -440,7 +438,7 @@ class Node:
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
                             keepalive=b["keepalive"], on_message=self.on_message,
                             tls=tls, server_hostname=b["server_name"], max_packet=4352,  # 4 KB + topic
-                            payload_limits=protocol.SCHEMAS)
+                            payload_limits=protocol.SCHEMAS, on_tick=child.beat)
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client
@@ -465,7 +463,7 @@ class Node:
                 if up:
                     _log("network up, address %s" % up)
                 child.beat()
-                client = await self.connect_once()
+                client = await self.connect_once(child)
             except (FirmwareError, OSError, MemoryError) as e:
                 # A heap too full to open a link now is a reason to retry, not to stop: the
                 # workloads and the outbox go on without the link. So is a missing CA file or
@@ -481,12 +479,10 @@ class Node:
             _log("connected to %s:%d, %d bytes free" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"],
                                                         self.hal.mem()[0]))
             self.publish_crash_records()
-            while client.is_connected:
-                child.beat()
-                try:
-                    await asyncio.wait_for(client.wait_closed(), LINK_BEAT_S)
-                except asyncio.TimeoutError:
-                    pass
+            # The link's keepalive loop beats for this child while the link is up (on_tick, about
+            # once a second): a timed wait here instead would hold a task, a runner and their
+            # frames (~800 bytes) for as long as the link lasts.
+            await client.wait_closed()
             _log("link lost: %s" % (client.last_error,))
             self.client = None
 
