@@ -14,7 +14,8 @@
 # battery board that browns out every few seconds keeps inferring and buffering.
 #
 # Used at boot and on the rare occasions the record changes; the node loads it only then (every
-# KB of heap counts on a microcontroller). start() is the node's boot sequence.
+# KB of heap counts on a microcontroller). start() is the node's boot sequence; it also decides
+# whether firmware/health.py's slot guard has work at this boot (slot_needs_guard).
 from . import console, flashfile, release_module
 
 FILE = "/bootguard.json"
@@ -25,7 +26,8 @@ FAULTS = ("crash", "watchdog", "soft")
 
 def start(node):
     """Boot: count the boot, learn why the last one ended, decide on safe mode, recover the
-    outbox, report, and apply the assignment cached on flash."""
+    outbox, report, and apply the assignment cached on flash. Returns whether the slot guard
+    (firmware/health.py) has work."""
     # Console lines for the log topic, in a ring of the board profile's size (0: the board
     # has no heap to spare for them; they go to its serial console only).
     lines = node.profile.get("console_lines", 16)
@@ -38,6 +40,9 @@ def start(node):
     from . import backends
     node.backends = backends.available(node.runtime)
     release_module(backends)   # back when a workload needs it
+    # The name too: this function still runs when it reports the heap in use, and a local
+    # naming the module would keep all of its code in that figure.
+    del backends
     node.safe_mode = info["safe_mode"]
     if node.safe_mode:
         node.state = "safe"
@@ -49,6 +54,7 @@ def start(node):
         from . import crashlog
         node.boot = next_boot(node.data_dir, crashlog.highest_boot(node.data_dir, node.recovered, last))
         release_module(crashlog)
+        del crashlog
         write(node.data_dir, node.boot, info["quick_boots"], False)
     node.meter.install()
     free, total = node.hal.mem()
@@ -71,6 +77,17 @@ def start(node):
             node.apply_assignment(protocol.validate("assign", cached), from_cache=True)
         except ProtocolError as e:
             console.say("edgefleet-node: ignoring cached assignment: %s" % e)
+    return bool(node.cfg.get("slot")) and slot_needs_guard(node.cfg["slot"])
+
+
+def slot_needs_guard(slot):
+    # firmware/health.py's guard has work only on a tentative slot, after a revert, or while
+    # a migration's public key waits in the slot (firmware/adopt_key.py). Otherwise it stays
+    # off the heap: on the smallest board the node connects only without it.
+    pointer = flashfile.read("slots.json") or {}   # firmware/slots.py's POINTER
+    if pointer.get("tentative") or pointer.get("reverted"):
+        return True
+    return not flashfile.exists("sign.pub") and flashfile.exists(slot + "/sign.pub")
 
 
 def next_boot(data_dir, floor=0):

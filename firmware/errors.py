@@ -24,12 +24,8 @@ class MQTTError(FirmwareError):
 
 
 class LinkError(MQTTError):
-    """The TCP connection could not be opened or broke (socket error, EOF), or was not open."""
-
-
-class TlsRefused(LinkError):
-    """The TLS handshake failed: the broker's certificate is not signed by the fleet CA, does not
-    name the host the node dialled, or the two sides share no cipher."""
+    """The TCP connection could not be opened or broke (socket error, EOF), or was not open.
+    (TlsRefused, its TLS kind, lives in firmware/tlslink.py: a board without TLS never loads it.)"""
 
 
 class ConnectRefused(MQTTError):

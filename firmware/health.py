@@ -4,7 +4,7 @@
 # slot by itself and reboots.
 #
 # report() is the one builder of the node's `ota_state` messages, for the updates OtaAgent
-# receives (firmware/ota.py) too. The node loads this module only when guard() has work (Node.
+# receives (firmware/ota.py) too. The node loads this module only when guard() has work (bootguard.
 # slot_needs_guard: a tentative slot, a revert to report, a key to adopt) or an update starts,
 # and drops it after guard() when no update holds it: on the smallest board it does not fit
 # beside a node that is connecting.

@@ -68,7 +68,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  clean_session=True, max_inflight=8, max_packet=16384, on_message=None,
-                 tls=None, server_hostname=None, payload_limits=None):
+                 tls=None, server_hostname=None, payload_limits=None, on_tick=None):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 allows a password only together with a user name")
         self.client_id = client_id
@@ -87,6 +87,10 @@ class MQTTClient:
         # An SSLContext (firmware/tlslink.py) for a TLS link, verified as `server_hostname`.
         self.tls = tls
         self.server_hostname = server_hostname or host
+        # on_tick(): called from the keepalive loop about once a second while a link is up (never
+        # with keepalive 0), so that whoever waits on the link can show life without a timed
+        # wait of its own (firmware/node.py keep_link beats its supervisor from here).
+        self.on_tick = on_tick
         self.last_error = None
         self.callback_error = None  # the last exception on_message raised; the message was acked
         self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limits
@@ -328,6 +332,8 @@ class MQTTClient:
         try:
             while link.open:
                 await asyncio.sleep(min(period // 4, 1000) / 1000)
+                if self.on_tick is not None and link.open:
+                    self.on_tick()
                 now = ticks_ms()
                 silent = ticks_diff(now, link.last_rx)
                 if silent > period * 3 // 2:

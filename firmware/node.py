@@ -10,8 +10,9 @@
 # the board, and being offline never does.
 #
 # Helpers, loaded only when needed and released after (firmware/__init__.py release_module):
-# bootguard (the boot sequence), commands, faults, crashlog, health (the tentative boot after
-# an update) and ota (OtaAgent). None imports this module; they see a Node through this surface:
+# bootguard (the boot sequence), assignment (comparing assignments), commands, faults, crashlog,
+# health (the tentative boot after an update) and ota (OtaAgent). None imports this module;
+# they see a Node through this surface:
 #   calls   event(), queue(), online(), uptime_ms(), hello(), reboot_soon(why, stable),
 #           apply_assignment(); and its hal (boards/hal.py's interface)
 # worker.py also starts workers for the node (start(), hold_for_resume()) and takes their
@@ -25,7 +26,7 @@
 import asyncio
 import sys
 
-from . import assignment, console, flashfile, protocol, release_module
+from . import console, flashfile, protocol, release_module
 from .clock import ticks_diff, ticks_ms
 from .errors import FirmwareError, ProtocolError
 from .lease import Lease
@@ -44,8 +45,6 @@ DELIVERY_WINDOW = 8
 BACKOFF_MIN_MS = 500
 BACKOFF_MAX_MS = 2000
 LINK_BEAT_TIMEOUT_MS = 90000
-# How often the link child shows life while its connection is up.
-LINK_BEAT_S = 1
 # The longest one publish waits for the broker (firmware/mqtt.py MQTTClient.publish's timeout).
 PUBLISH_WAIT_MS = 10000
 # Supervision settings; a node's config may override any of them under "supervision".
@@ -94,8 +93,11 @@ class Node:
         self.flush_ms = box.get("flush_ms", 200)
         self._outbox_error = None
         self._cpu = 0.0
-        sup = dict(SUPERVISION)
-        sup.update(cfg.get("supervision") or {})
+        # Read only: a node without overrides shares the defaults instead of holding a copy.
+        sup = SUPERVISION
+        if cfg.get("supervision"):
+            sup = dict(SUPERVISION)
+            sup.update(cfg["supervision"])
         self.sup_cfg = sup
         limits = {"intensity": sup["intensity"], "period_ms": sup["period_ms"],
                   "backoff_min_ms": sup["backoff_min_ms"], "backoff_max_ms": sup["backoff_max_ms"],
@@ -326,13 +328,20 @@ class Node:
     # -- workloads --------------------------------------------------------------------------
 
     def apply_assignment(self, msg, from_cache=False):
-        if not assignment.accept(self.applied_epoch, msg):
-            return
-        running = {}
-        for spec in self.assigned:
-            running[spec["id"]] = spec
-        stop, start = assignment.changes(running, msg["wl"])
-        retuned = assignment.retuned(running, msg["wl"])
+        # Assignments change rarely (a placement decision); the logic that compares them is
+        # loaded for each one and released again.
+        from . import assignment
+        try:
+            if not assignment.accept(self.applied_epoch, msg):
+                return
+            running = {}
+            for spec in self.assigned:
+                running[spec["id"]] = spec
+            stop, start = assignment.changes(running, msg["wl"])
+            retuned = assignment.retuned(running, msg["wl"])
+        finally:
+            release_module(assignment)
+        del assignment
         if not from_cache:
             # First: a flash that refuses it rejects the message with nothing changed.
             flashfile.write(self.data_dir + "/assign.json", msg)
@@ -432,7 +441,7 @@ class Node:
 
     # -- the link ---------------------------------------------------------------------------
 
-    async def connect_once(self):
+    async def connect_once(self, child):
         # The link's objects live as long as it does: collected first, they pack into the low
         # end of the heap instead of splitting the free space a workload needs later.
         import gc
@@ -445,7 +454,7 @@ class Node:
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
                             keepalive=b["keepalive"], on_message=self.on_message,
                             tls=tls, server_hostname=b["server_name"], max_packet=4352,  # 4 KB + topic
-                            payload_limits=protocol.SCHEMAS)
+                            payload_limits=protocol.SCHEMAS, on_tick=child.beat)
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client
@@ -470,7 +479,7 @@ class Node:
                 if up:
                     _log("network up, address %s" % up)
                 child.beat()
-                client = await self.connect_once()
+                client = await self.connect_once(child)
             except (FirmwareError, OSError, MemoryError) as e:
                 # A heap too full to open a link now is a reason to retry, not to stop: the
                 # workloads and the outbox go on without the link. So is a missing CA file or
@@ -486,12 +495,10 @@ class Node:
             _log("connected to %s:%d, %d bytes free" % (self.cfg["broker"]["host"], self.cfg["broker"]["port"],
                                                         self.hal.mem()[0]))
             self.publish_crash_records()
-            while client.is_connected:
-                child.beat()
-                try:
-                    await asyncio.wait_for(client.wait_closed(), LINK_BEAT_S)
-                except asyncio.TimeoutError:
-                    pass
+            # The link's keepalive loop beats for this child while the link is up (on_tick, about
+            # once a second): a timed wait here instead would hold a task, a runner and their
+            # frames (~800 bytes) for as long as the link lasts.
+            await client.wait_closed()
             _log("link lost: %s" % (client.last_error,))
             self.client = None
 
@@ -610,7 +617,7 @@ class Node:
     async def main(self):
         # The boot sequence runs once; its code leaves the heap when it is done.
         from . import bootguard
-        bootguard.start(self)
+        guard = bootguard.start(self)
         release_module(bootguard)
         # This coroutine runs for the node's life: a local left naming the module would hold
         # all of its code in the heap for good.
@@ -618,18 +625,9 @@ class Node:
         for child in self.service_specs():
             self.supervisor.start_child(child)
         asyncio.create_task(self.feed_watchdog())
-        if self.cfg.get("slot") and self.slot_needs_guard():
+        if guard:
             asyncio.create_task(self.guard_slot())
         await self.supervisor.run()
-
-    def slot_needs_guard(self):
-        # firmware/health.py's guard has work only on a tentative slot, after a revert, or while
-        # a migration's public key waits in the slot (firmware/adopt_key.py). Otherwise it stays
-        # off the heap: on the smallest board the node connects only without it.
-        pointer = flashfile.read("slots.json") or {}   # firmware/slots.py's POINTER
-        if pointer.get("tentative") or pointer.get("reverted"):
-            return True
-        return not flashfile.exists("sign.pub") and flashfile.exists(self.cfg["slot"] + "/sign.pub")
 
     async def guard_slot(self):
         # Done, the guard and the pointer logic leave the heap unless an update's OtaAgent holds them.

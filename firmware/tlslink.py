@@ -3,7 +3,14 @@
 import asyncio
 import sys
 
-from .errors import ConfigError, TlsRefused
+from .errors import ConfigError, LinkError
+
+
+class TlsRefused(LinkError):
+    """The TLS handshake failed: the broker's certificate is not signed by the fleet CA, does not
+    name the host the node dialled, or the two sides share no cipher. Here rather than in
+    firmware/errors.py: only a board with TLS loads this module, and a class costs every other
+    board's heap for nothing."""
 
 
 def client_context(ca_path):
