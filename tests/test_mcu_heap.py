@@ -5,6 +5,7 @@ placement with the numbers, while the node itself keeps running."""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -78,3 +79,30 @@ def test_manifests_record_the_heap_each_model_really_needs():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "models", "measure_mcu_heap.py"), "--check"],
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_esp32_runtime_peak_stays_within_its_budget_through_commands_and_a_broker_outage(tmp_path):
+    """The heartbeats' mem_low is the runtime's low-water mark (garbage included): through a burst
+    of commands and a broker outage with its reconnect, the ESP32 node in ROM never needs more
+    heap than its profile's budget, which placement reserves for it."""
+    from edgefleet.controller.broker import MosquittoBroker
+    profile = catalog.load("esp32")
+    budget = placement.runtime_budget(profile, _rom(profile))
+    broker = MosquittoBroker().start()
+    try:
+        with NodeProbe(broker, str(tmp_path), "fire-esp32", "esp32", keepalive=2).start([]) as probe:
+            assert probe.wait_for(lambda p: len(p.of_kind("hb")) >= 3, 30), "no heartbeats"
+            replies = [probe.command("info", timeout=10) for _ in range(20)]
+            assert all(r and r["ok"] for r in replies), replies
+            port = broker.port
+            broker.stop()
+            time.sleep(3)
+            broker = MosquittoBroker(port=port).start()
+            seen = len(probe.of_kind("hb"))
+            assert probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 3, 40), "no heartbeats after the outage"
+            assert probe.board.console.since(0).count(b"edgefleet-node: connected to") >= 2   # it reconnected
+            peaks = [h["mem_total"] - h["mem_low"] for h in probe.of_kind("hb") if "mem_low" in h]
+            print("esp32 runtime peak %d of budget %d over %d heartbeats" % (max(peaks), budget, len(peaks)))
+            assert peaks and max(peaks) <= budget, (max(peaks), budget)
+    finally:
+        broker.stop()

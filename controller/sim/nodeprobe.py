@@ -31,6 +31,11 @@ class NodeProbe:
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="probe-" + node_id)
         self._client.on_message = self._on_message
+        # Subscribed at every connect: the probe keeps watching across a broker restart.
+        self._client.on_connect = self._on_connect
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe(protocol.node_topic(PREFIX, self.node_id, "+"), qos=1)
 
     def _on_message(self, client, userdata, message):
         try:
@@ -48,7 +53,6 @@ class NodeProbe:
 
     def start(self, workloads=None):
         self._client.connect(self.broker.host, self.broker.port)
-        self._client.subscribe(protocol.node_topic(PREFIX, self.node_id, "+"), qos=1)
         self._client.loop_start()
         if workloads is not None:
             self.assign(workloads)

@@ -33,7 +33,7 @@ from edgefleet.controller.sim.nodeprobe import NodeProbe
 
 STEP = 4096
 RESULTS_NEEDED = 5
-# Status commands sent back to back while the runtime's peak is watched.
+# Info commands sent back to back while the runtime's peak is watched.
 COMMAND_BURST = 20
 # Run under MicroPython: imports one module and prints the heap it holds (heap_import_probe.py).
 IMPORT_PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heap_import_probe.py")
@@ -72,7 +72,7 @@ def runtime_heap(broker, board, store):
 def runtime_figures(broker, board, store, commands=COMMAND_BURST):
     """(after boot, steady, peak) heap in use, no workload: the boot event's figure, the 5th
     heartbeat's, and the highest `mem_total - mem_low` over the heartbeats while `commands`
-    status commands arrive back to back."""
+    info commands arrive back to back."""
     with tempfile.TemporaryDirectory() as root:
         probe = NodeProbe(broker, root, "rom-%s-%s" % (store, board.replace("rpi-", "")), board, code_store=store)
         with probe.start([]):
@@ -86,7 +86,7 @@ def runtime_figures(broker, board, store, commands=COMMAND_BURST):
                 raise SystemExit("%s from %s: no heartbeats" % (board, store))
             steady = hbs[4]["mem_total"] - hbs[4]["mem_free"]
             for _ in range(commands):
-                probe.command("status", timeout=10)
+                probe.command("info", timeout=10)
             seen = len(probe.of_kind("hb"))
             probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 2, 20)
             peak = max(h["mem_total"] - h["mem_low"] for h in probe.of_kind("hb") if "mem_low" in h)
