@@ -111,7 +111,8 @@ def test_no_random_message_escapes_the_nodes_dispatch():
            "data_dir": path, "models_dir": path + "/models"}
     try:
         from firmware.node import Node
-        node = Node(cfg, None)
+        from test_node_input import NoHal
+        node = Node(cfg, NoHal())
     except MemoryError:
         raise Skip("the whole node module does not load beside the tests at this heap")
     delivered = 0

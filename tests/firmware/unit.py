@@ -83,9 +83,23 @@ def run_module(name, only=None):
     return failed
 
 
+def mount_rom(path):
+    """Run the firmware in place from the ROMFS image at `path`, as a board whose code store is
+    romfs does: read onto the heap here (the driver gave the heap exactly that much more)."""
+    import os
+    import vfs
+    buf = bytearray(os.stat(path)[6])
+    with open(path, "rb") as f:
+        f.readinto(buf)
+    vfs.mount(vfs.VfsRom(buf), "/rom")
+    sys.path.insert(0, "/rom")
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        mount_rom(sys.argv[3])
     # Run as the module the tests import (`from unit import Skip`), so the Skip they raise is
     # the one run_module catches, not this __main__ copy's.
     import unit
-    only = sys.argv[2] if len(sys.argv) > 2 else None
+    only = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
     sys.exit(1 if unit.run_module(sys.argv[1], only) else 0)
