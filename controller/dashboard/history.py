@@ -9,8 +9,11 @@ bucket, at two resolutions, each with its own retention:
          300 s buckets kept 30 days (the long view)
 
 That is 8,640 + 8,640 = 17,280 rows per node at steady state, whatever the heartbeat rate, so
-the disk a fleet's history takes is bounded by its node count: DISK_BOUND_BYTES below, from
-`bytes_per_sample` measured on a filled registry (tools/bench/dashboard.py measures it again).
+the disk a fleet's history takes is bounded by its node count (disk_bound_bytes): at about 61
+bytes a sample (measured: a registry filled with full retention for 10-character node ids,
+tests/test_dashboard_history.py holds it under BYTES_PER_SAMPLE), 50 nodes at 1 heartbeat/s
+for 30 days and beyond take at most 50 x 17,280 x 64 B = 55.3 MB. SQLite reuses the pages the
+pruning frees, so the file stops growing there. tools/bench/dashboard.py measures it again.
 Runs in the controller's thread, which owns the registry; writes are committed with the
 controller's own next commit.
 """
@@ -20,9 +23,9 @@ import math
 TIERS = ((10, 24 * 3600), (300, 30 * 24 * 3600))
 # Older samples are pruned at most this often (a DELETE per tier).
 PRUNE_EVERY_S = 60.0
-# What one sample costs on disk in the SQLite registry: measured by tools/bench/dashboard.py
-# (a registry filled with 50 nodes' full retention, file size over rows), rounded up.
-BYTES_PER_SAMPLE = 48
+# What one sample costs on disk in the SQLite registry (file size over rows, a registry filled
+# with full retention; about 61 B with 10-character node ids), rounded up.
+BYTES_PER_SAMPLE = 64
 ROWS_PER_NODE = sum(kept // res for res, kept in TIERS)
 
 
