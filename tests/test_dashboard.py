@@ -22,6 +22,8 @@ import pytest
 from edgefleet import models
 from edgefleet.controller import cli
 from edgefleet.controller.broker import SecureMosquitto
+from edgefleet.controller.deploy import bundle
+from edgefleet.controller.install import image, keys
 from edgefleet.controller.dashboard.server import dashboard_for
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.mqttlink import BrokerLink
@@ -58,13 +60,20 @@ def fleet(tmp_path_factory):
     f.security.init()
     f.broker = SecureMosquitto(f.security).start()
     f.db = str(root / "fleet.db")
+    # Slotted boards holding the public half of the fleet's signing key, as `flash` and
+    # `provision` set them up: they take bundles deployed from the page.
+    f.key_path = os.path.join(f.home, keys.HOST_FILE)
+    f.key = keys.create(f.key_path)
     f.sim = SimFleet(str(root / "boards"), f.broker.local_host, None, LAYOUT, security=f.security,
-                     tls_port=f.broker.port)
+                     tls_port=f.broker.port, slotted=True, key=f.key)
+    f.bundle = str(root / "rpi4-0.2.0.efb")
+    with open(f.bundle, "wb") as out:
+        out.write(bundle.build("rpi4", "0.2.0", f.key, mpy_arch=None, simulated=True))
     f.controller = f.dashboard = None
     try:
         for entry in LAYOUT:
             f.sim.add(*entry)
-        f.dashboard = dashboard_for("127.0.0.1:0", f.security)
+        f.dashboard = dashboard_for("127.0.0.1:0", f.security, verify_key_path=f.key_path)
         link = BrokerLink(BrokerAddress.parse(f.broker.url), CONTROLLER, f.security)
         f.controller = ControllerService(None, None, db_path=f.db, manifests=models.manifests(), link=link,
                                          workloads=[WORKLOAD], observer=f.dashboard.feed).start()
@@ -111,6 +120,12 @@ def row_state(browser, node):
     return browser.execute_script(
         "const r = document.querySelector('#nodes tr[data-node=\"' + arguments[0] + '\"]');"
         "return r ? r.dataset.state : null;", node)
+
+
+def text(browser, selector):
+    """An element's text, read in one step (the page redraws parts of itself as updates come)."""
+    return browser.execute_script("const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+                                  selector)
 
 
 def host_of(fleet):
@@ -227,11 +242,61 @@ def test_a_drain_clicked_on_the_page_moves_the_work(fleet, browser, capsys, monk
     digits = next(w for w in status["workloads"] if w["id"] == "digits")
     assert host not in digits["nodes"] and digits["nodes"] == new_hosts
     assert next(n for n in status["nodes"] if n["id"] == host)["draining"]
+    # Undrained again from the page, so the node takes work (and updates) like the others.
+    browser.get(fleet.dashboard.url + "#node/" + host)
+    wait_until(lambda: browser.find_element("id", "node-facts").text != "", 10, "the node view")
+    browser.find_element("id", "undrain").click()
+    wait_until(lambda: "takes work again" in browser.find_element("id", "action-msg").text, 10, "the undrain")
     # The audit log has the request, who asked it, and the drain itself.
     events = fleet.controller.request("events", {"limit": 100}, "test")["events"]
-    asked = [e for e in events if e["kind"] == "operator_request"]
-    assert asked and "ef.operator@127.0.0.1 (dashboard) asked drain node=%s: done" % host in asked[-1]["msg"]
+    asked = [e["msg"] for e in events if e["kind"] == "operator_request"]
+    assert "ef.operator@127.0.0.1 (dashboard) asked drain node=%s: done" % host in asked, asked
+    assert "ef.operator@127.0.0.1 (dashboard) asked drain node=pi-404: refused: no node 'pi-404'" in asked, asked
     assert any(e["kind"] == "drain" and e["node"] == host for e in events)
+
+
+def operator_status(fleet, capsys, monkeypatch):
+    """`edgefleet status --json`, asked over the broker as the operator."""
+    monkeypatch.setenv("EDGEFLEET_HOME", fleet.home)
+    capsys.readouterr()
+    assert cli.main(["status", "--json", "--broker", fleet.broker.url]) == 0
+    return {n["id"]: n for n in json.loads(capsys.readouterr().out)["nodes"]}
+
+
+def test_a_deploy_and_a_rollback_from_the_page(fleet, browser, capsys, monkeypatch):
+    browser.get(fleet.dashboard.url + "#rollouts")
+    wait_until(lambda: browser.find_element("id", "who").text == "operator: ef.operator", 10, "still signed in")
+    assert {n["fw"] for n in operator_status(fleet, capsys, monkeypatch).values()} == {image.firmware_version()}
+    # A bundle another key signed is refused before anything is sent.
+    status, body = http(fleet, "POST", "/api/action/deploy?to=rpi4", b"EFB-not-a-bundle",
+                        auth="ef.operator:" + fleet.password)
+    assert status == 400 and "bundle" in body["error"], body
+    browser.find_element("id", "deploy-file").send_keys(fleet.bundle)
+    browser.find_element("id", "deploy-to").send_keys("rpi4")
+    browser.find_element("id", "deploy-btn").click()
+    wait_until(lambda: "deploying 0.2.0 to 3 node(s)" in browser.find_element("id", "action-msg").text, 10,
+               "the deploy's answer")
+    # Live while it runs: the canary wave, then the rest, each node's state on the page.
+    wait_until(lambda: text(browser, "#rollout-waves td") == "canary", 10, "the waves on the page")
+    wait_until(lambda: text(browser, "#rollout-status") == "done", 90, "the rollout done on the page")
+    states = browser.execute_script("return [...document.querySelectorAll('[data-rollout-node]')].map(e => e.textContent)")
+    assert states == ["confirmed"] * 3
+    shot(browser, "deployed")
+    nodes = operator_status(fleet, capsys, monkeypatch)
+    assert {(n["fw"], n["slot"]) for n in nodes.values()} == {("0.2.0", "slot_b")}
+
+    browser.find_element("id", "rollback-to").send_keys("pi-3")
+    browser.find_element("id", "rollback-btn").click()
+    wait_until(lambda: "rolling back 1 node(s)" in browser.find_element("id", "action-msg").text, 10, "the answer")
+    wait_until(lambda: text(browser, "#rollout-status") == "done", 60, "the rollback done on the page")
+    shot(browser, "rolled-back")
+    nodes = operator_status(fleet, capsys, monkeypatch)
+    assert (nodes["pi-3"]["fw"], nodes["pi-3"]["slot"]) == (image.firmware_version(), "slot_a")
+    assert nodes["pi-1"]["fw"] == "0.2.0"
+    events = fleet.controller.request("events", {"limit": 200}, "test")["events"]
+    asked = [e["msg"] for e in events if e["kind"] == "operator_request"]
+    assert any("asked deploy to=rpi4 version=0.2.0: done" in m for m in asked), asked
+    assert any("asked rollback to=pi-3: done" in m for m in asked), asked
 
 
 def test_a_node_powered_off_turns_offline_on_the_page_without_a_reload(fleet, browser):

@@ -5,7 +5,8 @@ Reads of what the controller holds in memory come from the live feed; reads of h
 events, results) from a read-only registry connection of the web server's own (a Registry
 belongs to one thread; SQLite's WAL lets it read while the controller writes), used from one
 worker thread at a time. Actions go to the controller as operator requests
-(ControllerService.request), answered in its own thread by the same code as the CLI's.
+(ControllerService.request), answered in its own thread by the same code as the CLI's; deploys
+and rollbacks run the CLI's rollout machinery (rollouts.py).
 """
 import asyncio
 import contextlib
@@ -23,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edgefleet.firmware import protocol
+from edgefleet.firmware.update_errors import BundleError
 
 from ..errors import EdgefleetError, NotFound
 from ..fleet.operator import SUPERVISION_KINDS
@@ -32,6 +34,7 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 HOUR_S = 3600
 KEEPALIVE_S = 15.0
 MAX_BODY = 64 * 1024
+MAX_BUNDLE = 32 * 1024 * 1024
 # What the page may ask the controller to do, and the arguments each takes (as `edgefleet
 # drain`, `drain --undo` and `move` send them).
 ACTIONS = {"drain": ("node",), "undrain": ("node",), "move": ("workload", "node", "source")}
@@ -92,6 +95,16 @@ def _int_param(request, name, default, low, high):
     return value
 
 
+def _json_object(body):
+    try:
+        args = json.loads(body or b"{}")
+    except ValueError:
+        raise ApiError(400, "the request body is not JSON") from None
+    if not isinstance(args, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return args
+
+
 def workload_stats(results, now, bins=10, per_s=60):
     """A workload's last hour from its results: score histogram, accuracy, latency percentiles
     and throughput per minute."""
@@ -116,7 +129,7 @@ def workload_stats(results, now, bins=10, per_s=60):
     }
 
 
-def create_app(service, feed, hub, credentials, metrics, open_registry):
+def create_app(service, feed, hub, credentials, metrics, open_registry, rollouts):
     reader = RegistryReader(open_registry)
 
     def guarded(handler):
@@ -129,6 +142,8 @@ def create_app(service, feed, hub, credentials, metrics, open_registry):
                 return JSONResponse({"error": str(e)}, status_code=404)
             except EdgefleetError as e:
                 return JSONResponse({"error": str(e)}, status_code=409)
+            except BundleError as e:   # an uploaded bundle that is corrupt, or not signed by this fleet's key
+                return JSONResponse({"error": str(e)}, status_code=400)
         return endpoint
 
     async def index(request):
@@ -173,8 +188,9 @@ def create_app(service, feed, hub, credentials, metrics, open_registry):
         rows = await reader.read(lambda r: r.events(node_id, limit, kinds or None))
         return JSONResponse({"events": rows})
 
-    async def rollouts(request):
-        return JSONResponse({"updates": [{"id": uid, "nodes": nodes} for uid, nodes in list(feed.ota.items())]})
+    async def rollout_view(request):
+        return JSONResponse({"current": rollouts.view(),
+                             "updates": [{"id": uid, "nodes": nodes} for uid, nodes in list(feed.ota.items())]})
 
     async def whoami(request):
         user = credentials.check(request.headers.get("authorization"))
@@ -182,30 +198,52 @@ def create_app(service, feed, hub, credentials, metrics, open_registry):
             return JSONResponse({"error": "operator credentials needed"}, status_code=401)
         return JSONResponse({"user": user})
 
-    async def action(request):
-        op = request.path_params["op"]
-        if op not in ACTIONS:
-            raise ApiError(404, "no action %r (there are: %s)" % (op, ", ".join(sorted(ACTIONS))))
+    def operator(request, op):
+        """Who acts, as the audit log names them; ApiError 401 without the operator's credentials."""
         user = credentials.check(request.headers.get("authorization"))
         if user is None:
             # No WWW-Authenticate header: the page asks for the login itself, not the browser's prompt.
-            return JSONResponse({"error": "%s needs the operator's credentials" % op}, status_code=401)
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise ApiError(413, "request body over %d bytes" % MAX_BODY)
-        try:
-            args = json.loads(body or b"{}")
-        except ValueError:
-            raise ApiError(400, "the request body is not JSON") from None
-        if not isinstance(args, dict):
-            raise ApiError(400, "the request body must be a JSON object")
+            raise ApiError(401, "%s needs the operator's credentials" % op)
+        return "%s@%s (dashboard)" % (user, request.client.host if request.client else "?")
+
+    async def body_of(request, limit):
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, "request body over %d bytes" % limit)
+        return body
+
+    async def deploy(request):
+        who = operator(request, "deploy")
+        group = request.query_params.get("to") or ""
+        if not group:
+            raise ApiError(400, "deploy needs ?to=GROUP: all, a board, a runtime or node ids")
+        data = await body_of(request, MAX_BUNDLE)
+        if not data:
+            raise ApiError(400, "deploy needs the bundle as the request body")
+        return JSONResponse(await run_in_threadpool(rollouts.deploy, data, group, who))
+
+    async def rollback(request):
+        who = operator(request, "rollback")
+        args = _json_object(await body_of(request, MAX_BODY))
+        group = args.get("to")
+        if not isinstance(group, str) or not group or set(args) - {"to"}:
+            raise ApiError(400, "rollback takes {\"to\": GROUP}")
+        return JSONResponse(await run_in_threadpool(rollouts.rollback, group, who))
+
+    async def action(request):
+        op = request.path_params["op"]
+        if op not in ACTIONS:
+            raise ApiError(404, "no action %r (there are: %s)" % (op, ", ".join(sorted(ACTIONS) + ["deploy", "rollback"])))
+        who = operator(request, op)
+        args = _json_object(await body_of(request, MAX_BODY))
         unknown = sorted(set(args) - set(ACTIONS[op]))
         if unknown:
             raise ApiError(400, "%s takes %s, not %s" % (op, ", ".join(ACTIONS[op]), ", ".join(unknown)))
         if any(not isinstance(v, str) for v in args.values()):
             raise ApiError(400, "%s's arguments are names (strings)" % op)
         args = {k: v for k, v in args.items() if v}
-        who = "%s@%s (dashboard)" % (user, request.client.host if request.client else "?")
         answer = await run_in_threadpool(service.request, op, args, who)
         return JSONResponse(answer)
 
@@ -239,8 +277,10 @@ def create_app(service, feed, hub, credentials, metrics, open_registry):
         Route("/api/node/{node}", guarded(node)),
         Route("/api/workload/{workload}", guarded(workload)),
         Route("/api/events", guarded(events)),
-        Route("/api/rollouts", guarded(rollouts)),
+        Route("/api/rollouts", guarded(rollout_view)),
         Route("/api/whoami", guarded(whoami)),
+        Route("/api/action/deploy", guarded(deploy), methods=["POST"]),
+        Route("/api/action/rollback", guarded(rollback), methods=["POST"]),
         Route("/api/action/{op}", guarded(action), methods=["POST"]),
         Route("/stream", stream),
         Route("/metrics", prometheus),

@@ -35,13 +35,15 @@ class Dashboard:
     """The pieces the controller and the web server share: make it, pass `feed` to the
     ControllerService as its observer, then start() it with the service."""
 
-    def __init__(self, host, port, credentials, prefix="ef"):
+    def __init__(self, host, port, credentials, prefix="ef", verify_key_path=None):
         for module in ("starlette", "uvicorn", "prometheus_client"):
             require(module, "the dashboard")
         self.host, self.port = host, port
         self.credentials = credentials
         self.hub = Hub()
         self.feed = LiveFeed(self.hub, prefix)
+        self.verify_key_path = verify_key_path   # what checks uploaded bundles (default: the fleet's)
+        self.rollouts = None
         self.server = None
         self._thread = None
         self._sock = None
@@ -50,10 +52,12 @@ class Dashboard:
         import uvicorn
         from .app import create_app
         from .metrics import Metrics
+        from .rollouts import Rollouts
         if not service.db_path or service.db_path == ":memory:":
             raise ConfigError("the dashboard reads the registry from a file; the controller has none")
+        self.rollouts = Rollouts(service, self.hub, self.verify_key_path)
         app = create_app(service, self.feed, self.hub, self.credentials, Metrics(self.feed, self.hub),
-                         lambda: open_registry(service.db_path, readonly=True))
+                         lambda: open_registry(service.db_path, readonly=True), self.rollouts)
         try:
             infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
             self._sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
@@ -106,7 +110,7 @@ def _wait(predicate, timeout):
     return predicate()
 
 
-def dashboard_for(address, security=None, state_dir=None, prefix="ef"):
+def dashboard_for(address, security=None, state_dir=None, prefix="ef", verify_key_path=None):
     """A Dashboard for `--http ADDR:PORT`, acting with the fleet's operator login."""
     host, port = parse_http_address(address)
-    return Dashboard(host, port, OperatorCredentials.for_fleet(security, state_dir), prefix)
+    return Dashboard(host, port, OperatorCredentials.for_fleet(security, state_dir), prefix, verify_key_path)

@@ -163,6 +163,9 @@ class ControllerService:
                 self._publish(self.fleet.audit())
                 if self.observer is not None:
                     self._observe("message", topic, payload, time.perf_counter() - started)
+            elif what == "note":
+                self.fleet.note_operator(*topic)
+                self._publish(self.fleet.audit())
             elif what == "op":
                 try:
                     self._operator_request(*topic)
@@ -207,6 +210,13 @@ class ControllerService:
             return future.result(timeout)
         except TimeoutError:
             raise NoAnswer("the controller did not answer %s within %.0f s" % (op, timeout)) from None
+
+    def note(self, who, op, args, outcome):
+        """Write an operator's action that ran outside the controller (a deploy the dashboard
+        drove) to the audit log, from the controller's thread."""
+        if not self.alive():
+            raise ControllerFailed("the controller is not running")
+        self.inbox.put(("note", (who, op, args, outcome), None))
 
     def _operator_request(self, request_id, payload, op, args, who, future):
         reply_topic = opwire.reply_topic(self.prefix, request_id)

@@ -143,7 +143,29 @@ async function showRollouts() {
   const d = await api("/api/rollouts");
   S.ota = {};
   for (const u of d.updates) S.ota[u.id] = u.nodes;
+  S.rollout = d.current;
   drawRollouts();
+  drawRollout();
+}
+
+function drawRollout() {
+  // The deploy or rollback started from this dashboard: its waves, each node's state, the gates' log.
+  const r = S.rollout, el = $("#rollout-current");
+  if (!r) { el.innerHTML = ""; return; }
+  let html = `<h3>${esc(r.kind)} ${esc(r.version || "")} to ${esc(r.group)}: <span id="rollout-status">${esc(r.status)}</span></h3>` +
+    `<p>by ${esc(r.who)}, started ${hhmmss(r.started)}${r.ended ? ", ended " + hhmmss(r.ended) : ""}` +
+    `${r.error ? ` — <span class="warn">${esc(r.error)}</span>` : ""}</p>`;
+  if (r.waves) {
+    const p = r.progress;
+    html += `<p>wave ${Math.min(Math.max(p.wave, 1), p.waves)}/${p.waves}, ${p.confirmed}/${p.nodes} nodes confirmed, ` +
+      `${Math.round(100 * p.bytes / Math.max(1, p.bytes_total))}% sent</p><table id="rollout-waves"><tbody>` +
+      r.waves.map((wave, i) => `<tr><td>${i === 0 ? "canary" : "wave " + (i + 1)}</td><td>` +
+        wave.map((n) => `${esc(n)}: <b data-rollout-node="${esc(n)}">${esc(r.nodes[n] || "waiting")}</b>` +
+          `${r.rolled_back.includes(n) ? " (rolled back)" : ""}`).join(", ") + "</td></tr>").join("") +
+      "</tbody></table><pre>" + r.log.map(([t, text]) => `${hhmmss(t)}  ${esc(text)}`).join("\n") + "</pre>";
+  }
+  if (r.versions) html += "<p>" + Object.entries(r.versions).map(([n, v]) => `${esc(n)} → ${esc(v)}`).join(", ") + "</p>";
+  el.innerHTML = html;
 }
 
 function drawRollouts() {
@@ -231,6 +253,7 @@ function connect() {
     (S.ota[u.id] = S.ota[u.id] || {})[u.node] = u;
     if (S.view === "rollouts") drawRollouts();
   });
+  es.addEventListener("rollout", (m) => { S.rollout = JSON.parse(m.data); if (S.view === "rollouts") drawRollout(); });
   es.addEventListener("migration", () => { if (S.view === "workload") showWorkload(S.arg).catch(() => {}); });
 }
 
@@ -242,11 +265,11 @@ function say(text, refused) {
   el.className = refused ? "refused" : "";
 }
 
-async function act(op, args) {
-  const headers = { "Content-Type": "application/json" };
+async function act(op, args, query, body) {
+  const headers = { "Content-Type": body ? "application/octet-stream" : "application/json" };
   if (S.auth) headers.Authorization = S.auth;
   try {
-    const d = await api("/api/action/" + op, { method: "POST", headers, body: JSON.stringify(args) });
+    const d = await api("/api/action/" + op + (query || ""), { method: "POST", headers, body: body || JSON.stringify(args) });
     say(d.message || op + " done");
   } catch (e) {
     say(op + " refused: " + e.message, true);
@@ -281,6 +304,13 @@ $("#move-form").addEventListener("submit", (e) => {
   e.preventDefault();
   act("move", { workload: S.arg, node: $("#move-to").value, source: $("#move-from").value });
 });
+$("#deploy-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const file = $("#deploy-file").files[0];
+  if (!file) { say("deploy: choose a bundle file first", true); return; }
+  act("deploy", null, "?to=" + encodeURIComponent($("#deploy-to").value.trim()), await file.arrayBuffer());
+});
+$("#rollback-form").addEventListener("submit", (e) => { e.preventDefault(); act("rollback", { to: $("#rollback-to").value.trim() }); });
 for (const id of ["#filter-node", "#filter-kind", "#filter-level"]) $(id).addEventListener("input", drawEvents);
 
 window.addEventListener("hashchange", route);
