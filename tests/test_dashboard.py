@@ -328,3 +328,24 @@ def test_metrics_parse_with_the_prometheus_parser(fleet):
     assert count > 10
     assert any(s.name.endswith("_count") and s.value > 0 for s in families["edgefleet_controller_tick_seconds"].samples)
     assert any(s.labels.get("kind") == "hb" and s.value > 0 for s in families["edgefleet_controller_messages"].samples)
+
+
+def test_the_plots_history_survives_a_controller_restart(fleet, browser):
+    # Ten-second samples of the run so far are in the registry; a new controller and dashboard
+    # on the same registry (the boards carry on) draw them on the node's page straight away.
+    before = http(fleet, "GET", "/api/node/pi-1")[1]["samples"]
+    assert len(before) >= 2, before
+    fleet.dashboard.stop()
+    fleet.controller.stop()
+    fleet.dashboard = dashboard_for("127.0.0.1:0", fleet.security, verify_key_path=fleet.key_path)
+    link = BrokerLink(BrokerAddress.parse(fleet.broker.url), CONTROLLER, fleet.security)
+    fleet.controller = ControllerService(None, None, db_path=fleet.db, manifests=models.manifests(), link=link,
+                                         observer=fleet.dashboard.feed).start()
+    fleet.dashboard.start(fleet.controller)
+    after = http(fleet, "GET", "/api/node/pi-1")[1]["samples"]
+    assert after[:len(before)] == before
+    browser.get(fleet.dashboard.url + "#node/pi-1")
+    wait_until(lambda: browser.execute_script(
+        "const p = document.querySelector('#plot-cpu polyline');"
+        "return p && p.getAttribute('points').split(' ').length;") >= len(before), 10, "the hour's plot after a restart")
+    shot(browser, "node-after-restart")

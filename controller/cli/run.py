@@ -116,12 +116,17 @@ def cmd_controller(args):
     dashboard = None
     if args.http:
         from ..dashboard.server import dashboard_for
-        dashboard = dashboard_for(args.http, link.security, prefix=args.prefix)
+        dashboard = dashboard_for(args.http, link.security, prefix=args.prefix).bind()
     service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
                                 workloads=workloads, ctrl_id=args.id, link=link,
                                 observer=dashboard.feed if dashboard else None)
-    with removed_on_failure(db_path):
-        service.start()
+    try:
+        with removed_on_failure(db_path):
+            service.start()
+    except BaseException:
+        if dashboard is not None:
+            dashboard.stop()
+        raise
     print("edgefleet: controller connected to %s, registry %s" % (link.describe(), db_path), flush=True)
     try:
         if dashboard is not None:

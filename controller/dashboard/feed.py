@@ -71,6 +71,8 @@ class LiveFeed:
         """The controller is up: `fleet` is its FleetController, whose registry this thread owns."""
         self.fleet = fleet
         self.history = HistoryRecorder(fleet.registry)
+        # The fleet as the registry has it, for a page opened before the first tick.
+        self.snapshot = fleet.snapshot()
 
     def message(self, topic, payload, seconds):
         started = time.thread_time()

@@ -52,6 +52,16 @@ class Hub:
         with self._lock:
             return len(self._subscribers)
 
+    def close_all(self):
+        """End every browser's stream (the server is stopping: nothing keeps it waiting)."""
+        with self._lock:
+            subs, self._subscribers = list(self._subscribers), set()
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.queue.put_nowait, CLOSED)
+            except RuntimeError:
+                pass
+
     def publish(self, kind, data):
         """Send one update (`kind`: node, event, log, fleet, ...) to every browser; one SSE
         frame, serialized once here whatever the number of browsers."""

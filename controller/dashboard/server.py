@@ -35,11 +35,14 @@ class Dashboard:
     """The pieces the controller and the web server share: make it, pass `feed` to the
     ControllerService as its observer, then start() it with the service."""
 
-    def __init__(self, host, port, credentials, prefix="ef", verify_key_path=None):
+    def __init__(self, host, port, security=None, state_dir=None, prefix="ef", verify_key_path=None):
         for module in ("starlette", "uvicorn", "prometheus_client"):
             require(module, "the dashboard")
         self.host, self.port = host, port
-        self.credentials = credentials
+        # Whose login actions need (auth.py); looked up when the dashboard starts, so that a
+        # controller that fails before then writes nothing for it.
+        self.security, self.state_dir = security, state_dir
+        self.credentials = None
         self.hub = Hub()
         self.feed = LiveFeed(self.hub, prefix)
         self.verify_key_path = verify_key_path   # what checks uploaded bundles (default: the fleet's)
@@ -48,6 +51,24 @@ class Dashboard:
         self._thread = None
         self._sock = None
 
+    def bind(self):
+        """Take the address now (before the controller starts, so a taken port fails first)."""
+        if self._sock is not None:
+            return self
+        sock = None
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+        except (OSError, UnicodeError) as e:
+            if sock is not None:
+                sock.close()
+            raise DashboardError("the dashboard cannot listen on %s:%d: %s" % (self.host, self.port, e)) from None
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        return self
+
     def start(self, service):
         import uvicorn
         from .app import create_app
@@ -55,19 +76,11 @@ class Dashboard:
         from .rollouts import Rollouts
         if not service.db_path or service.db_path == ":memory:":
             raise ConfigError("the dashboard reads the registry from a file; the controller has none")
+        self.bind()
+        self.credentials = OperatorCredentials.for_fleet(self.security, self.state_dir)
         self.rollouts = Rollouts(service, self.hub, self.verify_key_path)
         app = create_app(service, self.feed, self.hub, self.credentials, Metrics(self.feed, self.hub),
                          lambda: open_registry(service.db_path, readonly=True), self.rollouts)
-        try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-            self._sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._sock.bind(infos[0][4])
-        except (OSError, UnicodeError) as e:
-            if self._sock is not None:
-                self._sock.close()
-            raise DashboardError("the dashboard cannot listen on %s:%d: %s" % (self.host, self.port, e)) from None
-        self.port = self._sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                 timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
@@ -92,6 +105,7 @@ class Dashboard:
         return self._thread.native_id if self._thread is not None else None
 
     def stop(self):
+        self.hub.close_all()
         if self.server is not None:
             self.server.should_exit = True
         if self._thread is not None:
@@ -113,4 +127,4 @@ def _wait(predicate, timeout):
 def dashboard_for(address, security=None, state_dir=None, prefix="ef", verify_key_path=None):
     """A Dashboard for `--http ADDR:PORT`, acting with the fleet's operator login."""
     host, port = parse_http_address(address)
-    return Dashboard(host, port, OperatorCredentials.for_fleet(security, state_dir), prefix, verify_key_path)
+    return Dashboard(host, port, security, state_dir, prefix, verify_key_path)

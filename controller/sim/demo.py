@@ -187,7 +187,7 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
             runtimes[entry[0]] = fleet.runtimes[entry[0]]
         if http is not None:
             from ..dashboard.server import dashboard_for
-            dashboard = dashboard_for(http, security, state_dir=state_dir, verify_key_path=key_path)
+            dashboard = dashboard_for(http, security, state_dir=state_dir, verify_key_path=key_path).bind()
         controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
                                        workloads=demo_workloads(layout, runtimes, available), link=link,
                                        observer=dashboard.feed if dashboard else None).start()
