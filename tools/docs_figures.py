@@ -114,26 +114,34 @@ def failover_figure(data):
     left, right, top = 250, 730, 60
     ticks = nice_ticks(max(values + [1.0]))
     scale = lambda s: left + (right - left) * s / ticks[-1]   # noqa: E731
-    svg.text(20, 28, "Failover: node failure to its work's first result elsewhere (%d nodes, %s)" % (
-        data.get("nodes", 0), data.get("board", "")), weight="bold", size=14)
+    svg.text(20, 28, "Failover: a node's failure to its work's first result elsewhere, %d nodes" % data.get("nodes", 0),
+             weight="bold", size=14)
     for i, (label, prefix, color) in enumerate(rows):
         y = top + 30 + 70 * i
         svg.text(left - 10, y - 4, label, "end")
         kill, hang = data.get(prefix + "kill_trials_s", []), data.get(prefix + "hang_trials_s", [])
-        svg.text(left - 10, y + 12, "%d kills, %d hangs" % (len(kill), len(hang)), "end", size=11, color="#666")
+        svg.text(left - 10, y + 12, "%s, %s" % (_count(len(kill), "kill"), _count(len(hang), "hang")), "end", size=11,
+                 color="#666")
         svg.line(left, y, right, y, "#ddd")
         for j, s in enumerate(kill):
             svg.circle(scale(s), y - 8 + (j % 5) * 4, 4, color)
         for j, s in enumerate(hang):
             svg.circle(scale(s), y - 8 + (j % 5) * 4, 4, color, filled=False)
-        for q, name in ((0.5, "p50"), (0.99, "p99")):
-            v = percentile(kill, q)
-            if v is not None:
+        # The benchmark's own percentiles where its line has them (the figure says what it said).
+        p50 = data.get(prefix + "p50_s", percentile(kill, 0.5))
+        p99 = data.get(prefix + "p99_s", percentile(kill, 0.99))
+        if p50 is not None:
+            # p50 above the row, p99 below, so that the two never print over each other.
+            for v, name, label_y in ((p50, "p50", y - 22), (p99, "p99", y + 26)):
                 svg.line(scale(v), y - 18, scale(v), y + 14, color, 2)
-                svg.text(scale(v), y - 22, "%s %.1f s" % (name, v), "middle", size=10, color=color)
+                svg.text(scale(v), label_y, "%s %.1f s" % (name, v), "middle", size=10, color=color)
     axis_y = top + 70 * len(rows) + 5
     x_axis(svg, left, right, axis_y, ticks, scale, "seconds (filled: powered off; hollow: frozen)")
     return svg
+
+
+def _count(n, what):
+    return "%d %s%s" % (n, what, "" if n == 1 else "s")
 
 
 # -- energy ------------------------------------------------------------------------------------
