@@ -28,6 +28,7 @@ from edgefleet.firmware.update_errors import BundleError
 
 from ..errors import EdgefleetError, NotFound
 from ..fleet.operator import SUPERVISION_KINDS
+from .auth import Throttled
 from .hub import CLOSED
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -73,6 +74,10 @@ class RegistryReader:
     def close(self):
         self._worker.submit(self._close).result()
         self._worker.shutdown()
+
+
+def _address(request):
+    return request.client.host if request.client else "?"
 
 
 def _node_id(request):
@@ -193,18 +198,24 @@ def create_app(service, feed, hub, credentials, metrics, open_registry, rollouts
                              "updates": [{"id": uid, "nodes": nodes} for uid, nodes in list(feed.ota.items())]})
 
     async def whoami(request):
-        user = credentials.check(request.headers.get("authorization"))
+        user = check(request)
         if user is None:
             return JSONResponse({"error": "operator credentials needed"}, status_code=401)
         return JSONResponse({"user": user})
 
+    def check(request):
+        try:
+            return credentials.check(request.headers.get("authorization"), _address(request))
+        except Throttled:
+            raise ApiError(429, "too many wrong credentials from %s; wait a few seconds" % _address(request)) from None
+
     def operator(request, op):
         """Who acts, as the audit log names them; ApiError 401 without the operator's credentials."""
-        user = credentials.check(request.headers.get("authorization"))
+        user = check(request)
         if user is None:
             # No WWW-Authenticate header: the page asks for the login itself, not the browser's prompt.
             raise ApiError(401, "%s needs the operator's credentials" % op)
-        return "%s@%s (dashboard)" % (user, request.client.host if request.client else "?")
+        return "%s@%s (dashboard)" % (user, _address(request))
 
     async def body_of(request, limit):
         body = b""
