@@ -347,5 +347,5 @@ def test_the_plots_history_survives_a_controller_restart(fleet, browser):
     browser.get(fleet.dashboard.url + "#node/pi-1")
     wait_until(lambda: browser.execute_script(
         "const p = document.querySelector('#plot-cpu polyline');"
-        "return p && p.getAttribute('points').split(' ').length;") >= len(before), 10, "the hour's plot after a restart")
+        "return p ? p.getAttribute('points').split(' ').length : 0;") >= len(before), 10, "the hour's plot after a restart")
     shot(browser, "node-after-restart")
