@@ -234,6 +234,12 @@ def test_a_drain_clicked_on_the_page_moves_the_work(fleet, browser, capsys, monk
         return hosts and host not in hosts and hosts
     new_hosts = wait_until(moved_on_page, 40, "digits off the drained node, on the page")
     shot(browser, "drained")
+    # The workload's page says where it went and why.
+    browser.get(fleet.dashboard.url + "#workload/digits")
+    wait_until(lambda: "%s → %s" % (host, new_hosts[0]) in (text(browser, "#workload-migrations") or ""), 10,
+               "the move on the workload's page")
+    assert "drain" in text(browser, "#workload-migrations")
+    shot(browser, "workload-moved")
     # The same in `edgefleet status`, asked over the broker as the operator.
     monkeypatch.setenv("EDGEFLEET_HOME", fleet.home)
     capsys.readouterr()
@@ -253,6 +259,23 @@ def test_a_drain_clicked_on_the_page_moves_the_work(fleet, browser, capsys, monk
     assert "ef.operator@127.0.0.1 (dashboard) asked drain node=%s: done" % host in asked, asked
     assert "ef.operator@127.0.0.1 (dashboard) asked drain node=pi-404: refused: no node 'pi-404'" in asked, asked
     assert any(e["kind"] == "drain" and e["node"] == host for e in events)
+
+
+def test_a_move_from_the_workloads_page(fleet, browser):
+    from selenium.webdriver.support.ui import Select
+    source = host_of(fleet)[0]
+    browser.get(fleet.dashboard.url + "#workload/digits")
+    wait_until(lambda: text(browser, "#workload-hosts") == source, 10, "the workload's page")
+    target = Select(browser.find_element("id", "move-to")).first_selected_option.text
+    assert target and target != source
+    browser.find_element("id", "move-btn").click()
+    wait_until(lambda: "moving digits from %s to %s" % (source, target) in text(browser, "#action-msg"), 10,
+               "the move's answer")
+    # The page follows the move live: the hosts line changes without a reload.
+    wait_until(lambda: text(browser, "#workload-hosts") == target, 40, "digits on %s, on the page" % target)
+    assert host_of(fleet) == [target]
+    wait_until(lambda: "%s → %s" % (source, target) in text(browser, "#workload-migrations"), 10, "the move listed")
+    assert "operator" in text(browser, "#workload-migrations")
 
 
 def operator_status(fleet, capsys, monkeypatch):

@@ -40,6 +40,7 @@ MAX_BUNDLE = 32 * 1024 * 1024
 # drain`, `drain --undo` and `move` send them).
 ACTIONS = {"drain": ("node",), "undrain": ("node",), "move": ("workload", "node", "source")}
 EVENT_LIMIT = 1000
+MOVE_KINDS = ("move_started", "moved", "move_aborted")
 KIND = re.compile(r"^[a-z_]{1,40}$")
 
 
@@ -178,9 +179,17 @@ def create_app(service, feed, hub, credentials, metrics, open_registry, rollouts
         if wl is None:
             raise NotFound("no workload %r" % wid)
         now = time.time()
-        results = await reader.read(lambda r: r.recent_results(wid, now - HOUR_S))
-        return JSONResponse({"workload": wl, "hour": workload_stats(results, now),
-                             "migrations": [m for m in feed.migrations if m["workload"] == wid][-50:]})
+
+        def read(registry):
+            return registry.recent_results(wid, now - HOUR_S), registry.events(None, EVENT_LIMIT, MOVE_KINDS)
+        results, move_events = await reader.read(read)
+        # Its moves from the audit log (each event carries the move: trigger, from, to), so they
+        # outlive a controller restart.
+        moves = [{"ts": e["ts"], "kind": e["kind"], "from": e["data"]["from"], "to": e["data"]["to"],
+                  "reason": e["data"]["reason"], "msg": e["msg"]}
+                 for e in move_events if isinstance(e.get("data"), dict) and e["data"].get("workload") == wid
+                 and {"from", "to", "reason"} <= set(e["data"])]
+        return JSONResponse({"workload": wl, "hour": workload_stats(results, now), "migrations": moves[-50:]})
 
     async def events(request):
         node_id = request.query_params.get("node") or None

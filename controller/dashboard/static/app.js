@@ -132,8 +132,9 @@ async function showWorkload(id) {
     `${(h.latency_us.p50 / 1000).toFixed(2)} ms, p95 ${(h.latency_us.p95 / 1000).toFixed(2)} ms, max ` +
     `${(h.latency_us.max / 1000).toFixed(2)} ms` : "no results in the last hour";
   $("#workload-migrations tbody").innerHTML = d.migrations.slice().reverse().map((m) =>
-    `<tr><td>${hhmmss(m.started)}</td><td>${esc(m.from)} → ${esc(m.to)}</td><td>${esc(m.reason)}</td>` +
-    `<td>${m.ended ? "ended " + hhmmss(m.ended) : esc(m.state)}</td></tr>`).join("") || "<tr><td>none yet</td></tr>";
+    `<tr class="${m.kind === "move_aborted" ? "warn" : ""}"><td>${hhmmss(m.ts)}</td><td>${esc(m.kind)}</td>` +
+    `<td class="move">${esc(m.from)} → ${esc(m.to)}</td><td>${esc(m.reason)}</td><td>${esc(m.msg)}</td></tr>`).join("")
+    || "<tr><td>none yet</td></tr>";
   const opts = (ids) => ids.map((i) => `<option>${esc(i)}</option>`).join("");
   $("#move-to").innerHTML = opts(S.fleet.nodes.filter((n) => !w.nodes.includes(n.id) && n.state !== "offline").map((n) => n.id));
   $("#move-from").innerHTML = opts(w.nodes);
