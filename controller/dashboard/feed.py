@@ -108,8 +108,8 @@ class LiveFeed:
         self.ticks.observe(seconds)
         self.snapshot = snapshot
         self._track_moves(snapshot["moves"])
-        if self.history is not None:
-            self.history.prune(self.clock())
+        if self.history is not None and self.history.prune(self.clock()):
+            self.fleet.registry.commit()
         for node in snapshot["nodes"]:
             node["rps"] = self.rps.get(node["id"])
         self.hub.publish("fleet", self.fleet_view())
@@ -135,6 +135,10 @@ class LiveFeed:
         results = self.fleet.state.result_counts().get(node["id"], 0)
         done = self.history.heartbeat(node["id"], tel.get("at") or self.clock(), tel.get("cpu") or 0.0,
                                       tel.get("mem_free"), tel.get("power"), results)
+        if done:
+            # Committed now, on their own: the controller has committed the heartbeat already, and
+            # a later message whose handling fails rolls back only what it wrote.
+            self.fleet.registry.commit()
         for sample in done:
             if sample[1] == self.history.tiers[0][0]:
                 self.rps[node["id"]] = sample[6]

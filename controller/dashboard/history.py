@@ -14,8 +14,8 @@ bytes a sample (measured: a registry filled with full retention for 10-character
 tests/test_dashboard_history.py holds it under BYTES_PER_SAMPLE), 50 nodes at 1 heartbeat/s
 for 30 days and beyond take at most 50 x 17,280 x 64 B = 55.3 MB. SQLite reuses the pages the
 pruning frees, so the file stops growing there. tools/bench/dashboard.py measures it again.
-Runs in the controller's thread, which owns the registry; writes are committed with the
-controller's own next commit.
+Runs in the controller's thread, which owns the registry; the caller commits (feed.py does,
+right after a bucket is written).
 """
 import math
 

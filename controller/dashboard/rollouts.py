@@ -10,9 +10,9 @@ log through the controller (ControllerService.note).
 import threading
 import time
 
-from ..cli.deploy import resolve_group
 from ..deploy import bundle
 from ..deploy.deployer import Deployer
+from ..deploy.groups import resolve_group
 from ..deploy.rollout import Gate, Rollout
 from ..errors import EdgefleetError, InUse, RolloutError
 from ..install import keys
