@@ -263,9 +263,15 @@ def test_a_drain_clicked_on_the_page_moves_the_work(fleet, browser, capsys, monk
 
 def test_a_move_from_the_workloads_page(fleet, browser):
     from selenium.webdriver.support.ui import Select
+    # Once the drain's move has settled (one host, no move in progress) ...
+    wait_until(lambda: len(host_of(fleet)) == 1 and not fleet.controller.snapshot()["moves"], 30, "a settled fleet")
     source = host_of(fleet)[0]
     browser.get(fleet.dashboard.url + "#workload/digits")
-    wait_until(lambda: text(browser, "#workload-hosts") == source, 10, "the workload's page")
+    try:
+        wait_until(lambda: text(browser, "#workload-hosts") == source, 10, "the workload's page")
+    except AssertionError:
+        raise AssertionError("the workload's page shows %r, the controller %r" % (
+            text(browser, "#workload-hosts"), host_of(fleet))) from None
     target = Select(browser.find_element("id", "move-to")).first_selected_option.text
     assert target and target != source
     browser.find_element("id", "move-btn").click()
