@@ -163,6 +163,8 @@ def assert_one_line(proc, code, says):
      "edgefleet: provision needs Fabric: pip install 'edgefleet[provision]'"),
     (["broker", "--kind", "amqtt"], "amqtt",
      "edgefleet: the in-process amqtt broker needs amqtt: pip install 'edgefleet[sim]'"),
+    (["controller", "--broker", "mqtt://127.0.0.1:1", "--http", "127.0.0.1:0"], "uvicorn",
+     "edgefleet: the dashboard needs uvicorn: pip install 'edgefleet[dashboard]'"),
 ])
 def test_a_missing_extra_is_the_command_that_installs_it(user, command, module, says):
     # sys.modules[name] = None is how Python itself marks a module as absent: the import raises

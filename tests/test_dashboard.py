@@ -378,3 +378,36 @@ def test_the_plots_history_survives_a_controller_restart(fleet, browser):
         "const p = document.querySelector('#plot-cpu polyline');"
         "return p ? p.getAttribute('points').split(' ').length : 0;") >= len(before), 10, "the hour's plot after a restart")
     shot(browser, "node-after-restart")
+
+
+def test_the_controller_command_serves_the_dashboard(mosquitto, tmp_path):
+    """`edgefleet controller --http`, as a process: it says where the dashboard is, serves the
+    page, the fleet and /metrics, and stops cleanly on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    from edgefleet.controller.netutil import free_port
+    port = free_port()
+    env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path / "home"), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    proc = subprocess.Popen([sys.executable, "-m", "edgefleet.controller.cli", "controller", "--broker",
+                             "mqtt://%s:%d" % (mosquitto.host, mosquitto.port), "--db", str(tmp_path / "fleet.db"),
+                             "--http", "127.0.0.1:%d" % port], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[1].startswith("edgefleet: dashboard at http://127.0.0.1:%d/ (actions need" % port), lines
+        url = "http://127.0.0.1:%d/" % port
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"<title>edgefleet</title>" in r.read()
+        with urllib.request.urlopen(url + "api/fleet", timeout=10) as r:
+            assert json.loads(r.read())["nodes"] == []
+        with urllib.request.urlopen(url + "metrics", timeout=10) as r:
+            assert b"edgefleet_controller_tick_seconds" in r.read()
+        # No fleet security here: the dashboard made a login of its own, owner-only.
+        logins = tmp_path / "home" / "security" / "dashboard-logins.json"
+        assert logins.stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
