@@ -2,7 +2,7 @@
 its own thread after each message it handled, each audit batch it committed and each tick.
 
 It turns them into live updates for the browsers (hub.py), keeps what the registry does not
-(each node's console tail, update progress, recent migrations) in bounded memory, records the
+(each node's console tail, update progress) in bounded memory, records the
 telemetry history (history.py) and times the controller's ingest and ticks for /metrics. Every
 hook is cheap and bounded: it runs between the controller's decisions.
 """
@@ -20,8 +20,6 @@ from .history import HistoryRecorder
 log = logging.getLogger(__name__)
 
 LOG_LINES_KEPT = 200        # console lines per node
-EVENTS_KEPT = 500           # audit events for a page that opens
-MIGRATIONS_KEPT = 200
 OTA_KEPT = 20               # updates whose per-node progress is kept
 NODE_KINDS = ("hello", "hb", "status", "event", "reply")
 # Histogram buckets (seconds) for handling one message and for one tick.
@@ -54,8 +52,6 @@ class LiveFeed:
         self.history = None          # made when the controller's registry is known (attach)
         self.fleet = None
         self.logs = collections.defaultdict(lambda: collections.deque(maxlen=LOG_LINES_KEPT))
-        self.events = collections.deque(maxlen=EVENTS_KEPT)
-        self.migrations = collections.deque(maxlen=MIGRATIONS_KEPT)
         self.ota = collections.OrderedDict()   # update id -> {node: {state, off, ver, err, at}}
         self.rps = {}                # node -> results/s in its last closed 10 s bucket
         self.snapshot = None         # the fleet as of the last tick
@@ -98,9 +94,7 @@ class LiveFeed:
         """Audit events the controller just committed, oldest first."""
         started = time.thread_time()
         for ev in events:
-            ev = dict(ev, msg=ev["msg"][:1000], data=None)
-            self.events.append(ev)
-            self.hub.publish("event", ev)
+            self.hub.publish("event", dict(ev, msg=ev["msg"][:1000], data=None))
         self.cpu_s += time.thread_time() - started
 
     def tick(self, snapshot, seconds):
@@ -142,8 +136,6 @@ class LiveFeed:
         for sample in done:
             if sample[1] == self.history.tiers[0][0]:
                 self.rps[node["id"]] = sample[6]
-                self.hub.publish("sample", {"node": node["id"], "res": sample[1], "ts": sample[2], "cpu": sample[3],
-                                            "mem_free": sample[4], "battery": sample[5], "rps": sample[6]})
 
     def _log(self, payload):
         try:
@@ -169,19 +161,13 @@ class LiveFeed:
         self.hub.publish("ota", {"id": msg["id"], "node": msg["node"], **nodes[msg["node"]]})
 
     def _track_moves(self, moves):
-        """Migrations as they start and end, with why each happened (trigger, from, to)."""
-        now = self.clock()
+        """Migrations as they start, change state and end, with why each happened (trigger,
+        from, to): a workload's page redraws on each (its history is the audit log's)."""
         current = {(m["workload"], m["lane"]): m for m in moves}
         for key, move in current.items():
-            if key not in self._moves:
-                entry = {"workload": move["workload"], "from": move["from"], "to": move["to"],
-                         "reason": move["reason"], "started": now, "ended": None, "state": move["state"]}
-                self._moves[key] = entry
-                self.migrations.append(entry)
-                self.hub.publish("migration", entry)
-            else:
-                self._moves[key]["state"] = move["state"]
+            if self._moves.get(key) != move["state"]:
+                self._moves[key] = move["state"]
+                self.hub.publish("migration", dict(move, ended=False))
         for key in set(self._moves) - set(current):
-            entry = self._moves.pop(key)
-            entry["ended"] = now
-            self.hub.publish("migration", entry)
+            del self._moves[key]
+            self.hub.publish("migration", {"workload": key[0], "lane": key[1], "ended": True})
