@@ -262,7 +262,6 @@ def test_a_drain_clicked_on_the_page_moves_the_work(fleet, browser, capsys, monk
 
 
 def test_a_move_from_the_workloads_page(fleet, browser):
-    from selenium.webdriver.support.ui import Select
     # Once the drain's move has settled (one host, no move in progress) ...
     wait_until(lambda: len(host_of(fleet)) == 1 and not fleet.controller.snapshot()["moves"], 30, "a settled fleet")
     source = host_of(fleet)[0]
@@ -272,7 +271,8 @@ def test_a_move_from_the_workloads_page(fleet, browser):
     except AssertionError:
         raise AssertionError("the workload's page shows %r, the controller %r" % (
             text(browser, "#workload-hosts"), host_of(fleet))) from None
-    target = Select(browser.find_element("id", "move-to")).first_selected_option.text
+    # The page redraws the select's options as updates come: its value is read in one step.
+    target = browser.execute_script("return document.querySelector('#move-to').value")
     assert target and target != source
     browser.find_element("id", "move-btn").click()
     wait_until(lambda: "moving digits from %s to %s" % (source, target) in text(browser, "#action-msg"), 10,
