@@ -192,7 +192,10 @@ function drawEvents() {
 }
 
 async function loadEvents() {
-  const d = await api("/api/events?limit=" + EVENTS_KEPT);
+  // A node named in the filter is asked of the server (its own last events, not only those among
+  // the fleet's last few hundred); kind and level filter what came.
+  const node = $("#filter-node").value.trim();
+  const d = await api("/api/events?limit=" + EVENTS_KEPT + (node ? "&node=" + encodeURIComponent(node) : ""));
   S.events = d.events;
   drawEvents();
 }
@@ -312,7 +315,13 @@ $("#deploy-form").addEventListener("submit", async (e) => {
   act("deploy", null, "?to=" + encodeURIComponent($("#deploy-to").value.trim()), await file.arrayBuffer());
 });
 $("#rollback-form").addEventListener("submit", (e) => { e.preventDefault(); act("rollback", { to: $("#rollback-to").value.trim() }); });
-for (const id of ["#filter-node", "#filter-kind", "#filter-level"]) $(id).addEventListener("input", drawEvents);
+for (const id of ["#filter-kind", "#filter-level"]) $(id).addEventListener("input", drawEvents);
+let refilter = null;
+$("#filter-node").addEventListener("input", () => {
+  drawEvents();
+  clearTimeout(refilter);
+  refilter = setTimeout(() => loadEvents().catch(() => {}), 300);
+});
 
 window.addEventListener("hashchange", route);
 setInterval(() => { for (const td of document.querySelectorAll("#nodes .seen")) td.textContent = ago(+td.dataset.t); }, 1000);
