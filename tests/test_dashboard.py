@@ -208,6 +208,10 @@ def test_an_action_without_credentials_is_refused(fleet, browser):
     assert status == 400 and "strings" in body["error"]
     status, body = http(fleet, "POST", "/api/action/drain", {"node": "pi-404"}, auth=good)
     assert status == 409 and "pi-404" in body["error"]
+    assert http(fleet, "POST", "/api/action/drain", {"node": "x" * 70000}, auth=good)[0] == 413
+    status, body = http(fleet, "POST", "/api/action/drain", {"node": "x" * 65400}, auth=good)
+    assert status == 400 and body["error"].startswith("bad node 'xxxx"), body["error"][:200]
+    assert len(body["error"]) < 200
     status, body = http(fleet, "POST", "/api/action/reboot", {}, auth=good)
     assert status == 404 and "no action" in body["error"]
     assert http(fleet, "GET", "/api/node/pi-404")[0] == 404

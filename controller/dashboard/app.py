@@ -268,6 +268,10 @@ def create_app(service, feed, hub, credentials, metrics, open_registry, rollouts
         if any(not isinstance(v, str) for v in args.values()):
             raise ApiError(400, "%s's arguments are names (strings)" % op)
         args = {k: v for k, v in args.items() if v}
+        for key, value in args.items():
+            # Node ids and workload ids follow one rule on the wire (protocol.valid_node_id).
+            if not protocol.valid_node_id(value):
+                raise ApiError(400, "bad %s %r: 1-32 of a-z, 0-9, '-', '_'" % (key, value[:40]))
         answer = await run_in_threadpool(service.request, op, args, who)
         return JSONResponse(answer)
 

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 
 
 from edgefleet.firmware import protocol
+from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
 from ..errors import BrokerError, ControllerFailed, EdgefleetError, NoAnswer, RequestRefused
@@ -164,7 +165,11 @@ class ControllerService:
                 if self.observer is not None:
                     self._observe("message", topic, payload, time.perf_counter() - started)
             elif what == "note":
-                self.fleet.note_operator(*topic)
+                try:
+                    self.fleet.note_operator(*topic)
+                except Exception:   # the audit line is lost, not the controller
+                    log.exception("recording an operator's action failed")
+                    self.fleet.state.revert()
                 self._publish(self.fleet.audit())
             elif what == "op":
                 try:
@@ -193,7 +198,6 @@ class ControllerService:
             getattr(self.observer, hook)(*args)
         except Exception:
             log.exception("the controller's observer failed in %s", hook)
-            self.fleet.state.commit()
 
     # operator requests from this process (the dashboard) -----------------------------------
 
@@ -202,14 +206,19 @@ class ControllerService:
         message, decoded and answered by the same code (FleetController.handle, operator.py),
         only handed over in-process; `who` goes to the audit log with the outcome. Returns the
         answer's data; RequestRefused with the controller's words when it refuses."""
+        if not self.alive():
+            raise NoAnswer("the controller is not running", self.host, self.port)
         future = Future()
         request_id = binascii.hexlify(os.urandom(8)).decode()
-        payload = protocol.encode("op_req", {"v": protocol.VERSION, "id": request_id, "op": op, "args": args})
+        try:
+            payload = protocol.encode("op_req", {"v": protocol.VERSION, "id": request_id, "op": op, "args": args})
+        except (ProtocolError, TypeError, ValueError) as e:   # what the CLI could not send either
+            raise RequestRefused("bad %s request: %s" % (op, e)) from None
         self.inbox.put(("op", (request_id, payload, op, args, who, future), None))
         try:
             return future.result(timeout)
         except TimeoutError:
-            raise NoAnswer("the controller did not answer %s within %.0f s" % (op, timeout)) from None
+            raise NoAnswer("the controller did not answer %s within %.0f s" % (op, timeout), self.host, self.port) from None
 
     def note(self, who, op, args, outcome):
         """Write an operator's action that ran outside the controller (a deploy the dashboard
