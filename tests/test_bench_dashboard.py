@@ -24,8 +24,9 @@ def test_fifty_nodes_on_the_page_within_the_latency_and_cpu_targets():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert KEYS <= set(result)
     assert result["nodes"] == 50
-    # Every heartbeat of the window reached the page (a few at its edges may count either way).
-    assert result["updates_seen"] >= 0.9 * 50 * 8, result
+    # Every heartbeat sent within the window (its edges aside) reached the page.
+    assert result["updates_missed"] == 0, result
+    assert result["updates_seen"] >= 0.8 * 50 * 8, result
     assert result["update_latency_p99_ms"] < LATENCY_P99_MS, result
     assert 0 < result["server_cpu_pct"] < CPU_SHARE_PCT, result
     assert 0 < result["page_weight_kb"] < 100, result

@@ -17,6 +17,8 @@ keeps the fleet page open on the live stream for the whole run.
                          /proc/self/task) plus the time the controller's thread spent in the
                          dashboard's hooks (LiveFeed.cpu_s); process_cpu_pct is the whole
                          process, controller included
+  updates_missed         heartbeats sent within the window (a second from either edge) that the
+                         page never showed
   page_weight_kb         what the page loaded (navigation plus resources, the stream excluded),
                          from the browser's Performance API
   history_bytes_per_node_day  registry bytes one node's telemetry history adds a day: samples
@@ -91,9 +93,9 @@ def heartbeat(node, seq, up, rng):
                        "wl": []})
 
 
-def publish(host, port, nodes, duration, sent_queue, seed):
-    """Child process: hellos, then a heartbeat a second per node with jitter; reports
-    {node: {seq: send time}} on sent_queue at the end."""
+def publish(host, port, nodes, stop, sent_queue, seed):
+    """Child process: hellos, then a heartbeat a second per node with jitter until `stop` is
+    set; then reports {node: {seq: send time}} on sent_queue."""
     rng = random.Random(seed)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-dashboard-pub")
     client.max_inflight_messages_set(1000)
@@ -106,7 +108,7 @@ def publish(host, port, nodes, duration, sent_queue, seed):
     next_at = {node: started + 0.5 + i / len(nodes) for i, node in enumerate(nodes)}
     seq = {node: 0 for node in nodes}
     sent = {node: {} for node in nodes}
-    while time.time() - started < duration:
+    while not stop.is_set():
         node = min(next_at, key=next_at.get)
         delay = next_at[node] - time.time()
         if delay > 0:
@@ -179,9 +181,9 @@ def run(nodes=50, duration=30.0, seed=1):
         service.start()
         dashboard.start(service)
         ids = node_ids(nodes)
-        sent_queue = multiprocessing.Queue()
-        publisher = multiprocessing.Process(target=publish, args=(broker.host, broker.port, ids,
-                                                                  WARMUP_S + duration + 1, sent_queue, seed))
+        sent_queue, stop = multiprocessing.Queue(), multiprocessing.Event()
+        publisher = multiprocessing.Process(target=publish, args=(broker.host, broker.port, ids, stop, sent_queue,
+                                                                  seed))
         publisher.start()
         driver = browser()
         driver.get(dashboard.url)
@@ -200,6 +202,7 @@ def run(nodes=50, duration=30.0, seed=1):
         cpu1, feed1, proc1, wall1 = thread_cpu_s(threads), dashboard.feed.cpu_s, time.process_time(), time.monotonic()
         seen = driver.execute_script("return window.__seen")
         page_bytes = driver.execute_script(PAGE_WEIGHT)
+        stop.set()
         sent = sent_queue.get(timeout=30)
         publisher.join(10)
     finally:
@@ -211,6 +214,11 @@ def run(nodes=50, duration=30.0, seed=1):
         service.stop()
         broker.stop()
     latencies = [(at - sent[node][seq]) * 1000 for node, seq, at in seen if seq in sent.get(node, {})]
+    # Heartbeats sent within the window that the page never showed (a lost update, not a slow one).
+    shown = {(node, seq) for node, seq, _ in seen}
+    window = (time.time() - (time.monotonic() - wall0), time.time() - (time.monotonic() - wall1))
+    missed = sum(1 for node, seqs in sent.items() for seq, at in seqs.items()
+                 if window[0] + 1.0 <= at <= window[1] - 1.0 and (node, seq) not in shown)
     if not latencies:
         raise SystemExit("the page showed no heartbeat the publisher sent")
     wall = wall1 - wall0
@@ -226,6 +234,7 @@ def run(nodes=50, duration=30.0, seed=1):
         "history_bytes_per_node_day": round(history.rows_per_node_day() * per_sample),
         "update_latency_p50_ms": round(percentile(latencies, 0.5), 1),
         "updates_seen": len(latencies),
+        "updates_missed": missed,
         "process_cpu_pct": round(100 * (proc1 - proc0) / wall, 2),
         "history_bytes_per_sample": round(per_sample, 1),
         "history_bound_mb": round(nodes * history.ROWS_PER_NODE * per_sample / 1e6, 1),
