@@ -204,6 +204,12 @@ class RequestRefused(EdgefleetError):
     placement forbids, a malformed request); the message is the controller's."""
 
 
+class DashboardError(EdgefleetError):
+    """The dashboard's web server could not start (its address taken or not this host's)."""
+
+    exit_code = EXIT_CONNECTION
+
+
 def exit_code_for(error):
     """The CLI's exit status for an error it reports: the class's own for EdgefleetError; the
     firmware's and the boards' families, which cannot import this module, mapped here."""

@@ -20,6 +20,9 @@ EXTRAS = {
     "fabric": ("Fabric", "provision"),
     "paramiko": ("paramiko", "provision"),
     "amqtt": ("amqtt", "sim"),
+    "starlette": ("starlette", "dashboard"),
+    "uvicorn": ("uvicorn", "dashboard"),
+    "prometheus_client": ("prometheus-client", "dashboard"),
 }
 
 # The MicroPython unix port is a program, not a module: its wheel puts `micropython` on the

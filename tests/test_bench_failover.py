@@ -57,3 +57,6 @@ def test_failover_bench_moves_a_killed_nodes_workload_and_prints_its_keys(capsys
     assert line["stream_gaps"] == 0 and line["baseline_stream_gaps"] == 0
     # The boards' heartbeats really were jittered, as the controller saw them arrive.
     assert line["hb_interval_std_s"] > 0.07
+    # Every trial's time is in the line too (tools/docs_figures.py draws them).
+    assert len(line["kill_trials_s"]) == 1 and abs(line["kill_trials_s"][0] - line["p50_s"]) < 0.01
+    assert len(line["baseline_kill_trials_s"]) == 1

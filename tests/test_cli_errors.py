@@ -125,6 +125,10 @@ CASES = [
     ("no-demo-nodes", None, ["demo", "--nodes", "0"], EXIT_USAGE, "edgefleet: demo: argument --nodes: 0 must be > 0"),
     ("port-out-of-range", None, ["broker", "--port", "70000"], EXIT_USAGE,
      "edgefleet: broker: argument --port: 70000 must be from 1 to 65535"),
+    ("dashboard-address-not-one", None, ["controller", "--broker", "mqtt://127.0.0.1:1", "--http", "8080"],
+     EXIT_CONFIG, "edgefleet: --http 8080: expected ADDR:PORT, e.g. 127.0.0.1:8080"),
+    ("dashboard-address-not-local", None, ["controller", "--broker", "mqtt://127.0.0.1:1", "--http", "192.0.2.1:8080"],
+     EXIT_CONNECTION, "edgefleet: the dashboard cannot listen on 192.0.2.1:8080: "),
     ("broker-bind-not-local", None, ["broker", "--bind", "192.0.2.1"], EXIT_CONFIG,
      "edgefleet: --bind 192.0.2.1: not an address this host can listen on"),
     ("broker-host-not-a-name", None, ["init", "--broker-host", "bad host!"], EXIT_CONFIG,
@@ -159,6 +163,8 @@ def assert_one_line(proc, code, says):
      "edgefleet: provision needs Fabric: pip install 'edgefleet[provision]'"),
     (["broker", "--kind", "amqtt"], "amqtt",
      "edgefleet: the in-process amqtt broker needs amqtt: pip install 'edgefleet[sim]'"),
+    (["controller", "--broker", "mqtt://127.0.0.1:1", "--http", "127.0.0.1:0"], "uvicorn",
+     "edgefleet: the dashboard needs uvicorn: pip install 'edgefleet[dashboard]'"),
 ])
 def test_a_missing_extra_is_the_command_that_installs_it(user, command, module, says):
     # sys.modules[name] = None is how Python itself marks a module as absent: the import raises

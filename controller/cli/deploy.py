@@ -6,7 +6,8 @@ import argparse
 import os
 import time
 
-from ..errors import ConfigError, NotFound, RolloutError
+from ..deploy.groups import resolve_group
+from ..errors import ConfigError, RolloutError
 from .argtypes import non_negative_float, positive_float, positive_int
 from .common import add_broker, controller_link, operator_link
 
@@ -48,19 +49,6 @@ def cmd_bundle(args):
     print("edgefleet: bundle %s for %s, version %s: %d files, %d bytes, id %s" % (
         out, args.board, args.version, len(info["manifest"]["files"]), len(data), info["id"]))
     return 0
-
-
-def resolve_group(group, nodes, where, board=None):
-    """Node ids for GROUP: 'all', a board name, a runtime, or comma-separated node ids, among
-    `nodes` (the fleet's, as a snapshot lists them; `where` names their source). With a
-    bundle's board, only nodes of that board are kept (a node refuses another board's bundle)."""
-    wanted = set(group.split(","))
-    picked = [n for n in nodes if group == "all" or n["board"] == group or n["runtime"] == group or n["id"] in wanted]
-    if board is not None:
-        picked = [n for n in picked if n["board"] == board]
-    if not picked:
-        raise NotFound("group %r matches no %snode in %s" % (group, "%s " % board if board else "", where))
-    return sorted(n["id"] for n in picked)
 
 
 def fleet_nodes(args):

@@ -11,7 +11,7 @@ from .common import add_broker, broker_link, wait_for_signal
 def cmd_demo(args):
     from ..sim.demo import run_demo
     return run_demo(nodes=args.nodes, duration=args.duration, as_json=args.json, broker_kind=args.broker,
-                    arm64=args.arm64, insecure_plaintext=args.insecure_plaintext)
+                    arm64=args.arm64, insecure_plaintext=args.insecure_plaintext, http=args.http)
 
 
 def check_bind_address(address):
@@ -113,14 +113,30 @@ def cmd_controller(args):
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
     db_path = args.db or default_path()
+    dashboard = None
+    if args.http:
+        from ..dashboard.server import dashboard_for
+        dashboard = dashboard_for(args.http, link.security, prefix=args.prefix).bind()
     service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
-                                workloads=workloads, ctrl_id=args.id, link=link)
-    with removed_on_failure(db_path):
-        service.start()
+                                workloads=workloads, ctrl_id=args.id, link=link,
+                                observer=dashboard.feed if dashboard else None)
+    try:
+        with removed_on_failure(db_path):
+            service.start()
+    except BaseException:
+        if dashboard is not None:
+            dashboard.stop()
+        raise
     print("edgefleet: controller connected to %s, registry %s" % (link.describe(), db_path), flush=True)
     try:
+        if dashboard is not None:
+            dashboard.start(service)
+            print("edgefleet: dashboard at %s (actions need %s)" % (dashboard.url, dashboard.credentials.where),
+                  flush=True)
         wait_for_signal(service.alive)
     finally:
+        if dashboard is not None:
+            dashboard.stop()
         service.stop()   # raises ControllerFailed (an operation's exit status) if the loop died
     return 0
 
@@ -147,6 +163,8 @@ def register(sub):
     d.add_argument("--insecure-plaintext", action="store_true",
                    help="also open an authenticated plaintext listener, so boards that cannot hold TLS "
                         "(the ESP32) join the demo unencrypted")
+    d.add_argument("--http", metavar="ADDR:PORT",
+                   help="also serve the live dashboard here (e.g. 127.0.0.1:8080; `make demo` does)")
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("broker", help="run the fleet's MQTT broker: mosquitto with TLS, fleet logins and ACLs")
@@ -166,6 +184,9 @@ def register(sub):
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")
     c.add_argument("--id", default="ctrl", help="controller client id")
+    c.add_argument("--http", metavar="ADDR:PORT",
+                   help="also serve the live dashboard and /metrics here (e.g. 127.0.0.1:8080; actions need "
+                        "the operator login)")
     c.set_defaults(func=cmd_controller)
 
     n = sub.add_parser("node", help="run the node runtime on this machine (what a Pi-class board runs)")

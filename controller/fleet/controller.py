@@ -104,6 +104,8 @@ class FleetController:
         self.bad_messages = RateLimit(BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S)
         self.lease_seq = 0
         self._reconfirmed = {}
+        # Called with each batch of audit events audit() publishes (the dashboard's live feed).
+        self.on_audit = None
 
     # What tests, benchmarks and the views read of the parts.
     moves = property(lambda self: self.reconciler.moves)
@@ -199,7 +201,10 @@ class FleetController:
         topic = opwire.audit_topic(self.prefix)
         qos, retain = protocol.DELIVERY["audit"]
         effects = []
-        for ev in self.state.committed_events():
+        events = self.state.committed_events()
+        if events and self.on_audit is not None:
+            self.on_audit(events)
+        for ev in events:
             ev = dict(ev, msg=ev["msg"][:1000])
             try:
                 payload = protocol.encode("audit", {"v": protocol.VERSION, "ev": ev})
@@ -208,6 +213,13 @@ class FleetController:
                 payload = protocol.encode("audit", {"v": protocol.VERSION, "ev": dict(ev, data=None)})
             effects.append(Publish(topic, payload, qos, retain))
         return effects
+
+    def note_operator(self, who, op, args, outcome):
+        """An operator request that came from outside the broker (the dashboard), in the audit
+        log with who asked and how it ended; the request's own events say what it did."""
+        self.state.add_event("", "info", "operator_request", "%.100s asked %s %.300s: %.300s" % (
+            who, op, " ".join("%s=%s" % kv for kv in sorted(args.items())), outcome), now=self.clock())
+        self.state.commit()
 
     def _reject(self, topic, error):
         self.rejected += 1

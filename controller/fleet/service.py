@@ -3,17 +3,22 @@
 paho's network thread only queues incoming messages; one controller thread owns the registry
 and the FleetController, so no lock is needed around decisions.
 """
+import binascii
+import json
 import logging
+import os
 import queue
 import ssl
 import threading
 import time
+from concurrent.futures import Future
 
 
 from edgefleet.firmware import protocol
+from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from ..errors import BrokerError, ControllerFailed, EdgefleetError
+from ..errors import BrokerError, ControllerFailed, EdgefleetError, NoAnswer, RequestRefused
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
 from ..security.principals import CONTROLLER
@@ -22,13 +27,15 @@ from ..store import open_registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+# Operator requests that only read: not written to the audit log when the dashboard asks them.
+READ_OPS = ("status", "events", "logs", "export", "plan")
 RECONNECT_MAX_S = 4
 
 
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
-                 fleet_class=FleetController, link=None):
+                 fleet_class=FleetController, link=None, observer=None):
         # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
         # without one, plaintext MQTT to host:port (an open test broker).
         self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), CONTROLLER)
@@ -59,6 +66,9 @@ class ControllerService:
         self.client.max_queued_messages_set(0)
         # Back within a few seconds of the broker's return (paho's default waits up to 120 s).
         self.client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
+        # observer: told in this service's thread what happened (controller/dashboard/feed.py):
+        # attach(fleet), message(topic, payload, seconds), audited(events), tick(snapshot, seconds).
+        self.observer = observer
         self.fleet = None
         self._startup_error = None
         self.failure = None   # what killed the decision loop, if it died
@@ -103,6 +113,9 @@ class ControllerService:
                                           link_watch=True)
             if self.workloads is not None:
                 self.fleet.declare(self.workloads)
+            if self.observer is not None:
+                self.observer.attach(self.fleet)
+                self.fleet.on_audit = self.observer.audited
             will = self.fleet.ctrl_status("offline")
             self.client.will_set(will.topic, will.payload, qos=1, retain=True)
             try:
@@ -146,17 +159,93 @@ class ControllerService:
             if what == "connected":
                 self._publish([self.fleet.ctrl_status("online")])
             elif what == "message":
+                started = time.perf_counter()
                 self._publish(self.fleet.handle(topic, payload))
                 self._publish(self.fleet.audit())
+                if self.observer is not None:
+                    self._observe("message", topic, payload, time.perf_counter() - started)
+            elif what == "note":
+                try:
+                    self.fleet.note_operator(*topic)
+                except Exception:   # the audit line is lost, not the controller
+                    log.exception("recording an operator's action failed")
+                    self.fleet.state.revert()
+                self._publish(self.fleet.audit())
+            elif what == "op":
+                try:
+                    self._operator_request(*topic)
+                except Exception as e:   # a bug answering it costs this request, not the fleet
+                    log.exception("operator request from this process failed")
+                    if not topic[-1].done():
+                        topic[-1].set_exception(RequestRefused("%s failed in the controller: %s" % (topic[2], e)))
             if time.monotonic() >= next_tick:
                 # No tick while the broker is away (nothing could be sent, and silence is not
                 # the nodes'); the next try waits a tick period rather than spinning.
                 if self.connected.is_set():
+                    started = time.perf_counter()
                     self._publish(self.fleet.tick(self.connected_since))
                     self._publish(self.fleet.audit())
+                    snapshot = self.fleet.snapshot()
                     with self._snapshot_lock:
-                        self._snapshot = self.fleet.snapshot()
+                        self._snapshot = snapshot
+                    if self.observer is not None:
+                        self._observe("tick", snapshot, time.perf_counter() - started)
                 next_tick = time.monotonic() + self.tick_s
+
+    def _observe(self, hook, *args):
+        """The observer is told, but its bugs never stop the controller."""
+        try:
+            getattr(self.observer, hook)(*args)
+        except Exception:
+            log.exception("the controller's observer failed in %s", hook)
+
+    # operator requests from this process (the dashboard) -----------------------------------
+
+    def request(self, op, args, who, timeout=10.0):
+        """Ask this controller `op` with `args` as the CLI does over the broker: the same op_req
+        message, decoded and answered by the same code (FleetController.handle, operator.py),
+        only handed over in-process; `who` goes to the audit log with the outcome. Returns the
+        answer's data; RequestRefused with the controller's words when it refuses."""
+        if not self.alive():
+            raise NoAnswer("the controller is not running", self.host, self.port)
+        future = Future()
+        request_id = binascii.hexlify(os.urandom(8)).decode()
+        try:
+            payload = protocol.encode("op_req", {"v": protocol.VERSION, "id": request_id, "op": op, "args": args})
+        except (ProtocolError, TypeError, ValueError) as e:   # what the CLI could not send either
+            raise RequestRefused("bad %s request: %s" % (op, e)) from None
+        self.inbox.put(("op", (request_id, payload, op, args, who, future), None))
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            raise NoAnswer("the controller did not answer %s within %.0f s" % (op, timeout), self.host, self.port) from None
+
+    def note(self, who, op, args, outcome):
+        """Write an operator's action that ran outside the controller (a deploy the dashboard
+        drove) to the audit log, from the controller's thread."""
+        if not self.alive():
+            raise ControllerFailed("the controller is not running")
+        self.inbox.put(("note", (who, op, args, outcome), None))
+
+    def _operator_request(self, request_id, payload, op, args, who, future):
+        reply_topic = opwire.reply_topic(self.prefix, request_id)
+        effects = self.fleet.handle(opwire.request_topic(self.prefix), payload)
+        replies = [e for e in effects if e.topic == reply_topic]
+        self._publish([e for e in effects if e.topic != reply_topic])
+        parts = [protocol.decode("op_reply", e.payload) for e in replies]
+        if not parts:   # handle() rejected the request itself (a malformed one)
+            error = RequestRefused("bad %s request" % op)
+        elif not parts[0]["ok"]:
+            error = RequestRefused(parts[0].get("error") or "the controller refused %s" % op)
+        else:
+            error = None
+        if op not in READ_OPS:
+            self.fleet.note_operator(who, op, args, "refused: %s" % error if error else "done")
+        self._publish(self.fleet.audit())
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(json.loads("".join(p.get("data") or "" for p in sorted(parts, key=lambda p: p["part"]))))
 
     def start(self, timeout=10.0):
         self._thread = threading.Thread(target=self._run, name="edgefleet-controller", daemon=True)

@@ -7,28 +7,31 @@ def _link(caps):
     return "tls" if caps["tls"] else "plain"
 
 
+def node_view(node, placements, counts, draining):
+    """One node as the views show it."""
+    tel = node["telemetry"]
+    return {
+        "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
+        # The version the node runs and the A/B slot it runs it from (docs/ota.md).
+        "fw": node.get("fw"), "slot": node.get("slot"),
+        "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
+        "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
+        "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
+        "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
+        "last_seen": node["last_seen"], "draining": node["id"] in draining,
+        "fenced": tel.get("fenced"),
+        # What the node said in its hello: an encrypted link, or plaintext (docs/security.md).
+        "link": _link(node.get("caps")),
+    }
+
+
 def snapshot(state, reconciler=None, intake=None):
     """From the in-memory state, plus what only a running controller knows (moves, drains,
     pending replicas, dropped results) when its reconciler and intake are given."""
     counts = state.result_counts()
     placements = state.placements()
     draining = reconciler.draining if reconciler else set()
-    nodes = []
-    for node in state.nodes():
-        tel = node["telemetry"]
-        nodes.append({
-            "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
-            # The version the node runs and the A/B slot it runs it from (docs/ota.md).
-            "fw": node.get("fw"), "slot": node.get("slot"),
-            "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
-            "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
-            "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
-            "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
-            "last_seen": node["last_seen"], "draining": node["id"] in draining,
-            "fenced": tel.get("fenced"),
-            # What the node said in its hello: an encrypted link, or plaintext (docs/security.md).
-            "link": _link(node.get("caps")),
-        })
+    nodes = [node_view(node, placements, counts, draining) for node in state.nodes()]
     stats = state.result_stats()
     workloads = []
     for wl in state.workloads():

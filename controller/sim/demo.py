@@ -48,12 +48,14 @@ def demo_fleet(root, broker_host, broker_port, layout, key_path=None, **options)
     return SimFleet(root, broker_host, broker_port, layout, slotted=True, key=keys.load_or_create(key_path), **options)
 
 
-def _render(snapshot, broker, started, rate, security_line, operator_hint=None):
+def _render(snapshot, broker, started, rate, security_line, operator_hint=None, dashboard=None):
     lines = ["edgefleet demo: %d nodes, %s broker on %s:%d, up %.0f s, %.1f results/s (Ctrl-C stops)" % (
         len(snapshot["nodes"]), broker.kind, broker.host, broker.port, time.time() - started, rate),
         security_line(snapshot)]
     if operator_hint:
         lines.append("operate it from another terminal: %s (or drain, move, events --follow)" % operator_hint)
+    if dashboard is not None:
+        lines.append("dashboard: %s (actions need %s)" % (dashboard.url, dashboard.credentials.where))
     lines.append("")
     lines.append(views.nodes_table(snapshot))
     lines.append("")
@@ -89,7 +91,7 @@ def _operator_hint(state_dir, broker, security):
 
 
 def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepalive=10, out=sys.stdout, arm64=0,
-             insecure_plaintext=False):
+             insecure_plaintext=False, http=None):
     # Checked before anything is started or written.
     if duration is not None and not duration > 0:
         raise ConfigError("the demo's duration must be a number of seconds > 0, not %r" % duration)
@@ -104,11 +106,14 @@ def run_demo(nodes=4, duration=None, as_json=False, broker_kind="auto", keepaliv
     secure = secure_broker_available(broker_kind)
     if not secure and (broker_kind == "amqtt" or not mosquitto_binary()):
         require("amqtt", "the demo without mosquitto")
+    if http is not None:
+        from ..dashboard.server import parse_http_address
+        parse_http_address(http)
     layout = demo_layout(nodes, tls_only=secure and not insecure_plaintext)
     layout += [("pi-arm64-%d" % (i + 1), "rpi4", "arm64") for i in range(arm64)]
     with DemoLock(demo_home()) as lock:
         return _run_locked(lock.dir, layout, available, secure, duration, as_json, broker_kind, keepalive, out,
-                           insecure_plaintext)
+                           insecure_plaintext, http)
 
 
 class DemoLock:
@@ -145,7 +150,7 @@ class DemoLock:
 
 
 def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_kind, keepalive, out,
-                insecure_plaintext):
+                insecure_plaintext, http=None):
     # What an earlier demo left: its registry and board index describe boards that are gone.
     db_path = os.path.join(state_dir, "fleet.db")
     # Its own signing key too: `EDGEFLEET_HOME=STATE_DIR edgefleet bundle/deploy` updates its boards.
@@ -165,7 +170,7 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
     else:
         broker = default_broker(prefer=broker_kind).start()
     security_line = _secured if secure else _open
-    fleet = controller = operator_hint = None
+    fleet = controller = operator_hint = dashboard = None
     started = time.time()
     snapshot = None
     try:
@@ -180,14 +185,22 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
         for entry in layout:
             fleet.add(*entry)
             runtimes[entry[0]] = fleet.runtimes[entry[0]]
+        if http is not None:
+            from ..dashboard.server import dashboard_for
+            dashboard = dashboard_for(http, security, state_dir=state_dir, verify_key_path=key_path).bind()
         controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
-                                       workloads=demo_workloads(layout, runtimes, available), link=link).start()
+                                       workloads=demo_workloads(layout, runtimes, available), link=link,
+                                       observer=dashboard.feed if dashboard else None).start()
+        if dashboard is not None:
+            dashboard.start(controller)
         for board in fleet.boards.values():
             board.start()
         if not as_json:
             print("edgefleet demo: registry %s (`edgefleet status --db %s` in another terminal)" % (db_path, db_path),
                   file=out, flush=True)
             operator_hint = _operator_hint(state_dir, broker, security)
+            if dashboard is not None:
+                print("edgefleet demo: dashboard at %s" % dashboard.url, file=out, flush=True)
         last_count, last_time = 0, time.time()
         while duration is None or time.time() - started < duration:
             time.sleep(REFRESH_S)
@@ -198,7 +211,7 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
             rate = (snapshot["results_received"] - last_count) / max(1e-3, now - last_time)
             last_count, last_time = snapshot["results_received"], now
             clear = "\x1b[H\x1b[2J" if out.isatty() else "\n"
-            out.write(clear + _render(snapshot, broker, started, rate, security_line, operator_hint) + "\n")
+            out.write(clear + _render(snapshot, broker, started, rate, security_line, operator_hint, dashboard) + "\n")
             out.flush()
     except KeyboardInterrupt:
         pass
@@ -208,6 +221,8 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
             snapshot = controller.snapshot() or snapshot
         if fleet is not None:
             fleet.stop()
+        if dashboard is not None:
+            dashboard.stop()
         if controller is not None:
             controller.stop()
         broker.stop()
@@ -218,6 +233,8 @@ def _run_locked(state_dir, layout, available, secure, duration, as_json, broker_
                            "plaintext_nodes": sorted(n["id"] for n in summary["nodes"] if n.get("link") == "plain"),
                            "line": security_line(summary)}
     summary["duration_s"] = round(time.time() - started, 1)
+    if dashboard is not None:
+        summary["dashboard"] = dashboard.url
     if as_json:
         print(json.dumps(summary), file=out)
     else:

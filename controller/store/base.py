@@ -10,7 +10,7 @@ One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
 WORKLOAD_EXTRA = ("resources", "priority")
@@ -101,6 +101,11 @@ class Registry:
         """Per workload {results, correct, with_truth, sum_us}: what accuracy and mean time are made of."""
         raise NotImplementedError
 
+    def recent_results(self, workload, since, limit=5000):
+        """[(received, score, us, correct)] of `workload`'s results received from `since` on, the
+        newest `limit`, oldest first; correct is None where the result carried no truth."""
+        raise NotImplementedError
+
     # -- the audit log ------------------------------------------------------------------------------
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
@@ -182,4 +187,20 @@ class Registry:
 
     def draining(self):
         """The set of nodes being drained."""
+        raise NotImplementedError
+
+    # -- telemetry history (controller/dashboard/history.py): what the dashboard's plots draw ------
+    # One sample per (node, resolution in seconds, bucket start): the bucket's mean CPU (0..1),
+    # free heap in bytes, battery percent and results per second, each None when unknown.
+
+    def put_samples(self, samples):
+        """Write (node, res, ts, cpu, mem_free, battery, rps) tuples; a bucket written again is replaced."""
+        raise NotImplementedError
+
+    def samples(self, node_id, res, since):
+        """[(ts, cpu, mem_free, battery, rps)] of `node_id` at resolution `res` from `since` on, oldest first."""
+        raise NotImplementedError
+
+    def prune_samples(self, res, before):
+        """Drop the samples at resolution `res` older than `before`; returns how many went."""
         raise NotImplementedError

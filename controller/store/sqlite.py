@@ -123,8 +123,30 @@ def _to_v3(db):
     db.execute("ALTER TABLE nodes ADD COLUMN slot TEXT")
 
 
+SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS samples (
+    node TEXT NOT NULL,
+    res INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    cpu REAL,
+    mem_free INTEGER,
+    battery REAL,
+    rps REAL,
+    PRIMARY KEY (node, res, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_by_workload ON results (workload, received);
+"""
+
+
+def _to_v4(db):
+    """Telemetry history for the dashboard's plots, downsampled (controller/dashboard/history.py).
+    WITHOUT ROWID: the primary key is the table, so a sample is stored once, not again in an index.
+    Results get an index by workload and arrival: a workload's page reads its last hour."""
+    db.executescript(SCHEMA_V4)
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3}
+MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4}
 
 
 
@@ -296,6 +318,14 @@ class SqliteRegistry(Registry):
                     "SELECT workload, COUNT(*), SUM(CASE WHEN truth IS NOT NULL AND truth = label THEN 1 ELSE 0 END), "
                     "SUM(CASE WHEN truth IS NOT NULL THEN 1 ELSE 0 END), SUM(us) FROM results GROUP BY workload")}
 
+    def recent_results(self, workload, since, limit=5000):
+        rows = self.db.execute(
+            "SELECT received, score, us, CASE WHEN truth IS NULL THEN NULL WHEN truth = label THEN 1 ELSE 0 END "
+            "FROM results WHERE workload=? AND received>=? ORDER BY received DESC LIMIT ?", (workload, since, limit))
+        out = [(r[0], r[1], r[2], None if r[3] is None else bool(r[3])) for r in rows]
+        out.reverse()
+        return out
+
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
                         (now or time.time(), node_id, level, kind, msg, json.dumps(data) if data is not None else None))
@@ -409,3 +439,19 @@ class SqliteRegistry(Registry):
 
     def draining(self):
         return {r[0] for r in self.db.execute("SELECT node FROM drains")}
+
+    # -- telemetry history ------------------------------------------------------------------------
+
+    def put_samples(self, samples):
+        self.db.executemany(
+            "INSERT INTO samples (node, res, ts, cpu, mem_free, battery, rps) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (node, res, ts) DO UPDATE SET cpu=excluded.cpu, mem_free=excluded.mem_free, "
+            "battery=excluded.battery, rps=excluded.rps", samples)
+
+    def samples(self, node_id, res, since):
+        return [tuple(r) for r in self.db.execute(
+            "SELECT ts, cpu, mem_free, battery, rps FROM samples WHERE node=? AND res=? AND ts>=? ORDER BY ts",
+            (node_id, res, since))]
+
+    def prune_samples(self, res, before):
+        return self.db.execute("DELETE FROM samples WHERE res=? AND ts<?", (res, before)).rowcount

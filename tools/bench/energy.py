@@ -20,7 +20,8 @@ of the workloads it runs.
                  battery triggers (CPU triggers and anti-flap as in the default).
 
 battery_aware_s / load_only_s: simulated seconds until the first battery board is empty.
-gain = battery_aware_s / load_only_s. Prints one JSON line last.
+gain = battery_aware_s / load_only_s; battery_aware_curve / load_only_curve: every battery
+board's charge each half hour ({"t_h": [...], "nodes": {id: [...]}}). Prints one JSON line last.
 Usage: .venv/bin/python tools/bench/energy.py [--hours-max 400]
 """
 import argparse
@@ -32,6 +33,7 @@ from edgefleet.boards.power import PowerModel
 from edgefleet.controller.fleet import migration, placement
 
 STEP_S = 60.0
+CURVE_EVERY_S = 1800
 SHARE = 14.0
 WORKLOADS = [{"id": "w%d" % i, "model": "m", "rate": 1.0, "replicas": 1, "input": {"kind": "samples"},
               "resources": {"cpu_share": SHARE}} for i in range(8)]
@@ -68,7 +70,14 @@ def simulate(policy, hours_max):
     placements = []
     now = 0.0
     moves = 0
+    # Each battery board's charge every CURVE_EVERY_S, for the depletion plot (tools/docs_figures.py).
+    curve = {"t_h": [], "nodes": {n["id"]: [] for n in nodes if n["power"].battery_pct is not None}}
     while now < hours_max * 3600:
+        if now % CURVE_EVERY_S == 0:
+            curve["t_h"].append(round(now / 3600, 2))
+            for node in nodes:
+                if node["id"] in curve["nodes"]:
+                    curve["nodes"][node["id"]].append(round(node["power"].battery_pct, 2))
         cpu = {}
         for node in nodes:
             here = sum(SHARE for w, n in placements if n == node["id"])
@@ -102,21 +111,26 @@ def simulate(policy, hours_max):
                 model.solar_mw = 400.0 if (now // 3600) % 24 < 12 else 0.0
             model.step(STEP_S, min(100.0, node["base"] + here))
             if model.battery_pct is not None and model.battery_pct <= 0.0:
-                return now + STEP_S, node["id"], moves
+                curve["t_h"].append(round((now + STEP_S) / 3600, 2))
+                for n in nodes:
+                    if n["id"] in curve["nodes"]:
+                        curve["nodes"][n["id"]].append(round(max(0.0, n["power"].battery_pct), 2))
+                return now + STEP_S, node["id"], moves, curve
         now += STEP_S
-    return now, None, moves
+    return now, None, moves, curve
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hours-max", type=float, default=400.0)
     args = ap.parse_args(argv)
-    aware_s, aware_node, aware_moves = simulate("battery_aware", args.hours_max)
-    load_s, load_node, load_moves = simulate("load_only", args.hours_max)
+    aware_s, aware_node, aware_moves, aware_curve = simulate("battery_aware", args.hours_max)
+    load_s, load_node, load_moves, load_curve = simulate("load_only", args.hours_max)
     print("battery-aware: first empty %s after %.1f h (%d moves); load-only: %s after %.1f h (%d moves)" % (
         aware_node, aware_s / 3600, aware_moves, load_node, load_s / 3600, load_moves), file=sys.stderr)
     print(json.dumps({"battery_aware_s": round(aware_s), "load_only_s": round(load_s),
-                      "gain": round(aware_s / load_s, 3)}))
+                      "gain": round(aware_s / load_s, 3),
+                      "battery_aware_curve": aware_curve, "load_only_curve": load_curve}))
 
 
 if __name__ == "__main__":

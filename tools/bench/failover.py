@@ -35,6 +35,7 @@ the other in this run, each on a fresh broker and a freshly booted fleet:
             heartbeat), with Last Wills ignored.
 
 JSON keys (project unless prefixed): nodes; p50_s, p99_s (kill trials); hang_p50_s, hang_p99_s;
+kill_trials_s, hang_trials_s (every trial's time, sorted);
 false_failovers (moves of workloads off nodes that were never failed); false_suspicions (nodes
 never failed that the controller marked offline); trials, hang_trials, unrecovered, in_place
 (trials whose work resumed on the failed node after its watchdog reset it),
@@ -291,7 +292,10 @@ def summary(phase, prefix=""):
             prefix + "trials": len(kill), prefix + "hang_trials": len(hang),
             prefix + "unrecovered": sum(1 for t in phase["trials"] if t["s"] is None),
             prefix + "in_place": sum(1 for t in phase["trials"] if t["in_place"]),
-            prefix + "results_stored": phase["results"], prefix + "stream_gaps": phase["gaps"]}
+            prefix + "results_stored": phase["results"], prefix + "stream_gaps": phase["gaps"],
+            # Every trial's time, for the distribution docs/figures/ draws (tools/docs_figures.py).
+            prefix + "kill_trials_s": sorted(round(s, 3) for s in kill),
+            prefix + "hang_trials_s": sorted(round(s, 3) for s in hang)}
 
 
 def run(nodes, rounds, kills, hangs, soak_s, jitter=JITTER, seed=1, phases=PHASES):

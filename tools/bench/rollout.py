@@ -16,7 +16,8 @@ every node. Then:
    back on its previous slot, rebooted, with its workload running again.
 
 Prints progress to stderr and one JSON line last on stdout:
-  {"nodes", "bundle_bytes", "all_healthy_s", "rollback_s", "baseline_all_healthy_s", ...}
+  {"nodes", "bundle_bytes", "all_healthy_s", "rollback_s", "baseline_all_healthy_s", ...,
+   "timeline", "rollback_timeline": [[seconds from the deploy's start, what happened], ...]}
 Usage: .venv/bin/python tools/bench/rollout.py [--nodes 50]
 """
 import argparse
@@ -61,6 +62,12 @@ def deploy(broker, data, version, nodes, canary, gate, window_ms=30000):
     return rollout, started
 
 
+def timeline(rollout, started):
+    """The rollout's log as [seconds since the deploy started, what happened], for the timeline
+    docs/figures/ draws (tools/docs_figures.py)."""
+    return [[round(t - started, 2), text] for t, text in rollout.log]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=50)
@@ -98,6 +105,7 @@ def main():
             raise SystemExit("rollout failed: %s" % rollout.error)
         out["all_healthy_s"] = round(rollout.log[-1][0] - started, 2)
         out["waves"] = len(rollout.waves)
+        out["timeline"] = timeline(rollout, started)
         log("gated rollout: all healthy in %.1f s (%d waves)" % (out["all_healthy_s"], len(rollout.waves)))
 
         rollout, started = deploy(broker, builds["0.3.0"], "0.3.0", nodes, args.nodes, Gate(soak_s=0.0, min_results=0))
@@ -112,6 +120,7 @@ def main():
             raise SystemExit("failed wave not rolled back: %s (%d of %d)" % (rollout.error, len(rollout.rolled_back),
                                                                               args.nodes))
         out["rollback_s"] = round(rollout.rolled_back_at - rollout.failed_at, 2)
+        out["rollback_timeline"] = timeline(rollout, started)
         out["failed_wave_error"] = rollout.error
         log("failed wave of %d rolled back in %.1f s" % (args.nodes, out["rollback_s"]))
     finally:
