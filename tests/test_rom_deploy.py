@@ -17,6 +17,7 @@ from edgefleet.boards import catalog
 from edgefleet.controller import cli
 from edgefleet.controller.errors import FlashError
 from edgefleet.controller.install import flasher, romdeploy, romfs
+from edgefleet.controller.install.serialrepl import ReplLink
 from edgefleet.controller.sim.simboard import McuBoard, sim_machine
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from support.waiting import wait_until
@@ -255,6 +256,16 @@ def test_mpremote_romfs_query_reads_the_simulated_partition(make_board, fleet_ho
     mpremote = os.path.join(os.path.dirname(sys.executable), "mpremote")
     if not os.path.exists(mpremote):
         pytest.skip("mpremote is not installed in this environment")
+    # The node is stopped first by our own client, which sends Ctrl-C again until the raw REPL
+    # answers: a Ctrl-C landing while the unix port runs a finaliser can kill that interpreter
+    # (seen once: "heap is locked", a fatal NLR), and mpremote tries only once. The query is
+    # what this test is about, so mpremote meets an idle REPL.
+    link = ReplLink(board.serial_url)
+    try:
+        link.enter_raw_repl()
+        link.exit_raw_repl()
+    finally:
+        link.close()
     out = subprocess.run([mpremote, "connect", board.serial_url, "resume", "romfs", "query"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -14,5 +14,11 @@ try:
     if has_main:
         import main
 finally:
-    ef_romsim.attach()
+    try:
+        ef_romsim.attach()
+    except MemoryError:
+        # Interrupted inside a finaliser, the unix port leaves its heap locked: the REPL then
+        # goes without rom_ioctl on `vfs` (the flash agent finds ef_romsim on its path anyway)
+        # rather than the interpreter dying of an uncaught error here.
+        pass
     has_main = os = None
