@@ -96,6 +96,19 @@ class NodeProbe:
                 return ev
         return None
 
+    def console_boot_heap(self, timeout):
+        """{"heap_used", "heap_total"} from the boot line the node prints on its console before
+        it opens its link (firmware/bootguard.py), or None: a node whose heap is too full to
+        connect (an ESP32 with its code as files) never sends its boot event, but says this."""
+        import re
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(rb"heap in use (\d+) of (\d+)", self.board.console.since(0))
+            if found:
+                return {"heap_used": int(found.group(1)), "heap_total": int(found.group(2))}
+            time.sleep(0.1)
+        return None
+
     @property
     def board(self):
         return self.fleet.board(self.node_id)

@@ -76,11 +76,15 @@ def runtime_figures(broker, board, store, commands=COMMAND_BURST):
     with tempfile.TemporaryDirectory() as root:
         probe = NodeProbe(broker, root, "rom-%s-%s" % (store, board.replace("rpi-", "")), board, code_store=store)
         with probe.start([]):
+            if not commands:
+                # From the console: a node out of heap (the ESP32 from files) never gets its link up.
+                boot = probe.console_boot_heap(30)
+                if boot is None:
+                    raise SystemExit("%s from %s: no boot line" % (board, store))
+                return boot["heap_used"], None, None
             boot = probe.wait_for(lambda p: p.boot_event(), 30)
             if boot is None:
                 raise SystemExit("%s from %s: no boot event" % (board, store))
-            if not commands:
-                return boot["data"]["heap_used"], None, None
             hbs = probe.wait_for(lambda p: len(p.of_kind("hb")) >= 5 and p.of_kind("hb"), 30)
             if not hbs:
                 raise SystemExit("%s from %s: no heartbeats" % (board, store))
