@@ -8,12 +8,13 @@
 import hashlib
 import os
 
+from .slots import SLOTS
 from .update_errors import BundleError
 
 ROM_IMAGE = "rom.img"
-# firmware/romboot.py's ROM_MARK and slot order: the mark holds "SHA256 SIZE" of the image.
+# firmware/romboot.py's ROM_MARK: the mark holds "SHA256 SIZE" of the image. Segment i holds
+# slots.SLOTS[i].
 ROM_MARK = "ROM"
-SLOT_NAMES = ("slot_a", "slot_b")
 CHUNK = 1024
 
 
@@ -32,9 +33,9 @@ def rom_ioctl():
 
 
 def _segment_index(slot):
-    if slot not in SLOT_NAMES:
+    if slot not in SLOTS:
         raise BundleError("slot %r has no ROM segment" % slot)
-    return SLOT_NAMES.index(slot)
+    return SLOTS.index(slot)
 
 
 def check(slot):
@@ -45,9 +46,9 @@ def check(slot):
         raise BundleError("the bundle's code is a ROM image and this MicroPython has no vfs.rom_ioctl: "
                           "build the bundle with --code-store files for this board")
     count = ioctl(1)
-    if count < len(SLOT_NAMES):
+    if count < len(SLOTS):
         raise BundleError("the bundle's code is a ROM image and this board has %d ROM segment(s), A/B "
-                          "slots need %d: build the bundle with --code-store files for it" % (max(count, 0), len(SLOT_NAMES)))
+                          "slots need %d: build the bundle with --code-store files for it" % (max(count, 0), len(SLOTS)))
     _segment_index(slot)
 
 

@@ -81,7 +81,7 @@ def _check_rom(rom_path, slot_dir, manifest):
     size, digest = wire.slot_entry(slot_dir, romslot.ROM_IMAGE)
     with open(os.path.join(slot_dir, romslot.ROM_MARK)) as f:
         assert f.read().split() == [digest, str(size)]
-    index = romslot.SLOT_NAMES.index(os.path.basename(slot_dir))
+    index = slots.SLOTS.index(os.path.basename(slot_dir))
     with open(rom_path, "rb") as f:
         f.seek(index * ROM_SEGMENT)
         assert hashlib.sha256(f.read(size)).hexdigest() == digest, "segment %d does not hold %s's image" % (
