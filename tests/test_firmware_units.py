@@ -20,9 +20,11 @@ MODULES = sorted(
 # profile puts it (.mpy files loaded into the heap, or executed in place from a ROMFS image,
 # docs/ota.md "Code in ROM"), and at one budget tighter than any board's both ways; a change
 # that makes the firmware or its tests outgrow a board fails here. (The test modules themselves
-# are compiled from source on that heap: at 80 KB the engine's vectors no longer load beside
-# the firmware in ROM.)
-TIGHT_HEAP = 96 * 1024
+# are compiled from source on that heap.) The tight budget sits 8 KB above the lowest heap at
+# which test_ota_parts passed here (96 KB): near it the outcome turns on fragmentation, which
+# shifts with the length of paths the interpreter interns, so a budget at the edge passes in
+# one checkout and fails in another.
+TIGHT_HEAP = 104 * 1024
 HEAPS = [(p["name"], p["heap_bytes"], p.get("code_store", "files"))
          for p in catalog.all_profiles() if p["runtime"] == "micropython"]
 HEAPS += [("tight", TIGHT_HEAP, "files"), ("tight-rom", TIGHT_HEAP, "romfs")]

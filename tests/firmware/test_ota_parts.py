@@ -171,7 +171,10 @@ def test_receiver_rejects_and_keeps_the_running_slot():
     root = scratch("reject")
     try:
         rx = Receiver(root, "rpi-pico-w", _runtime())
-        for bad, why in ((make_bundle(FILES, key=OTHER_KEY), "signature"), (make_bundle(FILES, board="esp32"), "board")):
+        for why in ("signature", "board"):
+            # One bad bundle in RAM at a time, as a board receives them.
+            bad = None
+            bad = make_bundle(FILES, key=OTHER_KEY) if why == "signature" else make_bundle(FILES, board="esp32")
             rx.handle({"v": 1, "id": why, "op": "begin", "size": len(bad)})
             report = _chunks(rx, why, bad)[0]
             assert report["state"] == "rejected" and why in report["err"], report
@@ -179,7 +182,13 @@ def test_receiver_rejects_and_keeps_the_running_slot():
             assert pointer["active"] == "slot_a" and not pointer["tentative"]
         # After a rejection further chunks of that stream ask for a begin instead of writing.
         assert rx.handle({"v": 1, "id": "board", "op": "chunk", "off": 0, "data": ""})[0]["state"] == "idle"
-        # A stream that stops is abandoned after its timeout.
+    finally:
+        cleanup(root)
+
+
+def test_receiver_abandons_a_stream_that_stops():
+    root = scratch("abandon")
+    try:
         clock = Clock()
         rx = Receiver(root, "rpi-pico-w", _runtime(), now_ms=clock, abandon_ms=1000)
         data = make_bundle(FILES)
@@ -191,10 +200,18 @@ def test_receiver_rejects_and_keeps_the_running_slot():
         assert rx.expired()
         rx.drop()
         assert slots.read(root)["active"] == "slot_a"
-        # A board without its key refuses updates with a clear reason.
+    finally:
+        cleanup(root)
+
+
+def test_receiver_without_the_public_key_refuses_updates():
+    root = scratch("nokey")
+    try:
+        rx = Receiver(root, "rpi-pico-w", _runtime())
         os.remove(root + "/sign.pub")
-        report = rx.handle({"v": 1, "id": "b4", "op": "begin", "size": len(data)})[0]
+        report = rx.handle({"v": 1, "id": "b4", "op": "begin", "size": 2000})[0]
         assert report["state"] == "rejected" and "public key" in report["err"]
+        assert slots.read(root)["active"] == "slot_a"
     finally:
         cleanup(root)
 
