@@ -3,7 +3,7 @@
 # controller keeps inferring from the assignment it cached on flash.
 #
 # Supervision tree (firmware/supervisor.py):
-#   node (rest_for_one): link, delivery, heartbeats, workers
+#   node (one_for_one): link, delivery, heartbeats, workers
 #     workers (one_for_one): one InferenceWorker per assigned workload
 # The hardware watchdog is fed only while the node supervisor and its critical children beat in
 # time, never because of the link; so a hung event loop or a service that keeps failing resets

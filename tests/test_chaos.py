@@ -51,3 +51,15 @@ def test_chaos_soak_every_fault_kind_loses_nothing_and_recovers(tmp_path):
     assert not problems, "chaos run (seed %d) missed its targets; faults (s since the fleet was up): %s\n%s" % (
         SEED, "; ".join("%s %s %s..%s %s" % (f["kind"], f["target"], f["start"], f["end"], f["note"])
                         for f in details["faults"]), "\n".join(problems))
+
+
+def test_a_measurement_missing_after_a_broker_outage_is_a_missed_target():
+    calm = {"lost": 0, "duplicates": 0, "reinferred_inputs": 0, "lane_gap_max_s": 3.0, "false_offlines": 0,
+            "safe_mode_entries": 0, "controller_cpu_broker_down_pct": 0.5}
+    assert chaos.missed_targets(dict(calm, faults={"broker_kill": 1})) == []
+    unmeasured = dict(calm, faults={"broker_stop": 1}, lane_gap_max_s=None)
+    assert chaos.missed_targets(unmeasured) == [("lane_gap_max_s", None, 10.0)]
+    # Without a broker outage there may be nothing to measure.
+    assert chaos.missed_targets(dict(calm, faults={"link_cut": 2}, controller_cpu_broker_down_pct=None)) == []
+    assert chaos.missed_targets(dict(calm, faults={"board_kill": 1}, lane_gap_max_s=10.5)) == [
+        ("lane_gap_max_s", 10.5, 10.0)]

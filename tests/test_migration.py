@@ -189,6 +189,16 @@ def test_scoring_prefers_mains_and_headroom_and_breaks_ties_by_id():
     assert placed == [] and "x's CPU is at 61%, placement needs under 60%" in pending["w"]
 
 
+def test_a_node_in_safe_mode_gets_no_new_work_and_the_reason_says_so():
+    # An idle board in safe mode looks like the best target by load and power; placement must
+    # skip it and say why when nothing else is left.
+    nodes = [_node("a-safe", "rpi4", state="safe"), _node("b-busy", "rpi4", cpu=40)]
+    placed, _ = placement.plan([WL], nodes, [], PROFILES, MANIFESTS)
+    assert placed == [("w", "b-busy")]
+    placed, pending = placement.plan([WL], nodes[:1], [], PROFILES, MANIFESTS)
+    assert placed == [] and "node a-safe is safe" in pending["w"]
+
+
 def test_labels_priority_and_a_model_too_big_for_every_node_stays_pending():
     nodes = [_node("cam", "rpi4", labels=("camera",)), _node("plain", "rpi4")]
     wls = [dict(WL, id="needs-cam", constraints={"labels": ["camera"]}),

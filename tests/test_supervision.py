@@ -74,6 +74,9 @@ def test_a_crashed_worker_serves_again_within_a_second(board, mosquitto, tmp_pat
         assert probe.board.boots == 1, "the node itself restarted"
         probe.wait_for(lambda p: len(_results_after(p, 1, crash_up)) >= 10, 10)
         _assert_no_result_lost(probe)
+        # The restarted worker resumes where it was: no input inferred twice, none skipped.
+        _assert_no_input_inferred_twice(probe)
+        _assert_no_input_skipped(probe)
 
 
 @pytest.mark.parametrize("board", BOARDS)
@@ -93,6 +96,15 @@ def test_a_hung_worker_is_restarted_within_its_beat_timeout(board, mosquitto, tm
         assert probe.board.boots == 1
         _assert_no_result_lost(probe)
         _assert_no_input_skipped(probe)
+
+
+def _assert_no_input_inferred_twice(probe):
+    # Results told apart by (boot, seq): one result delivered twice (a QoS 1 resend) is no re-inference.
+    seen = {}
+    for r in probe.of_kind("result"):
+        seen.setdefault(r["in"], set()).add((r["boot"], r["seq"]))
+    twice = sorted(p for p, results in seen.items() if len(results) > 1)
+    assert not twice, "inputs inferred more than once: %s" % twice[:20]
 
 
 def _assert_no_input_skipped(probe):

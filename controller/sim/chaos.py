@@ -758,10 +758,16 @@ def measure(rig, faults, t0, newest):
 def missed_targets(summary):
     """[(key, value, target)] for every target the run missed (None counts as missed for the
     measurements that need faults to exist)."""
+    faults = summary.get("faults") or {}
+    # A broker outage holds back every lane and idles the controller: after one, both are measured.
+    broker_down = faults.get("broker_kill", 0) + faults.get("broker_stop", 0)
+    needs = {"lane_gap_max_s": broker_down, "controller_cpu_broker_down_pct": broker_down}
     missed = []
     for key, target in TARGETS.items():
         value = summary.get(key)
         if value is None:
+            if needs.get(key):   # the faults happened, but nothing was measured: not a pass
+                missed.append((key, None, target))
             continue
         if key.endswith("_s") and value > target or key.endswith("_pct") and value >= target or \
                 not key.endswith(("_s", "_pct")) and value != target:
