@@ -20,6 +20,7 @@ EXTRAS = {
     "fabric": ("Fabric", "provision"),
     "paramiko": ("paramiko", "provision"),
     "amqtt": ("amqtt", "sim"),
+    "psycopg": ("psycopg", "postgres"),
 }
 
 # The MicroPython unix port is a program, not a module: its wheel puts `micropython` on the

@@ -162,7 +162,8 @@ def register(sub):
 
     c = sub.add_parser("controller", help="run the fleet controller")
     add_broker(c)
-    c.add_argument("--db", help="registry file (default $EDGEFLEET_HOME/fleet.db)")
+    c.add_argument("--db", help="registry: a file (default $EDGEFLEET_HOME/fleet.db) or a postgresql:// URL "
+                                "(replicas, big fleets: docs/scale.md)")
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")
     c.add_argument("--id", default="ctrl", help="controller client id")
