@@ -5,6 +5,7 @@ import socket
 
 from ..errors import ConfigError
 from .argtypes import non_negative_int, port_number, positive_float, positive_int
+from ..fleet.retention import DEFAULT_KEEP_DAYS, DEFAULT_KEEP_RESULTS
 from .common import add_broker, broker_link, wait_for_signal
 
 
@@ -108,16 +109,21 @@ def cmd_controller(args):
     from ..fleet import fleetfile
     from ..fleet.service import ControllerService
     from ..security.principals import CONTROLLER
+    from ..fleet.retention import RetentionPolicy
     from ..store import default_path
+    from ..store.postgres import is_postgres_url, redacted
     link = broker_link(args.broker, CONTROLLER)
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
     db_path = args.db or default_path()
+    retention = RetentionPolicy(args.keep_days, args.keep_results)
     service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
-                                workloads=workloads, ctrl_id=args.id, link=link)
-    with removed_on_failure(db_path):
+                                workloads=workloads, ctrl_id=args.id, link=link, retention=retention)
+    postgres = is_postgres_url(db_path)
+    with contextlib.nullcontext() if postgres else removed_on_failure(db_path):
         service.start()
-    print("edgefleet: controller connected to %s, registry %s" % (link.describe(), db_path), flush=True)
+    print("edgefleet: controller connected to %s, registry %s" % (
+        link.describe(), redacted(db_path) if postgres else db_path), flush=True)
     try:
         wait_for_signal(service.alive)
     finally:
@@ -164,6 +170,11 @@ def register(sub):
     add_broker(c)
     c.add_argument("--db", help="registry: a file (default $EDGEFLEET_HOME/fleet.db) or a postgresql:// URL "
                                 "(replicas, big fleets: docs/scale.md)")
+    c.add_argument("--keep-days", type=positive_float, default=DEFAULT_KEEP_DAYS,
+                   help="keep results this many days (default %g); older ones are pruned in the background"
+                        % DEFAULT_KEEP_DAYS)
+    c.add_argument("--keep-results", type=positive_int, default=DEFAULT_KEEP_RESULTS,
+                   help="keep at most this many results, the newest (default %d)" % DEFAULT_KEEP_RESULTS)
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")
     c.add_argument("--id", default="ctrl", help="controller client id")

@@ -18,6 +18,7 @@ from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
 from ..security.principals import CONTROLLER
 from .controller import FleetController
+from .retention import RetentionWorker
 from ..store import open_registry
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ RECONNECT_MAX_S = 4
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
-                 fleet_class=FleetController, link=None):
+                 fleet_class=FleetController, link=None, retention=None):
         # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
         # without one, plaintext MQTT to host:port (an open test broker).
         self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), CONTROLLER)
@@ -59,6 +60,11 @@ class ControllerService:
         self.client.max_queued_messages_set(0)
         # Back within a few seconds of the broker's return (paho's default waits up to 120 s).
         self.client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
+        # A RetentionPolicy (controller/fleet/retention.py): pruned by a thread of its own on a
+        # connection of its own; None keeps everything (a registry in memory cannot be shared).
+        self.retention = None
+        if retention is not None and db_path not in (None, ":memory:"):
+            self.retention = RetentionWorker(db_path, retention)
         self.fleet = None
         self._startup_error = None
         self.failure = None   # what killed the decision loop, if it died
@@ -174,6 +180,8 @@ class ControllerService:
                 raise refusal_error(self.link, self.refused)
             raise BrokerError("controller got no answer from the broker at %s" % self.link.address.url,
                               self.host, self.port)
+        if self.retention is not None:
+            self.retention.start()
         return self
 
     def snapshot(self):
@@ -186,6 +194,8 @@ class ControllerService:
 
     def stop(self):
         """Stop the controller; raises ControllerFailed if its loop had died on its own."""
+        if self.retention is not None:
+            self.retention.stop()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)

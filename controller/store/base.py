@@ -10,7 +10,7 @@ One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
 WORKLOAD_EXTRA = ("resources", "priority")
@@ -99,6 +99,25 @@ class Registry:
 
     def result_totals(self):
         """Per workload {results, correct, with_truth, sum_us}: what accuracy and mean time are made of."""
+        raise NotImplementedError
+
+    # -- retention (controller/fleet/retention.py) ---------------------------------------------------
+    # Pruning a result leaves its (node, boot)'s floor behind: every seq at or below it counts as
+    # stored (contiguous_results acknowledges past it, store_result stores it no more), so a late
+    # re-delivery of a pruned result is neither stored twice nor left unacknowledged.
+
+    def newest_times(self, table, n):
+        """When the n-th newest row of `table` ("results" or "events") arrived, or None when it has
+        fewer rows."""
+        raise NotImplementedError
+
+    def prune_results(self, before, limit):
+        """Delete up to `limit` of the oldest results received before `before` (and their stream
+        positions, but a lane's newest), raising their floors; the number deleted."""
+        raise NotImplementedError
+
+    def prune_events(self, before, limit):
+        """Delete up to `limit` of the oldest events logged before `before`; the number deleted."""
         raise NotImplementedError
 
     # -- the audit log ------------------------------------------------------------------------------

@@ -99,9 +99,25 @@ SCHEMA_V2 = [
 
 SCHEMA_V3 = ["ALTER TABLE nodes ADD COLUMN IF NOT EXISTS slot TEXT"]
 
+# Retention (controller/fleet/retention.py): oldest first, a result's stream position from it,
+# the floor each pruned (node, boot) leaves.
+SCHEMA_V4 = [
+    "CREATE INDEX IF NOT EXISTS results_received ON results (received)",
+    "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
+    "CREATE INDEX IF NOT EXISTS accepted_result ON accepted (node, boot, seq)",
+    """CREATE TABLE IF NOT EXISTS result_floors (
+        node TEXT NOT NULL,
+        boot BIGINT NOT NULL,
+        through BIGINT NOT NULL,
+        PRIMARY KEY (node, boot))""",
+]
+
 # version -> the statements that bring a registry of version-1 to it (the same steps as
 # sqlite.MIGRATIONS, in this engine's DDL; a new table is one more entry in each).
-MIGRATIONS = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
+MIGRATIONS = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4}
+
+# What retention orders each prunable table by.
+ARRIVAL = {"results": "received", "events": "ts"}
 
 
 def is_postgres_url(location):
@@ -255,11 +271,15 @@ class PostgresRegistry(Registry):
     # -- results and events -------------------------------------------------------------------
 
     def store_result(self, msg, now=None):
+        # The primary key decides, whichever replica got the message: a second insert of the same
+        # (node, boot, seq), concurrent or later, is no row.
         cur = self._run(
             "INSERT INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
-            "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (node, boot, seq) DO NOTHING",
+            "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s WHERE NOT EXISTS "
+            "(SELECT 1 FROM result_floors WHERE node=%s AND boot=%s AND through>=%s) "
+            "ON CONFLICT (node, boot, seq) DO NOTHING",
             (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
-             msg["us"], msg["up"], now or time.time()))
+             msg["us"], msg["up"], now or time.time(), msg["node"], msg["boot"], msg["seq"]))
         return cur.rowcount == 1
 
     def stored_result(self, node_id, boot, seq):
@@ -268,14 +288,15 @@ class PostgresRegistry(Registry):
         return dict(row) if row is not None else None
 
     def contiguous_results(self, node_id, boot):
-        row = self._run(
-            "SELECT MIN(seq) AS top FROM results r WHERE node=%s AND boot=%s AND NOT EXISTS "
+        floor = self._run("SELECT through FROM result_floors WHERE node=%s AND boot=%s", (node_id, boot)).fetchone()
+        floor = floor["through"] if floor else 0
+        if self._run("SELECT 1 FROM results WHERE node=%s AND boot=%s AND seq=%s",
+                     (node_id, boot, floor + 1)).fetchone() is None:
+            return floor
+        return self._run(
+            "SELECT MIN(seq) AS top FROM results r WHERE node=%s AND boot=%s AND seq>%s AND NOT EXISTS "
             "(SELECT 1 FROM results n WHERE n.node=r.node AND n.boot=r.boot AND n.seq=r.seq+1)",
-            (node_id, boot)).fetchone()
-        first = self._run("SELECT 1 FROM results WHERE node=%s AND boot=%s AND seq=1", (node_id, boot)).fetchone()
-        if row["top"] is None or first is None:
-            return 0
-        return row["top"]
+            (node_id, boot, floor)).fetchone()["top"]
 
     def result_counts(self):
         return {r["node"]: r["n"] for r in self._run("SELECT node, COUNT(*) AS n FROM results GROUP BY node")}
@@ -288,6 +309,34 @@ class PostgresRegistry(Registry):
                     "SUM(CASE WHEN truth IS NOT NULL AND truth = label THEN 1 ELSE 0 END) AS correct, "
                     "SUM(CASE WHEN truth IS NOT NULL THEN 1 ELSE 0 END) AS with_truth, SUM(us)::bigint AS sum_us "
                     "FROM results GROUP BY workload")}
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def newest_times(self, table, n):
+        column = ARRIVAL[table]
+        row = self._run("SELECT %s AS at FROM %s ORDER BY %s DESC LIMIT 1 OFFSET %%s" % (column, table, column),
+                        (n - 1,)).fetchone()
+        return row["at"] if row else None
+
+    def prune_results(self, before, limit):
+        doomed = [(r["node"], r["boot"], r["seq"]) for r in self._run(
+            "SELECT node, boot, seq FROM results WHERE received<%s ORDER BY received LIMIT %s", (before, limit))]
+        floors = {}
+        for node, boot, seq in doomed:
+            floors[(node, boot)] = max(seq, floors.get((node, boot), 0))
+        with self.db.cursor() as cur:
+            cur.executemany("INSERT INTO result_floors (node, boot, through) VALUES (%s,%s,%s) "
+                            "ON CONFLICT (node, boot) DO UPDATE SET through=GREATEST(result_floors.through, "
+                            "excluded.through)", [(node, boot, seq) for (node, boot), seq in floors.items()])
+            cur.executemany("DELETE FROM results WHERE node=%s AND boot=%s AND seq=%s", doomed)
+            # A lane's newest accepted position stays: it is where the lane continues from.
+            cur.executemany("DELETE FROM accepted a WHERE node=%s AND boot=%s AND seq=%s AND pos < "
+                            "(SELECT MAX(pos) FROM accepted b WHERE b.workload=a.workload AND b.lane=a.lane)", doomed)
+        return len(doomed)
+
+    def prune_events(self, before, limit):
+        return self._run("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts<%s ORDER BY ts LIMIT %s)",
+                         (before, limit)).rowcount
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self._run("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (%s,%s,%s,%s,%s,%s)",

@@ -123,8 +123,30 @@ def _to_v3(db):
     db.execute("ALTER TABLE nodes ADD COLUMN slot TEXT")
 
 
+SCHEMA_V4 = """
+CREATE INDEX IF NOT EXISTS results_received ON results (received);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS accepted_result ON accepted (node, boot, seq);
+CREATE TABLE IF NOT EXISTS result_floors (
+    node TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    through INTEGER NOT NULL,
+    PRIMARY KEY (node, boot)
+);
+"""
+
+
+def _to_v4(db):
+    """Retention (controller/fleet/retention.py): results and events found oldest first, a
+    result's stream position found from it, and the floor each pruned (node, boot) leaves."""
+    db.executescript(SCHEMA_V4)
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3}
+MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4}
+
+# What retention orders each prunable table by.
+ARRIVAL = {"results": "received", "events": "ts"}
 
 
 
@@ -261,12 +283,14 @@ class SqliteRegistry(Registry):
     # -- results and events -------------------------------------------------------------------
 
     def store_result(self, msg, now=None):
-        """Store a result once; returns False when (node, boot, seq) was stored already."""
+        """Store a result once; returns False when (node, boot, seq) was stored already (or was,
+        and retention pruned it)."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "SELECT ?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+            "(SELECT 1 FROM result_floors WHERE node=? AND boot=? AND through>=?)",
             (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
-             msg["us"], msg["up"], now or time.time()),
+             msg["us"], msg["up"], now or time.time(), msg["node"], msg["boot"], msg["seq"]),
         )
         return cur.rowcount == 1
 
@@ -276,15 +300,16 @@ class SqliteRegistry(Registry):
         return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
 
     def contiguous_results(self, node_id, boot):
-        """The highest seq such that results 1..seq of (node, boot) are all stored."""
-        row = self.db.execute(
-            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND NOT EXISTS "
+        """The highest seq such that results 1..seq of (node, boot) are all stored (or pruned)."""
+        floor = self.db.execute("SELECT through FROM result_floors WHERE node=? AND boot=?", (node_id, boot)).fetchone()
+        floor = floor[0] if floor else 0
+        if self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=?",
+                           (node_id, boot, floor + 1)).fetchone() is None:
+            return floor
+        return self.db.execute(
+            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND seq>? AND NOT EXISTS "
             "(SELECT 1 FROM results n WHERE n.node=r.node AND n.boot=r.boot AND n.seq=r.seq+1)",
-            (node_id, boot)).fetchone()
-        first = self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=1", (node_id, boot)).fetchone()
-        if row[0] is None or first is None:
-            return 0
-        return row[0]
+            (node_id, boot, floor)).fetchone()[0]
 
     def result_counts(self):
         """{node: results stored}."""
@@ -295,6 +320,36 @@ class SqliteRegistry(Registry):
                 for r in self.db.execute(
                     "SELECT workload, COUNT(*), SUM(CASE WHEN truth IS NOT NULL AND truth = label THEN 1 ELSE 0 END), "
                     "SUM(CASE WHEN truth IS NOT NULL THEN 1 ELSE 0 END), SUM(us) FROM results GROUP BY workload")}
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def newest_times(self, table, n):
+        column = ARRIVAL[table]
+        row = self.db.execute("SELECT %s FROM %s ORDER BY %s DESC LIMIT 1 OFFSET ?" % (column, table, column),
+                              (n - 1,)).fetchone()
+        return row[0] if row else None
+
+    def prune_results(self, before, limit):
+        doomed = self.db.execute("SELECT node, boot, seq FROM results WHERE received<? ORDER BY received LIMIT ?",
+                                 (before, limit)).fetchall()
+        floors = {}
+        for node, boot, seq in doomed:
+            floors[(node, boot)] = max(seq, floors.get((node, boot), 0))
+        self.db.executemany("INSERT INTO result_floors (node, boot, through) VALUES (?,?,?) ON CONFLICT(node, boot) "
+                            "DO UPDATE SET through=max(through, excluded.through)",
+                            [(node, boot, seq) for (node, boot), seq in floors.items()])
+        keys = [tuple(r) for r in doomed]
+        self.db.executemany("DELETE FROM results WHERE node=? AND boot=? AND seq=?", keys)
+        # A lane's newest accepted position stays: it is where the lane continues from.
+        self.db.executemany("DELETE FROM accepted WHERE node=? AND boot=? AND seq=? AND pos < "
+                            "(SELECT MAX(pos) FROM accepted b WHERE b.workload=accepted.workload "
+                            "AND b.lane=accepted.lane)", keys)
+        return len(doomed)
+
+    def prune_events(self, before, limit):
+        cur = self.db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts<? ORDER BY ts LIMIT ?)",
+                              (before, limit))
+        return cur.rowcount
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
