@@ -117,9 +117,13 @@ def cmd_controller(args):
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
     db_path = args.db or default_path()
     retention = RetentionPolicy(args.keep_days, args.keep_results)
-    service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
-                                workloads=workloads, ctrl_id=args.id, link=link, retention=retention)
     postgres = is_postgres_url(db_path)
+    if args.shared and not postgres:
+        raise ConfigError("--shared needs a registry every replica reaches: --db postgresql://...")
+    ctrl_id = args.id or ("ctrl-%s-%d" % (socket.gethostname(), os.getpid()) if args.shared else "ctrl")
+    service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
+                                workloads=workloads, ctrl_id=ctrl_id, link=link, retention=retention,
+                                shared=args.shared)
     with contextlib.nullcontext() if postgres else removed_on_failure(db_path):
         service.start()
     print("edgefleet: controller connected to %s, registry %s" % (
@@ -177,7 +181,12 @@ def register(sub):
                    help="keep at most this many results, the newest (default %d)" % DEFAULT_KEEP_RESULTS)
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")
-    c.add_argument("--id", default="ctrl", help="controller client id")
+    c.add_argument("--id", help="controller client id (default ctrl; with --shared, one per replica from "
+                                "the host name and process id)")
+    c.add_argument("--shared", metavar="GROUP",
+                   help="run as one of a group of controller replicas: ingest shared through the broker's "
+                        "MQTT 5 shared subscription, one leader elected through the PostgreSQL registry "
+                        "(docs/scale.md)")
     c.set_defaults(func=cmd_controller)
 
     n = sub.add_parser("node", help="run the node runtime on this machine (what a Pi-class board runs)")

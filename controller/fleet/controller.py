@@ -20,7 +20,7 @@ from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from ..errors import EdgefleetError
+from ..errors import EdgefleetError, LeadershipLost
 
 from . import migration
 from .detector import PhiAccrualDetector
@@ -44,6 +44,15 @@ RECONFIRM_S = 1.0
 # cannot fill the registry's event log (the rest are counted in the next event that is written).
 BAD_MESSAGE_BURST = 20
 BAD_MESSAGE_EVERY_S = 10.0
+
+
+def heartbeat_telemetry(msg, now):
+    """What the registry keeps of a heartbeat."""
+    telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
+    telemetry["outbox"] = msg.get("outbox")
+    telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
+    telemetry["fenced"] = msg.get("fenced")
+    return telemetry
 
 
 class RateLimit:
@@ -74,7 +83,7 @@ class RateLimit:
 class FleetController:
     def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
                  clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False,
-                 monotonic=None):
+                 monotonic=None, shared_ingest=False):
         self.registry = registry
         self.prefix = prefix
         self.manifests = manifests or {}
@@ -86,7 +95,10 @@ class FleetController:
         self.profiles = {p["name"]: p for p in catalog.all_profiles()}
         self.state = FleetState.load(registry)
         self.ledger = Ledger(registry)
-        self.intake = ResultIntake(self.state, self.ledger, prefix)
+        # shared_ingest: one of several replicas, each taking a share of the fleet's messages
+        # (docs/scale.md); the leader absorbs what the others recorded every tick.
+        self.shared_ingest = shared_ingest
+        self.intake = ResultIntake(self.state, self.ledger, prefix, shared=shared_ingest)
         self.cfg = migration.settings(**(settings or {}))
         self.reconciler = Reconciler(self.state, self.ledger, clock, prefix, self.profiles, self.manifests,
                                      self.cfg, policy)
@@ -165,6 +177,8 @@ class FleetController:
         try:
             effects = getattr(self, "_on_" + kind)(node_id, msg) or []
             self.state.commit()
+        except LeadershipLost:
+            raise   # not the message's fault: this replica stops deciding (controller/fleet/leadership.py)
         except Exception as e:
             # Validated input the handlers still choke on is a controller bug; it costs this
             # one message, not the fleet.
@@ -183,6 +197,8 @@ class FleetController:
         try:
             answer, effects = self.operator.answer(msg["op"], msg["args"])
             self.state.commit()
+        except LeadershipLost:
+            raise
         except Exception as e:
             self.state.revert()
             self.intake.settle(committed=False)
@@ -276,11 +292,7 @@ class FleetController:
             # this controller had resubscribed): register the new boot from its heartbeat.
             effects.extend(self._new_boot(node_id, node, msg["boot"], now))
             node = self.state.node(node_id)
-        telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
-        telemetry["outbox"] = msg.get("outbox")
-        telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
-        telemetry["fenced"] = msg.get("fenced")
-        self.state.record_heartbeat(node_id, telemetry, now)
+        self.state.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
         self.detector.heartbeat(node_id, *self._on_detector_clock(now, self.heard_since()))
         self.reconciler.triggers.observe(node_id, msg["cpu"], now)
         self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
@@ -334,6 +346,41 @@ class FleetController:
                              now=self.clock())
         return []
 
+    # -- shared ingest (controller replicas, controller/fleet/leadership.py) ---------------------
+
+    def absorb(self):
+        """What the other replicas recorded of the nodes since the last tick (they take their
+        share of hellos, statuses and heartbeats and write them to the registry): taken into the
+        leader's memory and acted on as if this replica had heard it."""
+        effects = []
+        now = self.clock()
+        for row in self.registry.nodes():
+            node_id = row["id"]
+            known = self.state.node(node_id)
+            if known is None or known["boot"] != row["boot"]:
+                self.state.adopt_node(row)
+                if known is not None:
+                    self.reconciler.note_reboot(node_id)
+                self.detector.heartbeat(node_id, *self._on_detector_clock(row["last_seen"], self.heard_since()))
+                effects.extend(self._placed_and_assigned(node_id))
+                continue
+            if known["state"] != row["state"]:
+                self.state.adopt_node(row)
+                if row["state"] == "offline":
+                    self.detector.last_will(node_id)
+                effects.extend(self.reconciler.reconcile())
+            telemetry = row["telemetry"]
+            at = telemetry.get("at")
+            if at is not None and at != known["telemetry"].get("at"):
+                self.state.adopt_node(row)
+                self.detector.heartbeat(node_id, *self._on_detector_clock(at, self.heard_since()))
+                self.reconciler.triggers.observe(node_id, telemetry["cpu"], at)
+                effects.extend(self.reconciler.observe_moves(node_id, telemetry["wl"], now))
+                if telemetry.get("fenced") and now - self._reconfirmed.get(node_id, 0) >= RECONFIRM_S:
+                    self._reconfirmed[node_id] = now
+                    effects.append(self.reconciler.assignment(node_id))
+        return effects
+
     # -- periodic ---------------------------------------------------------------------------
 
     def tick(self, connected_since=None):
@@ -343,7 +390,7 @@ class FleetController:
         only if it was silent while the controller could hear it; after the controller itself
         was cut off, every node gets a full timeout to show up again.
         """
-        effects = []
+        effects = self.absorb() if self.shared_ingest else []
         now = self.clock()
         self.connected_since = connected_since or 0
         heard_since = self.heard_since()

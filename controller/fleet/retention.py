@@ -66,12 +66,14 @@ def prune(registry, policy, now=None, batch=BATCH, stop=None):
 class RetentionWorker:
     """prune() every `every_s` on a registry connection of its own, until stopped."""
 
-    def __init__(self, location, policy, every_s=EVERY_S, opener=None):
+    def __init__(self, location, policy, every_s=EVERY_S, opener=None, active=None):
         from ..store import open_registry
         self.location = location
         self.policy = policy
         self.every_s = every_s
         self.open = opener or open_registry
+        # active(): whether to prune this period (controller replicas: only the leader prunes).
+        self.active = active or (lambda: True)
         self.pruned = {"results": 0, "events": 0}
         self.runs = 0
         self._stop = threading.Event()
@@ -85,6 +87,9 @@ class RetentionWorker:
     def _run(self):
         registry = None
         while not self._stop.is_set():
+            if not self.active():
+                self._stop.wait(self.every_s)
+                continue
             try:
                 if registry is None:
                     registry = self.open(self.location)

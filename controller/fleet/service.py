@@ -11,13 +11,17 @@ import time
 
 
 from edgefleet.firmware import protocol
+from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from ..errors import BrokerError, ControllerFailed, EdgefleetError
+from ..errors import BrokerError, ControllerFailed, EdgefleetError, LeadershipLost
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
 from ..security.principals import CONTROLLER
 from .controller import FleetController
+from .effects import Publish
+from .follower import Follower
+from .leadership import FencedRegistry, Leadership
 from .retention import RetentionWorker
 from ..store import open_registry
 
@@ -29,7 +33,7 @@ RECONNECT_MAX_S = 4
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
-                 fleet_class=FleetController, link=None, retention=None):
+                 fleet_class=FleetController, link=None, retention=None, shared=None):
         # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
         # without one, plaintext MQTT to host:port (an open test broker).
         self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), CONTROLLER)
@@ -45,6 +49,13 @@ class ControllerService:
         self.tick_s = tick_s
         # A FleetController subclass (tools/bench/failover.py runs a baseline detector with it).
         self.fleet_class = fleet_class
+        # shared: the name of a group of controller replicas (docs/scale.md). Each takes a share
+        # of the fleet's messages through the broker's MQTT 5 shared subscription; the one that
+        # holds the registry's leadership lease decides (controller/fleet/leadership.py).
+        self.shared = shared
+        self.leadership = Leadership(ctrl_id) if shared else None
+        self.follower = None
+        self.takeovers = 0
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -53,7 +64,7 @@ class ControllerService:
         self._snapshot_lock = threading.Lock()
         self.connected = threading.Event()
         self.connected_since = 0.0
-        self.client = self.link.client(ctrl_id)
+        self.client = self.link.client(ctrl_id, mqtt5=bool(shared))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -64,7 +75,7 @@ class ControllerService:
         # connection of its own; None keeps everything (a registry in memory cannot be shared).
         self.retention = None
         if retention is not None and db_path not in (None, ":memory:"):
-            self.retention = RetentionWorker(db_path, retention)
+            self.retention = RetentionWorker(db_path, retention, active=lambda: self.fleet is not None)
         self.fleet = None
         self._startup_error = None
         self.failure = None   # what killed the decision loop, if it died
@@ -77,7 +88,13 @@ class ControllerService:
             log.error("broker refused the controller: %s", reason_code)
             return
         self.refused = None
-        client.subscribe(protocol.node_topic(self.prefix, "+", "+"), qos=1)
+        nodes = protocol.node_topic(self.prefix, "+", "+")
+        if self.shared:
+            client.subscribe("$share/%s/%s" % (self.shared, nodes), qos=1)
+            # The other replicas' wills: the leader answers one by saying it is online.
+            client.subscribe(protocol.ctrl_topic(self.prefix), qos=1)
+        else:
+            client.subscribe(nodes, qos=1)
         # Its own lease, back through the broker: how the controller knows it can hear the fleet
         # (controller/fleet/liveness.py).
         client.subscribe(protocol.lease_topic(self.prefix), qos=0)
@@ -104,12 +121,12 @@ class ControllerService:
     def _run(self):
         registry = None
         try:
-            registry = open_registry(self.db_path)
-            self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
-                                          link_watch=True)
-            if self.workloads is not None:
-                self.fleet.declare(self.workloads)
-            will = self.fleet.ctrl_status("offline")
+            registry = self.registry = open_registry(self.db_path)
+            if self.shared:
+                self.follower = Follower(registry, self.prefix)
+            else:
+                self._lead(registry)
+            will = self._ctrl_status("offline")
             self.client.will_set(will.topic, will.payload, qos=1, retain=True)
             try:
                 # A first connect in this thread, so that a broker failing TLS verification is
@@ -135,13 +152,76 @@ class ControllerService:
             # process; instead the controller says it is offline and its process exits non-zero.
             log.exception("the controller's loop died")
             self.failure = e
-        self._publish([self.fleet.ctrl_status("offline")])
+        self._publish([self._ctrl_status("offline")])
         time.sleep(0.2)
         self.client.disconnect()
         self.client.loop_stop()
         registry.close()
 
+    def _ctrl_status(self, state):
+        payload = protocol.encode("ctrl_status", {"v": protocol.VERSION, "state": state, "ctrl": self.ctrl_id})
+        return Publish(protocol.ctrl_topic(self.prefix), payload, 1, True)
+
+    def _lead(self, registry):
+        """The fleet core, loaded from the registry: at start, or when this replica takes over."""
+        if self.leadership is not None:
+            registry = FencedRegistry(registry, self.leadership)
+        self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
+                                      link_watch=True, **({"shared_ingest": True} if self.shared else {}))
+        if self.workloads is not None:
+            self.fleet.declare(self.workloads)
+
+    def _step_down(self, why):
+        log.warning("%s; following", why)
+        self.fleet = None
+
+    def _shared_message(self, topic, payload):
+        if topic == protocol.ctrl_topic(self.prefix):
+            if self.fleet is not None:
+                try:
+                    msg = protocol.decode("ctrl_status", payload)
+                except ProtocolError:
+                    return
+                if msg["state"] == "offline" and msg["ctrl"] != self.ctrl_id:
+                    # Another replica's will: nodes take it as "no controller" and release their
+                    # fence; the leader says there is one, and they deliver again from their
+                    # oldest unacknowledged result (what the dead replica held is not lost).
+                    self._publish([self._ctrl_status("online")])
+            return
+        if self.fleet is None:
+            self._publish(self.follower.handle(topic, payload))
+            return
+        try:
+            self._publish(self.fleet.handle(topic, payload))
+            self._publish(self.fleet.audit())
+        except LeadershipLost as e:
+            self._step_down(str(e))
+
+    def _shared_tick(self):
+        self._publish(self.follower.tick())
+        if self.fleet is None:
+            if self.leadership.claim(self.registry):
+                self.takeovers += 1
+                self._lead(self.registry)
+                self._publish([self._ctrl_status("online")])
+            return
+        try:
+            self.leadership.renew(self.registry)
+            self._publish(self.fleet.tick(self.connected_since))
+            self._publish(self.fleet.audit())
+        except LeadershipLost as e:
+            self._step_down(str(e))
+            return
+        with self._snapshot_lock:
+            self._snapshot = self.fleet.snapshot()
+
+    @property
+    def leading(self):
+        return self.fleet is not None
+
     def _loop(self):
+        if self.shared:
+            return self._shared_loop()
         next_tick = time.monotonic()
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
@@ -150,7 +230,7 @@ class ControllerService:
             except queue.Empty:
                 what = None
             if what == "connected":
-                self._publish([self.fleet.ctrl_status("online")])
+                self._publish([self._ctrl_status("online")])
             elif what == "message":
                 self._publish(self.fleet.handle(topic, payload))
                 self._publish(self.fleet.audit())
@@ -163,6 +243,25 @@ class ControllerService:
                     with self._snapshot_lock:
                         self._snapshot = self.fleet.snapshot()
                 next_tick = time.monotonic() + self.tick_s
+
+    def _shared_loop(self):
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                what, topic, payload = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                what = None
+            if what == "connected" and self.fleet is not None:
+                self._publish([self._ctrl_status("online")])
+            elif what == "message":
+                self._shared_message(topic, payload)
+            if time.monotonic() >= next_tick:
+                if self.connected.is_set():   # a replica cut off from the broker claims nothing
+                    self._shared_tick()
+                # A follower looks for a free lease twice a tick: a takeover within the lease's
+                # lifetime plus half a tick.
+                next_tick = time.monotonic() + (self.tick_s if self.fleet is not None else self.tick_s / 2)
 
     def start(self, timeout=10.0):
         self._thread = threading.Thread(target=self._run, name="edgefleet-controller", daemon=True)

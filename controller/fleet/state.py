@@ -127,6 +127,11 @@ class FleetState:
         self._placements = {(w, n) for w, n in self._placements if w != workload_id}
         self.store.remove_workload(workload_id)
 
+    def adopt_node(self, row):
+        """A node as the registry holds it, written there by another controller replica: into
+        memory only."""
+        self._nodes[row["id"]] = dict(row)
+
     def place(self, workload_id, node_id, now):
         self._placements.add((workload_id, node_id))
         self.store.place(workload_id, node_id, now)

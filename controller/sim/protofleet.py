@@ -62,6 +62,11 @@ class ProtoFleet:
         """{(node, boot, seq)} of the results still in outboxes, not acknowledged."""
         return {(n.id, n.boot, seq) for n in self.nodes for seq in list(n.outbox)}
 
+    def quiesce(self):
+        """No new results from here on; what is in the outboxes is still delivered."""
+        for node in self.nodes:
+            node.inferring = False
+
     def crash(self, node_id, down_s=0.0):
         self.call(self.node(node_id).crash(down_s))
 

@@ -82,6 +82,7 @@ class ProtoNode:
         self._resend = asyncio.Event()
         self._replay = False
         self._down_until = 0.0
+        self.inferring = True   # False: no new results (a benchmark's or test's quiet end)
         self._stop = None
         self.client = None
         self.connected = False
@@ -204,7 +205,7 @@ class ProtoNode:
             now = time.monotonic()
             wake = now + 1.0
             for wid, w in list(self.workloads.items()):
-                if w["state"] != "running":
+                if w["state"] != "running" or not self.inferring:
                     continue
                 while w["next_at"] <= now and w["state"] == "running":
                     until = w["spec"]["input"].get("until")

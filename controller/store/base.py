@@ -85,8 +85,9 @@ class Registry:
         """Store a result once; False when (node, boot, seq) was stored already."""
         raise NotImplementedError
 
-    def contiguous_results(self, node_id, boot):
-        """The highest seq such that results 1..seq of (node, boot) are all stored."""
+    def contiguous_results(self, node_id, boot, since=0):
+        """The highest seq such that results 1..seq of (node, boot) are all stored; `since`: a seq
+        known to be that far already (the search starts above it)."""
         raise NotImplementedError
 
     def stored_result(self, node_id, boot, seq):
@@ -118,6 +119,27 @@ class Registry:
 
     def prune_events(self, before, limit):
         """Delete up to `limit` of the oldest events logged before `before`; the number deleted."""
+        raise NotImplementedError
+
+    # -- leadership among controller replicas (controller/fleet/leadership.py) --------------------
+    # One row: who leads, under which fencing token, until when. Time is the registry's own
+    # clock where it has one (PostgreSQL), so replicas on hosts with skewed clocks agree.
+
+    def claim_leadership(self, holder, ttl_s):
+        """Lead when nobody does or the lease ran out: the new fencing token, or None."""
+        raise NotImplementedError
+
+    def renew_leadership(self, holder, token, ttl_s):
+        """Extend the lease `token` holds; False when it is stale (nothing else changes)."""
+        raise NotImplementedError
+
+    def check_leadership(self, holder, token):
+        """True when `token` is still the current one, and keeps it so until this transaction
+        ends (no other replica can claim meanwhile)."""
+        raise NotImplementedError
+
+    def leadership(self):
+        """{holder, token, expires_in} of the current lease, or None."""
         raise NotImplementedError
 
     # -- the audit log ------------------------------------------------------------------------------

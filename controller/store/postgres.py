@@ -110,7 +110,17 @@ SCHEMA_V4 = [
         boot BIGINT NOT NULL,
         through BIGINT NOT NULL,
         PRIMARY KEY (node, boot))""",
+    # The leadership lease of controller replicas (controller/fleet/leadership.py).
+    """CREATE TABLE IF NOT EXISTS leadership (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT,
+        token BIGINT NOT NULL,
+        expires DOUBLE PRECISION NOT NULL)""",
+    "INSERT INTO leadership (id, holder, token, expires) VALUES (1, NULL, 0, 0) ON CONFLICT DO NOTHING",
 ]
+
+# The database server's clock, in seconds: the one all replicas' leases are measured on.
+DB_NOW = "extract(epoch from clock_timestamp())"
 
 # version -> the statements that bring a registry of version-1 to it (the same steps as
 # sqlite.MIGRATIONS, in this engine's DDL; a new table is one more entry in each).
@@ -287,9 +297,9 @@ class PostgresRegistry(Registry):
                         "WHERE node=%s AND boot=%s AND seq=%s", (node_id, boot, seq)).fetchone()
         return dict(row) if row is not None else None
 
-    def contiguous_results(self, node_id, boot):
+    def contiguous_results(self, node_id, boot, since=0):
         floor = self._run("SELECT through FROM result_floors WHERE node=%s AND boot=%s", (node_id, boot)).fetchone()
-        floor = floor["through"] if floor else 0
+        floor = max(floor["through"] if floor else 0, since)
         if self._run("SELECT 1 FROM results WHERE node=%s AND boot=%s AND seq=%s",
                      (node_id, boot, floor + 1)).fetchone() is None:
             return floor
@@ -337,6 +347,30 @@ class PostgresRegistry(Registry):
     def prune_events(self, before, limit):
         return self._run("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts<%s ORDER BY ts LIMIT %s)",
                          (before, limit)).rowcount
+
+    # -- leadership -------------------------------------------------------------------------------
+    # Every statement takes the one row's lock: a claim waits for a leader's transaction that
+    # checked or renewed its token, then finds the lease renewed (or the holder gone) and claims
+    # nothing; a stale leader's check finds the new token and its transaction is rolled back.
+
+    def claim_leadership(self, holder, ttl_s):
+        row = self._run("UPDATE leadership SET holder=%%s, token=token+1, expires=%s+%%s WHERE id=1 AND "
+                        "(holder IS NULL OR expires<%s) RETURNING token" % (DB_NOW, DB_NOW), (holder, ttl_s)).fetchone()
+        return row["token"] if row else None
+
+    def renew_leadership(self, holder, token, ttl_s):
+        return self._run("UPDATE leadership SET expires=%s+%%s WHERE id=1 AND holder=%%s AND token=%%s" % DB_NOW,
+                         (ttl_s, holder, token)).rowcount == 1
+
+    def check_leadership(self, holder, token):
+        return self._run("SELECT 1 FROM leadership WHERE id=1 AND holder=%s AND token=%s FOR SHARE",
+                         (holder, token)).fetchone() is not None
+
+    def leadership(self):
+        row = self._run("SELECT holder, token, expires-%s AS expires_in FROM leadership WHERE id=1" % DB_NOW).fetchone()
+        if row is None or row["holder"] is None:
+            return None
+        return dict(row)
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self._run("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (%s,%s,%s,%s,%s,%s)",

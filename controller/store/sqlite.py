@@ -133,12 +133,20 @@ CREATE TABLE IF NOT EXISTS result_floors (
     through INTEGER NOT NULL,
     PRIMARY KEY (node, boot)
 );
+CREATE TABLE IF NOT EXISTS leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    token INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+INSERT OR IGNORE INTO leadership (id, holder, token, expires) VALUES (1, NULL, 0, 0);
 """
 
 
 def _to_v4(db):
     """Retention (controller/fleet/retention.py): results and events found oldest first, a
-    result's stream position found from it, and the floor each pruned (node, boot) leaves."""
+    result's stream position found from it, and the floor each pruned (node, boot) leaves. And
+    the leadership lease of controller replicas (controller/fleet/leadership.py)."""
     db.executescript(SCHEMA_V4)
 
 
@@ -299,10 +307,10 @@ class SqliteRegistry(Registry):
                               "WHERE node=? AND boot=? AND seq=?", (node_id, boot, seq)).fetchone()
         return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
 
-    def contiguous_results(self, node_id, boot):
+    def contiguous_results(self, node_id, boot, since=0):
         """The highest seq such that results 1..seq of (node, boot) are all stored (or pruned)."""
         floor = self.db.execute("SELECT through FROM result_floors WHERE node=? AND boot=?", (node_id, boot)).fetchone()
-        floor = floor[0] if floor else 0
+        floor = max(floor[0] if floor else 0, since)
         if self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=?",
                            (node_id, boot, floor + 1)).fetchone() is None:
             return floor
@@ -350,6 +358,32 @@ class SqliteRegistry(Registry):
         cur = self.db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts<? ORDER BY ts LIMIT ?)",
                               (before, limit))
         return cur.rowcount
+
+    # -- leadership: one host, so its clock is the registry's ------------------------------------
+
+    def claim_leadership(self, holder, ttl_s):
+        now = time.time()
+        cur = self.db.execute("UPDATE leadership SET holder=?, token=token+1, expires=? WHERE id=1 AND "
+                              "(holder IS NULL OR expires<?)", (holder, now + ttl_s, now))
+        if cur.rowcount != 1:
+            return None
+        return self.db.execute("SELECT token FROM leadership WHERE id=1").fetchone()[0]
+
+    def renew_leadership(self, holder, token, ttl_s):
+        cur = self.db.execute("UPDATE leadership SET expires=? WHERE id=1 AND holder=? AND token=?",
+                              (time.time() + ttl_s, holder, token))
+        return cur.rowcount == 1
+
+    def check_leadership(self, holder, token):
+        # A writer holds SQLite's one write lock until it commits: nobody claims meanwhile.
+        return self.db.execute("SELECT 1 FROM leadership WHERE id=1 AND holder=? AND token=?",
+                               (holder, token)).fetchone() is not None
+
+    def leadership(self):
+        row = self.db.execute("SELECT holder, token, expires FROM leadership WHERE id=1").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return {"holder": row[0], "token": row[1], "expires_in": row[2] - time.time()}
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",
