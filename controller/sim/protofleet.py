@@ -58,6 +58,10 @@ class ProtoFleet:
         """{(node, boot, seq)} of every result the fleet made (seq counts from 1 per boot)."""
         return {(n.id, n.boot, seq) for n in self.nodes for seq in range(1, n.seq + 1)}
 
+    def position(self, node_id, seq):
+        """(workload, stream position) of a result the fleet made."""
+        return self.node(node_id).made[seq]
+
     def held(self):
         """{(node, boot, seq)} of the results still in outboxes, not acknowledged."""
         return {(n.id, n.boot, seq) for n in self.nodes for seq in list(n.outbox)}

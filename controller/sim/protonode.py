@@ -72,6 +72,7 @@ class ProtoNode:
         self.hb_seq = 0
         self.seq = 0
         self.outbox = OrderedDict()   # seq -> (payload, made at (time.time()), sent before)
+        self.made = {}                # seq -> (workload, stream position): what a test checks against
         self.dropped = 0
         self.epoch = -1
         self.workloads = {}           # id -> {"spec", "pos", "n", "state", "next_at"}
@@ -223,6 +224,7 @@ class ProtoNode:
         msg = {"v": protocol.VERSION, "node": self.id, "boot": self.boot, "seq": self.seq, "wl": wid,
                "up": self.up_ms(), "label": label, "score": round(self.rng.random(), 4), "us": 12000,
                "truth": label if self.rng.random() < 0.9 else (label + 1) % 10, "in": w["pos"]}
+        self.made[self.seq] = (wid, w["pos"])
         w["pos"] += 1
         w["n"] += 1
         self.outbox[self.seq] = (protocol.encode("result", msg), time.time(), False)
