@@ -17,14 +17,21 @@ controller would, and continues from what the registry says.
 With one controller and SQLite this changes nothing: it claims at once and keeps the lease.
 """
 import logging
+import threading
+import time
 
 from ..errors import LeadershipLost
 
 log = logging.getLogger(__name__)
 
-# How long a lease lasts without renewal: a leader silent this long is replaced. Its ticks renew
-# it every second; three missed ticks is a leader that is gone, not a slow one.
+# How long a lease lasts without renewal: a leader silent this long is replaced.
 LEASE_TTL_S = 3.0
+# The lease is renewed this often, by a thread of its own (LeaseKeeper)...
+RENEW_EVERY_S = 0.5
+# ...as long as the leader's decision loop came round within this long. A loop busy with one
+# long tick (placement over thousands of nodes, a fleet reconnecting at once) keeps the lease;
+# one stuck for this long loses it.
+LOOP_STALL_S = 15.0
 
 
 class Leadership:
@@ -78,3 +85,52 @@ class FencedRegistry:
 
     def __getattr__(self, name):
         return getattr(self._registry, name)
+
+
+class LeaseKeeper:
+    """Renews the leader's lease on a registry connection of its own, every RENEW_EVERY_S, while
+    the decision loop shows progress (`progress()`: the monotonic time it last came round). So a
+    slow tick is no failover, a dead or stuck process is. A renewal that finds the token stale
+    changes nothing here: the loop's next commit finds out (Leadership.check) and steps down."""
+
+    def __init__(self, opener, leadership, progress, every_s=RENEW_EVERY_S, stall_s=LOOP_STALL_S):
+        self.open = opener
+        self.leadership = leadership
+        self.progress = progress
+        self.every_s = every_s
+        self.stall_s = stall_s
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="edgefleet-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        registry = None
+        while not self._stop.wait(self.every_s):
+            token = self.leadership.token
+            if token is None or time.monotonic() - self.progress() > self.stall_s:
+                continue
+            try:
+                if registry is None:
+                    registry = self.open()
+                registry.renew_leadership(self.leadership.holder, token, self.leadership.ttl_s)
+                registry.commit()
+                self.renewals += 1
+            except Exception as e:   # the registry away: the lease runs out, as it should
+                log.warning("could not renew the leadership lease: %s", e)
+                try:
+                    registry.close()
+                except Exception:
+                    pass
+                registry = None
+        if registry is not None:
+            registry.close()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -21,7 +21,7 @@ from ..security.principals import CONTROLLER
 from .controller import FleetController
 from .effects import Publish
 from .follower import Follower
-from .leadership import FencedRegistry, Leadership
+from .leadership import FencedRegistry, LeaseKeeper, Leadership
 from .retention import RetentionWorker
 from ..store import open_registry
 
@@ -54,6 +54,9 @@ class ControllerService:
         # holds the registry's leadership lease decides (controller/fleet/leadership.py).
         self.shared = shared
         self.leadership = Leadership(ctrl_id) if shared else None
+        self._loop_beat = time.monotonic()
+        self.lease_keeper = LeaseKeeper(lambda: open_registry(db_path), self.leadership,
+                                        lambda: self._loop_beat) if shared else None
         self.follower = None
         self.takeovers = 0
         self.inbox = queue.Queue()
@@ -247,6 +250,7 @@ class ControllerService:
     def _shared_loop(self):
         next_tick = time.monotonic()
         while not self._stop.is_set():
+            self._loop_beat = time.monotonic()
             timeout = max(0.0, next_tick - time.monotonic())
             try:
                 what, topic, payload = self.inbox.get(timeout=timeout)
@@ -281,6 +285,8 @@ class ControllerService:
                               self.host, self.port)
         if self.retention is not None:
             self.retention.start()
+        if self.lease_keeper is not None:
+            self.lease_keeper.start()
         return self
 
     def snapshot(self):
@@ -295,6 +301,8 @@ class ControllerService:
         """Stop the controller; raises ControllerFailed if its loop had died on its own."""
         if self.retention is not None:
             self.retention.stop()
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)

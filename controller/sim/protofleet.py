@@ -10,12 +10,15 @@ from .protonode import NodeStats, ProtoNode
 
 class ProtoFleet:
     def __init__(self, count, host, port, prefix=protocol.DEFAULT_PREFIX, id_prefix="sim", ramp_s=None, hb_s=1.0,
-                 keepalive=10):
+                 keepalive=10, ids=None):
+        # ids: the nodes' ids (a benchmark splits one fleet over processes); default
+        # ID_PREFIX-0 ... ID_PREFIX-(count-1).
+        ids = ids if ids is not None else ["%s-%d" % (id_prefix, i) for i in range(count)]
         self.stats = NodeStats()
         # Connects spread over ramp_s (default: 200 a second) rather than one storm at the broker.
-        self.ramp_s = count / 200.0 if ramp_s is None else ramp_s
-        self.nodes = [ProtoNode("%s-%d" % (id_prefix, i), host, port, prefix, hb_s=hb_s, keepalive=keepalive,
-                                stats=self.stats) for i in range(count)]
+        self.ramp_s = len(ids) / 200.0 if ramp_s is None else ramp_s
+        self.nodes = [ProtoNode(node_id, host, port, prefix, hb_s=hb_s, keepalive=keepalive, stats=self.stats)
+                      for node_id in ids]
         self.loop = None
         self._thread = None
         self._stop = None

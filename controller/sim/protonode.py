@@ -69,6 +69,7 @@ class ProtoNode:
         self.rng = random.Random(seed if seed is not None else node_id)
         self.caps = caps or board_caps(board)
         self.started = time.monotonic()
+        self.born = time.time()   # the wall-clock instant `up` counts from (benchmarks time results by it)
         self.hb_seq = 0
         self.seq = 0
         self.outbox = OrderedDict()   # seq -> (payload, made at (time.time()), sent before)
