@@ -98,6 +98,7 @@ class FleetController:
         # shared_ingest: one of several replicas, each taking a share of the fleet's messages
         # (docs/scale.md); the leader absorbs what the others recorded every tick.
         self.shared_ingest = shared_ingest
+        self._booted = set()
         self.intake = ResultIntake(self.state, self.ledger, prefix, shared=shared_ingest)
         self.cfg = migration.settings(**(settings or {}))
         self.reconciler = Reconciler(self.state, self.ledger, clock, prefix, self.profiles, self.manifests,
@@ -254,6 +255,9 @@ class FleetController:
         must not be told to stop it by an assignment sent before the controller had placed
         anything on it. Then its assignment, always: it says where each stream resumes, and the
         broker may have lost the retained copy (a restarted broker without persistence)."""
+        if self.shared_ingest:
+            self._booted.add(node_id)   # placed and assigned at the next tick
+            return []
         effects = self.reconciler.reconcile()
         assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
         if not any(e.topic == assign_topic for e in effects):
@@ -279,7 +283,7 @@ class FleetController:
             level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
             self.state.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]),
                                  now=self.clock())
-        return self.reconciler.reconcile()
+        return self._reconcile_now()
 
     def _on_hb(self, node_id, msg):
         node = self.state.node(node_id)
@@ -309,7 +313,7 @@ class FleetController:
             self.state.set_node_state(node_id, reported, now)
             self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (node_id, reported),
                                  now=now)
-            effects.extend(self.reconciler.reconcile())
+            effects.extend(self._reconcile_now())
         return effects
 
     def _new_boot(self, node_id, node, boot, now):
@@ -346,6 +350,25 @@ class FleetController:
                              now=self.clock())
         return []
 
+    def _reconcile_now(self):
+        """Placement after a node's state changed: at once, or - one of several replicas, where a
+        fleet of thousands reconnecting would mean thousands of placement rounds - at the next
+        tick, which places once for all of them."""
+        return [] if self.shared_ingest else self.reconciler.reconcile()
+
+    def _place_booted(self):
+        """The nodes that (re)booted since the last tick: placed, then each sent its assignment
+        (as _placed_and_assigned does for one at once)."""
+        if not self._booted:
+            return []
+        effects = self.reconciler.reconcile()
+        topics = {e.topic for e in effects}
+        for node_id in sorted(self._booted):
+            if protocol.node_topic(self.prefix, node_id, "assign") not in topics and self.state.node(node_id):
+                effects.append(self.reconciler.assignment(node_id))
+        self._booted.clear()
+        return effects
+
     # -- shared ingest (controller replicas, controller/fleet/leadership.py) ---------------------
 
     def absorb(self):
@@ -368,7 +391,7 @@ class FleetController:
                 self.state.adopt_node(row)
                 if row["state"] == "offline":
                     self.detector.last_will(node_id)
-                effects.extend(self.reconciler.reconcile())
+                effects.extend(self._reconcile_now())
             telemetry = row["telemetry"]
             at = telemetry.get("at")
             if at is not None and at != known["telemetry"].get("at"):
@@ -390,7 +413,7 @@ class FleetController:
         only if it was silent while the controller could hear it; after the controller itself
         was cut off, every node gets a full timeout to show up again.
         """
-        effects = self.absorb() if self.shared_ingest else []
+        effects = self.absorb() + self._place_booted() if self.shared_ingest else []
         now = self.clock()
         self.connected_since = connected_since or 0
         heard_since = self.heard_since()

@@ -105,6 +105,7 @@ SCHEMA_V4 = [
     "CREATE INDEX IF NOT EXISTS results_received ON results (received)",
     "CREATE INDEX IF NOT EXISTS events_ts ON events (ts)",
     "CREATE INDEX IF NOT EXISTS accepted_result ON accepted (node, boot, seq)",
+    "CREATE INDEX IF NOT EXISTS streams_node ON streams (workload, node)",
     """CREATE TABLE IF NOT EXISTS result_floors (
         node TEXT NOT NULL,
         boot BIGINT NOT NULL,
