@@ -177,7 +177,9 @@ class FleetController:
             return []
         try:
             effects = getattr(self, "_on_" + kind)(node_id, msg) or []
-            self.state.commit()
+            # A heartbeat's commit need not wait for the disk (controller/store/base.py): what
+            # else it may have written (a verdict undone, a new boot) is made again by the next.
+            self.state.commit(durable=kind != "hb")
         except LeadershipLost:
             raise   # not the message's fault: this replica stops deciding (controller/fleet/leadership.py)
         except Exception as e:

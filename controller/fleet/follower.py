@@ -52,7 +52,7 @@ class Follower:
             return []
         try:
             getattr(self, "_on_" + kind)(node_id, msg, self.clock())
-            self.state.commit()
+            self.state.commit(durable=kind != "hb")   # as the leader's (controller.py)
         except Exception as e:
             log.exception("handling %s failed", topic)
             self.registry.rollback()
@@ -99,17 +99,18 @@ class Follower:
         self.state.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]), now=now)
 
     def _on_hb(self, node_id, msg, now):
-        node = self.registry.node(node_id)
+        # One statement for the common case: the telemetry written, the node's boot and state read.
+        node = self.registry.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
         if node is None:
             return   # heartbeats before hello: wait for the hello that follows
         if msg["boot"] != node["boot"]:
+            node = self.registry.node(node_id)
             self.registry.upsert_node(node_id, node["board"], node["runtime"], node["fw"], msg["boot"], node["caps"],
                                       "online" if node["state"] == "offline" else node["state"], now,
                                       slot=node.get("slot"))
             self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
                 node_id, node["board"], node["runtime"], msg["boot"]), now=now)
             node = self.registry.node(node_id)
-        self.registry.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
         self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         if node["state"] == "offline":
             reported = msg.get("state") or "online"

@@ -79,9 +79,9 @@ class FencedRegistry:
         self._registry = registry
         self._leadership = leadership
 
-    def commit(self):
+    def commit(self, durable=True):
         self._leadership.check(self._registry)
-        self._registry.commit()
+        self._registry.commit(durable)
 
     def __getattr__(self, name):
         return getattr(self._registry, name)

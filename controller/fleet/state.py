@@ -173,8 +173,8 @@ class FleetState:
         self._events_written.append({"ts": now, "node": node_id or "", "level": level, "kind": kind, "msg": msg,
                                      "data": data})
 
-    def commit(self):
-        self.store.commit()
+    def commit(self, durable=True):
+        self.store.commit(durable)
         self._events_committed.extend(self._events_written)
         self._events_written = []
         # A controller driven without a service (tests, benches) never takes them: keep the last few.

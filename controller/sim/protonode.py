@@ -249,6 +249,8 @@ class ProtoNode:
                 if seq in self.outbox:
                     entry = self.outbox[seq]
                     self.outbox[seq] = (entry[0], entry[1], True)
+            except MQTTError:
+                pass   # the link went: the result stays in the outbox for the next connection
             finally:
                 slots.release()
 

@@ -23,7 +23,10 @@ class Registry:
     def close(self):
         raise NotImplementedError
 
-    def commit(self):
+    def commit(self, durable=True):
+        """durable=False: what this transaction wrote may be lost if the database server
+        crashes (not if this process does) - for heartbeats, whose next one a second later
+        replaces them; a backend without the distinction commits as usual."""
         raise NotImplementedError
 
     def rollback(self):
@@ -46,6 +49,7 @@ class Registry:
         raise NotImplementedError
 
     def record_heartbeat(self, node_id, telemetry, now=None):
+        """{boot, state} of the node as stored, or None when there is no such node."""
         raise NotImplementedError
 
     def set_epoch(self, node_id, epoch):

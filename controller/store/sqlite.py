@@ -217,7 +217,7 @@ class SqliteRegistry(Registry):
     def close(self):
         self.db.close()
 
-    def commit(self):
+    def commit(self, durable=True):
         self.db.commit()
 
     def rollback(self):
@@ -240,8 +240,9 @@ class SqliteRegistry(Registry):
         return cur.rowcount > 0
 
     def record_heartbeat(self, node_id, telemetry, now=None):
-        self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=?",
-                        (json.dumps(telemetry), now or time.time(), node_id))
+        row = self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=? RETURNING boot, state",
+                              (json.dumps(telemetry), now or time.time(), node_id)).fetchone()
+        return {"boot": row[0], "state": row[1]} if row is not None else None
 
     def set_epoch(self, node_id, epoch):
         self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
