@@ -1,5 +1,6 @@
-"""What a controller replica that does not lead does with its share of the fleet's messages
-(controller/fleet/leadership.py): it records them, and decides nothing.
+"""What a controller replica does with its share of the fleet's messages (controller/fleet/
+leadership.py): it records them, and decides nothing. The leader too: it takes its share the
+same way, and absorbs what every replica recorded once a tick (FleetController.absorb).
 
 Results go through the same intake as the leader's (the stream ledger's ownership checks, stored
 once by (node, boot, seq) whichever replica takes them, acknowledged from the registry's
@@ -61,6 +62,42 @@ class Follower:
             self._reject(topic, e)
             return []
         self.intake.settle()
+        return []
+
+    def handle_batch(self, messages):
+        """[(topic, payload)] taken in one transaction: one commit for the lot, where the
+        registry's round trips are most of a message's cost. Should any of them fail, the batch
+        is rolled back and taken again one by one, so the failing message is rejected alone."""
+        if len(messages) == 1:
+            return self.handle(*messages[0])
+        now = self.clock()
+        rejected, durable = [], False
+        try:
+            for topic, payload in messages:
+                try:
+                    node_id, kind = opwire.parse_topic(self.prefix, topic)
+                    if kind not in INGEST:
+                        continue
+                    msg = protocol.decode(kind, payload)
+                    if "node" in msg and msg["node"] != node_id:
+                        raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
+                                            kind=kind, field="node")
+                except Exception as e:
+                    rejected.append((topic, e))
+                    continue
+                durable = durable or kind != "hb"
+                getattr(self, "_on_" + kind)(node_id, msg, now)
+            self.state.commit(durable=durable)
+        except Exception:
+            self.registry.rollback()
+            self.state.committed_events()
+            self.intake.settle(committed=False)
+            for topic, payload in messages:
+                self.handle(topic, payload)
+            return []
+        self.intake.settle()
+        for topic, error in rejected:
+            self._reject(topic, error)
         return []
 
     def tick(self):

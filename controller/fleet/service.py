@@ -27,6 +27,8 @@ from ..store import open_registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
+# Replicas record at most this many node messages in one transaction.
+BATCH = 200
 RECONNECT_MAX_S = 4
 
 
@@ -191,7 +193,7 @@ class ControllerService:
                     # oldest unacknowledged result (what the dead replica held is not lost).
                     self._publish([self._ctrl_status("online")])
             return
-        if self.fleet is None:
+        if self.fleet is None or opwire.parse_topic(self.prefix, topic)[1] not in ("op_req", "lease"):
             self._publish(self.follower.handle(topic, payload))
             return
         try:
@@ -199,6 +201,36 @@ class ControllerService:
             self._publish(self.fleet.audit())
         except LeadershipLost as e:
             self._step_down(str(e))
+
+    def _more_messages(self, most=BATCH):
+        """Messages waiting in the inbox right now, up to `most`: taken with the one in hand."""
+        more = []
+        while len(more) < most:
+            try:
+                what, topic, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if what != "message":
+                self.inbox.put((what, topic, payload))   # a (re)connect: after this batch
+                break
+            more.append((topic, payload))
+        return more
+
+    def _shared_messages(self, messages):
+        """Node messages recorded in one transaction (Follower.handle_batch); the controller's
+        own topics (operators' requests, its lease, the other replicas' status) one by one."""
+        ingest = []
+        for topic, payload in messages:
+            try:
+                _, kind = opwire.parse_topic(self.prefix, topic)
+            except Exception:
+                kind = None
+            if kind in ("op_req", "lease", "ctrl_status"):
+                self._shared_message(topic, payload)
+            else:
+                ingest.append((topic, payload))
+        if ingest:
+            self._publish(self.follower.handle_batch(ingest))
 
     def _shared_tick(self):
         self._publish(self.follower.tick())
@@ -259,7 +291,7 @@ class ControllerService:
             if what == "connected" and self.fleet is not None:
                 self._publish([self._ctrl_status("online")])
             elif what == "message":
-                self._shared_message(topic, payload)
+                self._shared_messages([(topic, payload)] + self._more_messages())
             if time.monotonic() >= next_tick:
                 if self.connected.is_set():   # a replica cut off from the broker claims nothing
                     self._shared_tick()
