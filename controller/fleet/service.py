@@ -247,6 +247,16 @@ class ControllerService:
         except LeadershipLost as e:
             self._step_down(str(e))
             return
+        except Exception as e:
+            # The registry refused the tick (a deadlock with another replica, a connection
+            # reset): what the leader holds in memory may now differ from the registry. It lets
+            # the lease go; whoever claims it next - this replica, maybe - starts over from the
+            # registry, as after a failover.
+            log.exception("the leader's tick failed")
+            self.registry.rollback()
+            self.leadership.token = None
+            self._step_down("%s gave up leading after a failed tick: %s: %s" % (self.ctrl_id, type(e).__name__, e))
+            return
         with self._snapshot_lock:
             self._snapshot = self.fleet.snapshot()
 
