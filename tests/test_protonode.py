@@ -83,8 +83,10 @@ def test_a_simulated_fleet_through_mosquitto_and_the_controller(mosquitto, tmp_p
         assert _wait(lambda: fleet.stats.results_acked >= made and fleet.outbox_records() < 60 * 3, timeout=30), (
             made, vars(fleet.stats))
     finally:
-        fleet.stop()
-        service.stop()
+        try:
+            fleet.stop()
+        finally:
+            service.stop()
     registry = open_registry(db, readonly=True)
     stored = {tuple(r) for r in registry.db.execute("SELECT node, boot, seq FROM results")}
     events = registry.events(node_id="sim-7", kinds=["node_offline"])

@@ -61,10 +61,13 @@ class Rig:
         assert _wait(lambda: self.fleet.stats.results_acked >= 200, timeout=30), vars(self.fleet.stats)
 
     def stop(self):
-        self.fleet.stop()
-        for replica in self.replicas.values():
-            replica.resume() if replica.proc is not None and replica.proc.poll() is None else None
-            replica.stop()
+        try:
+            self.fleet.stop()
+        finally:   # the replicas are stopped whatever the fleet's end said
+            for replica in self.replicas.values():
+                if replica.proc is not None and replica.proc.poll() is None:
+                    replica.resume()
+                replica.stop()
 
     def read(self, query):
         registry = open_registry(self.url, readonly=True)
