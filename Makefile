@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[mcu,provision,pi,sim,dashboard,test]'
+	$(BIN)/pip install -q -e '.[mcu,provision,pi,sim,dashboard,test,postgres]'
 	touch $(STAMP)
 
 # The demo fleet on the embedded defaults, with its dashboard (the URL is printed), until Ctrl-C.
@@ -22,18 +22,21 @@ demo: $(STAMP)
 # board, and sudo what its non-root SSH user installs root-owned files with (that test needs
 # root to create the user, so sudo is only looked for as root), a C compiler for the TLS
 # benchmark's malloc counter (tools/bench/malloc_count.c) and iproute2 for the tests whose boards
-# sit in their own network namespace, and Debian's chromium with its chromedriver for the
+# sit in their own network namespace, Debian's chromium with its chromedriver for the
 # dashboard's browser tests (Selenium drives /usr/bin/chromedriver; nothing is downloaded at
-# run time); installed when missing and root.
+# run time), and Debian's PostgreSQL server for the registry tests on PostgreSQL (each run
+# starts its own in a temporary data directory; the system service is never used); installed
+# when missing and root.
 system-deps:
 	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_sub >/dev/null 2>&1 \
 			|| [ ! -x /usr/sbin/sshd ] || [ ! -x /usr/lib/openssh/sftp-server ] || ! command -v cc >/dev/null 2>&1 \
 			|| ! command -v ip >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/chromedriver ] \
+			|| ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 			|| { [ "$$(id -u)" = 0 ] && ! command -v sudo >/dev/null 2>&1; }; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server sudo gcc iproute2 chromium chromium-driver; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients openssh-server sudo gcc iproute2 chromium chromium-driver postgresql; \
 		else \
-			echo "make test needs mosquitto, sshd, a C compiler, iproute2 and chromium: sudo apt-get install mosquitto mosquitto-clients openssh-server gcc iproute2 chromium chromium-driver" >&2; exit 1; \
+			echo "make test needs mosquitto, sshd, a C compiler, iproute2, chromium and PostgreSQL: sudo apt-get install mosquitto mosquitto-clients openssh-server gcc iproute2 chromium chromium-driver postgresql" >&2; exit 1; \
 		fi; \
 	fi
 

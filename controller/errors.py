@@ -194,6 +194,14 @@ class StoreError(EdgefleetError):
         self.location = location
 
 
+class LeadershipLost(StoreError):
+    """A controller replica that led the fleet found its fencing token stale in the registry
+    (another replica leads now, or its lease ran out): whatever it was about to commit is rolled
+    back, and it goes on as a follower (docs/scale.md)."""
+
+    exit_code = EXIT_OPERATION
+
+
 class NoAnswer(BrokerError):
     """An operator request that no controller answered in time (is `edgefleet controller`
     running?)."""

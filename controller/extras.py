@@ -23,6 +23,7 @@ EXTRAS = {
     "starlette": ("starlette", "dashboard"),
     "uvicorn": ("uvicorn", "dashboard"),
     "prometheus_client": ("prometheus-client", "dashboard"),
+    "psycopg": ("psycopg", "postgres"),
 }
 
 # The MicroPython unix port is a program, not a module: its wheel puts `micropython` on the

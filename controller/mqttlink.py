@@ -47,9 +47,13 @@ class BrokerLink:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         return ctx
 
-    def client(self, client_id, clean_session=True):
-        """A paho client with TLS and the login set; connecting is the caller's."""
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+    def client(self, client_id, clean_session=True, mqtt5=False):
+        """A paho client with TLS and the login set; connecting is the caller's. mqtt5: speak MQTT
+        5 (shared subscriptions for controller replicas); its session always starts clean."""
+        if mqtt5:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         if self.address.tls:
             client.tls_set_context(self.tls_context())
         principal = self.principal()

@@ -58,3 +58,33 @@ def amqtt_broker():
 # tests/firmware/ holds plain modules run under both interpreters by test_firmware_units.py;
 # pytest must not collect them itself.
 collect_ignore = ["firmware"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's package) in a temporary data directory, shared by the
+    session's tests; each test that needs a registry gets a fresh database on it."""
+    from edgefleet.controller.pgserver import PostgresServer, postgres_bindir
+
+    if postgres_bindir() is None:
+        pytest.fail("PostgreSQL is not installed; `make test` installs it (apt-get install postgresql)")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_databases = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    return postgres_server.create_database("t%d" % next(_databases))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_location(request, tmp_path):
+    """Where a registry lives, once per backend: a SQLite file, a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.db")
+    return request.getfixturevalue("postgres_url")

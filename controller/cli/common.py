@@ -9,10 +9,12 @@ from ..errors import ConfigError
 
 
 def open_registry(args, readonly=False):
-    """The registry named by --db (default $EDGEFLEET_HOME/fleet.db); it must exist already."""
+    """The registry named by --db (default $EDGEFLEET_HOME/fleet.db, or a postgresql:// URL); a
+    file must exist already."""
     from ..store import default_path, open_registry as open_store
+    from ..store.postgres import is_postgres_url
     path = getattr(args, "db", None) or default_path()
-    if not os.path.exists(path):
+    if not is_postgres_url(path) and not os.path.exists(path):
         raise ConfigError("no fleet registry at %s (start `edgefleet controller` or `edgefleet demo`, or pass --db)" % path)
     return open_store(path, readonly=readonly)
 

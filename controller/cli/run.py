@@ -5,6 +5,7 @@ import socket
 
 from ..errors import ConfigError
 from .argtypes import non_negative_int, port_number, positive_float, positive_int
+from ..fleet.retention import DEFAULT_KEEP_DAYS, DEFAULT_KEEP_RESULTS
 from .common import add_broker, broker_link, wait_for_signal
 
 
@@ -108,26 +109,34 @@ def cmd_controller(args):
     from ..fleet import fleetfile
     from ..fleet.service import ControllerService
     from ..security.principals import CONTROLLER
+    from ..fleet.retention import RetentionPolicy
     from ..store import default_path
+    from ..store.postgres import is_postgres_url, redacted
     link = broker_link(args.broker, CONTROLLER)
     manifests = models.manifests()
     workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
     db_path = args.db or default_path()
+    retention = RetentionPolicy(args.keep_days, args.keep_results)
+    postgres = is_postgres_url(db_path)
+    if args.shared and not postgres:
+        raise ConfigError("--shared needs a registry every replica reaches: --db postgresql://...")
+    ctrl_id = args.id or ("ctrl-%s-%d" % (socket.gethostname(), os.getpid()) if args.shared else "ctrl")
     dashboard = None
     if args.http:
         from ..dashboard.server import dashboard_for
         dashboard = dashboard_for(args.http, link.security, prefix=args.prefix).bind()
     service = ControllerService(None, None, db_path=db_path, prefix=args.prefix, manifests=manifests,
-                                workloads=workloads, ctrl_id=args.id, link=link,
-                                observer=dashboard.feed if dashboard else None)
+                                workloads=workloads, ctrl_id=ctrl_id, link=link, retention=retention,
+                                shared=args.shared, observer=dashboard.feed if dashboard else None)
     try:
-        with removed_on_failure(db_path):
+        with contextlib.nullcontext() if postgres else removed_on_failure(db_path):
             service.start()
     except BaseException:
         if dashboard is not None:
             dashboard.stop()
         raise
-    print("edgefleet: controller connected to %s, registry %s" % (link.describe(), db_path), flush=True)
+    print("edgefleet: controller connected to %s, registry %s" % (
+        link.describe(), redacted(db_path) if postgres else db_path), flush=True)
     try:
         if dashboard is not None:
             dashboard.start(service)
@@ -180,10 +189,21 @@ def register(sub):
 
     c = sub.add_parser("controller", help="run the fleet controller")
     add_broker(c)
-    c.add_argument("--db", help="registry file (default $EDGEFLEET_HOME/fleet.db)")
+    c.add_argument("--db", help="registry: a file (default $EDGEFLEET_HOME/fleet.db) or a postgresql:// URL "
+                                "(replicas, big fleets: docs/scale.md)")
+    c.add_argument("--keep-days", type=positive_float, default=DEFAULT_KEEP_DAYS,
+                   help="keep results this many days (default %g); older ones are pruned in the background"
+                        % DEFAULT_KEEP_DAYS)
+    c.add_argument("--keep-results", type=positive_int, default=DEFAULT_KEEP_RESULTS,
+                   help="keep at most this many results, the newest (default %d)" % DEFAULT_KEEP_RESULTS)
     c.add_argument("--fleet", help="fleet file (TOML) declaring workloads")
     c.add_argument("--prefix", default="ef", help="MQTT topic prefix")
-    c.add_argument("--id", default="ctrl", help="controller client id")
+    c.add_argument("--id", help="controller client id (default ctrl; with --shared, one per replica from "
+                                "the host name and process id)")
+    c.add_argument("--shared", metavar="GROUP",
+                   help="run as one of a group of controller replicas: ingest shared through the broker's "
+                        "MQTT 5 shared subscription, one leader elected through the PostgreSQL registry "
+                        "(docs/scale.md)")
     c.add_argument("--http", metavar="ADDR:PORT",
                    help="also serve the live dashboard and /metrics here (e.g. 127.0.0.1:8080; actions need "
                         "the operator login)")

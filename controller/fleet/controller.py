@@ -20,7 +20,7 @@ from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from ..errors import EdgefleetError
+from ..errors import EdgefleetError, LeadershipLost
 
 from . import migration
 from .detector import PhiAccrualDetector
@@ -44,6 +44,15 @@ RECONFIRM_S = 1.0
 # cannot fill the registry's event log (the rest are counted in the next event that is written).
 BAD_MESSAGE_BURST = 20
 BAD_MESSAGE_EVERY_S = 10.0
+
+
+def heartbeat_telemetry(msg, now):
+    """What the registry keeps of a heartbeat."""
+    telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
+    telemetry["outbox"] = msg.get("outbox")
+    telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
+    telemetry["fenced"] = msg.get("fenced")
+    return telemetry
 
 
 class RateLimit:
@@ -74,7 +83,7 @@ class RateLimit:
 class FleetController:
     def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
                  clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False,
-                 monotonic=None):
+                 monotonic=None, shared_ingest=False):
         self.registry = registry
         self.prefix = prefix
         self.manifests = manifests or {}
@@ -86,7 +95,11 @@ class FleetController:
         self.profiles = {p["name"]: p for p in catalog.all_profiles()}
         self.state = FleetState.load(registry)
         self.ledger = Ledger(registry)
-        self.intake = ResultIntake(self.state, self.ledger, prefix)
+        # shared_ingest: one of several replicas, each taking a share of the fleet's messages
+        # (docs/scale.md); the leader absorbs what the others recorded every tick.
+        self.shared_ingest = shared_ingest
+        self._booted = set()
+        self.intake = ResultIntake(self.state, self.ledger, prefix, shared=shared_ingest)
         self.cfg = migration.settings(**(settings or {}))
         self.reconciler = Reconciler(self.state, self.ledger, clock, prefix, self.profiles, self.manifests,
                                      self.cfg, policy)
@@ -166,7 +179,11 @@ class FleetController:
             return []
         try:
             effects = getattr(self, "_on_" + kind)(node_id, msg) or []
-            self.state.commit()
+            # A heartbeat's commit need not wait for the disk (controller/store/base.py): what
+            # else it may have written (a verdict undone, a new boot) is made again by the next.
+            self.state.commit(durable=kind != "hb")
+        except LeadershipLost:
+            raise   # not the message's fault: this replica stops deciding (controller/fleet/leadership.py)
         except Exception as e:
             # Validated input the handlers still choke on is a controller bug; it costs this
             # one message, not the fleet.
@@ -185,6 +202,8 @@ class FleetController:
         try:
             answer, effects = self.operator.answer(msg["op"], msg["args"])
             self.state.commit()
+        except LeadershipLost:
+            raise
         except Exception as e:
             self.state.revert()
             self.intake.settle(committed=False)
@@ -250,6 +269,9 @@ class FleetController:
         must not be told to stop it by an assignment sent before the controller had placed
         anything on it. Then its assignment, always: it says where each stream resumes, and the
         broker may have lost the retained copy (a restarted broker without persistence)."""
+        if self.shared_ingest:
+            self._booted.add(node_id)   # placed and assigned at the next tick
+            return []
         effects = self.reconciler.reconcile()
         assign_topic = protocol.node_topic(self.prefix, node_id, "assign")
         if not any(e.topic == assign_topic for e in effects):
@@ -275,7 +297,7 @@ class FleetController:
             level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
             self.state.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]),
                                  now=self.clock())
-        return self.reconciler.reconcile()
+        return self._reconcile_now()
 
     def _on_hb(self, node_id, msg):
         node = self.state.node(node_id)
@@ -288,11 +310,7 @@ class FleetController:
             # this controller had resubscribed): register the new boot from its heartbeat.
             effects.extend(self._new_boot(node_id, node, msg["boot"], now))
             node = self.state.node(node_id)
-        telemetry = {k: msg[k] for k in ("cpu", "mem_free", "mem_total", "power", "temp", "wl", "up", "seq")}
-        telemetry["outbox"] = msg.get("outbox")
-        telemetry["at"] = now  # when this heartbeat arrived (last_seen also moves on hello)
-        telemetry["fenced"] = msg.get("fenced")
-        self.state.record_heartbeat(node_id, telemetry, now)
+        self.state.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
         self.detector.heartbeat(node_id, *self._on_detector_clock(now, self.heard_since()))
         self.reconciler.triggers.observe(node_id, msg["cpu"], now)
         self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
@@ -309,7 +327,7 @@ class FleetController:
             self.state.set_node_state(node_id, reported, now)
             self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (node_id, reported),
                                  now=now)
-            effects.extend(self.reconciler.reconcile())
+            effects.extend(self._reconcile_now())
         return effects
 
     def _new_boot(self, node_id, node, boot, now):
@@ -346,6 +364,60 @@ class FleetController:
                              now=self.clock())
         return []
 
+    def _reconcile_now(self):
+        """Placement after a node's state changed: at once, or - one of several replicas, where a
+        fleet of thousands reconnecting would mean thousands of placement rounds - at the next
+        tick, which places once for all of them."""
+        return [] if self.shared_ingest else self.reconciler.reconcile()
+
+    def _place_booted(self):
+        """The nodes that (re)booted since the last tick: placed, then each sent its assignment
+        (as _placed_and_assigned does for one at once)."""
+        if not self._booted:
+            return []
+        effects = self.reconciler.reconcile()
+        topics = {e.topic for e in effects}
+        for node_id in sorted(self._booted):
+            if protocol.node_topic(self.prefix, node_id, "assign") not in topics and self.state.node(node_id):
+                effects.append(self.reconciler.assignment(node_id))
+        self._booted.clear()
+        return effects
+
+    # -- shared ingest (controller replicas, controller/fleet/leadership.py) ---------------------
+
+    def absorb(self):
+        """What the other replicas recorded of the nodes since the last tick (they take their
+        share of hellos, statuses and heartbeats and write them to the registry): taken into the
+        leader's memory and acted on as if this replica had heard it."""
+        effects = []
+        now = self.clock()
+        for row in self.registry.nodes():
+            node_id = row["id"]
+            known = self.state.node(node_id)
+            if known is None or known["boot"] != row["boot"]:
+                self.state.adopt_node(row)
+                if known is not None:
+                    self.reconciler.note_reboot(node_id)
+                self.detector.heartbeat(node_id, *self._on_detector_clock(row["last_seen"], self.heard_since()))
+                effects.extend(self._placed_and_assigned(node_id))
+                continue
+            if known["state"] != row["state"]:
+                self.state.adopt_node(row)
+                if row["state"] == "offline":
+                    self.detector.last_will(node_id)
+                effects.extend(self._reconcile_now())
+            telemetry = row["telemetry"]
+            at = telemetry.get("at")
+            if at is not None and at != known["telemetry"].get("at"):
+                self.state.adopt_node(row)
+                self.detector.heartbeat(node_id, *self._on_detector_clock(at, self.heard_since()))
+                self.reconciler.triggers.observe(node_id, telemetry["cpu"], at)
+                effects.extend(self.reconciler.observe_moves(node_id, telemetry["wl"], now))
+                if telemetry.get("fenced") and now - self._reconfirmed.get(node_id, 0) >= RECONFIRM_S:
+                    self._reconfirmed[node_id] = now
+                    effects.append(self.reconciler.assignment(node_id))
+        return effects
+
     # -- periodic ---------------------------------------------------------------------------
 
     def tick(self, connected_since=None):
@@ -355,7 +427,7 @@ class FleetController:
         only if it was silent while the controller could hear it; after the controller itself
         was cut off, every node gets a full timeout to show up again.
         """
-        effects = []
+        effects = self.absorb() + self._place_booted() if self.shared_ingest else []
         now = self.clock()
         self.connected_since = connected_since or 0
         heard_since = self.heard_since()

@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class ResultIntake:
-    def __init__(self, state, ledger, prefix):
+    def __init__(self, state, ledger, prefix, shared=False):
         self.state = state
         self.ledger = ledger
         self.prefix = prefix
+        # shared: controller replicas split the fleet's results between them (docs/scale.md), so
+        # the results just below one this replica stored may have been stored by another: the
+        # watermark is read from the registry after every commit, never only counted here.
+        self.shared = shared
         self._contiguous = {}   # (node, boot) -> highest seq such that every result up to it is stored
         self._ahead = {}        # (node, boot) -> stored seqs above that
         self._acks_due = set()
@@ -76,10 +80,12 @@ class ResultIntake:
         done, self._uncommitted = self._uncommitted, []
         if not committed:
             return
+        reread = set()
         for key, seq in done:
-            if key not in self._contiguous:
+            if key not in self._contiguous or (self.shared and key not in reread):
                 # A controller that restarted resumes from what its registry already holds.
-                self._contiguous[key] = self.state.store.contiguous_results(*key)
+                self._contiguous[key] = self.state.store.contiguous_results(*key, since=self._contiguous.get(key, 0))
+                reread.add(key)
             if seq > self._contiguous[key]:
                 self._ahead.setdefault(key, set()).add(seq)
             self._advance(key)

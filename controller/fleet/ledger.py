@@ -38,8 +38,11 @@ class Ledger:
         """The lane `node` currently owns open-ended, or None."""
         return self.store.open_lane(workload, node)
 
-    def free_lane(self, workload, replicas):
-        taken = {lane for _, lane, _, _ in self.open_rows(workload)}
+    def free_lane(self, workload, replicas, taken=None):
+        """The lowest lane of `workload` no node owns open-ended; `taken`: those lanes, when the
+        caller keeps them (placing thousands of replicas in one round)."""
+        if taken is None:
+            taken = {lane for _, lane, _, _ in self.open_rows(workload)}
         for lane in range(replicas):
             if lane not in taken:
                 return lane

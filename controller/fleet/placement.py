@@ -219,7 +219,17 @@ class Round:
 
     def best(self, workload, exclude=(), ignore_cooldown=False):
         """(node id, None) of the best admissible node, or (None, reasons)."""
-        best, reasons = None, []
+        ranked, reasons = self.ranked(workload, exclude, ignore_cooldown)
+        if not ranked:
+            return None, reasons
+        return ranked[0], None
+
+    def ranked(self, workload, exclude=(), ignore_cooldown=False):
+        """([node id, best first], reasons the others are not admissible). Taking the first for
+        `workload` changes nothing about the rest for it (take() touches that node alone, and a
+        workload has one replica per node): its k best nodes are the first k, ranked once."""
+        keyed, reasons = [], []
+        exclude = set(exclude)   # a workload's replicas: thousands at fleet scale, looked up per node
         for node in self.nodes:
             if node["id"] in exclude:
                 continue
@@ -227,12 +237,9 @@ class Round:
             if why is not None:
                 reasons.append(why)
                 continue
-            key = (-round(self.score(workload, node), 6), node["id"])
-            if best is None or key < best[0]:
-                best = (key, node["id"])
-        if best is None:
-            return None, reasons
-        return best[1], None
+            keyed.append((-round(self.score(workload, node), 6), node["id"]))
+        keyed.sort()
+        return [nid for _, nid in keyed], reasons
 
 
 def cpu_share(workload):
@@ -257,24 +264,28 @@ def plan(workloads, nodes, placements, profiles, manifests, settings=None, polic
     rnd = Round(nodes, profiles, manifests, settings, policy, blocked)
     wl_by_id = {wl["id"]: wl for wl in workloads}
     kept = {wl["id"]: [] for wl in workloads}
+    kept_sets = {wl["id"]: set() for wl in workloads}   # the same, for lookups
     for wid, nid in sorted(placements):
         wl, node = wl_by_id.get(wid), rnd.by_id.get(nid)
-        if wl is None or node is None or nid in kept[wid]:
+        if wl is None or node is None or nid in kept_sets[wid]:
             continue
         if len(kept[wid]) < wl.get("replicas", 1) and rnd.keeps(wl, node) is None:
             kept[wid].append(nid)
+            kept_sets[wid].add(nid)
             rnd.take(wl, nid)
     pending = {}
     for wl in by_priority(workloads):
         want = wl.get("replicas", 1)
         reasons = []
-        while len(kept[wl["id"]]) < want:
-            nid, why = rnd.best(wl, exclude=kept[wl["id"]])
-            if nid is None:
+        missing = want - len(kept[wl["id"]])
+        if missing > 0:
+            ranked, why = rnd.ranked(wl, exclude=kept_sets[wl["id"]])
+            for nid in ranked[:missing]:
+                kept[wl["id"]].append(nid)
+                kept_sets[wl["id"]].add(nid)
+                rnd.take(wl, nid)
+            if len(ranked) < missing:
                 reasons.extend(why)
-                break
-            kept[wl["id"]].append(nid)
-            rnd.take(wl, nid)
         placed = len(kept[wl["id"]])
         if placed < want:
             detail = "; ".join(sorted(set(reasons))) if reasons else "no nodes registered"

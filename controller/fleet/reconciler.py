@@ -111,15 +111,20 @@ class Reconciler:
             if row is not None and row[2] is None:
                 self.ledger.close(wid, row[0], nid, self.ledger.next_pos(wid, row[0]))
             self.state.add_event(nid, "info", "unplaced", "%s removed from %s" % (wid, nid), now=now)
+        taken = {}   # workload -> its lanes owned open-ended, read once per round
         for wid, nid in sorted(after - before):
-            lane = self.ledger.free_lane(wid, workloads[wid].get("replicas", 1))
+            if wid not in taken:
+                taken[wid] = {lane for _, lane, _, _ in self.ledger.open_rows(wid)}
+            lane = self.ledger.free_lane(wid, workloads[wid].get("replicas", 1), taken[wid])
+            taken[wid].add(lane)
             start = self.ledger.next_pos(wid, lane)
             self.ledger.open(wid, lane, nid, start)
             self.state.place(wid, nid, now)
             self.state.add_event(nid, "info", "placed", "%s placed on %s (lane %d from input %d): %s" % (
                 wid, nid, lane, start, self._why_here(workloads[wid], nid, nodes)), now=now)
         changed = sorted({nid for _, nid in before ^ after})
-        effects = [self.assignment(nid) for nid in changed if any(n["id"] == nid for n in nodes)]
+        present = {n["id"] for n in nodes}
+        effects = [self.assignment(nid) for nid in changed if nid in present]
         self.state.commit()
         return effects
 
@@ -254,8 +259,8 @@ class Reconciler:
         handing_over = {m.workload: m.handover for m in self.moves.values()
                         if m.src == node_id and m.state == "handing_over"}
         specs = []
-        for wid, nid in self.state.placements():
-            if nid == node_id and wid in workloads:
+        for wid in self.state.placed_on(node_id):
+            if wid in workloads:
                 wl = workloads[wid]
                 source = dict(wl["input"])
                 row = self.ledger.row(wid, node_id)

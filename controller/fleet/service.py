@@ -13,29 +13,34 @@ import threading
 import time
 from concurrent.futures import Future
 
-
 from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from ..errors import BrokerError, ControllerFailed, EdgefleetError, NoAnswer, RequestRefused
+from ..errors import BrokerError, ControllerFailed, EdgefleetError, LeadershipLost, NoAnswer, RequestRefused
 from ..mqttlink import BrokerLink, connect_error, refusal_error
 from ..netutil import BrokerAddress
 from ..security.principals import CONTROLLER
 from .controller import FleetController
+from .effects import Publish
+from .follower import Follower
+from .leadership import FencedRegistry, LeaseKeeper, Leadership
+from .retention import RetentionWorker
 from ..store import open_registry
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
 # Operator requests that only read: not written to the audit log when the dashboard asks them.
 READ_OPS = ("status", "events", "logs", "export", "plan")
+# Replicas record at most this many node messages in one transaction.
+BATCH = 200
 RECONNECT_MAX_S = 4
 
 
 class ControllerService:
     def __init__(self, host, port, db_path=None, prefix=protocol.DEFAULT_PREFIX, manifests=None,
                  workloads=None, ctrl_id="ctrl", keepalive=10, settings=None, tick_s=TICK_S,
-                 fleet_class=FleetController, link=None, observer=None):
+                 fleet_class=FleetController, link=None, retention=None, shared=None, observer=None):
         # link: a BrokerLink (controller/mqttlink.py) for TLS and the controller's login;
         # without one, plaintext MQTT to host:port (an open test broker).
         self.link = link or BrokerLink(BrokerAddress("mqtt", host, port), CONTROLLER)
@@ -51,6 +56,16 @@ class ControllerService:
         self.tick_s = tick_s
         # A FleetController subclass (tools/bench/failover.py runs a baseline detector with it).
         self.fleet_class = fleet_class
+        # shared: the name of a group of controller replicas (docs/scale.md). Each takes a share
+        # of the fleet's messages through the broker's MQTT 5 shared subscription; the one that
+        # holds the registry's leadership lease decides (controller/fleet/leadership.py).
+        self.shared = shared
+        self.leadership = Leadership(ctrl_id) if shared else None
+        self._loop_beat = time.monotonic()
+        self.lease_keeper = LeaseKeeper(lambda: open_registry(db_path), self.leadership,
+                                        lambda: self._loop_beat) if shared else None
+        self.follower = None
+        self.takeovers = 0
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -59,7 +74,7 @@ class ControllerService:
         self._snapshot_lock = threading.Lock()
         self.connected = threading.Event()
         self.connected_since = 0.0
-        self.client = self.link.client(ctrl_id)
+        self.client = self.link.client(ctrl_id, mqtt5=bool(shared))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -68,7 +83,13 @@ class ControllerService:
         self.client.reconnect_delay_set(min_delay=1, max_delay=RECONNECT_MAX_S)
         # observer: told in this service's thread what happened (controller/dashboard/feed.py):
         # attach(fleet), message(topic, payload, seconds), audited(events), tick(snapshot, seconds).
+        # A replica tells it only while it leads.
         self.observer = observer
+        # A RetentionPolicy (controller/fleet/retention.py): pruned by a thread of its own on a
+        # connection of its own; None keeps everything (a registry in memory cannot be shared).
+        self.retention = None
+        if retention is not None and db_path not in (None, ":memory:"):
+            self.retention = RetentionWorker(db_path, retention, active=lambda: self.fleet is not None)
         self.fleet = None
         self._startup_error = None
         self.failure = None   # what killed the decision loop, if it died
@@ -81,7 +102,13 @@ class ControllerService:
             log.error("broker refused the controller: %s", reason_code)
             return
         self.refused = None
-        client.subscribe(protocol.node_topic(self.prefix, "+", "+"), qos=1)
+        nodes = protocol.node_topic(self.prefix, "+", "+")
+        if self.shared:
+            client.subscribe("$share/%s/%s" % (self.shared, nodes), qos=1)
+            # The other replicas' wills: the leader answers one by saying it is online.
+            client.subscribe(protocol.ctrl_topic(self.prefix), qos=1)
+        else:
+            client.subscribe(nodes, qos=1)
         # Its own lease, back through the broker: how the controller knows it can hear the fleet
         # (controller/fleet/liveness.py).
         client.subscribe(protocol.lease_topic(self.prefix), qos=0)
@@ -108,15 +135,12 @@ class ControllerService:
     def _run(self):
         registry = None
         try:
-            registry = open_registry(self.db_path)
-            self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
-                                          link_watch=True)
-            if self.workloads is not None:
-                self.fleet.declare(self.workloads)
-            if self.observer is not None:
-                self.observer.attach(self.fleet)
-                self.fleet.on_audit = self.observer.audited
-            will = self.fleet.ctrl_status("offline")
+            registry = self.registry = open_registry(self.db_path)
+            if self.shared:
+                self.follower = Follower(registry, self.prefix)
+            else:
+                self._lead(registry)
+            will = self._ctrl_status("offline")
             self.client.will_set(will.topic, will.payload, qos=1, retain=True)
             try:
                 # A first connect in this thread, so that a broker failing TLS verification is
@@ -142,13 +166,119 @@ class ControllerService:
             # process; instead the controller says it is offline and its process exits non-zero.
             log.exception("the controller's loop died")
             self.failure = e
-        self._publish([self.fleet.ctrl_status("offline")])
+        self._publish([self._ctrl_status("offline")])
         time.sleep(0.2)
         self.client.disconnect()
         self.client.loop_stop()
         registry.close()
 
+    def _ctrl_status(self, state):
+        payload = protocol.encode("ctrl_status", {"v": protocol.VERSION, "state": state, "ctrl": self.ctrl_id})
+        return Publish(protocol.ctrl_topic(self.prefix), payload, 1, True)
+
+    def _lead(self, registry):
+        """The fleet core, loaded from the registry: at start, or when this replica takes over."""
+        if self.leadership is not None:
+            registry = FencedRegistry(registry, self.leadership)
+        self.fleet = self.fleet_class(registry, self.prefix, self.manifests, self.ctrl_id, settings=self.settings,
+                                      link_watch=True, **({"shared_ingest": True} if self.shared else {}))
+        if self.workloads is not None:
+            self.fleet.declare(self.workloads)
+        if self.observer is not None:
+            self.observer.attach(self.fleet)
+            self.fleet.on_audit = self.observer.audited
+
+    def _step_down(self, why):
+        log.warning("%s; following", why)
+        self.fleet = None
+
+    def _shared_message(self, topic, payload):
+        if topic == protocol.ctrl_topic(self.prefix):
+            if self.fleet is not None:
+                try:
+                    msg = protocol.decode("ctrl_status", payload)
+                except ProtocolError:
+                    return
+                if msg["state"] == "offline" and msg["ctrl"] != self.ctrl_id:
+                    # Another replica's will: nodes take it as "no controller" and release their
+                    # fence; the leader says there is one, and they deliver again from their
+                    # oldest unacknowledged result (what the dead replica held is not lost).
+                    self._publish([self._ctrl_status("online")])
+            return
+        if self.fleet is None or opwire.parse_topic(self.prefix, topic)[1] not in ("op_req", "lease"):
+            self._publish(self.follower.handle(topic, payload))
+            return
+        try:
+            self._publish(self.fleet.handle(topic, payload))
+            self._publish(self.fleet.audit())
+        except LeadershipLost as e:
+            self._step_down(str(e))
+
+    def _more_messages(self, most=BATCH):
+        """Messages waiting in the inbox right now, up to `most`: taken with the one in hand."""
+        more = []
+        while len(more) < most:
+            try:
+                what, topic, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if what != "message":
+                self.inbox.put((what, topic, payload))   # a (re)connect: after this batch
+                break
+            more.append((topic, payload))
+        return more
+
+    def _shared_messages(self, messages):
+        """Node messages recorded in one transaction (Follower.handle_batch); the controller's
+        own topics (operators' requests, its lease, the other replicas' status) one by one."""
+        ingest = []
+        for topic, payload in messages:
+            try:
+                _, kind = opwire.parse_topic(self.prefix, topic)
+            except Exception:
+                kind = None
+            if kind in ("op_req", "lease", "ctrl_status"):
+                self._shared_message(topic, payload)
+            else:
+                ingest.append((topic, payload))
+        if ingest:
+            self._publish(self.follower.handle_batch(ingest))
+
+    def _shared_tick(self):
+        self._publish(self.follower.tick())
+        if self.fleet is None:
+            if self.leadership.claim(self.registry):
+                self.takeovers += 1
+                self._lead(self.registry)
+                self._publish([self._ctrl_status("online")])
+            return
+        try:
+            self.leadership.renew(self.registry)
+            self._publish(self.fleet.tick(self.connected_since))
+            self._publish(self.fleet.audit())
+        except LeadershipLost as e:
+            self._step_down(str(e))
+            return
+        except Exception as e:
+            # The registry refused the tick (a deadlock with another replica, a connection
+            # reset): what the leader holds in memory may now differ from the registry. It lets
+            # the lease go; whoever claims it next - this replica, maybe - starts over from the
+            # registry, as after a failover.
+            log.exception("the leader's tick failed")
+            self.registry.rollback()
+            self.leadership.token = None
+            self._step_down("%s gave up leading after a failed tick: %s: %s" % (self.ctrl_id, type(e).__name__, e))
+            return
+        with self._snapshot_lock:
+            self._snapshot = self.fleet.snapshot()
+
+    @property
+    def leading(self):
+        return self.fleet is not None
+
     def _loop(self):
+        if self.shared:
+            return self._shared_loop()
         next_tick = time.monotonic()
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
@@ -157,27 +287,15 @@ class ControllerService:
             except queue.Empty:
                 what = None
             if what == "connected":
-                self._publish([self.fleet.ctrl_status("online")])
+                self._publish([self._ctrl_status("online")])
             elif what == "message":
                 started = time.perf_counter()
                 self._publish(self.fleet.handle(topic, payload))
                 self._publish(self.fleet.audit())
                 if self.observer is not None:
                     self._observe("message", topic, payload, time.perf_counter() - started)
-            elif what == "note":
-                try:
-                    self.fleet.note_operator(*topic)
-                except Exception:   # the audit line is lost, not the controller
-                    log.exception("recording an operator's action failed")
-                    self.fleet.state.revert()
-                self._publish(self.fleet.audit())
-            elif what == "op":
-                try:
-                    self._operator_request(*topic)
-                except Exception as e:   # a bug answering it costs this request, not the fleet
-                    log.exception("operator request from this process failed")
-                    if not topic[-1].done():
-                        topic[-1].set_exception(RequestRefused("%s failed in the controller: %s" % (topic[2], e)))
+            elif what in ("note", "op"):
+                self._in_process(what, topic)
             if time.monotonic() >= next_tick:
                 # No tick while the broker is away (nothing could be sent, and silence is not
                 # the nodes'); the next try waits a tick period rather than spinning.
@@ -191,6 +309,28 @@ class ControllerService:
                     if self.observer is not None:
                         self._observe("tick", snapshot, time.perf_counter() - started)
                 next_tick = time.monotonic() + self.tick_s
+
+    def _shared_loop(self):
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            self._loop_beat = time.monotonic()
+            timeout = max(0.0, next_tick - time.monotonic())
+            try:
+                what, topic, payload = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                what = None
+            if what == "connected" and self.fleet is not None:
+                self._publish([self._ctrl_status("online")])
+            elif what == "message":
+                self._shared_messages([(topic, payload)] + self._more_messages())
+            elif what in ("note", "op"):
+                self._in_process(what, topic)
+            if time.monotonic() >= next_tick:
+                if self.connected.is_set():   # a replica cut off from the broker claims nothing
+                    self._shared_tick()
+                # A follower looks for a free lease twice a tick: a takeover within the lease's
+                # lifetime plus half a tick.
+                next_tick = time.monotonic() + (self.tick_s if self.fleet is not None else self.tick_s / 2)
 
     def _observe(self, hook, *args):
         """The observer is told, but its bugs never stop the controller."""
@@ -247,6 +387,32 @@ class ControllerService:
         else:
             future.set_result(json.loads("".join(p.get("data") or "" for p in sorted(parts, key=lambda p: p["part"]))))
 
+    def _in_process(self, what, item):
+        """An operator's request or audit note handed over by this process (the dashboard)."""
+        if self.fleet is None:   # a replica that does not lead: the leader's dashboard acts
+            if what == "op" and not item[-1].done():
+                item[-1].set_exception(RequestRefused("%s does not lead the fleet now; use the leader's "
+                                                      "dashboard" % self.ctrl_id))
+            return
+        if what == "note":
+            try:
+                self.fleet.note_operator(*item)
+            except Exception:   # the audit line is lost, not the controller
+                log.exception("recording an operator's action failed")
+                self.fleet.state.revert()
+            self._publish(self.fleet.audit())
+            return
+        try:
+            self._operator_request(*item)
+        except LeadershipLost as e:
+            if not item[-1].done():
+                item[-1].set_exception(RequestRefused("%s lost the fleet's leadership: %s" % (self.ctrl_id, e)))
+            self._step_down(str(e))
+        except Exception as e:   # a bug answering it costs this request, not the fleet
+            log.exception("operator request from this process failed")
+            if not item[-1].done():
+                item[-1].set_exception(RequestRefused("%s failed in the controller: %s" % (item[2], e)))
+
     def start(self, timeout=10.0):
         self._thread = threading.Thread(target=self._run, name="edgefleet-controller", daemon=True)
         self._thread.start()
@@ -263,6 +429,10 @@ class ControllerService:
                 raise refusal_error(self.link, self.refused)
             raise BrokerError("controller got no answer from the broker at %s" % self.link.address.url,
                               self.host, self.port)
+        if self.retention is not None:
+            self.retention.start()
+        if self.lease_keeper is not None:
+            self.lease_keeper.start()
         return self
 
     def snapshot(self):
@@ -275,6 +445,10 @@ class ControllerService:
 
     def stop(self):
         """Stop the controller; raises ControllerFailed if its loop had died on its own."""
+        if self.retention is not None:
+            self.retention.stop()
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)

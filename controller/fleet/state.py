@@ -20,6 +20,7 @@ class FleetState:
         self._nodes = {}          # id -> node dict (as the registry stores it)
         self._workloads = {}      # id -> workload dict
         self._placements = set()  # (workload, node)
+        self._by_node = {}        # node -> {workload}: the same, indexed
         self._results_by_node = {}
         self._totals = {}         # workload -> {results, correct, with_truth, sum_us}
         # Audit events written since the last commit, and those committed but not yet taken by
@@ -37,6 +38,9 @@ class FleetState:
         self._nodes = {n["id"]: n for n in store.nodes()}
         self._workloads = {w["id"]: w for w in store.workloads()}
         self._placements = set(store.placements())
+        self._by_node = {}
+        for wid, nid in self._placements:
+            self._by_node.setdefault(nid, set()).add(wid)
         self._results_by_node = store.result_counts()
         self._totals = store.result_totals()
 
@@ -66,6 +70,11 @@ class FleetState:
 
     def placements(self):
         return sorted(self._placements)
+
+    def placed_on(self, node_id):
+        """The workloads placed on a node, sorted (an index: assignments are made per node, and
+        a fleet has thousands)."""
+        return sorted(self._by_node.get(node_id, ()))
 
     def hosts(self, workload_id):
         return sorted(n for w, n in self._placements if w == workload_id)
@@ -125,14 +134,23 @@ class FleetState:
     def remove_workload(self, workload_id):
         self._workloads.pop(workload_id, None)
         self._placements = {(w, n) for w, n in self._placements if w != workload_id}
+        for workloads in self._by_node.values():
+            workloads.discard(workload_id)
         self.store.remove_workload(workload_id)
+
+    def adopt_node(self, row):
+        """A node as the registry holds it, written there by another controller replica: into
+        memory only."""
+        self._nodes[row["id"]] = dict(row)
 
     def place(self, workload_id, node_id, now):
         self._placements.add((workload_id, node_id))
+        self._by_node.setdefault(node_id, set()).add(workload_id)
         self.store.place(workload_id, node_id, now)
 
     def unplace(self, workload_id, node_id):
         self._placements.discard((workload_id, node_id))
+        self._by_node.get(node_id, set()).discard(workload_id)
         self.store.unplace(workload_id, node_id)
 
     def store_result(self, msg, now):
@@ -155,8 +173,8 @@ class FleetState:
         self._events_written.append({"ts": now, "node": node_id or "", "level": level, "kind": kind, "msg": msg,
                                      "data": data})
 
-    def commit(self):
-        self.store.commit()
+    def commit(self, durable=True):
+        self.store.commit(durable)
         self._events_committed.extend(self._events_written)
         self._events_written = []
         # A controller driven without a service (tests, benches) never takes them: keep the last few.

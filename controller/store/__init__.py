@@ -2,9 +2,10 @@
 placements, results, the stream ledger, the audit log).
 
 `Registry` (base.py) is the storage interface the rest of the controller uses; it owns the schema
-and its version. `SqliteRegistry` (sqlite.py) is the one backend today: a file, zero setup. A
-second backend implements the same interface with its own DDL for the same schema versions and
-is chosen by `open_registry` from the location's form.
+and its version. `SqliteRegistry` (sqlite.py) is the default: a file, zero setup.
+`PostgresRegistry` (postgres.py) implements the same interface with its own DDL for the same
+schema versions, for fleets that outgrow one controller host (docs/scale.md). `open_registry`
+chooses from the location's form: a postgresql:// URL, else a file.
 """
 from .base import SCHEMA_VERSION, Registry  # noqa: F401
 
@@ -15,6 +16,10 @@ def default_path():
 
 
 def open_registry(location=None, readonly=False):
-    """The registry at `location` (a file path, ":memory:", default: default_path())."""
+    """The registry at `location` (a postgresql:// URL, a file path, ":memory:"; default:
+    default_path())."""
+    from .postgres import PostgresRegistry, is_postgres_url
+    if is_postgres_url(location):
+        return PostgresRegistry(location, readonly=readonly)
     from .sqlite import SqliteRegistry
     return SqliteRegistry(location or default_path(), readonly=readonly)

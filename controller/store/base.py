@@ -10,7 +10,7 @@ One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
 WORKLOAD_EXTRA = ("resources", "priority")
@@ -23,7 +23,10 @@ class Registry:
     def close(self):
         raise NotImplementedError
 
-    def commit(self):
+    def commit(self, durable=True):
+        """durable=False: what this transaction wrote may be lost if the database server
+        crashes (not if this process does) - for heartbeats, whose next one a second later
+        replaces them; a backend without the distinction commits as usual."""
         raise NotImplementedError
 
     def rollback(self):
@@ -46,6 +49,7 @@ class Registry:
         raise NotImplementedError
 
     def record_heartbeat(self, node_id, telemetry, now=None):
+        """{boot, state} of the node as stored, or None when there is no such node."""
         raise NotImplementedError
 
     def set_epoch(self, node_id, epoch):
@@ -85,8 +89,9 @@ class Registry:
         """Store a result once; False when (node, boot, seq) was stored already."""
         raise NotImplementedError
 
-    def contiguous_results(self, node_id, boot):
-        """The highest seq such that results 1..seq of (node, boot) are all stored."""
+    def contiguous_results(self, node_id, boot, since=0):
+        """The highest seq such that results 1..seq of (node, boot) are all stored; `since`: a seq
+        known to be that far already (the search starts above it)."""
         raise NotImplementedError
 
     def stored_result(self, node_id, boot, seq):
@@ -104,6 +109,46 @@ class Registry:
     def recent_results(self, workload, since, limit=5000):
         """[(received, score, us, correct)] of `workload`'s results received from `since` on, the
         newest `limit`, oldest first; correct is None where the result carried no truth."""
+        raise NotImplementedError
+
+    # -- retention (controller/fleet/retention.py) ---------------------------------------------------
+    # Pruning a result leaves its (node, boot)'s floor behind: every seq at or below it counts as
+    # stored (contiguous_results acknowledges past it, store_result stores it no more), so a late
+    # re-delivery of a pruned result is neither stored twice nor left unacknowledged.
+
+    def newest_times(self, table, n):
+        """When the n-th newest row of `table` ("results" or "events") arrived, or None when it has
+        fewer rows."""
+        raise NotImplementedError
+
+    def prune_results(self, before, limit):
+        """Delete up to `limit` of the oldest results received before `before` (and their stream
+        positions, but a lane's newest), raising their floors; the number deleted."""
+        raise NotImplementedError
+
+    def prune_events(self, before, limit):
+        """Delete up to `limit` of the oldest events logged before `before`; the number deleted."""
+        raise NotImplementedError
+
+    # -- leadership among controller replicas (controller/fleet/leadership.py) --------------------
+    # One row: who leads, under which fencing token, until when. Time is the registry's own
+    # clock where it has one (PostgreSQL), so replicas on hosts with skewed clocks agree.
+
+    def claim_leadership(self, holder, ttl_s):
+        """Lead when nobody does or the lease ran out: the new fencing token, or None."""
+        raise NotImplementedError
+
+    def renew_leadership(self, holder, token, ttl_s):
+        """Extend the lease `token` holds; False when it is stale (nothing else changes)."""
+        raise NotImplementedError
+
+    def check_leadership(self, holder, token):
+        """True when `token` is still the current one, and keeps it so until this transaction
+        ends (no other replica can claim meanwhile)."""
+        raise NotImplementedError
+
+    def leadership(self):
+        """{holder, token, expires_in} of the current lease, or None."""
         raise NotImplementedError
 
     # -- the audit log ------------------------------------------------------------------------------

@@ -145,8 +145,39 @@ def _to_v4(db):
     db.executescript(SCHEMA_V4)
 
 
+SCHEMA_V5 = """
+CREATE INDEX IF NOT EXISTS results_received ON results (received);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS accepted_result ON accepted (node, boot, seq);
+CREATE INDEX IF NOT EXISTS streams_node ON streams (workload, node);
+CREATE TABLE IF NOT EXISTS result_floors (
+    node TEXT NOT NULL,
+    boot INTEGER NOT NULL,
+    through INTEGER NOT NULL,
+    PRIMARY KEY (node, boot)
+);
+CREATE TABLE IF NOT EXISTS leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    holder TEXT,
+    token INTEGER NOT NULL,
+    expires REAL NOT NULL
+);
+INSERT OR IGNORE INTO leadership (id, holder, token, expires) VALUES (1, NULL, 0, 0);
+"""
+
+
+def _to_v5(db):
+    """Retention (controller/fleet/retention.py): results and events found oldest first, a
+    result's stream position found from it, and the floor each pruned (node, boot) leaves. And
+    the leadership lease of controller replicas (controller/fleet/leadership.py)."""
+    db.executescript(SCHEMA_V5)
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4}
+MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
+
+# What retention orders each prunable table by.
+ARRIVAL = {"results": "received", "events": "ts"}
 
 
 
@@ -208,7 +239,7 @@ class SqliteRegistry(Registry):
     def close(self):
         self.db.close()
 
-    def commit(self):
+    def commit(self, durable=True):
         self.db.commit()
 
     def rollback(self):
@@ -231,8 +262,9 @@ class SqliteRegistry(Registry):
         return cur.rowcount > 0
 
     def record_heartbeat(self, node_id, telemetry, now=None):
-        self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=?",
-                        (json.dumps(telemetry), now or time.time(), node_id))
+        row = self.db.execute("UPDATE nodes SET telemetry=?, last_seen=? WHERE id=? RETURNING boot, state",
+                              (json.dumps(telemetry), now or time.time(), node_id)).fetchone()
+        return {"boot": row[0], "state": row[1]} if row is not None else None
 
     def set_epoch(self, node_id, epoch):
         self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
@@ -283,12 +315,14 @@ class SqliteRegistry(Registry):
     # -- results and events -------------------------------------------------------------------
 
     def store_result(self, msg, now=None):
-        """Store a result once; returns False when (node, boot, seq) was stored already."""
+        """Store a result once; returns False when (node, boot, seq) was stored already (or was,
+        and retention pruned it)."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "SELECT ?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+            "(SELECT 1 FROM result_floors WHERE node=? AND boot=? AND through>=?)",
             (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
-             msg["us"], msg["up"], now or time.time()),
+             msg["us"], msg["up"], now or time.time(), msg["node"], msg["boot"], msg["seq"]),
         )
         return cur.rowcount == 1
 
@@ -297,16 +331,17 @@ class SqliteRegistry(Registry):
                               "WHERE node=? AND boot=? AND seq=?", (node_id, boot, seq)).fetchone()
         return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
 
-    def contiguous_results(self, node_id, boot):
-        """The highest seq such that results 1..seq of (node, boot) are all stored."""
-        row = self.db.execute(
-            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND NOT EXISTS "
+    def contiguous_results(self, node_id, boot, since=0):
+        """The highest seq such that results 1..seq of (node, boot) are all stored (or pruned)."""
+        floor = self.db.execute("SELECT through FROM result_floors WHERE node=? AND boot=?", (node_id, boot)).fetchone()
+        floor = max(floor[0] if floor else 0, since)
+        if self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=?",
+                           (node_id, boot, floor + 1)).fetchone() is None:
+            return floor
+        return self.db.execute(
+            "SELECT MIN(seq) FROM results r WHERE node=? AND boot=? AND seq>? AND NOT EXISTS "
             "(SELECT 1 FROM results n WHERE n.node=r.node AND n.boot=r.boot AND n.seq=r.seq+1)",
-            (node_id, boot)).fetchone()
-        first = self.db.execute("SELECT 1 FROM results WHERE node=? AND boot=? AND seq=1", (node_id, boot)).fetchone()
-        if row[0] is None or first is None:
-            return 0
-        return row[0]
+            (node_id, boot, floor)).fetchone()[0]
 
     def result_counts(self):
         """{node: results stored}."""
@@ -325,6 +360,62 @@ class SqliteRegistry(Registry):
         out = [(r[0], r[1], r[2], None if r[3] is None else bool(r[3])) for r in rows]
         out.reverse()
         return out
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def newest_times(self, table, n):
+        column = ARRIVAL[table]
+        row = self.db.execute("SELECT %s FROM %s ORDER BY %s DESC LIMIT 1 OFFSET ?" % (column, table, column),
+                              (n - 1,)).fetchone()
+        return row[0] if row else None
+
+    def prune_results(self, before, limit):
+        doomed = self.db.execute("SELECT node, boot, seq FROM results WHERE received<? ORDER BY received LIMIT ?",
+                                 (before, limit)).fetchall()
+        floors = {}
+        for node, boot, seq in doomed:
+            floors[(node, boot)] = max(seq, floors.get((node, boot), 0))
+        self.db.executemany("INSERT INTO result_floors (node, boot, through) VALUES (?,?,?) ON CONFLICT(node, boot) "
+                            "DO UPDATE SET through=max(through, excluded.through)",
+                            [(node, boot, seq) for (node, boot), seq in floors.items()])
+        keys = [tuple(r) for r in doomed]
+        self.db.executemany("DELETE FROM results WHERE node=? AND boot=? AND seq=?", keys)
+        # A lane's newest accepted position stays: it is where the lane continues from.
+        self.db.executemany("DELETE FROM accepted WHERE node=? AND boot=? AND seq=? AND pos < "
+                            "(SELECT MAX(pos) FROM accepted b WHERE b.workload=accepted.workload "
+                            "AND b.lane=accepted.lane)", keys)
+        return len(doomed)
+
+    def prune_events(self, before, limit):
+        cur = self.db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts<? ORDER BY ts LIMIT ?)",
+                              (before, limit))
+        return cur.rowcount
+
+    # -- leadership: one host, so its clock is the registry's ------------------------------------
+
+    def claim_leadership(self, holder, ttl_s):
+        now = time.time()
+        cur = self.db.execute("UPDATE leadership SET holder=?, token=token+1, expires=? WHERE id=1 AND "
+                              "(holder IS NULL OR expires<?)", (holder, now + ttl_s, now))
+        if cur.rowcount != 1:
+            return None
+        return self.db.execute("SELECT token FROM leadership WHERE id=1").fetchone()[0]
+
+    def renew_leadership(self, holder, token, ttl_s):
+        cur = self.db.execute("UPDATE leadership SET expires=? WHERE id=1 AND holder=? AND token=?",
+                              (time.time() + ttl_s, holder, token))
+        return cur.rowcount == 1
+
+    def check_leadership(self, holder, token):
+        # A writer holds SQLite's one write lock until it commits: nobody claims meanwhile.
+        return self.db.execute("SELECT 1 FROM leadership WHERE id=1 AND holder=? AND token=?",
+                               (holder, token)).fetchone() is not None
+
+    def leadership(self):
+        row = self.db.execute("SELECT holder, token, expires FROM leadership WHERE id=1").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return {"holder": row[0], "token": row[1], "expires_in": row[2] - time.time()}
 
     def add_event(self, node_id, level, kind, msg, data=None, now=None):
         self.db.execute("INSERT INTO events (ts, node, level, kind, msg, data) VALUES (?,?,?,?,?,?)",

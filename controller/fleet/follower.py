@@ -1,0 +1,177 @@
+"""What a controller replica does with its share of the fleet's messages (controller/fleet/
+leadership.py): it records them, and decides nothing. The leader too: it takes its share the
+same way, and absorbs what every replica recorded once a tick (FleetController.absorb).
+
+Results go through the same intake as the leader's (the stream ledger's ownership checks, stored
+once by (node, boot, seq) whichever replica takes them, acknowledged from the registry's
+watermark); hellos, statuses and heartbeats are written to the nodes' rows, where the leader
+absorbs them at its next tick; events, update progress and replies go to the audit log. No
+placement, no assignment, no lease, no failure verdict: those are the leader's.
+"""
+import logging
+import time
+
+from edgefleet.firmware import protocol
+from edgefleet.firmware.errors import ProtocolError
+
+from .. import opwire
+from .controller import BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S, RateLimit, heartbeat_telemetry
+from .ingest import ResultIntake
+from .ledger import Ledger
+from .state import FleetState
+
+log = logging.getLogger(__name__)
+
+INGEST = ("hello", "status", "hb", "result", "event", "ota_state", "reply")
+
+
+class Follower:
+    def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, clock=time.time):
+        self.registry = registry
+        self.prefix = prefix
+        self.clock = clock
+        # An empty FleetState: the intake writes through it; nothing here reads the fleet from memory.
+        self.state = FleetState(registry)
+        self.intake = ResultIntake(self.state, Ledger(registry), prefix, shared=True)
+        self.rejected = 0
+        self.bad_messages = RateLimit(BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S)
+
+    results_total = property(lambda self: self.intake.results_total)
+    duplicates = property(lambda self: self.intake.duplicates)
+
+    def handle(self, topic, payload):
+        try:
+            node_id, kind = opwire.parse_topic(self.prefix, topic)
+            if kind not in INGEST:
+                return []   # the leader's business (operator requests, leases), or our own messages
+            msg = protocol.decode(kind, payload)
+            if "node" in msg and msg["node"] != node_id:
+                raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
+                                    kind=kind, field="node")
+        except Exception as e:
+            self._reject(topic, e)
+            return []
+        try:
+            getattr(self, "_on_" + kind)(node_id, msg, self.clock())
+            self.state.commit(durable=kind != "hb")   # as the leader's (controller.py)
+        except Exception as e:
+            log.exception("handling %s failed", topic)
+            self.registry.rollback()
+            self.state.committed_events()   # nothing of it was committed
+            self.intake.settle(committed=False)
+            self._reject(topic, e)
+            return []
+        self.intake.settle()
+        return []
+
+    def handle_batch(self, messages):
+        """[(topic, payload)] taken in one transaction: one commit for the lot, where the
+        registry's round trips are most of a message's cost. Should any of them fail, the batch
+        is rolled back and taken again one by one, so the failing message is rejected alone."""
+        if len(messages) == 1:
+            return self.handle(*messages[0])
+        # By node (each node's messages keep their order): every replica's transactions lock the
+        # nodes' rows in the same order, so two of them never wait on each other in a circle.
+        messages = sorted(messages, key=lambda m: m[0].split("/")[-2] if m[0].count("/") == 3 else "")
+        now = self.clock()
+        rejected, durable = [], False
+        try:
+            for topic, payload in messages:
+                try:
+                    node_id, kind = opwire.parse_topic(self.prefix, topic)
+                    if kind not in INGEST:
+                        continue
+                    msg = protocol.decode(kind, payload)
+                    if "node" in msg and msg["node"] != node_id:
+                        raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
+                                            kind=kind, field="node")
+                except Exception as e:
+                    rejected.append((topic, e))
+                    continue
+                durable = durable or kind != "hb"
+                getattr(self, "_on_" + kind)(node_id, msg, now)
+            self.state.commit(durable=durable)
+        except Exception:
+            self.registry.rollback()
+            self.state.committed_events()
+            self.intake.settle(committed=False)
+            for topic, payload in messages:
+                self.handle(topic, payload)
+            return []
+        self.intake.settle()
+        for topic, error in rejected:
+            self._reject(topic, error)
+        return []
+
+    def tick(self):
+        """Acknowledge what this replica stored (the leader does the rest)."""
+        return self.intake.flush_acks()
+
+    def _reject(self, topic, error):
+        self.rejected += 1
+        now = self.clock()
+        told = self.bad_messages.allow(now)
+        if told is None:
+            return
+        log.warning("rejected message on %.80r: %s%s", topic, error, told)
+        self.state.add_event("", "warn", "bad_message", "%.200s: %s: %.300s%s" % (
+            topic, type(error).__name__, error, told), now=now)
+        self.state.commit()
+
+    # -- per kind: what the registry keeps ------------------------------------------------------
+
+    def _on_hello(self, node_id, msg, now):
+        known = self.registry.node(node_id)
+        self.registry.upsert_node(node_id, msg["board"], msg["runtime"], msg["fw"], msg["boot"], msg["caps"], "online",
+                                  now, slot=msg.get("slot"))
+        if known is None or known["boot"] != msg["boot"]:
+            self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d" % (
+                node_id, msg["board"], msg["runtime"], msg["boot"]), now=now)
+
+    def _on_status(self, node_id, msg, now):
+        node = self.registry.node(node_id)
+        if node is None or node["state"] == msg["state"]:
+            return
+        if msg["state"] == "offline" and msg["boot"] < node["boot"]:
+            return   # a will from an old connection of a node that came back
+        self.registry.set_node_state(node_id, msg["state"])
+        level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
+        self.state.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]), now=now)
+
+    def _on_hb(self, node_id, msg, now):
+        # One statement for the common case: the telemetry written, the node's boot and state read.
+        node = self.registry.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
+        if node is None:
+            return   # heartbeats before hello: wait for the hello that follows
+        if msg["boot"] != node["boot"]:
+            node = self.registry.node(node_id)
+            self.registry.upsert_node(node_id, node["board"], node["runtime"], node["fw"], msg["boot"], node["caps"],
+                                      "online" if node["state"] == "offline" else node["state"], now,
+                                      slot=node.get("slot"))
+            self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
+                node_id, node["board"], node["runtime"], msg["boot"]), now=now)
+            node = self.registry.node(node_id)
+        self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
+        if node["state"] == "offline":
+            reported = msg.get("state") or "online"
+            self.registry.set_node_state(node_id, reported, now)
+            self.state.add_event(node_id, "info", "node_online", "%s heartbeats again (%s)" % (node_id, reported),
+                                 now=now)
+
+    def _on_result(self, node_id, msg, now):
+        self.intake.take(node_id, msg, now)
+
+    def _on_event(self, node_id, msg, now):
+        self.state.add_event(node_id, msg["level"], msg["kind"], msg["msg"], msg.get("data"), now=now)
+        if msg["kind"] == "degraded":
+            self.registry.set_node_state(node_id, "degraded")
+
+    def _on_ota_state(self, node_id, msg, now):
+        if msg["state"] in ("rejected", "reverted", "abandoned", "confirmed", "rolledback"):
+            level = "info" if msg["state"] in ("confirmed", "rolledback") else "warn"
+            self.state.add_event(node_id, level, "ota_" + msg["state"], "update %s %s%s" % (
+                msg["id"], msg["state"], ": " + msg["err"] if msg.get("err") else ""), now=now)
+
+    def _on_reply(self, node_id, msg, now):
+        self.state.add_event(node_id, "info" if msg["ok"] else "warn", "reply",
+                             "reply %s: %s" % (msg["id"], msg.get("data") if msg["ok"] else msg.get("error")), now=now)
