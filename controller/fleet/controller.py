@@ -80,6 +80,20 @@ class RateLimit:
         return note
 
 
+def record_rejection(part, topic, error):
+    """A message refused by `part` (the fleet core or a replica's Follower): counted, and logged
+    and written to the audit log at the rate its `bad_messages` limit allows."""
+    part.rejected += 1
+    now = part.clock()
+    told = part.bad_messages.allow(now)
+    if told is None:
+        return
+    log.warning("rejected message on %.80r: %s%s", topic, error, told)
+    part.state.add_event("", "warn", "bad_message", "%.200s: %s: %.300s%s" % (
+        topic, type(error).__name__, error, told), now=now)
+    part.state.commit()
+
+
 class FleetController:
     def __init__(self, registry, prefix=protocol.DEFAULT_PREFIX, manifests=None, ctrl_id="ctrl",
                  clock=time.time, settings=None, policy="battery_aware", detector=None, link_watch=False,
@@ -241,15 +255,7 @@ class FleetController:
         self.state.commit()
 
     def _reject(self, topic, error):
-        self.rejected += 1
-        now = self.clock()
-        told = self.bad_messages.allow(now)
-        if told is None:
-            return
-        log.warning("rejected message on %.80r: %s%s", topic, error, told)
-        self.state.add_event("", "warn", "bad_message", "%.200s: %s: %.300s%s" % (
-            topic, type(error).__name__, error, told), now=now)
-        self.state.commit()
+        record_rejection(self, topic, error)
 
     def _on_hello(self, node_id, msg):
         now = self.clock()

@@ -15,7 +15,7 @@ from edgefleet.firmware import protocol
 from edgefleet.firmware.errors import ProtocolError
 
 from .. import opwire
-from .controller import BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S, RateLimit, heartbeat_telemetry
+from .controller import BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S, RateLimit, heartbeat_telemetry, record_rejection
 from .ingest import ResultIntake
 from .ledger import Ledger
 from .state import FleetState
@@ -108,15 +108,7 @@ class Follower:
         return self.intake.flush_acks()
 
     def _reject(self, topic, error):
-        self.rejected += 1
-        now = self.clock()
-        told = self.bad_messages.allow(now)
-        if told is None:
-            return
-        log.warning("rejected message on %.80r: %s%s", topic, error, told)
-        self.state.add_event("", "warn", "bad_message", "%.200s: %s: %.300s%s" % (
-            topic, type(error).__name__, error, told), now=now)
-        self.state.commit()
+        record_rejection(self, topic, error)
 
     # -- per kind: what the registry keeps ------------------------------------------------------
 
