@@ -52,3 +52,42 @@ def test_a_message_that_fails_in_a_batch_is_rejected_alone(registry_location, mo
     assert "a handler bug" in events[1]["msg"] and events[2]["msg"] == "fine"
     assert [json.loads(e.payload)["seq"] for e in follower.tick()] == [2]
     registry.close()
+
+
+def _will(node):
+    return json.dumps({"v": 1, "node": node, "state": "offline", "boot": 1})
+
+
+def _lease(seq):
+    return json.dumps({"v": 1, "ctrl": "ctl-a", "seq": seq})
+
+
+def test_a_replica_takes_a_will_only_while_the_leaders_leases_reach_it(registry_location):
+    # A broker that stalled sends the will of every client it then finds past its keepalive; a
+    # replica whose broker path is in doubt holds them, as the leader does (liveness.py), and
+    # the leader's failure detector judges those nodes by their silence instead.
+    registry = open_registry(registry_location)
+    clock = [1000.0]
+    follower = Follower(registry, "ef", clock=lambda: clock[0])
+    for node in ("a", "b", "c"):
+        follower.handle("ef/node/%s/hello" % node, hello(node))
+    follower.handle("ef/node/a/status", _will("a"))       # no lease heard yet
+    assert registry.node("a")["state"] == "online" and follower.wills_held == 1
+    follower.handle("ef/ctrl/lease", _lease(1))
+    clock[0] += 1.0
+    follower.handle("ef/node/b/status", _will("b"))       # leases coming through: taken
+    assert registry.node("b")["state"] == "offline"
+    clock[0] += 10.0                                       # the broker stalls: no lease for 10 s
+    follower.handle("ef/node/c/status", _will("c"))
+    assert registry.node("c")["state"] == "online" and follower.wills_held == 2
+    follower.handle("ef/ctrl/lease", _lease(2))            # back; wills wait out the grace period
+    clock[0] += 1.0
+    follower.handle("ef/node/c/status", _will("c"))
+    assert registry.node("c")["state"] == "online" and follower.wills_held == 3
+    for seq in range(3, 9):
+        clock[0] += 1.0
+        follower.handle("ef/ctrl/lease", _lease(seq))
+    follower.handle("ef/node/c/status", _will("c"))
+    assert registry.node("c")["state"] == "offline"
+    assert follower.rejected == 0
+    registry.close()

@@ -18,6 +18,7 @@ from .. import opwire
 from .controller import BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S, RateLimit, heartbeat_telemetry, record_rejection
 from .ingest import ResultIntake
 from .ledger import Ledger
+from .liveness import LinkWatch
 from .state import FleetState
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ class Follower:
         self.intake = ResultIntake(self.state, Ledger(registry), prefix, shared=True)
         self.rejected = 0
         self.bad_messages = RateLimit(BAD_MESSAGE_BURST, BAD_MESSAGE_EVERY_S)
+        # Whether this replica's broker path works, judged by the leader's leases reaching it
+        # (every replica subscribes to them): a Last Will is taken at its word only then, as the
+        # leader takes its own (liveness.py). Wills a broker sends right after its own stall say
+        # nothing about the nodes; the leader's failure detector judges those nodes by silence.
+        self.link = LinkWatch(True)
+        self.wills_held = 0
 
     results_total = property(lambda self: self.intake.results_total)
     duplicates = property(lambda self: self.intake.duplicates)
@@ -42,8 +49,12 @@ class Follower:
     def handle(self, topic, payload):
         try:
             node_id, kind = opwire.parse_topic(self.prefix, topic)
+            if kind == "lease":
+                protocol.decode(kind, payload)
+                self.link.echo(self.clock())
+                return []
             if kind not in INGEST:
-                return []   # the leader's business (operator requests, leases), or our own messages
+                return []   # the leader's business (operator requests), or our own messages
             msg = protocol.decode(kind, payload)
             if "node" in msg and msg["node"] != node_id:
                 raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
@@ -126,6 +137,10 @@ class Follower:
             return
         if msg["state"] == "offline" and msg["boot"] < node["boot"]:
             return   # a will from an old connection of a node that came back
+        if msg["state"] == "offline" and not self.link.trusts_wills(now):
+            self.wills_held += 1
+            log.info("will of %s held: no lease of the leader has come through the broker lately", node_id)
+            return
         self.registry.set_node_state(node_id, msg["state"])
         level = "warn" if msg["state"] in ("offline", "degraded", "safe") else "info"
         self.state.add_event(node_id, level, "node_" + msg["state"], "%s is %s" % (node_id, msg["state"]), now=now)

@@ -205,7 +205,14 @@ class ControllerService:
                     # oldest unacknowledged result (what the dead replica held is not lost).
                     self._publish([self._ctrl_status("online")])
             return
-        if self.fleet is None or opwire.parse_topic(self.prefix, topic)[1] not in ("op_req", "lease"):
+        kind = opwire.parse_topic(self.prefix, topic)[1]
+        if kind == "lease":
+            # Every replica's follower watches the leader's leases come through (the wills it
+            # takes depend on it); the leader's fleet core watches its own as well.
+            self.follower.handle(topic, payload)
+            if self.fleet is None:
+                return
+        elif self.fleet is None or kind != "op_req":
             self._publish(self.follower.handle(topic, payload))
             return
         try:
