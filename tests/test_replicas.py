@@ -1,14 +1,15 @@
 """Controller replicas on a real mosquitto (MQTT 5 shared subscriptions) and a real PostgreSQL:
-the leader killed with SIGKILL while results flow and moves are under way, and a leader cut off
-past its lease that comes back to find its fencing token stale."""
+the leader killed with SIGKILL while results flow and moves are under way, a leader cut off
+past its lease that comes back to find its fencing token stale, and a leader cut off from the
+broker only, which lets its lease go."""
 import os
-import threading
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet.controller import cli
+from edgefleet.controller.sim.linkproxy import LinkProxy
 from edgefleet.controller.sim.protofleet import ProtoFleet
 from edgefleet.controller.sim.replicas import ReplicaProcess
 from edgefleet.controller.store import open_registry
@@ -41,14 +42,17 @@ def _holder(url):
 
 
 class Rig:
-    def __init__(self, mosquitto, url, tmp_path):
+    def __init__(self, mosquitto, url, tmp_path, cuttable=()):
         self.url = url
         self.prefix = "rp%d%d" % (os.getpid(), int(time.monotonic() * 1000) % 100000)
         self.broker = "mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
         fleet_file = tmp_path / "fleet.toml"
         fleet_file.write_text("".join('[[workload]]\nid = "%s"\nmodel = "digits_dense"\nrate = 4\nreplicas = %d\n\n'
                                       % (wl, REPLICAS) for wl in WORKLOADS))
-        self.replicas = {name: ReplicaProcess(mosquitto.port, url, str(fleet_file), str(tmp_path / (name + ".log")),
+        # Replicas named in `cuttable` reach the broker through a link a test can cut.
+        self.links = {name: LinkProxy(mosquitto.port).start() for name in cuttable}
+        self.replicas = {name: ReplicaProcess(self.links[name].port if name in self.links else mosquitto.port, url,
+                                              str(fleet_file), str(tmp_path / (name + ".log")),
                                               name, group=self.prefix, prefix=self.prefix)
                          for name in ("ctl-a", "ctl-b")}
         self.fleet = ProtoFleet(NODES, mosquitto.host, mosquitto.port, prefix=self.prefix, ramp_s=1.0)
@@ -68,6 +72,8 @@ class Rig:
                 if replica.proc is not None and replica.proc.poll() is None:
                     replica.resume()
                 replica.stop()
+            for link in self.links.values():
+                link.stop()
 
     def read(self, query):
         registry = open_registry(self.url, readonly=True)
@@ -180,3 +186,31 @@ def test_a_leader_cut_off_past_its_lease_cannot_act_when_it_comes_back(mosquitto
         observer.loop_stop()
         observer.disconnect()
         rig.stop()
+
+
+def test_a_leader_cut_off_from_the_broker_lets_the_lease_go(mosquitto, postgres_url, tmp_path):
+    """The leader loses its broker link (silently, as a network cut) but not the registry: it
+    could renew its lease for ever while the fleet hears no leases and no assignments from it.
+    Once its connection has been down STEP_DOWN_S, it lets the lease go and the other replica
+    leads; back on the network, it follows."""
+    rig = Rig(mosquitto, postgres_url, tmp_path, cuttable=("ctl-a",))
+    try:
+        rig.start()
+        cut = time.monotonic()
+        rig.links["ctl-a"].cut()
+        # paho notices the silent link after about 1.5 keepalives (15 s), then STEP_DOWN_S, then
+        # the lease's TTL runs out and the other replica claims within half a tick.
+        assert _wait(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=40, every=0.1), _holder(postgres_url)
+        took_over_s = time.monotonic() - cut
+        print("ctl-b leads %.1f s after ctl-a's link was cut" % took_over_s)
+        assert "has had no broker connection" in rig.replicas["ctl-a"].log()
+        acked = rig.fleet.stats.results_acked
+        assert _wait(lambda: rig.fleet.stats.results_acked > acked + 100, timeout=20)
+        rig.links["ctl-a"].restore()
+        time.sleep(3)
+        assert _holder(postgres_url) == ("ctl-b", 2), "the old leader took the lease back"
+        assert rig.replicas["ctl-a"].proc.poll() is None
+        assert took_over_s < 35, took_over_s
+    finally:
+        rig.stop()
+

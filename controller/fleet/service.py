@@ -35,6 +35,11 @@ READ_OPS = ("status", "events", "logs", "export", "plan")
 # Replicas record at most this many node messages in one transaction.
 BATCH = 200
 RECONNECT_MAX_S = 4
+# A leader whose broker connection has been down this long lets its lease go: it cannot reach
+# the fleet (no leases, no assignments), and another replica may. The connection, not the
+# echo of its own lease, is the measure: a leader far behind on a backlog still hears its lease
+# late, but is connected (paho answers the broker's keepalive on its own thread).
+STEP_DOWN_S = 6.0
 
 
 class ControllerService:
@@ -66,6 +71,8 @@ class ControllerService:
                                         lambda: self._loop_beat) if shared else None
         self.follower = None
         self.takeovers = 0
+        self.resignations = 0
+        self.disconnected_since = time.monotonic()   # not connected yet
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -121,6 +128,8 @@ class ControllerService:
         self.inbox.put(("connected", None, None))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self.connected.is_set():
+            self.disconnected_since = time.monotonic()
         self.connected.clear()
 
     def _on_message(self, client, userdata, message):
@@ -187,6 +196,14 @@ class ControllerService:
         if self.observer is not None:
             self.observer.attach(self.fleet)
             self.fleet.on_audit = self.observer.audited
+
+    def _resign(self):
+        """Let the lease go: the lease keeper stops renewing it, and it runs out within its TTL
+        for another replica to claim. This replica claims again only once connected."""
+        self.leadership.token = None
+        self.resignations += 1
+        self._step_down("%s has had no broker connection for %.0f s: it lets the lease go" % (
+            self.ctrl_id, time.monotonic() - self.disconnected_since))
 
     def _step_down(self, why):
         log.warning("%s; following", why)
@@ -335,6 +352,8 @@ class ControllerService:
             if time.monotonic() >= next_tick:
                 if self.connected.is_set():   # a replica cut off from the broker claims nothing
                     self._shared_tick()
+                elif self.fleet is not None and time.monotonic() - self.disconnected_since >= STEP_DOWN_S:
+                    self._resign()
                 # A follower looks for a free lease twice a tick: a takeover within the lease's
                 # lifetime plus half a tick.
                 next_tick = time.monotonic() + (self.tick_s if self.fleet is not None else self.tick_s / 2)
