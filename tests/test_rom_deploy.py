@@ -29,6 +29,9 @@ MODEL = "digits_dense"
 MIN_SAVING_BYTES = 15 * 1024
 HEAP_LINE = re.compile(rb"edgefleet-node: (\S+) \(.*heap in use (\d+) of (\d+)")
 
+# How long the flashes that meet a cut wait for a silent board (the flasher's timeout).
+CUT_TIMEOUT_S = 8
+
 
 @pytest.fixture
 def fleet_home(tmp_path, monkeypatch):
@@ -176,8 +179,12 @@ def test_a_deploy_cut_off_midway_leaves_a_bootable_board_and_the_next_finishes(m
                     board.power_off()
 
     # New code (every model) goes to slot_b, so into segment 1; the power goes after 3 chunks.
+    # The flasher's timeout is what it waits for a silent board; short, but not so short that a
+    # loaded machine's slow answer before the cut ends the flash first (CUT_TIMEOUT_S).
+    cut = CutPower()
     with pytest.raises(FlashError) as failure:
-        flasher.flash(board.serial_url, BOARD, code_store="romfs", progress=CutPower(), timeout=2)
+        flasher.flash(board.serial_url, BOARD, code_store="romfs", progress=cut, timeout=CUT_TIMEOUT_S)
+    assert cut.chunks == 3, "the flash failed before the power cut: %s" % failure.value
     assert "ROM segment 1 (slot_b)" in str(failure.value) and "flash again" in str(failure.value)
     seg1 = segment(board, 1)
     assert seg1 != b"\xff" * SEGMENT and seg1.endswith(b"\xff" * 4096)   # written in part
@@ -299,12 +306,14 @@ def test_a_link_lost_during_the_segment_write_leaves_the_old_slot_and_the_next_f
                 if self.chunks == 3:
                     proxy.cut()
 
+    cut = CutLink()
     try:
         with pytest.raises(FlashError) as failure:
-            flasher.flash("socket://127.0.0.1:%d" % proxy.port, BOARD, code_store="romfs", progress=CutLink(),
-                          timeout=2)
+            flasher.flash("socket://127.0.0.1:%d" % proxy.port, BOARD, code_store="romfs", progress=cut,
+                          timeout=CUT_TIMEOUT_S)
     finally:
         proxy.stop()
+    assert cut.chunks == 3, "the flash failed before the link was cut: %s" % failure.value
     assert "ROM segment 1 (slot_b)" in str(failure.value) and "flash again" in str(failure.value)
     assert json.load(open(os.path.join(board.flash_dir, "slots.json")))["active"] == "slot_a"
     assert not os.path.exists(os.path.join(board.flash_dir, "slot_b", romdeploy.ROM_MARK))
