@@ -63,6 +63,7 @@ class Sim:
         self.hb_seq = {}
         self.cpu = {n: 10.0 for n, _ in nodes}
         self.power = {}
+        self.boot = {}
         self.effects = []
         for node, board in nodes:
             self.effects += self.ctl.handle("ef/node/%s/hello" % node, hello(node, board))
@@ -78,6 +79,7 @@ class Sim:
         self.hb_seq[node] = self.hb_seq.get(node, 0) + 1
         kw.setdefault("cpu", self.cpu[node])
         kw.setdefault("power", self.power.get(node))
+        kw.setdefault("boot", self.boot.get(node, 1))
         self.effects += self.ctl.handle("ef/node/%s/hb" % node, hb(node, self.hb_seq[node], wl=wl, **kw))
 
     def emit(self, node, pos, wl="w"):
@@ -311,6 +313,65 @@ def test_a_move_whose_new_node_never_runs_is_aborted_and_the_old_stream_reopened
     assert any(e["kind"] == "move_aborted" for e in sim.registry.events(limit=100))
     assert sim.ctl.ledger.owner_lane("w", src, 10_000) == 0  # open-ended again
     assert sim.ctl.ledger.owner_lane("w", dst, 10_000) is None
+
+
+# A Pico W has room for one of these beside its runtime (98,304 bytes of heap for models).
+ONE_PER_PICO = {"arena_bytes": 60000}
+
+
+def _open_stretches(sim):
+    return sorted(tuple(r) for r in sim.registry.db.execute(
+        "SELECT workload, lane, node FROM streams WHERE until IS NULL"))
+
+
+def test_two_moves_chained_through_a_board_that_holds_one_model(sims):
+    wls = [dict(WL, id="x", resources=ONE_PER_PICO), dict(WL, id="y", resources=ONE_PER_PICO)]
+    sim = sims([(n, "rpi-pico-w") for n in "abcd"], wls)
+    assert sorted(sim.registry.placements()) == [("x", "a"), ("y", "b")]
+    assert ask(sim, "move", workload="y", node="d")[0]
+    # b runs y until y's hand-over is done: x cannot join it there before that.
+    ok, error = ask(sim, "move", workload="x", node="b")
+    assert not ok and error.startswith("cannot move x to b: ") and "beside its runtime and workloads" in error, error
+    sim.heartbeat("d", wl=[running("y")])
+    sim.heartbeat("b", wl=[running("y", state="done")])
+    assert ask(sim, "move", workload="x", node="b")[0]
+    sim.heartbeat("b", wl=[running("x")])
+    sim.heartbeat("a", wl=[running("x", state="done")])
+    sim.second()
+    assert sorted(sim.registry.placements()) == [("x", "b"), ("y", "d")]
+    assert _open_stretches(sim) == [("x", 0, "b"), ("y", 0, "d")]
+
+
+@pytest.mark.parametrize("how", ["chained", "model gone"])
+def test_a_move_whose_source_stops_fitting_leaves_its_workload_one_lane(sims, how):
+    # y moves from b to d, and b stops having room for y before the move ends: a move brings x
+    # there (such a chain may be in the registry a controller takes over), or b reboots without
+    # the model on its flash.
+    wls = [dict(WL, id="x", resources=ONE_PER_PICO), dict(WL, id="y", resources=ONE_PER_PICO)]
+    sim = sims([(n, "rpi-pico-w") for n in "abcd"], wls)
+    reconciler, state = sim.ctl.reconciler, sim.ctl.state
+    sim.effects += reconciler.start_move(state.workload("y"), "b", "d", "operator")
+    if how == "chained":
+        sim.effects += reconciler.start_move(state.workload("x"), "a", "b", "operator")
+        sim.heartbeat("b", wl=[running("x"), running("y")])
+        sim.heartbeat("a", wl=[running("x", state="done")])
+        x_on, b_runs = "b", [running("x")]
+    else:
+        sim.boot["b"] = 2
+        bare = json.loads(hello("b", "rpi-pico-w", boot=2))
+        bare["caps"]["models"] = []
+        sim.effects += sim.ctl.handle("ef/node/b/hello", json.dumps(bare))
+        x_on, b_runs = "a", []
+    sim.second()
+    # The planner leaves y to its move: no replica in b's stead, no lane beside the move's.
+    assert sorted(sim.registry.placements()) == sorted([("x", x_on), ("y", "b"), ("y", "d")])
+    assert _open_stretches(sim) == [("x", 0, x_on), ("y", 0, "d")]
+    sim.heartbeat("d", wl=[running("y")])
+    sim.heartbeat("b", wl=b_runs)
+    assert sim.ctl.moves == {}
+    sim.second()
+    assert sorted(sim.registry.placements()) == [("x", x_on), ("y", "d")]
+    assert _open_stretches(sim) == [("x", 0, x_on), ("y", 0, "d")]
 
 
 # -- anti-flap ------------------------------------------------------------------------------

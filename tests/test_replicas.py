@@ -96,8 +96,8 @@ def test_the_leader_killed_mid_move_loses_nothing_and_a_follower_continues(mosqu
         rig.start()
         everyone = {"sim-%d" % i for i in range(NODES)}
         busy = {node for (node,) in rig.read("SELECT node FROM placements")}
-        # A board holds one model: each move goes to a node with nothing placed (a chain of moves
-        # onto a node another move is leaving is the reconciler's own question, not this test's).
+        # A board holds one model: each move goes to a node with nothing placed (a move onto a
+        # node another move is leaving waits for that one to end: tests/test_migration.py).
         free = sorted(everyone - busy, key=lambda n: int(n.split("-")[1]))
         moves = {}
         for wl in WORKLOADS:

@@ -151,7 +151,10 @@ class OperatorRequests:
         target = nodes[node]
         if target["state"] == "offline":
             raise PlacementError("%s is offline" % node, workload, node)
-        rnd = self.reconciler._round(list(nodes.values()), {wl["id"]: wl}, self.state.placements(), now)
+        # Room beside every workload the target holds, one that is moving off it included: that
+        # one runs there until its hand-over point (make-before-break).
+        workloads = {w["id"]: w for w in self.state.workloads()}
+        rnd = self.reconciler._round(list(nodes.values()), workloads, self.state.placements(), now)
         why = rnd.keeps(wl, target)
         if why:
             raise PlacementError("cannot move %s to %s: %s" % (workload, node, why), workload, node)

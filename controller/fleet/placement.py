@@ -1,6 +1,6 @@
 """Where workloads run: pure functions from fleet state to placements.
 
-Fit (hard; a placement that stops fitting is dropped):
+Fit (hard; a placement that stops fitting is dropped, unless a move in progress holds it):
   the model is on the node's flash; the workload's constraints hold (runtime, board kinds,
   labels); the memory fits: on a MicroPython board the model's measured heap need (manifest
   `mcu_heap_bytes`) or the declared `arena_bytes`, whichever is larger, summed over every
@@ -250,43 +250,64 @@ def by_priority(workloads):
     return sorted(workloads, key=lambda wl: (-wl.get("priority", 0), wl["id"]))
 
 
-def plan(workloads, nodes, placements, profiles, manifests, settings=None, policy="battery_aware", blocked=None):
+def plan(workloads, nodes, placements, profiles, manifests, settings=None, policy="battery_aware", blocked=None,
+         moves=()):
     """Return (placements, pending) for the fleet.
 
     workloads: list of {id, model, replicas, constraints, resources, priority}; nodes: registry
     node dicts (state, caps, telemetry); placements: iterable of (workload id, node id) now in
-    force; profiles: {board: profile}; manifests: {model: manifest}. Result: a sorted list of
-    (workload, node) and {workload id: reason it is not (fully) placed}.
+    force; profiles: {board: profile}; manifests: {model: manifest}; moves: (workload id, source
+    node, target node) of the moves in progress. Result: a sorted list of (workload, node) and
+    {workload id: reason it is not (fully) placed}.
 
     Existing placements stay while they fit, whatever the node's state: moving running work is
     the migration triggers' decision (controller/fleet/migration.py), made before-break.
+    A move's source and target stay as they are until the move ends, fit or not: they are one
+    replica, on the lane the target already owns from the hand-over point, and a replica placed
+    in the source's stead would be one too many, on a lane of its own.
     """
     rnd = Round(nodes, profiles, manifests, settings, policy, blocked)
     wl_by_id = {wl["id"]: wl for wl in workloads}
     kept = {wl["id"]: [] for wl in workloads}
     kept_sets = {wl["id"]: set() for wl in workloads}   # the same, for lookups
-    for wid, nid in sorted(placements):
+    replicas = {wl["id"]: 0 for wl in workloads}         # kept so far: a move's two nodes are one
+    placements = set(placements)
+    held = set()   # the moves' placements
+    for wid, src, dst in moves:
+        if wid in wl_by_id:
+            replicas[wid] += 1
+            held |= {(wid, nid) for nid in (src, dst) if (wid, nid) in placements}
+
+    def keep(wl, nid):
+        kept[wl["id"]].append(nid)
+        kept_sets[wl["id"]].add(nid)
+        if nid in rnd.by_id:
+            rnd.take(wl, nid)
+
+    for wid, nid in sorted(placements - held):
         wl, node = wl_by_id.get(wid), rnd.by_id.get(nid)
         if wl is None or node is None or nid in kept_sets[wid]:
             continue
-        if len(kept[wid]) < wl.get("replicas", 1) and rnd.keeps(wl, node) is None:
-            kept[wid].append(nid)
-            kept_sets[wid].add(nid)
-            rnd.take(wl, nid)
+        if replicas[wid] < wl.get("replicas", 1) and rnd.keeps(wl, node) is None:
+            keep(wl, nid)
+            replicas[wid] += 1
+    # After the settled work: a node briefly holding more than its room (a move onto it chained
+    # with one off it) keeps its settled work, and the move's end resolves the overlap.
+    for wid, nid in sorted(held):
+        keep(wl_by_id[wid], nid)
     pending = {}
     for wl in by_priority(workloads):
         want = wl.get("replicas", 1)
         reasons = []
-        missing = want - len(kept[wl["id"]])
+        missing = want - replicas[wl["id"]]
         if missing > 0:
             ranked, why = rnd.ranked(wl, exclude=kept_sets[wl["id"]])
             for nid in ranked[:missing]:
-                kept[wl["id"]].append(nid)
-                kept_sets[wl["id"]].add(nid)
-                rnd.take(wl, nid)
+                keep(wl, nid)
+                replicas[wl["id"]] += 1
             if len(ranked) < missing:
                 reasons.extend(why)
-        placed = len(kept[wl["id"]])
+        placed = replicas[wl["id"]]
         if placed < want:
             detail = "; ".join(sorted(set(reasons))) if reasons else "no nodes registered"
             pending[wl["id"]] = "%d of %d replicas placed: %s" % (placed, want, detail)

@@ -93,16 +93,16 @@ class Reconciler:
     def reconcile(self):
         """Re-plan placements; publish a new assignment to every node whose set changed.
 
-        Nodes taking a workload over in a move count as the move's, not the planner's; moving
+        A move's source and target are the move's until it ends, not the planner's; moving
         running work is migrate()'s job."""
         nodes = self._fleet_view(self.clock())
         now = self.clock()
         workloads = {wl["id"]: wl for wl in self.state.workloads()}
         before = set(self.state.placements())
-        incoming = {(m.workload, m.dst) for m in self.moves.values()}
-        after, self.pending = placement.plan(list(workloads.values()), nodes, before - incoming, self.profiles,
-                                             self.manifests, self.cfg, self.policy, self.cooldown.blocked_targets(now))
-        after = set(after) | {(w, n) for w, n in incoming if w in workloads}
+        moves = [(m.workload, m.src, m.dst) for m in self.moves.values()]
+        after, self.pending = placement.plan(list(workloads.values()), nodes, before, self.profiles, self.manifests,
+                                             self.cfg, self.policy, self.cooldown.blocked_targets(now), moves)
+        after = set(after)
         if after == before:
             return []
         for wid, nid in sorted(before - after):
