@@ -54,6 +54,36 @@ def test_a_message_that_fails_in_a_batch_is_rejected_alone(registry_location, mo
     registry.close()
 
 
+def test_heartbeats_in_a_batch_are_written_at_once_and_each_node_judged_as_alone(registry_location):
+    registry = open_registry(registry_location)
+    clock = [1000.0]
+    follower = Follower(registry, "ef", clock=lambda: clock[0])
+    for node in ("a", "b", "c"):
+        follower.handle("ef/node/%s/hello" % node, hello(node))
+    registry.set_node_state("b", "offline")
+    registry.commit()
+    clock[0] += 5.0
+    bulk = []
+    write_all = registry.record_heartbeats
+    registry.record_heartbeats = lambda beats, now=None: bulk.append([n for n, _ in beats]) or write_all(beats, now)
+    follower.handle_batch([("ef/node/c/hb", heartbeat("c", seq=1)), ("ef/node/a/hb", heartbeat("a", seq=1)),
+                           ("ef/node/b/hb", heartbeat("b", seq=1)), ("ef/node/c/hb", heartbeat("c", boot=2, seq=1)),
+                           ("ef/node/z/hb", heartbeat("z", seq=1)),        # before its hello: no row
+                           ("ef/node/a/hb", json.dumps({"v": 1, "node": "a"})),   # malformed: rejected alone
+                           ("ef/node/d/hello", hello("d")), ("ef/node/d/hb", heartbeat("d", seq=1))])
+    # One write for a, b, c (its last heartbeat) and z; d's heartbeat follows its hello in order.
+    assert bulk == [["a", "b", "c", "z"]]
+    nodes = {n["id"]: n for n in registry.nodes()}
+    assert set(nodes) == {"a", "b", "c", "d"}
+    assert all(nodes[n]["telemetry"]["at"] == 1005.0 and nodes[n]["last_seen"] == 1005.0 for n in "abcd")
+    assert nodes["b"]["state"] == "online"                           # offline, heartbeating again
+    assert nodes["c"]["boot"] == 2 and nodes["c"]["state"] == "online"   # its last heartbeat said boot 2
+    kinds = [(e["node"], e["kind"]) for e in registry.events()]
+    assert kinds[3:] == [("b", "node_online"), ("c", "registered"), ("d", "registered"), ("", "bad_message")]
+    assert follower.rejected == 1
+    registry.close()
+
+
 def _will(node):
     return json.dumps({"v": 1, "node": node, "state": "offline", "boot": 1})
 

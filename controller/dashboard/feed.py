@@ -113,7 +113,8 @@ class LiveFeed:
 
     def node_row(self, node):
         state = self.fleet.state
-        row = node_view(node, state.placements(), state.result_counts(), self.fleet.reconciler.draining)
+        row = node_view(node, state.placed_on(node["id"]), state.result_count(node["id"]),
+                        self.fleet.reconciler.draining)
         row["rps"] = self.rps.get(node["id"])
         row["hb_at"] = node["telemetry"].get("at")
         row["hb_seq"] = node["telemetry"].get("seq")

@@ -81,27 +81,35 @@ class Follower:
         is rolled back and taken again one by one, so the failing message is rejected alone."""
         if len(messages) == 1:
             return self.handle(*messages[0])
-        # By node (each node's messages keep their order): every replica's transactions lock the
-        # nodes' rows in the same order, so two of them never wait on each other in a circle.
-        messages = sorted(messages, key=lambda m: m[0].split("/")[-2] if m[0].count("/") == 3 else "")
         now = self.clock()
-        rejected, durable = [], False
-        try:
-            for topic, payload in messages:
-                try:
-                    node_id, kind = opwire.parse_topic(self.prefix, topic)
-                    if kind not in INGEST:
-                        continue
-                    msg = protocol.decode(kind, payload)
-                    if "node" in msg and msg["node"] != node_id:
-                        raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
-                                            kind=kind, field="node")
-                except Exception as e:
-                    rejected.append((topic, e))
+        rejected, taken = [], []
+        for topic, payload in messages:
+            try:
+                node_id, kind = opwire.parse_topic(self.prefix, topic)
+                if kind not in INGEST:
                     continue
-                durable = durable or kind != "hb"
+                msg = protocol.decode(kind, payload)
+                if "node" in msg and msg["node"] != node_id:
+                    raise ProtocolError("%s: node %r in payload, %r in topic" % (kind, msg["node"], node_id),
+                                        kind=kind, field="node")
+            except Exception as e:
+                rejected.append((topic, e))
+                continue
+            taken.append((node_id, kind, msg))
+        # Heartbeats are most of the traffic: those of nodes with nothing else in the batch are
+        # written in one statement. A node that also said something else keeps its order.
+        talking = {node_id for node_id, kind, _ in taken if kind != "hb"}
+        beats = [(node_id, msg) for node_id, kind, msg in taken if kind == "hb" and node_id not in talking]
+        rest = sorted(((node_id, kind, msg) for node_id, kind, msg in taken if node_id in talking),
+                      key=lambda m: m[0])
+        try:
+            # Every replica's transactions take the nodes' rows first, in the same order, so
+            # two of them never wait on each other in a circle.
+            self.registry.lock_nodes({node_id for node_id, _, _ in taken})
+            self._heartbeats(beats, now)
+            for node_id, kind, msg in rest:
                 getattr(self, "_on_" + kind)(node_id, msg, now)
-            self.state.commit(durable=durable)
+            self.state.commit(durable=bool(rest))
         except Exception:
             self.registry.rollback()
             self.state.committed_events()
@@ -113,6 +121,18 @@ class Follower:
         for topic, error in rejected:
             self._reject(topic, error)
         return []
+
+    def _heartbeats(self, beats, now):
+        """Heartbeats of different nodes in one write; of several from one node (a replica
+        behind by more than a heartbeat period) the last is what the row keeps."""
+        latest = {}
+        for node_id, msg in beats:
+            self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
+            latest[node_id] = msg
+        stored = self.registry.record_heartbeats(
+            [(node_id, heartbeat_telemetry(msg, now)) for node_id, msg in sorted(latest.items())], now)
+        for node_id, msg in sorted(latest.items()):
+            self._heard(node_id, msg, stored.get(node_id), now)
 
     def tick(self):
         """Acknowledge what this replica stored (the leader does the rest)."""
@@ -147,7 +167,12 @@ class Follower:
 
     def _on_hb(self, node_id, msg, now):
         # One statement for the common case: the telemetry written, the node's boot and state read.
-        node = self.registry.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now)
+        self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
+        self._heard(node_id, msg, self.registry.record_heartbeat(node_id, heartbeat_telemetry(msg, now), now), now)
+
+    def _heard(self, node_id, msg, node, now):
+        """After a heartbeat's telemetry is written: `node` is the row's {boot, state} as it
+        was (None: no row yet), and a new boot or an offline node is registered again."""
         if node is None:
             return   # heartbeats before hello: wait for the hello that follows
         if msg["boot"] != node["boot"]:
@@ -158,7 +183,6 @@ class Follower:
             self.state.add_event(node_id, "info", "registered", "%s (%s, %s) boot %d, from its heartbeat" % (
                 node_id, node["board"], node["runtime"], msg["boot"]), now=now)
             node = self.registry.node(node_id)
-        self.intake.note_dropped(node_id, (msg.get("outbox") or {}).get("oldest"))
         if node["state"] == "offline":
             reported = msg.get("state") or "online"
             self.registry.set_node_state(node_id, reported, now)

@@ -7,8 +7,8 @@ def _link(caps):
     return "tls" if caps["tls"] else "plain"
 
 
-def node_view(node, placements, counts, draining):
-    """One node as the views show it."""
+def node_view(node, workloads, results, draining):
+    """One node as the views show it: `workloads` placed on it, `results` received from it."""
     tel = node["telemetry"]
     return {
         "id": node["id"], "board": node["board"], "runtime": node["runtime"], "state": node["state"],
@@ -16,7 +16,7 @@ def node_view(node, placements, counts, draining):
         "fw": node.get("fw"), "slot": node.get("slot"),
         "boot": node["boot"], "cpu": tel.get("cpu"), "mem_free": tel.get("mem_free"),
         "mem_total": tel.get("mem_total"), "power": tel.get("power"), "temp": tel.get("temp"),
-        "workloads": [w for w, n in placements if n == node["id"]], "results": counts.get(node["id"], 0),
+        "workloads": workloads, "results": results,
         "workload_states": {w["id"]: {"state": w["state"], "err": w["err"]} for w in tel.get("wl", [])},
         "last_seen": node["last_seen"], "draining": node["id"] in draining,
         "fenced": tel.get("fenced"),
@@ -31,14 +31,20 @@ def snapshot(state, reconciler=None, intake=None):
     counts = state.result_counts()
     placements = state.placements()
     draining = reconciler.draining if reconciler else set()
-    nodes = [node_view(node, placements, counts, draining) for node in state.nodes()]
+    # Grouped once: a fleet has thousands of nodes and placements, and this runs every tick.
+    by_node, by_workload = {}, {}
+    for wid, node_id in placements:
+        by_node.setdefault(node_id, []).append(wid)
+        by_workload.setdefault(wid, []).append(node_id)
+    nodes = [node_view(node, by_node.get(node["id"], []), counts.get(node["id"], 0), draining)
+             for node in state.nodes()]
     stats = state.result_stats()
     workloads = []
     for wl in state.workloads():
         s = stats.get(wl["id"], {})
         workloads.append({
             "id": wl["id"], "model": wl["model"], "rate": wl["rate"], "replicas": wl["replicas"],
-            "nodes": [n for w, n in placements if w == wl["id"]],
+            "nodes": by_workload.get(wl["id"], []),
             "pending": reconciler.pending.get(wl["id"]) if reconciler else None,
             "results": s.get("results", 0), "accuracy": s.get("accuracy"), "mean_us": s.get("mean_us"),
             "priority": wl.get("priority", 0), "stuck": reconciler.stuck.get(wl["id"]) if reconciler else None,

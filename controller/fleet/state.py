@@ -85,6 +85,9 @@ class FleetState:
     def result_counts(self):
         return dict(self._results_by_node)
 
+    def result_count(self, node_id):
+        return self._results_by_node.get(node_id, 0)
+
     def result_stats(self):
         """Per workload: results, accuracy where truth is known, mean inference time."""
         return {wid: {"results": t["results"], "accuracy": t["correct"] / t["with_truth"] if t["with_truth"] else None,

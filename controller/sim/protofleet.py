@@ -8,6 +8,16 @@ from edgefleet.firmware import protocol
 from .protonode import NodeStats, ProtoNode
 
 
+def new_event_loop():
+    """uvloop's where it is installed (the [sim] extra): a fleet's cost is mostly the event
+    loop's own, per socket event and timer, and uvloop's is a fraction of asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class ProtoFleet:
     def __init__(self, count, host, port, prefix=protocol.DEFAULT_PREFIX, id_prefix="sim", ramp_s=None, hb_s=1.0,
                  keepalive=10, ids=None):
@@ -32,7 +42,7 @@ class ProtoFleet:
         return self
 
     def _run(self):
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         asyncio.set_event_loop(self.loop)
         self._stop = asyncio.Event()
         self._ready.set()

@@ -52,6 +52,16 @@ class Registry:
         """{boot, state} of the node as stored, or None when there is no such node."""
         raise NotImplementedError
 
+    def record_heartbeats(self, beats, now=None):
+        """[(node_id, telemetry)] written at once: {node_id: {boot, state}} of those stored (a
+        node without a row is left out)."""
+        raise NotImplementedError
+
+    def lock_nodes(self, node_ids):
+        """Hold the rows of these nodes for the rest of the transaction, taken in id order, so
+        that writers which take all their rows first never wait on each other in a circle."""
+        raise NotImplementedError
+
     def set_epoch(self, node_id, epoch):
         raise NotImplementedError
 

@@ -253,6 +253,23 @@ class PostgresRegistry(Registry):
                         (json.dumps(telemetry), now or time.time(), node_id)).fetchone()
         return {"boot": row["boot"], "state": row["state"]} if row is not None else None
 
+    def record_heartbeats(self, beats, now=None):
+        if not beats:
+            return {}
+        # One JSON document for the lot: psycopg adapts a big string far faster than lists.
+        rows = self._run("UPDATE nodes SET telemetry=beat.telemetry::text, last_seen=%s "
+                         "FROM json_to_recordset(%s::json) AS beat(id text, telemetry json) WHERE nodes.id=beat.id "
+                         "RETURNING nodes.id, nodes.boot, nodes.state",
+                         (now or time.time(), json.dumps([{"id": node_id, "telemetry": telemetry}
+                                                          for node_id, telemetry in beats]))).fetchall()
+        return {row["id"]: {"boot": row["boot"], "state": row["state"]} for row in rows}
+
+    def lock_nodes(self, node_ids):
+        if node_ids:
+            # The locking clause sits above the sort: rows are locked in id order.
+            self._run("SELECT id FROM nodes WHERE id IN (SELECT json_array_elements_text(%s::json)) "
+                      "ORDER BY id FOR NO KEY UPDATE", (json.dumps(sorted(node_ids)),))
+
     def set_epoch(self, node_id, epoch):
         self._run("UPDATE nodes SET epoch=%s WHERE id=%s", (epoch, node_id))
 

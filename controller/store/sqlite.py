@@ -266,6 +266,17 @@ class SqliteRegistry(Registry):
                               (json.dumps(telemetry), now or time.time(), node_id)).fetchone()
         return {"boot": row[0], "state": row[1]} if row is not None else None
 
+    def record_heartbeats(self, beats, now=None):
+        stored = {}
+        for node_id, telemetry in beats:
+            row = self.record_heartbeat(node_id, telemetry, now)
+            if row is not None:
+                stored[node_id] = row
+        return stored
+
+    def lock_nodes(self, node_ids):
+        pass   # one writer at a time: SQLite locks the whole file
+
     def set_epoch(self, node_id, epoch):
         self.db.execute("UPDATE nodes SET epoch=? WHERE id=?", (epoch, node_id))
 
