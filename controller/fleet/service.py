@@ -35,10 +35,12 @@ READ_OPS = ("status", "events", "logs", "export", "plan")
 # Replicas record at most this many node messages in one transaction.
 BATCH = 200
 RECONNECT_MAX_S = 4
-# A leader whose broker connection has been down this long lets its lease go: it cannot reach
-# the fleet (no leases, no assignments), and another replica may. The connection, not the
-# echo of its own lease, is the measure: a leader far behind on a backlog still hears its lease
-# late, but is connected (paho answers the broker's keepalive on its own thread).
+# A leader that cannot reach the fleet (no leases, no assignments get through) lets its lease
+# go after this long, and another replica may lead: when its broker connection has been down
+# that long, or when a lease it sent that long ago has not come back through the broker, nor any
+# sent since (a silent link that paho's keepalive notices only after 1.5 keepalives). The echo
+# is taken where paho reads it, not where the decision loop gets to it: a leader far behind on
+# a backlog still hears its leases in time.
 STEP_DOWN_S = 6.0
 
 
@@ -73,6 +75,13 @@ class ControllerService:
         self.takeovers = 0
         self.resignations = 0
         self.disconnected_since = time.monotonic()   # not connected yet
+        # When the oldest of the leases sent since the last one came back was sent (None: all
+        # came back). Written by the decision loop as it publishes, cleared by paho's thread.
+        self.unechoed_since = None
+        self._lease_topic = protocol.lease_topic(prefix)
+        # Set when this replica stepped down because its leases stopped coming back: it claims
+        # again only once its broker path shows it works (a new connection, any lease heard).
+        self.path_in_doubt = False
         self.inbox = queue.Queue()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -124,6 +133,7 @@ class ControllerService:
         client.subscribe(opwire.request_topic(self.prefix), qos=1)
         # Before `connected` is set: the next tick must not judge nodes by silence from before.
         self.connected_since = time.time()
+        self.path_in_doubt = False
         self.connected.set()
         self.inbox.put(("connected", None, None))
 
@@ -133,12 +143,24 @@ class ControllerService:
         self.connected.clear()
 
     def _on_message(self, client, userdata, message):
+        if message.topic == self._lease_topic and self.shared:
+            self.path_in_doubt = False
+            if self._own_lease(message.payload):
+                self.unechoed_since = None
         self.inbox.put(("message", message.topic, message.payload))
+
+    def _own_lease(self, payload):
+        try:
+            return protocol.decode("lease", payload)["ctrl"] == self.ctrl_id
+        except ProtocolError:
+            return False
 
     # the controller's thread ----------------------------------------------------------------
 
     def _publish(self, effects):
         for effect in effects:
+            if effect.topic == self._lease_topic and self.unechoed_since is None:
+                self.unechoed_since = time.monotonic()
             self.client.publish(effect.topic, effect.payload, qos=effect.qos, retain=effect.retain)
 
     def _run(self):
@@ -197,17 +219,17 @@ class ControllerService:
             self.observer.attach(self.fleet)
             self.fleet.on_audit = self.observer.audited
 
-    def _resign(self):
+    def _resign(self, why):
         """Let the lease go: the lease keeper stops renewing it, and it runs out within its TTL
         for another replica to claim. This replica claims again only once connected."""
         self.leadership.token = None
         self.resignations += 1
-        self._step_down("%s has had no broker connection for %.0f s: it lets the lease go" % (
-            self.ctrl_id, time.monotonic() - self.disconnected_since))
+        self._step_down("%s %s: it lets the lease go" % (self.ctrl_id, why))
 
     def _step_down(self, why):
         log.warning("%s; following", why)
         self.fleet = None
+        self.unechoed_since = None
 
     def _shared_message(self, topic, payload):
         if topic == protocol.ctrl_topic(self.prefix):
@@ -271,7 +293,7 @@ class ControllerService:
     def _shared_tick(self):
         self._publish(self.follower.tick())
         if self.fleet is None:
-            if self.leadership.claim(self.registry):
+            if not self.path_in_doubt and self.leadership.claim(self.registry):
                 self.takeovers += 1
                 self._lead(self.registry)
                 self._publish([self._ctrl_status("online")])
@@ -350,10 +372,16 @@ class ControllerService:
             elif what in ("note", "op"):
                 self._in_process(what, topic)
             if time.monotonic() >= next_tick:
-                if self.connected.is_set():   # a replica cut off from the broker claims nothing
+                now = time.monotonic()
+                if self.fleet is not None and self.connected.is_set() and self.unechoed_since is not None \
+                        and now - self.unechoed_since >= STEP_DOWN_S:
+                    self.unechoed_since = None
+                    self.path_in_doubt = True
+                    self._resign("has heard none of its leases back through the broker for %.0f s" % STEP_DOWN_S)
+                elif self.connected.is_set():   # a replica cut off from the broker claims nothing
                     self._shared_tick()
-                elif self.fleet is not None and time.monotonic() - self.disconnected_since >= STEP_DOWN_S:
-                    self._resign()
+                elif self.fleet is not None and now - self.disconnected_since >= STEP_DOWN_S:
+                    self._resign("has had no broker connection for %.0f s" % (now - self.disconnected_since))
                 # A follower looks for a free lease twice a tick: a takeover within the lease's
                 # lifetime plus half a tick.
                 next_tick = time.monotonic() + (self.tick_s if self.fleet is not None else self.tick_s / 2)
