@@ -10,19 +10,11 @@ from edgefleet import models
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.protofleet import ProtoFleet
 from edgefleet.controller.sim.protonode import ProtoNode
+from edgefleet.controller.sim.waiting import poll
 from edgefleet.controller.store import open_registry
 from edgefleet.firmware import protocol
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors", "messages.json")
-
-
-def _wait(what, timeout=20.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return True
-        time.sleep(every)
-    return False
 
 
 def test_the_simulated_node_takes_what_the_vectors_say_a_node_takes():
@@ -71,16 +63,16 @@ def test_a_simulated_fleet_through_mosquitto_and_the_controller(mosquitto, tmp_p
                                 manifests=models.manifests(), workloads=workloads, ctrl_id="ctl-a").start()
     fleet = ProtoFleet(60, mosquitto.host, mosquitto.port, prefix=prefix, ramp_s=1.0).start()
     try:
-        assert _wait(lambda: fleet.stats.results_acked >= 300), vars(fleet.stats)
+        assert poll(lambda: fleet.stats.results_acked >= 300, timeout=20), vars(fleet.stats)
         fleet.crash("sim-7", down_s=3)
-        assert _wait(lambda: any(n["id"] == "sim-7" and n["state"] == "offline" for n in service.snapshot()["nodes"]),
+        assert poll(lambda: any(n["id"] == "sim-7" and n["state"] == "offline" for n in service.snapshot()["nodes"]),
                      timeout=10)
         service.stop()           # the controller away: nodes keep making results into their outboxes
         time.sleep(2)
         service = ControllerService(mosquitto.host, mosquitto.port, db_path=db, prefix=prefix,
                                     manifests=models.manifests(), workloads=workloads, ctrl_id="ctl-a").start()
         made = fleet.stats.results_made
-        assert _wait(lambda: fleet.stats.results_acked >= made and fleet.outbox_records() < 60 * 3, timeout=30), (
+        assert poll(lambda: fleet.stats.results_acked >= made and fleet.outbox_records() < 60 * 3, timeout=30), (
             made, vars(fleet.stats))
     finally:
         try:

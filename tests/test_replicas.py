@@ -12,6 +12,7 @@ from edgefleet.controller import cli
 from edgefleet.controller.sim.linkproxy import LinkProxy
 from edgefleet.controller.sim.protofleet import ProtoFleet
 from edgefleet.controller.sim.replicas import ReplicaProcess
+from edgefleet.controller.sim.waiting import poll
 from edgefleet.controller.store import open_registry
 from edgefleet.firmware import protocol
 
@@ -20,16 +21,6 @@ pytestmark = pytest.mark.e2e
 NODES = 30
 WORKLOADS = ("w0", "w1", "w2", "w3")
 REPLICAS = 5    # lanes per workload: each has nodes to move to
-
-
-def _wait(what, timeout=20.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    return None
 
 
 def _holder(url):
@@ -59,10 +50,10 @@ class Rig:
 
     def start(self):
         self.replicas["ctl-a"].start()
-        assert _wait(lambda: _holder(self.url)) == ("ctl-a", 1)
+        assert poll(lambda: _holder(self.url), timeout=20) == ("ctl-a", 1)
         self.replicas["ctl-b"].start()
         self.fleet.start()
-        assert _wait(lambda: self.fleet.stats.results_acked >= 200, timeout=30), vars(self.fleet.stats)
+        assert poll(lambda: self.fleet.stats.results_acked >= 200, timeout=30), vars(self.fleet.stats)
 
     def stop(self):
         try:
@@ -109,20 +100,20 @@ def test_the_leader_killed_mid_move_loses_nothing_and_a_follower_continues(mosqu
         assert rig.read("SELECT COUNT(*) FROM moves") != [(0,)]    # moves under way...
         killed_at = time.monotonic()
         rig.replicas["ctl-a"].kill()                               # ...and their leader gone
-        assert _wait(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=10, every=0.05)
+        assert poll(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=10, every=0.05)
         failover_s = time.monotonic() - killed_at
         assert failover_s < 5, failover_s
         # The new leader finishes the moves it found in the registry, and makes new ones.
-        assert _wait(lambda: rig.read("SELECT COUNT(*) FROM moves") == [(0,)], timeout=30)
+        assert poll(lambda: rig.read("SELECT COUNT(*) FROM moves") == [(0,)], timeout=30)
         for wl in WORKLOADS[:3]:
             source, target = moves[wl]
             assert target in rig.placed(wl) and source not in rig.placed(wl), (wl, moves[wl], rig.placed(wl))
         assert rig.move("w3", moves["w3"][1], moves["w3"][0]) == 0
-        assert _wait(lambda: rig.placed("w3") >= {moves["w3"][1]} and moves["w3"][0] not in rig.placed("w3")
+        assert poll(lambda: rig.placed("w3") >= {moves["w3"][1]} and moves["w3"][0] not in rig.placed("w3")
                      and rig.read("SELECT COUNT(*) FROM moves") == [(0,)], timeout=30)
         # The nodes stop making results; everything they made is delivered and acknowledged.
         rig.fleet.quiesce()
-        assert _wait(lambda: rig.fleet.outbox_records() == 0, timeout=40), rig.fleet.outbox_records()
+        assert poll(lambda: rig.fleet.outbox_records() == 0, timeout=40), rig.fleet.outbox_records()
         made = rig.fleet.made()
         stored = set(rig.read("SELECT node, boot, seq FROM results"))
         assert stored <= made
@@ -169,7 +160,7 @@ def test_a_leader_cut_off_past_its_lease_cannot_act_when_it_comes_back(mosquitto
         rig.start()
         old = rig.replicas["ctl-a"]
         old.pause()                                   # cut off: it stands still, its lease runs out
-        assert _wait(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=10, every=0.05)
+        assert poll(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=10, every=0.05)
         time.sleep(1)
         resumed = time.monotonic()
         old.resume()                                  # back, believing it leads
@@ -181,7 +172,7 @@ def test_a_leader_cut_off_past_its_lease_cannot_act_when_it_comes_back(mosquitto
         assert [ctrl for t, ctrl in leases if t > resumed + 1.0].count("ctl-b") >= 2
         assert _holder(postgres_url) == ("ctl-b", 2)
         acked = rig.fleet.stats.results_acked
-        assert _wait(lambda: rig.fleet.stats.results_acked > acked + 100, timeout=15)
+        assert poll(lambda: rig.fleet.stats.results_acked > acked + 100, timeout=15)
     finally:
         observer.loop_stop()
         observer.disconnect()
@@ -202,12 +193,12 @@ def test_a_leader_cut_off_from_the_broker_lets_the_lease_go(mosquitto, postgres_
         # STEP_DOWN_S without a lease back (paho would notice the silent link only after 1.5
         # keepalives, 15 s), then the lease's TTL runs out and the other replica claims within
         # half a tick.
-        assert _wait(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=40, every=0.1), _holder(postgres_url)
+        assert poll(lambda: _holder(postgres_url) == ("ctl-b", 2), timeout=40, every=0.1), _holder(postgres_url)
         took_over_s = time.monotonic() - cut
         print("ctl-b leads %.1f s after ctl-a's link was cut" % took_over_s)
         assert "has heard none of its leases back through the broker" in rig.replicas["ctl-a"].log()
         acked = rig.fleet.stats.results_acked
-        assert _wait(lambda: rig.fleet.stats.results_acked > acked + 100, timeout=20)
+        assert poll(lambda: rig.fleet.stats.results_acked > acked + 100, timeout=20)
         rig.links["ctl-a"].restore()
         time.sleep(3)
         assert _holder(postgres_url) == ("ctl-b", 2), "the old leader took the lease back"

@@ -40,6 +40,7 @@ from edgefleet.controller.netutil import free_port
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simboard import McuBoard
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
+from edgefleet.controller.sim.waiting import poll
 from edgefleet.firmware.outbox import scan_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,16 +124,6 @@ def stored_rows_twice(db_path):
         db.close()
 
 
-def wait_for(predicate, timeout, poll=0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    return None
-
-
 def measure_replay(profile, work, backlog, offline_rate):
     workload = {"id": "digits-mcu", "model": "digits_dense", "rate": DEMO_MCU_RATE, "replicas": 1,
                 "input": {"kind": "samples"}, "constraints": {"runtime": "micropython"}}
@@ -153,7 +144,7 @@ def measure_replay(profile, work, backlog, offline_rate):
         board.start()
         started = time.monotonic()
         # Generous: a loaded 2-core machine may not keep the node at its full offline rate.
-        if not wait_for(lambda: records_on_flash(outbox_dir)[0] >= backlog, backlog / offline_rate * 2 + 30, poll=1.0):
+        if not poll(lambda: records_on_flash(outbox_dir)[0] >= backlog, backlog / offline_rate * 2 + 30, every=1.0):
             raise SystemExit("the node built only %d of %d results offline; console: %s" % (
                 records_on_flash(outbox_dir)[0], backlog, tail(os.path.join(work, "console.log"))))
         offline_s = time.monotonic() - started
@@ -163,7 +154,7 @@ def measure_replay(profile, work, backlog, offline_rate):
         log("backlog of %d results (newest seq %d) built in %.0f s; broker back" % (pending, newest_seq, offline_s))
         controller = ControllerService(broker.host, broker.port, db_path=db_path, manifests=models.manifests(),
                                        workloads=[workload]).start()
-        done = wait_for(lambda: len(stored_seqs(db_path)) >= newest_seq and stored_seqs(db_path)[newest_seq - 1]
+        done = poll(lambda: len(stored_seqs(db_path)) >= newest_seq and stored_seqs(db_path)[newest_seq - 1]
                         == newest_seq, 120)
         replay_s = time.monotonic() - back
         if not done:

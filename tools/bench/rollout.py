@@ -32,6 +32,7 @@ from edgefleet import models
 from edgefleet.controller.deploy import bundle
 from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.deploy.deployer import Deployer
+from edgefleet.controller.sim.waiting import poll
 from edgefleet.controller.deploy.rollout import Gate, Rollout
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
@@ -45,12 +46,8 @@ def log(msg):
 
 
 def wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise SystemExit("timed out after %.0f s waiting for %s" % (timeout, what))
+    if not poll(predicate, timeout, every=0.5):
+        raise SystemExit("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def deploy(broker, data, version, nodes, canary, gate, window_ms=30000):

@@ -40,6 +40,7 @@ import time
 from edgefleet.controller.broker import MosquittoBroker
 from edgefleet.controller.pgserver import PostgresServer
 from edgefleet.controller.sim.replicas import ReplicaProcess
+from edgefleet.controller.sim.waiting import poll
 from edgefleet.controller.store import open_registry
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -174,16 +175,6 @@ def leadership(url):
         registry.close()
 
 
-def wait(what, timeout, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = what()
-        if value:
-            return value
-        time.sleep(every)
-    return None
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--nodes", type=int, default=5000)
@@ -214,11 +205,11 @@ def main():
             r.start(timeout=60)
             replicas.append(r)
             if i == 0:
-                wait(lambda: leadership(url), 10)
+                poll(lambda: leadership(url), 10)
         say("scale: %d replicas up, leader %s; %d nodes connecting over %.0f s" % (
             args.replicas, leadership(url)["holder"], args.nodes, ramp_s))
         sims = Sims(args.nodes, args.sim_procs, broker.host, broker.port, prefix, ramp_s, workdir)
-        placed = wait(lambda: (query(url, "SELECT COUNT(*) FROM placements")[0][0] >= args.nodes
+        placed = poll(lambda: (query(url, "SELECT COUNT(*) FROM placements")[0][0] >= args.nodes
                                and sims.stats()["connected"] >= args.nodes) or None, ramp_s + 300, every=2)
         say("scale: %s placements, %s" % (query(url, "SELECT COUNT(*) FROM placements")[0][0], sims.stats()))
         if not placed:
@@ -239,7 +230,7 @@ def main():
         t_mid = time.time()
         killed = time.monotonic()
         victim.kill()
-        new = wait(lambda: (lambda l: l if l and l["holder"] != leader else None)(leadership(url)), 30, every=0.05)
+        new = poll(lambda: (lambda l: l if l and l["holder"] != leader else None)(leadership(url)), 30, every=0.05)
         out["leader_failover_s"] = round(time.monotonic() - killed, 2) if new else None
         say("scale: killed leader %s; %s leads after %s s" % (leader, new and new["holder"], out["leader_failover_s"]))
         time.sleep(max(0.0, args.window / 2 - (time.monotonic() - killed)))
@@ -256,7 +247,7 @@ def main():
         detail["msgs_per_node_per_s"] = round(((s1["hb_sent"] - s0["hb_sent"]) + (stored1 - stored0)) / (t1 - t0)
                                               / args.nodes, 3)
         sims.ask("quiesce")
-        drained = wait(lambda: sims.stats()["held"] == 0, args.drain, every=1)
+        drained = poll(lambda: sims.stats()["held"] == 0, args.drain, every=1)
         detail["held_after_drain"] = sims.stats()["held"]
         detail["drain_ok"] = bool(drained)
         made = sims.finish()
