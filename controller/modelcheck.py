@@ -302,7 +302,9 @@ def run_engine(model_bytes, samples):
     from edgefleet.firmware.engine import interpreter
     np = _np()
     interp = interpreter.load(bytes(model_bytes), kernels="pure")
-    return np.array([np.frombuffer(bytes(interp.invoke(row.tobytes())), dtype=np.int8) for row in samples])
+    out = engine_model.Model(model_bytes)
+    dtype = numpy_dtype(out.tensors[out.outputs[0]])
+    return np.array([np.frombuffer(bytes(interp.invoke(row.tobytes())), dtype=dtype) for row in samples])
 
 
 def tflite_micro_version():
@@ -313,6 +315,15 @@ def tflite_micro_version():
         return "unknown"
 
 
+def numpy_dtype(t):
+    """int8, or float32 for a model with float input/output (QUANTIZE in front, DEQUANTIZE
+    behind, as the converter makes it without inference_input_type=int8)."""
+    np = _np()
+    if t.dtype == 0:
+        return np.float32
+    return np.int8
+
+
 def tensor_info(t):
     scale, zero_point = t.quant()
     return {"name": t.name, "shape": list(t.shape), "dtype": engine_model.DTYPE_NAMES.get(t.dtype, str(t.dtype)),
@@ -320,20 +331,27 @@ def tensor_info(t):
 
 
 def generated_inputs(m, count=GENERATED_INPUTS, seed=0):
-    """Inputs spread over the whole int8 range (fixed seed: a re-check sees the same ones)."""
+    """Inputs spread over the whole int8 range, or for a float input normal(0, 2) floats
+    (fixed seed: a re-check sees the same ones)."""
     np = _np()
-    size = m.tensors[m.inputs[0]].nbytes
-    return np.random.default_rng(seed).integers(-128, 128, size=(count, size), dtype=np.int8)
+    t = m.tensors[m.inputs[0]]
+    rng = np.random.default_rng(seed)
+    if numpy_dtype(t) == np.float32:
+        return rng.normal(0, 2, size=(count, t.nbytes // 4)).astype(np.float32)
+    return rng.integers(-128, 128, size=(count, t.nbytes), dtype=np.int8)
 
 
 def read_samples(m, samples_path, labels_path=None):
-    """(samples as rows of int8, labels or None); a size that does not divide is a ConfigError."""
+    """(samples as rows of the input's type, labels or None); a size that does not divide is a
+    ConfigError."""
     np = _np()
-    size = m.tensors[m.inputs[0]].nbytes
-    raw = np.fromfile(samples_path, dtype=np.int8)
+    t = m.tensors[m.inputs[0]]
+    dtype = numpy_dtype(t)
+    size = t.nbytes // np.dtype(dtype).itemsize
+    raw = np.fromfile(samples_path, dtype=dtype)
     if not len(raw) or len(raw) % size:
         raise ConfigError("%s: %d bytes is not a whole number of the model's %d-byte inputs" % (
-            samples_path, len(raw), size))
+            samples_path, raw.nbytes, t.nbytes))
     samples = raw.reshape(-1, size)
     truth = None
     if labels_path is not None:
@@ -341,6 +359,12 @@ def read_samples(m, samples_path, labels_path=None):
         if len(truth) != len(samples):
             raise ConfigError("%s: %d labels for %d samples" % (labels_path, len(truth), len(samples)))
     return samples, truth
+
+
+def _values(row):
+    """A row as JSON numbers: ints for int8, floats (exact float32 values) for float32."""
+    np = _np()
+    return row.astype(float if row.dtype == np.float32 else int).tolist()
 
 
 def build_manifest(model_bytes, samples, truth, name, labels=None, description="", mcu_heap_bytes=None,
@@ -386,7 +410,7 @@ def build_manifest(model_bytes, samples, truth, name, labels=None, description="
             "labels_file": "labels.bin" if truth is not None else None,
             "count": int(len(samples)),
             "sample_bytes": int(inp.nbytes),
-            "dtype": "int8",
+            "dtype": engine_model.DTYPE_NAMES.get(inp.dtype, str(inp.dtype)),
             "shape": list(inp.shape),
             "labels_dtype": "uint8",
             "note": samples_note or "held-out test split, quantized with the model's input scale/zero_point, "
@@ -405,7 +429,7 @@ def build_manifest(model_bytes, samples, truth, name, labels=None, description="
         "input_shape": list(inp.shape),
         "output_shape": list(out.shape),
         "vectors": [{"sample": i, "label": None if truth is None else int(truth[i]),
-                     "input": samples[i].astype(int).tolist(), "output": reference[i].astype(int).tolist()}
+                     "input": _values(samples[i]), "output": _values(reference[i])}
                     for i in range(min(VECTOR_COUNT, len(samples)))],
     }
     return manifest, vectors, mismatches

@@ -112,14 +112,14 @@ def test_every_unsupported_op_is_named_and_nothing_is_written(home):
     proc = edgefleet(home, "model", "add", os.path.join(DATA, "conv_unsupported.tflite"))
     line = assert_one_error(proc, EXIT_CONFIG)
     # Both ops the MCU engine has no kernel for, with their positions, in one line.
-    assert "L2_POOL_2D (op 2" in line and "LOGISTIC (op 6" in line
+    assert "L2_POOL_2D (op 2" in line and "RELU (op 6" in line
     assert "no board kind can run it" in line
     # The op table shows every op per board kind.
     table = [row.split() for row in proc.stdout.splitlines()[1:]]
     assert [(r[1], r[2], r[3]) for r in table] == [
         ("CONV_2D", "yes", "yes"), ("DEPTHWISE_CONV_2D", "yes", "yes"), ("L2_POOL_2D", "NO", "NO"),
         ("CONV_2D", "yes", "yes"), ("AVERAGE_POOL_2D", "yes", "yes"), ("FULLY_CONNECTED", "yes", "yes"),
-        ("LOGISTIC", "NO", "yes")]
+        ("RELU", "NO", "yes")]
     assert user_model_entries(home) == []
 
 
@@ -134,16 +134,16 @@ def test_every_op_a_kernel_refuses_is_named_not_only_the_first(home):
 
 
 def test_a_model_only_litert_runs_is_added_as_pi_only_and_kept_off_mcus(home, tmp_path):
-    path = os.path.join(DATA, "dense_logistic.tflite")
+    path = os.path.join(DATA, "dense_relu.tflite")
     line = assert_one_error(edgefleet(home, "model", "add", path, "--name", "pidense"), EXIT_CONFIG)
-    assert "LOGISTIC (op 2" in line and "--pi-only" in line
+    assert "RELU (op 2" in line and "--pi-only" in line
     assert user_model_entries(home) == []
 
     proc = edgefleet(home, "model", "add", path, "--name", "pidense", "--pi-only")
     assert proc.returncode == 0, proc.stderr
     manifest = models.manifest("pidense")
     assert manifest["mcu_placeable"] is False and "mcu_heap_bytes" not in manifest
-    assert "LOGISTIC" in manifest["mcu_unsupported"]
+    assert "RELU" in manifest["mcu_unsupported"]
     rows = {r["name"]: r for r in json.loads(edgefleet(home, "model", "list", "--json").stdout)}
     assert rows["pidense"]["mcu_heap"] == "Pi only"
 
@@ -182,10 +182,10 @@ def test_inspect_list_and_remove(home):
     proc = edgefleet(home, "model", "inspect", "digits_conv")
     assert proc.returncode == 0, proc.stderr
     assert "MAX_POOL_2D" in proc.stdout and '"mcu_heap_bytes"' in proc.stdout
-    proc = edgefleet(home, "model", "inspect", os.path.join(DATA, "dense_logistic.tflite"))
-    assert proc.returncode == 0 and "MCU engine cannot run it: LOGISTIC" in proc.stdout
+    proc = edgefleet(home, "model", "inspect", os.path.join(DATA, "dense_relu.tflite"))
+    assert proc.returncode == 0 and "MCU engine cannot run it: RELU" in proc.stdout
 
-    assert edgefleet(home, "model", "add", os.path.join(DATA, "dense_logistic.tflite"), "--name", "gone",
+    assert edgefleet(home, "model", "add", os.path.join(DATA, "dense_relu.tflite"), "--name", "gone",
                      "--pi-only").returncode == 0
     assert "gone" in edgefleet(home, "model", "list").stdout
     line = assert_one_error(edgefleet(home, "model", "remove", "digits_dense"), EXIT_CONFIG)
@@ -219,8 +219,8 @@ def test_committed_test_models_are_what_the_tool_makes():
         sys.path.pop(0)
     from edgefleet.firmware.engine import opnames
     for filename, model, changes in (
-            ("conv_unsupported.tflite", "digits_conv", {opnames.MAX_POOL_2D: 12, opnames.SOFTMAX: 14}),
-            ("dense_logistic.tflite", "digits_dense", {opnames.SOFTMAX: 14}),
+            ("conv_unsupported.tflite", "digits_conv", {opnames.MAX_POOL_2D: 12, opnames.SOFTMAX: 19}),
+            ("dense_relu.tflite", "digits_dense", {opnames.SOFTMAX: 19}),
             ("conv_tanh.tflite", "digits_conv", 4)):
         source = open(os.path.join(models.MODELS_DIR, model, "model.tflite"), "rb").read()
         made = (make_test_models.refuse_activations(source, changes) if isinstance(changes, int)
@@ -234,4 +234,48 @@ def test_a_missing_checker_is_the_command_that_installs_it(home):
                      prelude="sys.modules['tflite_micro'] = None")
     line = assert_one_error(proc, EXIT_CONFIG)
     assert "tflite-micro" in line and "pip install 'edgefleet[test]'" in line
+    assert user_model_entries(home) == []
+
+
+OPS = os.path.join(DATA, "ops")
+
+
+def test_a_keras_default_export_and_a_float_io_model_are_added(home):
+    # SHAPE, STRIDED_SLICE and PACK are folded at load: every op runs on both board kinds.
+    proc = edgefleet(home, "model", "add", os.path.join(OPS, "keras_default.tflite"), "--name", "keras")
+    assert proc.returncode == 0, proc.stderr
+    table = [row.split() for row in proc.stdout.splitlines()[1:] if row.split()[:1] != ["edgefleet:"]]
+    assert [r[1] for r in table] == ["CONV_2D", "MAX_POOL_2D", "SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE",
+                                     "FULLY_CONNECTED", "SOFTMAX"]
+    assert all(r[2:4] == ["yes", "yes"] for r in table), proc.stdout
+    assert "bit-exact with TFLite Micro" in proc.stdout
+    manifest = models.manifest("keras")
+    assert manifest["mcu_heap_bytes"] > 0 and "SHAPE" in manifest["ops"]
+
+    # Float32 in and out (QUANTIZE in front, DEQUANTIZE behind): samples and vectors stay float.
+    proc = edgefleet(home, "model", "add", os.path.join(OPS, "float_io.tflite"), "--name", "floaty")
+    assert proc.returncode == 0, proc.stderr
+    manifest = models.manifest("floaty")
+    assert manifest["samples"]["dtype"] == "float32" and manifest["inputs"][0]["dtype"] == "float32"
+    folder = home / "models" / "floaty"
+    assert os.path.getsize(folder / "samples.bin") == manifest["samples"]["count"] * 4 * 48
+    vectors = json.loads((folder / "vectors.json").read_text())["vectors"]
+    assert isinstance(vectors[0]["output"][0], float)
+
+    proc = edgefleet(home, "model", "inspect", os.path.join(OPS, "hard_swish.tflite"))
+    assert proc.returncode == 0 and "HARD_SWISH" in proc.stdout and "cannot run" not in proc.stdout
+
+
+def test_shape_ops_that_cannot_fold_are_all_named(home, tmp_path):
+    # The Keras export with SHAPE made RANK: no kernel for RANK, so nothing after it folds.
+    sys.path.insert(0, os.path.join(REPO, "tools", "models"))
+    try:
+        import make_test_models
+    finally:
+        sys.path.pop(0)
+    path = tmp_path / "rank.tflite"
+    path.write_bytes(make_test_models.recode(open(os.path.join(OPS, "keras_default.tflite"), "rb").read(), {77: 110}))
+    line = assert_one_error(edgefleet(home, "model", "add", str(path)), EXIT_CONFIG)
+    for op in ("RANK (op 2", "STRIDED_SLICE (op 3", "PACK (op 4", "RESHAPE (op 5"):
+        assert op in line, line
     assert user_model_entries(home) == []

@@ -113,12 +113,13 @@ def cmd_add(args):
         samples_path = os.path.join(args.samples, "samples.bin")
         labels_path = os.path.join(args.samples, "labels.bin")
         if not os.path.isfile(samples_path):
-            raise ConfigError("%s: no samples.bin (the model's int8 inputs, concatenated)" % args.samples)
+            raise ConfigError("%s: no samples.bin (the model's inputs, int8 or float32 as it takes them, concatenated)" % args.samples)
         samples, truth = modelcheck.read_samples(m, samples_path, labels_path if os.path.isfile(labels_path) else None)
         note = "the user's samples (%s)" % os.path.abspath(args.samples)
     else:
         samples = modelcheck.generated_inputs(m)
-        note = "generated: %d inputs drawn uniformly over int8 (seed 0); no labels, so no accuracy" % len(samples)
+        note = "generated: %d inputs drawn %s (seed 0); no labels, so no accuracy" % (
+            len(samples), "uniformly over int8" if samples.dtype == np.int8 else "from normal(0, 2) as float32")
 
     heap = rom_heap = None
     if on_mcu:
@@ -146,7 +147,7 @@ def cmd_add(args):
     staging = tempfile.mkdtemp(prefix=".adding-%s-" % name, dir=home)
     try:
         shutil.copyfile(args.file, os.path.join(staging, "model.tflite"))
-        samples.astype(np.int8).tofile(os.path.join(staging, "samples.bin"))
+        samples.tofile(os.path.join(staging, "samples.bin"))   # int8, or float32 for a float-input model
         if truth is not None:
             truth.astype(np.uint8).tofile(os.path.join(staging, "labels.bin"))
         for filename, obj in (("manifest.json", manifest), ("vectors.json", vectors)):
@@ -248,10 +249,11 @@ def register(sub):
     p = sub.add_parser("model", help="bring your own .tflite model: add, list, inspect, remove (docs/models.md)")
     msub = p.add_subparsers(dest="model_command", required=True)
     a = msub.add_parser("add", help="check a .tflite model on every board kind and add it to $EDGEFLEET_HOME/models")
-    a.add_argument("file", help="the .tflite file (int8 quantized, as the MCU engine runs)")
+    a.add_argument("file", help="the .tflite file (int8 quantized, as the MCU engine runs; float32 "
+                                          "input/output around int8 ops is fine)")
     a.add_argument("--name", help="the model's name (default: the file's name without .tflite)")
     a.add_argument("--labels", help="text file with one class name a line")
-    a.add_argument("--samples", metavar="DIR", help="folder with samples.bin (int8 inputs, concatenated) and "
+    a.add_argument("--samples", metavar="DIR", help="folder with samples.bin (inputs of the model's type, concatenated) and "
                                                      "optionally labels.bin (uint8 classes); default: generated inputs")
     a.add_argument("--description", help="one line about the model")
     a.add_argument("--pi-only", action="store_true", help="accept a model the MCU engine cannot run: it is then "

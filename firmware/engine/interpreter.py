@@ -66,8 +66,12 @@ def _with_loader(name, *args):
     finally:
         if IS_MICROPYTHON:
             # Unloaded, its code is garbage: a loaded model then costs a node only what it keeps.
-            del sys.modules[loader.__name__]
-            delattr(sys.modules[__name__[:__name__.rfind(".")]], "loader")
+            # The same goes for the load-time modules it imports for some models.
+            package = __name__[:__name__.rfind(".")]
+            for name in ("loader", "fold", "prepare_ops"):
+                if package + "." + name in sys.modules:
+                    del sys.modules[package + "." + name]
+                    delattr(sys.modules[package], name)
 
 
 class Interpreter:

@@ -28,7 +28,12 @@ FULLY_CONNECTED = 9
 MAX_POOL_2D = 17
 RESHAPE = 22
 SOFTMAX = 25
-SUPPORTED = (AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, RESHAPE, SOFTMAX)
+# Prepared by prepare_ops.py (imported only for a model that has one): ADD, CONCATENATION,
+# DEQUANTIZE, LOGISTIC, MUL, TANH, PAD, MEAN, SUB, SQUEEZE, STRIDED_SLICE, EXPAND_DIMS, SHAPE,
+# PACK, LEAKY_RELU, QUANTIZE, HARD_SWISH. SHAPE, STRIDED_SLICE and PACK only fold (fold.py).
+OPS = (0, 2, 6, 14, 18, 28, 34, 40, 41, 43, 45, 70, 77, 83, 98, 114, 117)
+FOLDABLE = (45, 77, 83)
+SUPPORTED = (AVERAGE_POOL_2D, CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, MAX_POOL_2D, RESHAPE, SOFTMAX) + OPS
 INT8 = 9
 INT32 = 2
 # Bytes per element by TensorType code (float32, float16, int32, uint8, int64, string, bool,
@@ -169,6 +174,12 @@ def parse(d):
     for t in g.inputs + g.outputs:
         if not 0 <= t < n:
             raise MalformedModel("bad tensor index", graph)
+    g.folded, g.values, g.fold_refusals = {}, {}, {}
+    for code, _, _, _ in g.ops:
+        if code in FOLDABLE:
+            from . import fold
+            fold.fold(g)
+            break
     return g
 
 
@@ -221,7 +232,11 @@ def plan(g):
     for t in g.inputs:
         live[t] = [0, 0]
     for i in range(end):
-        _, inputs, outputs, _ = g.ops[i]
+        code, inputs, outputs, _ = g.ops[i]
+        if i in g.folded:
+            continue   # computed at load (fold.py): no activation memory
+        if code == RESHAPE:
+            inputs = inputs[:1]   # the new shape is read at load, never at run time
         for t in outputs:
             if t >= 0 and tensor(g, t)[3] is None and t not in live:
                 live[t] = [i, i]
@@ -499,11 +514,15 @@ def _same(view):
 def _prepare_op(steps, g, index):
     code, inputs, outputs, opts = g.ops[index]
     d = g.data
-    x, out = tensor(g, inputs[0]), tensor(g, outputs[0])
 
     def refuse(why):
         return UnsupportedOp(op_name(code), code, index, why)
 
+    if code in OPS:
+        from . import prepare_ops
+        prepare_ops.prepare(steps, g, index, refuse)
+        return
+    x, out = tensor(g, inputs[0]), tensor(g, outputs[0])
     for t in (x, out):
         if t[1] != INT8:
             raise refuse("tensor type %d is not int8" % t[1])
@@ -516,6 +535,10 @@ def _prepare_op(steps, g, index):
     if code == RESHAPE:
         if x[2] != out[2]:
             raise refuse("reshape changes the size")
+        if index in getattr(g, "fold_refusals", ()):
+            raise refuse(g.fold_refusals[index])
+        if len(inputs) > 1 and inputs[1] >= 0 and tensor(g, inputs[1])[3] is None and inputs[1] not in g.values:
+            raise refuse("the new shape is computed at run time")
         steps += (copy, (dst, src))
         return
     if code == SOFTMAX:

@@ -11,6 +11,11 @@ For each model in models/:
 Then the Pi-class worker (its own process, batched) versus a raw interpreter invoke() loop
 on the same model and backend: throughput ratio and the RSS the isolation adds.
 
+Per op ("ops"): each converter-made op model of tests/data/ops/ (tools/models/make_op_models.py)
+the same way, engine with viper kernels at the MCU heap against TFLM on random inputs. An op
+model holds the op plus what feeds it (a CONV_2D, a MUL...), so its figure is that small
+model's; "model" says which.
+
 The last line printed is the JSON summary.
 """
 import asyncio
@@ -31,6 +36,14 @@ from edgefleet.firmware.procworker import ProcessModel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MPY_ITERATIONS = {"viper": 500, "pure": 50}
+REPO = os.path.dirname(os.path.dirname(HERE))
+OPS_DIR = os.path.join(REPO, "tests", "data", "ops")
+# op -> the op model that measures it
+OP_MODELS = {"ADD": "add", "SUB": "sub", "MUL": "mul", "CONCATENATION": "concatenation", "PAD": "pad",
+             "MEAN": "mean", "EXPAND_DIMS": "squeeze_expand", "LEAKY_RELU": "leaky_relu", "LOGISTIC": "logistic",
+             "TANH": "tanh", "HARD_SWISH": "hard_swish", "QUANTIZE": "float_io", "DEQUANTIZE": "float_io",
+             "SHAPE+STRIDED_SLICE+PACK (folded)": "keras_default"}
+OP_VECTORS = 20
 HOST_SECONDS = 2.0
 PI_ROUNDS = 5
 
@@ -148,6 +161,54 @@ async def isolated_worker_rate(model_path, backend, batch=256, in_flight=2):
         await model.close()
 
 
+def op_figures(image_dir, heap):
+    """{op: {"bit_exact", "mpy_us", "tflm_us", "ratio_vs_tflm", "model"}} for the op models."""
+    from tflite_micro.python.tflite_micro import runtime
+    figures, measured = {}, {}
+    for op, name in OP_MODELS.items():
+        if name not in measured:
+            path = os.path.join(OPS_DIR, name + ".tflite")
+            tflm = runtime.Interpreter.from_file(path)
+            details = tflm.get_input_details(0)
+            rng = np.random.default_rng(7)
+            records = os.path.join(image_dir, name + ".bin")
+            with open(records, "wb") as f:
+                for _ in range(OP_VECTORS):
+                    if details["dtype"] == np.float32:
+                        x = rng.normal(0, 2, size=details["shape"]).astype(np.float32)
+                    else:
+                        x = rng.integers(-128, 128, size=details["shape"]).astype(np.int8)
+                    tflm.set_input(x, 0)
+                    tflm.invoke()
+                    f.write(x.tobytes() + np.array(tflm.get_output(0)).tobytes())
+            env = dict(os.environ, MICROPYPATH=image_dir + ":.frozen")
+            proc = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % heap,
+                                   os.path.join(HERE, "engine_probe.py"), path, records, "viper",
+                                   str(MPY_ITERATIONS["viper"] // 5)],
+                                  capture_output=True, text=True, env=env, timeout=300)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            probe = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
+            count, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < HOST_SECONDS / 4:
+                tflm.set_input(x, 0)
+                tflm.invoke()
+                tflm.get_output(0)
+                count += 1
+            tflm_us = (time.perf_counter() - t0) / count * 1e6
+            measured[name] = {
+                "bit_exact": bool(probe) and probe["exact"] == probe["vectors"] == OP_VECTORS,
+                "mpy_us": round(probe["us"], 1) if probe else None,
+                "tflm_us": round(tflm_us, 1),
+                "ratio_vs_tflm": round(probe["us"] / tflm_us, 1) if probe else None,
+                "model": name,
+            }
+            if not probe:
+                measured[name]["error"] = (proc.stdout + proc.stderr).strip().splitlines()[-1:]
+            print("op model %s: %s" % (name, json.dumps(measured[name])), file=sys.stderr)
+        figures[op] = measured[name]
+    return figures
+
+
 def main():
     heap = smallest_mcu_heap()
     report = {"models": [], "mcu_heap": heap}
@@ -173,6 +234,7 @@ def main():
                 "arena_bytes": viper.get("arena_bytes"),
                 "error": None if ok else viper.get("error") or pure.get("error"),
             })
+        report["ops"] = op_figures(image_dir, heap)
     backend = backends.available()[0]
     ratios, overheads = [], []
     for name in models.names():

@@ -4,10 +4,11 @@ model's FlatBuffer in place (no TensorFlow needed; the file's layout stays valid
 operator each code table entry names changes):
 
   tests/data/conv_unsupported.tflite  digits_conv with MAX_POOL_2D made L2_POOL_2D and SOFTMAX
-                                      made LOGISTIC: two ops the MCU engine has no kernel for
-  tests/data/dense_logistic.tflite    digits_dense with SOFTMAX made LOGISTIC: LiteRT runs it
-                                      (int8 LOGISTIC takes the same 1/256, -128 output
-                                      quantization), the MCU engine does not: a Pi-only model
+                                      made RELU: two ops the MCU engine has no kernel for
+  tests/data/dense_relu.tflite        digits_dense with SOFTMAX made RELU: LiteRT runs it
+                                      (int8 RELU takes any output quantization), the MCU
+                                      engine does not: a Pi-only model. (LOGISTIC, used here
+                                      before, is an engine op now.)
   tests/data/conv_tanh.tflite         digits_conv with its three convolutions' fused activations
                                       made TANH: supported ops used in a way the engine refuses
 
@@ -25,7 +26,7 @@ from firmware.engine import loader  # noqa: E402
 from firmware.engine import opnames  # noqa: E402
 
 L2_POOL_2D = 12
-LOGISTIC = 14
+RELU = 19   # a standalone RELU: LiteRT runs it (at the version the code entry keeps), the engine not
 TANH = 4   # ActivationFunctionType: a fused activation TFLite has and the MCU engine does not
 # The options field holding fused_activation_function, by op code (schema.fbs).
 ACTIVATION_FIELD = {opnames.CONV_2D: 3, opnames.DEPTHWISE_CONV_2D: 4}
@@ -62,8 +63,8 @@ def refuse_activations(data, activation):
 
 def main():
     outputs = {
-        "conv_unsupported.tflite": ("digits_conv", {opnames.MAX_POOL_2D: L2_POOL_2D, opnames.SOFTMAX: LOGISTIC}),
-        "dense_logistic.tflite": ("digits_dense", {opnames.SOFTMAX: LOGISTIC}),
+        "conv_unsupported.tflite": ("digits_conv", {opnames.MAX_POOL_2D: L2_POOL_2D, opnames.SOFTMAX: RELU}),
+        "dense_relu.tflite": ("digits_dense", {opnames.SOFTMAX: RELU}),
         "conv_tanh.tflite": ("digits_conv", TANH),
     }
     dest = os.path.join(REPO, "tests", "data")
