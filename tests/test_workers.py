@@ -79,7 +79,7 @@ def test_a_bad_model_fails_to_start_with_the_reason():
     async def run():
         with pytest.raises(WorkerProcessError, match="cannot load"):
             await ProcessModel(os.path.join(BAD_MODELS, "missing.tflite"), "engine").start()
-        with pytest.raises(WorkerProcessError, match="TANH"):
+        with pytest.raises(WorkerProcessError, match="GELU"):
             await ProcessModel(os.path.join(BAD_MODELS, "unsupported_op.tflite"), "engine").start()
 
     asyncio.run(run())
@@ -116,17 +116,17 @@ def _bad_model_files(tmp_path):
 WORKLOADS = [
     {"id": "good", "model": "digits_dense", "rate": 20, "input": {"kind": "samples"}},
     {"id": "cut", "model": "shortened", "rate": 5, "input": {"kind": "samples"}},
-    {"id": "tanh", "model": "unsupported", "rate": 5, "input": {"kind": "samples"}},
+    {"id": "gelu", "model": "unsupported", "rate": 5, "input": {"kind": "samples"}},
 ]
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("board", ["rpi4", pytest.param("rpi-pico-w", marks=pytest.mark.micropython)])
 def test_bad_models_are_reported_and_the_good_workload_keeps_running(board, mosquitto, tmp_path):
-    # LiteRT runs TANH, so on a Pi-class node only the truncated file is bad; the MCU engine
-    # also refuses the TANH model, naming the op.
+    # LiteRT runs GELU, so on a Pi-class node only the truncated file is bad; the MCU engine
+    # also refuses the GELU model, naming the op.
     mcu = board == "rpi-pico-w"
-    expect_failed = {"cut", "tanh"} if mcu else {"cut"}
+    expect_failed = {"cut", "gelu"} if mcu else {"cut"}
 
     def failures(p):
         found = {e["data"]["wl"]: e["msg"] for e in p.of_kind("event") if e["kind"] == "workload_failed"}
@@ -136,7 +136,7 @@ def test_bad_models_are_reported_and_the_good_workload_keeps_running(board, mosq
         by_wl = probe.wait_for(failures, 30)
         assert by_wl, probe.of_kind("event")
         if mcu:
-            assert "TANH" in by_wl["tanh"] and "UnsupportedOp" in by_wl["tanh"], by_wl
+            assert "GELU" in by_wl["gelu"] and "UnsupportedOp" in by_wl["gelu"], by_wl
             assert "MalformedModel" in by_wl["cut"] and "offset" in by_wl["cut"], by_wl
         else:
             assert "not a valid Flatbuffer" in by_wl["cut"], by_wl

@@ -7,7 +7,7 @@ Run with a venv that has `tensorflow-cpu scikit-learn tflite-micro ai-edge-liter
 For each model it writes models/NAME/{model.tflite, samples.bin, labels.bin} and then calls
 tools/models/make_vectors.py (which needs no TensorFlow) to write manifest.json and vectors.json.
 It also writes tiny int8 models for the engine's tests into tests/vectors/models/:
-unsupported_op.tflite, whose TANH op the MCU engine does not implement,
+unsupported_op.tflite, whose GELU op the MCU engine does not implement,
 reshape_softmax.tflite, which keeps a RESHAPE in front of a SOFTMAX, and
 dense_per_tensor.tflite, whose FULLY_CONNECTED weights have one scale per tensor.
 
@@ -91,7 +91,7 @@ def build_unsupported(tf):
     layers = tf.keras.layers
     return tf.keras.Sequential([
         layers.Input(shape=(8,), batch_size=1, name="x"),
-        layers.Dense(4, activation="tanh"),
+        layers.Dense(4, activation="gelu"),
     ], name="unsupported_op")
 
 
