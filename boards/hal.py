@@ -31,6 +31,9 @@
 #   heap_free_now()          free heap bytes at this moment, garbage not collected (the node's
 #                            low-water mark, the runtime's peak), or None where that is no
 #                            cheap question (a Linux board)
+#   pin_out(pin, on)         drive GPIO `pin` (the board's numbering) high or low: a workload's
+#                            output.pin (firmware/outputs.py); OSError naming why where the
+#                            board cannot (by default, and on Linux boards for now)
 # Simulation hooks (boards/hal_sim.py), None on a real board:
 #   extra_load()             load in percent beside the node's own, added to its CPU reading
 #   heartbeat_delay_ms(ms)   the wait before the next heartbeat in ms (a simulated board jitters
@@ -53,6 +56,9 @@ class Hal:
 
     async def net_up(self, wifi, hostname):
         return None
+
+    def pin_out(self, pin, on):
+        raise OSError("the %s HAL drives no GPIO" % self.name)
 
     def power(self, cpu_pct):
         return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}

@@ -56,6 +56,11 @@ class MicroPythonHal:
     def heap_free_now(self):
         return gc.mem_free()
 
+    def pin_out(self, pin, on):
+        if machine is None or not hasattr(machine, "Pin"):
+            raise OSError("this port has no machine.Pin")
+        machine.Pin(pin, machine.Pin.OUT).value(1 if on else 0)
+
     def temperature(self):
         if self._temp_adc is not None:
             # RP2040 datasheet: 27 C at 0.706 V, -1.721 mV per degree.

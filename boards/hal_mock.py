@@ -17,6 +17,10 @@ class MockHal(Hal):
         self.feeds = 0
         self.ready = False
         self.cause = None
+        self.pins = []   # (pin, on) in the order driven
+
+    def pin_out(self, pin, on):
+        self.pins.append((pin, bool(on)))
 
     def cpu_percent(self):
         return self.cpu

@@ -10,7 +10,7 @@ def _run_key(spec):
     for key in spec["input"]:
         if key != "until":
             source[key] = spec["input"][key]
-    return (spec["model"], spec["rate"], sorted(source.items()))
+    return (spec["model"], spec["rate"], sorted(source.items()), spec.get("output"))
 
 
 def changes(running, desired):

@@ -8,7 +8,6 @@ import struct
 import sys
 
 from .errors import FirmwareError
-from .backends import top1
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .inference_child import ERROR, HANG, HEADER, INFER, OUTPUTS, READY
 
@@ -166,9 +165,9 @@ async def serve_isolated(worker):
         outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
         worker.beat()
         for i in range(count):
-            label, score = top1(outputs[i * out_size:(i + 1) * out_size], model.output_quant)
+            label, score, fields = worker.read_outputs(outputs[i * out_size:(i + 1) * out_size])
             worker.n += 1
-            worker.emit(worker, label, score, latencies[i], meta[i][1], meta[i][0])
+            worker.emit(worker, label, score, latencies[i], meta[i][1], meta[i][0], fields)
         worker.unfinished = None
         if worker.fault is not None:
             await worker.injected_fault()

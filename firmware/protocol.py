@@ -20,7 +20,8 @@ SCHEMAS = {
     "status": (512, "v:int node:str state:str boot:int"),
     "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
                  "temp:num|null wl:list outbox:obj? fenced:bool? state:str? mem_low:int?"),
-    "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int?"),
+    "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int? "
+                     "top:lists? out:nums?"),
     "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
     # Console lines (firmware/console.py); the node cuts each to 160 characters.
     "log": (2048, "v:int node:str boot:int up:int lines:strs dropped:int?"),

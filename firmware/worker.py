@@ -62,6 +62,7 @@ class InferenceWorker:
         self.source = None
         self.fault = None
         self.unfinished = None   # stream position of a batch read but not emitted (procworker)
+        self.outputs = None      # firmware/outputs.py's reader, when the spec has an `output`
 
     @property
     def model_dir(self):
@@ -84,6 +85,16 @@ class InferenceWorker:
                                                          self.runtime)
         if self.source is None:
             self.source = open_source(self.spec["input"], self.model_dir, self.model.input_size)
+        if self.outputs is None and "output" in self.spec:
+            from .outputs import Outputs
+            self.outputs = Outputs(self.spec["output"], self.model.output_quant, self.model.output_size)
+
+    def read_outputs(self, outputs):
+        """(label, score, fields the result adds) of one inference."""
+        if self.outputs is None:
+            label, score = top1(outputs, self.model.output_quant)
+            return label, score, None
+        return self.outputs.read(outputs)
 
     async def serve(self, child=None):
         """The supervised body: open, then infer until cancelled or crashed."""
@@ -144,10 +155,10 @@ class InferenceWorker:
             t0 = ticks_us()
             outputs = model.invoke(inputs)
             elapsed_us = ticks_diff(ticks_us(), t0)
-            label, score = top1(outputs, model.output_quant)
+            label, score, fields = self.read_outputs(outputs)
             self.n += 1
             self.beat()
-            self.emit(self, label, score, elapsed_us, truth, index)
+            self.emit(self, label, score, elapsed_us, truth, index, fields)
             if self.fault is not None:
                 await self.injected_fault()
             due = ticks_add(due, period_ms)
@@ -256,14 +267,19 @@ async def hold_for_resume(node, child):
     node.held_from_cache = node.holding = False
 
 
-def emit_result(node, worker, label, score, elapsed_us, truth, index):
-    """A worker's result: numbered in the node's boot and appended to its flash outbox."""
+def emit_result(node, worker, label, score, elapsed_us, truth, index, fields=None):
+    """A worker's result: numbered in the node's boot and appended to its flash outbox; and a
+    crossing of the workload's watched output told (firmware/outputs.py)."""
     node.result_seq += 1
     msg = {"v": protocol.VERSION, "node": node.id, "boot": node.boot, "seq": node.result_seq,
            "wl": worker.id, "up": node.uptime_ms(), "label": label, "score": round(score, 5),
            "us": elapsed_us, "in": index}
     if truth is not None:
         msg["truth"] = truth
+    if fields:
+        msg.update(fields)
+    if worker.outputs is not None and worker.outputs.changed is not None:
+        crossed(node, worker, index)
     try:
         node.outbox.append("result", node.boot, node.result_seq, protocol.encode("result", msg))
     except OutboxError as e:
@@ -274,6 +290,24 @@ def emit_result(node, worker, label, score, elapsed_us, truth, index):
         node.outbox_failed(OutboxError("out of heap: %s" % e))
     except ProtocolError as e:
         console.say("edgefleet-node: dropping bad result: %s" % e)
+
+
+def crossed(node, worker, index):
+    """The watched output crossed its threshold with this result: an event, and the pin."""
+    outputs = worker.outputs
+    value = round(outputs.value, 5)
+    if outputs.changed:
+        node.event("warn", "threshold", "%s: %s (%g at input %d)" % (worker.id, outputs.describe(), value, index),
+                   {"wl": worker.id, "in": index, "index": outputs.index, "value": value})
+    else:
+        node.event("info", "threshold_clear", "%s: %s no more (%g at input %d)" % (
+            worker.id, outputs.describe(), value, index), {"wl": worker.id, "in": index, "index": outputs.index,
+                                                           "value": value})
+    if outputs.pin is not None:
+        try:
+            node.hal.pin_out(outputs.pin, outputs.changed)
+        except OSError as e:
+            node.event("error", "pin_failed", "%s: pin %d: %s" % (worker.id, outputs.pin, e), {"wl": worker.id})
 
 
 def report_failure(node, worker, kind, detail):

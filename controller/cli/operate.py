@@ -28,7 +28,7 @@ def cmd_drain(args):
 def cmd_apply(args):
     from edgefleet import models
     from ..fleet import fleetfile
-    workloads = fleetfile.load(args.file, set(models.manifests()))
+    workloads = fleetfile.load(args.file, models.manifests())
     with controller_link(args) as ctrl:
         preview = ctrl.ask("plan", {"workloads": workloads})["plan"]
         if args.json:

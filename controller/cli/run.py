@@ -114,7 +114,7 @@ def cmd_controller(args):
     from ..store.postgres import is_postgres_url, redacted
     link = broker_link(args.broker, CONTROLLER)
     manifests = models.manifests()
-    workloads = fleetfile.load(args.fleet, set(manifests)) if args.fleet else None
+    workloads = fleetfile.load(args.fleet, manifests) if args.fleet else None
     db_path = args.db or default_path()
     retention = RetentionPolicy(args.keep_days, args.keep_results)
     postgres = is_postgres_url(db_path)

@@ -10,22 +10,38 @@
     # optional: also labels = ["camera"] (every one on the node), prefer_mains = true
     resources = { arena_bytes = 60000, cpu_share = 15 }   # optional (cpu_share: % of a node's CPU)
     priority = 10            # optional, default 0: higher is placed first and kept when room is short
+    output = { kind = "values", watch = { index = 0, above = 0.8 }, pin = 2 }   # optional:
+    # what results carry and what raises an event (firmware/outputs.py); default: the top class
 """
 import tomllib
 
 import tomli_w
 
+from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
 from edgefleet.firmware.protocol import valid_node_id
 
 from .. import choices
 from ..errors import ConfigError
 
-ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority"}
+ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority", "output"}
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
 
 
+def _output_count(known_models, model):
+    """How many values the model outputs, from its manifest where the caller gave manifests."""
+    manifest = known_models.get(model) if isinstance(known_models, dict) else None
+    if not manifest or not manifest.get("outputs"):
+        return MAX_VALUES
+    count = 1
+    for dim in manifest["outputs"][0]["shape"]:
+        count *= dim
+    return count
+
+
 def parse_workload(raw, where, known_models=None):
+    """known_models: the model names, or {name: manifest} to check the output spec against the
+    model's outputs as well."""
     if not isinstance(raw, dict):
         raise ConfigError("%s: must be a table" % where)
     unknown = set(raw) - ALLOWED_KEYS
@@ -73,12 +89,20 @@ def parse_workload(raw, where, known_models=None):
     priority = raw.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigError("%s (%s): 'priority' must be an integer" % (where, wid))
+    output = raw.get("output")
+    if output is not None:
+        try:   # the node's own reader judges it, as the node will
+            Outputs(output, (1.0, 0), _output_count(known_models, model))
+        except OutputSpecError as e:
+            raise ConfigError("%s (%s): %s" % (where, wid, e)) from e
     out = {"id": wid, "model": model, "rate": float(rate), "replicas": replicas, "input": dict(source),
            "constraints": dict(constraints)}
     if resources:
         out["resources"] = dict(resources)
     if priority:
         out["priority"] = priority
+    if output is not None:
+        out["output"] = dict(output)
     return out
 
 
@@ -110,6 +134,7 @@ def dump(workloads):
     """The fleet file declaring exactly these workloads (what `edgefleet export` writes)."""
     tables = []
     for wl in sorted(workloads, key=lambda w: w["id"]):
-        tables.append({key: wl[key] for key in ("id", "model", "rate", "replicas", "priority", "input", "constraints", "resources")
+        tables.append({key: wl[key] for key in ("id", "model", "rate", "replicas", "priority", "input", "constraints", "resources",
+                                                "output")
                        if key in wl and wl[key] not in ({}, None) and not (key == "priority" and wl[key] == 0)})
     return "# edgefleet fleet file: the declared workloads (edgefleet export)\n\n" + tomli_w.dumps({"workload": tables})

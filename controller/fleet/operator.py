@@ -120,7 +120,7 @@ class OperatorRequests:
         """A request's workloads, held to what a fleet file may declare."""
         if not isinstance(workloads, list):
             raise ConfigError("workloads must be a list")
-        parsed = [fleetfile.parse_workload(raw, "workload[%d]" % i, set(self.fleet.manifests))
+        parsed = [fleetfile.parse_workload(raw, "workload[%d]" % i, self.fleet.manifests)
                   for i, raw in enumerate(workloads)]
         ids = [w["id"] for w in parsed]
         if len(set(ids)) != len(ids):

@@ -268,7 +268,10 @@ class Reconciler:
                     source["start"] = self.resume.get((node_id, wid), row[1])
                     if wid in handing_over:
                         source["until"] = handing_over[wid]
-                specs.append({"id": wid, "model": wl["model"], "rate": wl["rate"], "input": source})
+                spec = {"id": wid, "model": wl["model"], "rate": wl["rate"], "input": source}
+                if wl.get("output"):
+                    spec["output"] = wl["output"]
+                specs.append(spec)
         # Epochs are wall-clock milliseconds so they keep increasing across controller restarts
         # and registry resets; a node ignores an assignment older than the one it runs.
         node = self.state.node(node_id)

@@ -9,11 +9,32 @@ backend opening a registry of an older version migrates it, one of a newer versi
 One Registry object belongs to one thread. Writes are buffered until commit().
 """
 
+import json
+
 # The schema version this edgefleet writes. Bump it with a migration in every backend.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Workload fields beyond id, model, rate, input, replicas and constraints that a backend keeps.
-WORKLOAD_EXTRA = ("resources", "priority")
+WORKLOAD_EXTRA = ("resources", "priority", "output")
+
+# What a result may carry beyond its label and score, as its workload's output spec asks
+# (firmware/outputs.py): the k best classes, every value. Kept as one JSON column.
+RESULT_OUTPUTS = ("top", "out")
+STORED_RESULT = ("wl", "label", "truth", "score", "us", "up")
+
+
+def result_outputs(msg):
+    """The JSON a registry keeps of a result's outputs; None for a plain result."""
+    outputs = {key: msg[key] for key in RESULT_OUTPUTS if key in msg}
+    return json.dumps(outputs) if outputs else None
+
+
+def stored_result_row(values, outputs):
+    """A stored result as stored_result() returns it: `values` in STORED_RESULT's order."""
+    row = dict(zip(STORED_RESULT, values))
+    if outputs:
+        row.update(json.loads(outputs))
+    return row
 
 
 class Registry:

@@ -13,7 +13,7 @@ import time
 
 from ..errors import StoreError
 from ..extras import require
-from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry
+from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry, result_outputs, stored_result_row
 
 # pg_advisory_xact_lock key under which a registry is migrated (any constant both sides agree on;
 # these are the bytes "efmigr").
@@ -140,7 +140,10 @@ DB_NOW = "extract(epoch from clock_timestamp())"
 
 # version -> the statements that bring a registry of version-1 to it (the same steps as
 # sqlite.MIGRATIONS, in this engine's DDL; a new table is one more entry in each).
-MIGRATIONS = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5}
+# What a result says beyond its label and score (the k best classes, every value), as JSON.
+SCHEMA_V6 = ["ALTER TABLE results ADD COLUMN IF NOT EXISTS outputs TEXT"]
+
+MIGRATIONS = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5, 6: SCHEMA_V6}
 
 # What retention orders each prunable table by.
 ARRIVAL = {"results": "received", "events": "ts"}
@@ -322,18 +325,21 @@ class PostgresRegistry(Registry):
         # The primary key decides, whichever replica got the message: a second insert of the same
         # (node, boot, seq), concurrent or later, is no row.
         cur = self._run(
-            "INSERT INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
-            "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s WHERE NOT EXISTS "
+            "INSERT INTO results (node, boot, seq, workload, label, truth, score, us, up, received, outputs) "
+            "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s WHERE NOT EXISTS "
             "(SELECT 1 FROM result_floors WHERE node=%s AND boot=%s AND through>=%s) "
             "ON CONFLICT (node, boot, seq) DO NOTHING",
             (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
-             msg["us"], msg["up"], now or time.time(), msg["node"], msg["boot"], msg["seq"]))
+             msg["us"], msg["up"], now or time.time(), result_outputs(msg), msg["node"], msg["boot"], msg["seq"]))
         return cur.rowcount == 1
 
     def stored_result(self, node_id, boot, seq):
-        row = self._run("SELECT workload AS wl, label, truth, score, us, up FROM results "
+        row = self._run("SELECT workload, label, truth, score, us, up, outputs FROM results "
                         "WHERE node=%s AND boot=%s AND seq=%s", (node_id, boot, seq)).fetchone()
-        return dict(row) if row is not None else None
+        if row is None:
+            return None
+        values = list(row.values())
+        return stored_result_row(values[:6], values[6])
 
     def contiguous_results(self, node_id, boot, since=0):
         floor = self._run("SELECT through FROM result_floors WHERE node=%s AND boot=%s", (node_id, boot)).fetchone()

@@ -13,7 +13,7 @@ import sqlite3
 import time
 
 from ..errors import StoreError
-from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry
+from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry, result_outputs, stored_result_row
 
 SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -173,8 +173,16 @@ def _to_v5(db):
     db.executescript(SCHEMA_V5)
 
 
+def _to_v6(db):
+    """What a result says beyond its label and score, as its workload's output spec asks (the
+    k best classes, every value: firmware/outputs.py), as JSON; NULL for a plain result."""
+    columns = [row[1] for row in db.execute("PRAGMA table_info(results)")]
+    if "outputs" not in columns:   # a registry set back to an older version keeps its columns
+        db.execute("ALTER TABLE results ADD COLUMN outputs TEXT")
+
+
 # version -> the step that brings a registry of version-1 to it
-MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5}
+MIGRATIONS = {1: _to_v1, 2: _to_v2, 3: _to_v3, 4: _to_v4, 5: _to_v5, 6: _to_v6}
 
 # What retention orders each prunable table by.
 ARRIVAL = {"results": "received", "events": "ts"}
@@ -329,18 +337,18 @@ class SqliteRegistry(Registry):
         """Store a result once; returns False when (node, boot, seq) was stored already (or was,
         and retention pruned it)."""
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received) "
-            "SELECT ?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS "
+            "INSERT OR IGNORE INTO results (node, boot, seq, workload, label, truth, score, us, up, received, outputs) "
+            "SELECT ?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS "
             "(SELECT 1 FROM result_floors WHERE node=? AND boot=? AND through>=?)",
             (msg["node"], msg["boot"], msg["seq"], msg["wl"], msg["label"], msg.get("truth"), msg["score"],
-             msg["us"], msg["up"], now or time.time(), msg["node"], msg["boot"], msg["seq"]),
+             msg["us"], msg["up"], now or time.time(), result_outputs(msg), msg["node"], msg["boot"], msg["seq"]),
         )
         return cur.rowcount == 1
 
     def stored_result(self, node_id, boot, seq):
-        row = self.db.execute("SELECT workload, label, truth, score, us, up FROM results "
+        row = self.db.execute("SELECT workload, label, truth, score, us, up, outputs FROM results "
                               "WHERE node=? AND boot=? AND seq=?", (node_id, boot, seq)).fetchone()
-        return dict(zip(("wl", "label", "truth", "score", "us", "up"), row)) if row is not None else None
+        return stored_result_row(row[:6], row[6]) if row is not None else None
 
     def contiguous_results(self, node_id, boot, since=0):
         """The highest seq such that results 1..seq of (node, boot) are all stored (or pruned)."""

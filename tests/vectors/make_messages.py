@@ -53,6 +53,9 @@ def vectors():
         ("hb", with_(HB, temp=None, power={"src": "battery", "pct": 63.5, "mw": 110}, wl=[])),
         ("hb", with_(HB, state="safe")),
         ("result", RESULT), ("result", with_(RESULT, truth=DELETE, **{"in": DELETE})),
+        # A workload's output spec (docs/protocol.md "Results"): the k best classes, or every value.
+        ("result", with_(RESULT, top=[[4, 0.96875], [9, 0.01953]])),
+        ("result", with_(RESULT, out=[0.5, -1.25, 3, 0.0])),
         ("event", EVENT), ("event", with_(EVENT, data=DELETE)),
         ("log", LOG), ("log", with_(LOG, dropped=84)), ("log", with_(LOG, lines=[], dropped=3)),
         ("log", with_(LOG, lines=["x" * 160])), ("assign", ASSIGN), ("assign", with_(ASSIGN, wl=[])),
@@ -77,6 +80,7 @@ def vectors():
         ("hb", with_(HB, power={"src": "mains"}), "power.pct"),
         ("hb", with_(HB, wl=[{"id": "x", "state": "running", "n": "many", "err": None}]), "wl[0].n"),
         ("result", with_(RESULT, seq=0), "seq"), ("result", with_(RESULT, label=True), "label"),
+        ("result", with_(RESULT, out=[0.5, "high"]), "out"), ("result", with_(RESULT, top=[4, 0.9]), "top"),
         ("result", with_(RESULT, boot=DELETE), "boot"), ("event", with_(EVENT, level="panic"), "level"),
         ("log", with_(LOG, lines="one line"), "lines"), ("log", with_(LOG, lines=["ok", 7]), "lines"),
         ("log", with_(LOG, boot=DELETE), "boot"),
