@@ -190,18 +190,29 @@ def compile_engine(dest):
     return dest
 
 
-def engine_rom_image(image_dir):
-    """compile_engine()'s tree packed as a ROMFS image, written beside it; returns its path."""
+# Where the ROM probe's model lies in its image: a board whose code is in ROM carries its models'
+# .tflite in the slot's image too (controller/install/romdeploy.py) and the engine reads them in
+# place from there (firmware/worker.py), so the probe does the same.
+ROM_PROBE_MODEL = "models/probe/model.tflite"
+
+
+def engine_rom_image(image_dir, model_path):
+    """compile_engine()'s tree and the model at ROM_PROBE_MODEL packed as a ROMFS image, written
+    beside the tree; returns its path."""
     from .install import romfs
     path = image_dir.rstrip("/") + ".rom"
+    files = romfs.tree_files(image_dir, dirs=("firmware",))
+    with open(model_path, "rb") as f:
+        files[ROM_PROBE_MODEL] = f.read()
     with open(path, "wb") as f:
-        f.write(romfs.pack(romfs.tree_files(image_dir, dirs=("firmware",))))
+        f.write(romfs.pack(files))
     return path
 
 
 def run_probe(image_dir, model_path, heap_kb, script=HEAP_PROBE, rom_image=None):
-    """rom_image: run the engine in place from this ROMFS image of image_dir's code (a probe
-    away from image_dir, so that only the image supplies it); its bytes come on top of heap_kb."""
+    """rom_image: run the engine in place from this ROMFS image of image_dir's code and the model
+    (engine_rom_image(); a probe away from image_dir, so that only the image supplies the code,
+    and the model read from /rom in place); its bytes come on top of heap_kb."""
     from .extras import require_micropython
     binary = require_micropython("measuring a model's MicroPython heap")
     heap = heap_kb * 1024
@@ -211,6 +222,7 @@ def run_probe(image_dir, model_path, heap_kb, script=HEAP_PROBE, rom_image=None)
         if script == HEAP_PROBE:
             script = ROM_HEAP_PROBE
         heap += os.path.getsize(rom_image)
+        model_path = "/rom/" + ROM_PROBE_MODEL
         extra.append(rom_image)
         env["MICROPYPATH"] = ".frozen"
     path = os.path.join(image_dir, "heap_probe.py")
@@ -238,7 +250,8 @@ def min_heap(image_dir, model_path, settle_kb=16, rom_image=None):
     fragmentation (and so the length of the model's path on the heap) decides, over a band of
     about 4 KB. A bisection finds a size inside that band; the upward scan then moves past its
     last failure. Raises CannotRun when even MAX_HEAP_KB fails. rom_image: the engine's code
-    runs in place from it (engine_rom_image()), and the figure leaves its bytes out."""
+    runs in place from it (engine_rom_image(), which holds the model too: read in place), and
+    the figure leaves its bytes out."""
     def succeeds(kb):
         return run_probe(image_dir, model_path, kb, rom_image=rom_image) == "ok"
     top = run_probe(image_dir, model_path, MAX_HEAP_KB, rom_image=rom_image)
@@ -266,7 +279,7 @@ def measure_heap(model_path, code_store="files"):
     import tempfile
     with tempfile.TemporaryDirectory() as scratch:
         image_dir = compile_engine(os.path.join(scratch, "image"))
-        rom = engine_rom_image(image_dir) if code_store == "romfs" else None
+        rom = engine_rom_image(image_dir, model_path) if code_store == "romfs" else None
         return min_heap(image_dir, os.path.abspath(model_path), rom_image=rom)
 
 

@@ -7,6 +7,7 @@
 # firmware/procworker.py, which a microcontroller never loads.
 import asyncio
 import gc
+import os
 
 from .backends import open_model, top1
 from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
@@ -15,6 +16,8 @@ from .errors import FirmwareError, ProtocolError
 from .outbox import OutboxError
 from .sources import open_source
 
+# Where a board whose code is in ROM finds its models' .tflite files (romboot.MOUNT_POINT).
+ROM_MODELS = "/rom/models"
 # How often a worker that reached its hand-over point (input.until) looks for a later one.
 HANDED_OVER_POLL_MS = 200
 # Heap an MCU keeps free beside a model's arena, for messages and buffers.
@@ -68,9 +71,22 @@ class InferenceWorker:
     def model_dir(self):
         return self.models_dir + "/" + self.spec["model"]
 
+    def model_path(self):
+        """The model's .tflite: on a board whose code is in ROM, the copy in the booted slot's
+        ROM image (romboot mounts only that slot's segment, so it is the slot's own model), which
+        the engine reads in place; otherwise, or when the image has none, the slot's file."""
+        if self.runtime == "micropython":
+            rom = ROM_MODELS + "/" + self.spec["model"] + "/model.tflite"
+            try:
+                os.stat(rom)
+                return rom
+            except OSError:
+                pass
+        return self.model_dir + "/model.tflite"
+
     async def open(self):
         """Start the model and the input stream; raises FirmwareError with a clear reason."""
-        path = self.model_dir + "/model.tflite"
+        path = self.model_path()
         # A model file is read in one piece: collect first so a long-running board's
         # fragmented heap still has a block that size.
         if self.model is not None:

@@ -202,3 +202,71 @@ def test_the_sim_hal_reports_the_heap_without_the_layer_and_the_image():
     rom = open_hal("sim", profile, {"base": "mock", "sim_file": "absent.json", "sim_layer_bytes": 3000,
                                     "rom_image_bytes": 160000})
     assert rom.mem() == (plain.mem()[0], plain.mem()[1] - 3000 - 160000)
+
+
+def test_a_rom_slot_image_carries_its_models_tflite_so_they_switch_with_the_code(tmp_path):
+    """romdeploy.slot_image (flash, bundles, the simulated fleets): the code and each model's
+    .tflite, read in place by the engine; samples, labels and manifests stay files only."""
+    from edgefleet.controller.install import romdeploy
+    slot_dir = _slot(tmp_path)
+    packed = romfs.unpack(romdeploy.slot_image(slot_dir))
+    for name in models.names():
+        assert packed["models/%s/model.tflite" % name] == (tmp_path / "flash" / image.FIRST_SLOT / "models" / name
+                                                          / "model.tflite").read_bytes()
+    assert not [p for p in packed if p.startswith("models/") and not p.endswith("/model.tflite")]
+    assert "firmware/node.mpy" in packed
+
+
+ENGINE_IN_PLACE = """
+import gc, json, sys, vfs
+with open(sys.argv[1], "rb") as f:
+    rom = f.read()
+vfs.mount(vfs.VfsRom(rom), "/rom")
+sys.path.insert(0, "/rom")
+from firmware.engine import load
+held = {}
+for where in ("file", "rom"):
+    path = (sys.argv[2] if where == "file" else "/rom/models/m/model.tflite")
+    interp = load(path)   # a warm-up: interned names stay, so the second load measures the model
+    interp = None
+    gc.collect()
+    before = gc.mem_alloc()
+    interp = load(path)
+    gc.collect()
+    held[where] = gc.mem_alloc() - before
+    out = [list(interp.invoke(bytes((v + 256) % 256 for v in vec["input"]))) for vec in json.load(open(sys.argv[3]))["vectors"][:5]]
+    print(where, held[where], json.dumps(out))
+"""
+
+
+@pytest.mark.micropython
+@pytest.mark.parametrize("name", ["digits_dense", "digits_conv"])
+def test_the_engine_reads_a_model_in_rom_in_place(tmp_path, name):
+    """A .tflite in a ROMFS image is a zero-copy memoryview: the engine uses its filters where they
+    lie (a loaded model holds at least their bytes less heap than one read from a file) and
+    computes tflite-micro's outputs."""
+    from edgefleet.controller import modelcheck
+    tree = modelcheck.compile_engine(str(tmp_path / "image"))
+    folder = models.model_dir(name)
+    files = romfs.tree_files(tree, dirs=("firmware",))
+    files["models/m/model.tflite"] = open(os.path.join(folder, "model.tflite"), "rb").read()
+    rom = tmp_path / "engine.rom"
+    rom.write_bytes(romfs.pack(files))
+    script = tmp_path / "probe.py"
+    script.write_text(ENGINE_IN_PLACE)
+    out = subprocess.run([micropython_binary(), "-X", "heapsize=512k", str(script), str(rom),
+                          os.path.join(folder, "model.tflite"), os.path.join(folder, "vectors.json")],
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().split("\n"))
+    held = {k: int(v.split(" ", 1)[0]) for k, v in lines.items()}
+    outputs = {k: v.split(" ", 1)[1] for k, v in lines.items()}
+    import json
+    with open(os.path.join(folder, "vectors.json")) as f:
+        want = [[v % 256 for v in vec["output"]] for vec in json.load(f)["vectors"][:5]]
+    assert json.loads(outputs["rom"]) == want and json.loads(outputs["file"]) == want
+    m = modelcheck.parse(open(os.path.join(folder, "model.tflite"), "rb").read())
+    filter_bytes = sum(m.graph.sizes[inputs[1]] for code, inputs, _, _ in m.graph.ops
+                       if code in modelcheck.FILTERED)
+    print("%s: held from file %d, in place from ROM %d, filters %d bytes" % (name, held["file"], held["rom"], filter_bytes))
+    assert held["file"] - held["rom"] >= filter_bytes, held

@@ -106,8 +106,8 @@ def manifest_for(slot_dir, rels, profile, version, mpy_arch=None, seq=0, mpy=Non
 
 def rom_code(slot_dir, rels):
     """Turn a written slot into a ROM bundle's (docs/ota.md "Code in ROM"): its code folders
-    packed into one ROMFS image, romslot.ROM_IMAGE, which the board copies into the slot's ROM
-    segment; the models stay files. Returns (the slot's files now, the .mpy version of the code)."""
+    and its models' .tflite packed into one ROMFS image, romslot.ROM_IMAGE, which the board copies
+    into the slot's ROM segment; the models also stay files. Returns (the slot's files now, the .mpy version of the code)."""
     from ..install import romdeploy
     mpy = _mpy_version(slot_dir, rels)
     data = romdeploy.slot_image(slot_dir)
@@ -182,6 +182,14 @@ def build(board, version, key, models=None, mpy_arch="profile", simulated=None, 
                 raise BundleError("only a MicroPython bundle of .mpy code can run from ROM (board %s, arch %s)"
                                   % (board, mpy_arch))
             rels, mpy = rom_code(slot_dir, rels)
+            # The image carries the models' .tflite beside the code: refused here, before any
+            # board changes, when it outgrows the profile's ROM segment.
+            image_bytes = os.path.getsize(os.path.join(slot_dir, romslot.ROM_IMAGE))
+            segment = profile.get("rom", {}).get("segment_bytes")
+            if segment and image_bytes > segment:
+                raise BundleError("the ROM image (code and models' .tflite, %d bytes) is larger than %s's %d-byte "
+                                  "ROM segment: bundle fewer models (--models) or --code-store files"
+                                  % (image_bytes, board, segment))
         seq = next_seq() if seq is None else seq
         return pack(manifest_for(slot_dir, rels, profile, version, mpy_arch, seq, mpy), slot_dir, key)
 

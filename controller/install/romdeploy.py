@@ -19,9 +19,12 @@ from .serialrepl import LinkLost, NoAnswer, ReplExecError
 
 # firmware/romboot.py's ROM_MARK: the file in a slot saying its code is in the slot's segment.
 ROM_MARK = "ROM"
-# What goes into ROM: the slot's code. Its models stay files in the slot, where the node opens
-# them by path (running them from /rom in place is a later step).
+# What goes into ROM: the slot's code, and each model's .tflite, which the engine then reads in
+# place (a ROMFS file is a zero-copy memoryview of the mapped flash: no byte of the model is
+# copied into the heap). The models also stay files in the slot (their samples, labels and
+# manifest only there): a board that cannot mount its segment still runs them from files.
 CODE_DIRS = ("firmware", "boards")
+ROM_MODEL_FILES = ("model.tflite",)
 CHUNK_BYTES = 4096
 ERASED = b"\xff"
 
@@ -71,9 +74,13 @@ def misfit(partition, image_bytes):
 
 
 def slot_image(slot_dir):
-    """The ROM image of a slot's code (CODE_DIRS)."""
+    """The ROM image of a slot: its code (CODE_DIRS) and its models' ROM_MODEL_FILES, so that a
+    slot's models switch with its code (one segment per slot)."""
     from . import romfs
     files = romfs.tree_files(slot_dir, CODE_DIRS)
+    for rel, data in romfs.tree_files(slot_dir, ("models",)).items():
+        if rel.rsplit("/", 1)[-1] in ROM_MODEL_FILES:
+            files[rel] = data
     if not any(p.startswith("firmware/") for p in files):
         raise FlashError("slot %s holds no firmware to put in ROM" % slot_dir)
     return romfs.pack(files)

@@ -5,8 +5,8 @@
 # On a board this module is imported by load() and let go when load() returns (see
 # interpreter._with_loader), so its code holds heap only while a model loads. The FlatBuffer is
 # read in place with plain functions and no object per table, tensor or operator; a prepared
-# model keeps its arena (with the accumulators), the filters copied out of the file and its
-# steps.
+# model keeps its arena (with the accumulators), its steps and its filters: copied out of the
+# file, or, for a file in a ROMFS image (a zero-copy memoryview of flash), used where they lie.
 #
 # Multipliers: TFLM derives them from float32 scales in double precision. They are derived here
 # from the scales' raw float32 bits with exact integer arithmetic that reproduces each double
@@ -76,7 +76,10 @@ def _read(d, fmt, pos):
     size = struct.calcsize(fmt)
     if pos < 0 or pos + size > len(d):
         raise MalformedModel("past the end", pos)
-    return struct.unpack(fmt, _bytes(d, pos, size))[0]
+    if isinstance(d, ModelFile):
+        return struct.unpack(fmt, _bytes(d, pos, size))[0]
+    # In place: no bytes object per field, so parsing leaves no garbage to fragment the heap.
+    return struct.unpack_from(fmt, d, pos)[0]
 
 
 def _ref(d, pos):
@@ -124,8 +127,9 @@ def vector(d, table, index, size):
 def _ints(d, table, index, fmt):
     size = struct.calcsize(fmt)
     start, n = vector(d, table, index, size)
-    raw = _bytes(d, start, n * size)
-    return [struct.unpack_from(fmt, raw, i * size)[0] for i in range(n)]
+    if isinstance(d, ModelFile):
+        d, start = _bytes(d, start, n * size), 0
+    return [struct.unpack_from(fmt, d, start + i * size)[0] for i in range(n)]
 
 
 def _tables(d, table, index):
@@ -390,7 +394,18 @@ def op_name(code):
 
 
 def _open(source):
-    return ModelFile(source) if isinstance(source, str) else source
+    """The model as a buffer when it can be read in place, else a ModelFile. A file in a ROMFS
+    image (vfs.VfsRom: code and models executed in place, docs/ota.md) is a zero-copy
+    memoryview of the mapped flash: the engine then reads its fields and uses its filters where
+    they lie, and no byte of the file is copied into the heap. Other files have no buffer."""
+    if not isinstance(source, str):
+        return source
+    with open(source, "rb") as f:
+        try:
+            return memoryview(f)
+        except TypeError:
+            pass
+    return ModelFile(source)
 
 
 def _close(d):
@@ -426,12 +441,14 @@ def prepare(interp, source, arena_budget, kernels):
     file's bytes)."""
     d = _open(source)
     try:
-        _prepare(interp, d, arena_budget, kernels)
+        # A file read in place (a ROMFS file) lasts as long as the board: its filters are used
+        # where they lie. Bytes handed in are the caller's, so filters are copied out of them.
+        _prepare(interp, d, arena_budget, kernels, isinstance(source, str) and not isinstance(d, ModelFile))
     finally:
         _close(d)
 
 
-def _prepare(interp, d, arena_budget, kernels):
+def _prepare(interp, d, arena_budget, kernels, in_place=False):
     g = parse(d)
     interp.arena_bytes = plan(g)[0]
     if arena_budget is not None and interp.arena_bytes > arena_budget:
@@ -468,7 +485,7 @@ def _prepare(interp, d, arena_budget, kernels):
         g = None
         gc.collect()
     memory = memoryview(bytearray(interp.arena_bytes + scratch))
-    filters = [bytearray(n) for n in filter_sizes]
+    filters = None if in_place else [bytearray(n) for n in filter_sizes]
     if g is None:
         g = parse(d)
         g.kernels = kernel_set
@@ -590,9 +607,12 @@ def _prepare_op(steps, g, index):
         if b[1] != INT32 or b[3] is None or b[2] != 4 * channels:
             raise refuse("bias not constant int32")
         bias = list(struct.unpack("<%di" % channels, _bytes(d, b[3], 4 * channels)))
-    # Copied out of the file, which load() does not keep.
-    filters = g.filters.pop(0)
-    _copy_into(d, w[3], filters)
+    if g.filters is None:
+        filters = d[w[3]:w[3] + w[2]]   # in place, in mapped flash
+    else:
+        # Copied out of the file, which load() does not keep.
+        filters = g.filters.pop(0)
+        _copy_into(d, w[3], filters)
     if code == FULLY_CONNECTED:
         # sum((x + in_off) * w) + b == sum(x * w) + (b + in_off * sum(w)): the kernel adds
         # the folded bias and needs no per-element offset.

@@ -2,7 +2,7 @@
 """Records in each bundled model's manifest the heap a MicroPython node needs to run it:
 `mcu_heap_bytes`: the smallest -X heapsize from which the engine (from .mpy, as on a board)
 reliably imports, loads the model and runs an inference, and `mcu_rom_heap_bytes`: the same with
-the engine's code run in place from a ROMFS image (the image's bytes left out) (edgefleet.controller.modelcheck.min_heap,
+the engine's code and the model read in place from a ROMFS image (the image's bytes left out) (edgefleet.controller.modelcheck.min_heap,
 which `edgefleet model add` uses for a user's model), plus MARGIN. The controller places a model
 on an MCU only where this fits beside the runtime's own budget (controller/fleet/placement.py),
 so the record must never be below what a board needs.
@@ -36,12 +36,12 @@ def main():
     failed = []
     with tempfile.TemporaryDirectory() as scratch:
         image = modelcheck.compile_engine(os.path.join(scratch, "image"))
-        rom = modelcheck.engine_rom_image(image)
         for name in names:
             path = os.path.join(models.MODELS_DIR, name, "manifest.json")
             with open(path) as f:
                 manifest = json.load(f)
             model = os.path.join(models.MODELS_DIR, name, "model.tflite")
+            rom = modelcheck.engine_rom_image(image, model)   # the engine and this model, in place
             try:
                 needs = {"mcu_heap_bytes": modelcheck.min_heap(image, model),
                          "mcu_rom_heap_bytes": modelcheck.min_heap(image, model, rom_image=rom)}
