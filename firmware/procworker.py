@@ -10,6 +10,7 @@ import sys
 from .errors import FirmwareError
 from .clock import ticks_add, ticks_diff, ticks_ms
 from .inference_child import ERROR, HANG, HEADER, INFER, OUTPUTS, READY
+from .sources import LIVE_WAIT_MS
 
 # Most inputs sent to an isolated model in one round trip.
 MAX_BATCH = 32
@@ -160,8 +161,16 @@ async def serve_isolated(worker):
         # Read but not yet emitted: a worker killed in the batch (a hang, a frozen board) reads
         # these inputs again when it restarts, rather than skipping them.
         worker.unfinished = source.pos
-        for i in range(count):
-            meta[i] = source.read_into(view[i * in_size:(i + 1) * in_size])
+        got = await source.next_into(view[0:in_size], LIVE_WAIT_MS)
+        if got is None:   # a live source with nothing yet: alive, waiting
+            worker.unfinished = None
+            worker.beat()
+            continue
+        meta[0] = got
+        if source.live:
+            count = min(count, 1 + source.waiting())
+        for i in range(1, count):
+            meta[i] = await source.next_into(view[i * in_size:(i + 1) * in_size])
         outputs, latencies = await model.invoke_batch(bytes(view[:count * in_size]), count)
         worker.beat()
         for i in range(count):
@@ -171,6 +180,10 @@ async def serve_isolated(worker):
         worker.unfinished = None
         if worker.fault is not None:
             await worker.injected_fault()
+        if source.live:   # its inputs pace the worker
+            due = ticks_ms()
+            await asyncio.sleep(0)
+            continue
         due = ticks_add(due, count * period_ms)
         delay = ticks_diff(due, ticks_ms())
         if delay < -MAX_BATCH * period_ms:

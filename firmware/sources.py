@@ -1,4 +1,14 @@
-# Input streams for inference workloads.
+# Input streams for inference workloads. Every kind has the same interface:
+#
+#   await next_into(buf, wait_ms)   fill buf with the next input: (stream position, true label or
+#                                   None); None when no input came within wait_ms (a live source:
+#                                   the worker beats and asks again)
+#   waiting()                       inputs ready now, without waiting (a worker that fell behind
+#                                   takes that many in one batch)
+#   live                            True: inputs come when they come (a sensor, a topic), and
+#                                   pace the worker; False: read at the workload's rate
+#   pos                             the position of the next input
+#   close()
 #
 # "samples": the held-out inputs bundled with a model on flash (samples.bin: raw int8 inputs
 # back to back; labels.bin: one true label byte per input). Read one record at a time with
@@ -9,12 +19,17 @@
 # stream over between nodes at a position (docs/placement.md, exactly once across moves).
 from .errors import FirmwareError
 
+# How long a worker waits on a live source before it beats and asks again.
+LIVE_WAIT_MS = 500
+
 
 class SourceError(FirmwareError):
     pass
 
 
 class SampleSource:
+    live = False
+
     def __init__(self, model_dir, input_size, start=0):
         self.input_size = input_size
         try:
@@ -32,6 +47,12 @@ class SampleSource:
             raise SourceError("samples.bin in %s holds no %d-byte input" % (model_dir, input_size))
         self.pos = start
         self._label = bytearray(1)
+
+    async def next_into(self, buf, wait_ms=0):
+        return self.read_into(buf)
+
+    def waiting(self):
+        return 1 << 30   # every input is there: a file
 
     def read_into(self, buf):
         """Fill buf with the next input; returns (stream position, true label or None)."""

@@ -14,12 +14,13 @@ from .clock import ticks_add, ticks_diff, ticks_ms, ticks_us
 from . import console, protocol
 from .errors import FirmwareError, ProtocolError
 from .outbox import OutboxError
-from .sources import open_source
+from .sources import LIVE_WAIT_MS, open_source
 
 # Where a board whose code is in ROM finds its models' .tflite files (romboot.MOUNT_POINT).
 ROM_MODELS = "/rom/models"
 # How often a worker that reached its hand-over point (input.until) looks for a later one.
 HANDED_OVER_POLL_MS = 200
+
 # Heap an MCU keeps free beside a model's arena, for messages and buffers.
 ARENA_HEADROOM = 8192
 # At boot, how long workers of an assignment cached on flash wait for the controller's word on
@@ -167,7 +168,11 @@ class InferenceWorker:
         period_ms = self.period_ms()
         due = ticks_ms()
         while self.has_more():
-            index, truth = source.read_into(inputs)
+            got = await source.next_into(inputs, LIVE_WAIT_MS)
+            if got is None:   # a live source with nothing yet: alive, waiting
+                self.beat()
+                continue
+            index, truth = got
             t0 = ticks_us()
             outputs = model.invoke(inputs)
             elapsed_us = ticks_diff(ticks_us(), t0)
@@ -177,6 +182,9 @@ class InferenceWorker:
             self.emit(self, label, score, elapsed_us, truth, index, fields)
             if self.fault is not None:
                 await self.injected_fault()
+            if source.live:   # its inputs pace the worker
+                await asyncio.sleep(0)
+                continue
             due = ticks_add(due, period_ms)
             delay = ticks_diff(due, ticks_ms())
             if delay < 0:
