@@ -411,3 +411,44 @@ def copy_rows(src: ptr8, dst: ptr8, p: ptr32):
             i += 1
         o += p[2]
         r += 1
+
+
+@micropython.viper
+def mean(src: ptr8, dst: ptr8, p: ptr32, sums: ptr32):
+    # MEAN: p = [d0..d3 of the input, output strides (4, 0 on reduced dims), output count, the
+    # output for a zero sum + 128, 256 thresholds]; sums: one int32 per output. Summing the
+    # bytes ^ 0x80 (value + 128) keeps every sum non-negative.
+    outs = p[8]
+    i = 0
+    while i < outs:
+        sums[i] = 0
+        i += 1
+    n = 0
+    i0 = 0
+    while i0 < p[0]:
+        i1 = 0
+        while i1 < p[1]:
+            i2 = 0
+            while i2 < p[2]:
+                o = i0 * p[4] + i1 * p[5] + i2 * p[6]
+                i3 = 0
+                while i3 < p[3]:
+                    sums[o] += src[n] ^ 0x80
+                    n += 1
+                    o += p[7]
+                    i3 += 1
+                i2 += 1
+            i1 += 1
+        i0 += 1
+    t = 10
+    i = 0
+    while i < outs:
+        x = sums[i]
+        c = 0
+        step = 128
+        while step:
+            if p[t + c + step - 1] <= x:
+                c += step
+            step >>= 1
+        dst[i] = (p[9] + c - 128) & 0xFF
+        i += 1

@@ -11,7 +11,7 @@
 # arithmetic once, here, so the table is bit-exact by construction and an inference only looks
 # values up. So is ADD, SUB or MUL with a constant scalar operand.
 #
-# With the viper kernels, ADD, SUB, MUL and float QUANTIZE go by thresholds instead (see
+# With the viper kernels, ADD, SUB, MUL, MEAN and float QUANTIZE go by thresholds instead (see
 # kernels_viper): their output is a non-decreasing function of one integer, and the integers at
 # which it steps up are found here by putting candidates through the pure kernels' arithmetic.
 import struct
@@ -451,7 +451,26 @@ def _mean(steps, g, refuse, inputs, x, out, src, dst):
     n = min(n, 32, 31 + shift)
     m = (m << n) // count
     shift -= n
-    steps += (k.mean, (src, dst, ins + strides + [[0] * out[2], _zp(x) * count, m] + list(_shifts(shift)) + [_zp(out)]))
+    ls, rs = _shifts(shift)
+    bias, zp = _zp(x) * count, _zp(out)
+    if g.kernels is not VIPER:
+        steps += (k.mean, (src, dst, ins + strides + [[0] * out[2], bias, m, ls, rs, zp]))
+        return
+
+    def f(v):
+        # The pure kernel's last step, on the sum of value + 128 that the viper kernel makes.
+        v = k.scale(v - 128 * count - bias, m, ls, rs) + zp
+        return -128 if v < -128 else (127 if v > 127 else v)
+
+    buf = bytearray(4 * (10 + 256))
+    params = int32(buf)
+    for i in range(8):
+        params[i] = (ins + strides)[i]
+    params[8] = out[2]
+    scale = 2.0 ** (31 + rs - ls) / m
+    params[9] = _thresholds(params, 10, f, 255 * count,
+                            lambda level: int((level - zp - 0.5) * scale) + 128 * count + bias)
+    steps += (VIPER.mean, (src, dst, buf, bytearray(4 * out[2])))
 
 
 def _activation_fn(refuse, code, x, out, opts, d):
