@@ -4,7 +4,8 @@
 #
 # Imported only by a model that uses one of these ops, so a model without them pays nothing.
 # Tensors are the arena's raw bytes holding int8 values, read as (v ^ 0x80) - 0x80 and written
-# masked to a byte, so one set of kernels serves both the pure and the viper kernel sets.
+# masked to a byte. With the viper kernel set, PAD still runs here; the others have
+# viper versions in kernels_viper.py, whose parameters prepare_ops derives from these kernels.
 # Shapes are padded on the left to 4 dimensions; a broadcast dimension has stride 0.
 try:
     import uctypes

@@ -283,3 +283,172 @@ def requantize_64bit(acc: ptr32, dst: ptr8, q: ptr32, n: int):
         if c == channels:
             c = 0
         i += 1
+
+
+# ---- The elementwise and conversion ops (prepare_ops.py packs their parameters) ----
+#
+# Their int8 output is a monotone function of one integer (ADD/SUB's scaled sum, MUL's product,
+# a float32's magnitude), so it is found by counting the thresholds at or below that integer,
+# 255 of them sorted in a 256-entry table whose last entry is never reached: eight comparisons
+# with no 64-bit multiply, so 32-bit ports run them too. prepare_ops derives the thresholds
+# from the pure kernels' own arithmetic, which keeps them bit-exact by construction. Every
+# packed value is a non-negative int32, so a ptr32 load reads the same whether the port
+# sign-extends (32-bit) or zero-extends (64-bit) it, and ADD's two table values sum below 2**31.
+
+
+@micropython.viper
+def lut(src: ptr8, dst: ptr8, table: ptr8, n: int):
+    # Any int8 -> int8 function of one value, tabulated at load (the activations, QUANTIZE
+    # int8 -> int8, ADD/SUB/MUL with a constant scalar operand).
+    i = 0
+    while i < n:
+        dst[i] = table[src[i]]
+        i += 1
+
+
+@micropython.viper
+def lut32(src: ptr8, dst: ptr32, table: ptr32, n: int):
+    # DEQUANTIZE: each byte's float32 result copied as its bits; viper never boxes a float.
+    i = 0
+    while i < n:
+        dst[i] = table[src[i]]
+        i += 1
+
+
+@micropython.viper
+def elementwise(a: ptr8, b: ptr8, dst: ptr8, blocks):
+    # ADD, SUB and MUL. blocks: three int32 blocks, kept apart because a loading model's heap
+    # may have no 3 KB hole. The first: [d0..d3 of the output, strides of a (4) and of b (4)
+    # (0 where broadcast), mul, a offset + 256, b offset + 256, product bias, the output for
+    # the smallest value + 128, 256 thresholds]; for ADD/SUB the others are 256-entry tables of
+    # each input's scaled values (SUB's second negated), biased to be non-negative.
+    p = ptr32(blocks[0])
+    ta = ptr32(blocks[1])
+    tb = ptr32(blocks[2])
+    mul = p[12]
+    oa = p[13] - 256
+    ob = p[14] - 256
+    bias = p[15]
+    base = p[16]
+    t = 17
+    n = 0
+    i0 = 0
+    while i0 < p[0]:
+        i1 = 0
+        while i1 < p[1]:
+            i2 = 0
+            while i2 < p[2]:
+                ia = i0 * p[4] + i1 * p[5] + i2 * p[6]
+                ib = i0 * p[8] + i1 * p[9] + i2 * p[10]
+                i3 = 0
+                while i3 < p[3]:
+                    if mul:
+                        x = ((a[ia] ^ 0x80) - 0x80 + oa) * ((b[ib] ^ 0x80) - 0x80 + ob) + bias
+                    else:
+                        x = ta[a[ia]] + tb[b[ib]]
+                    c = 0
+                    step = 128
+                    while step:
+                        if p[t + c + step - 1] <= x:
+                            c += step
+                        step >>= 1
+                    dst[n] = (base + c - 128) & 0xFF
+                    n += 1
+                    ia += p[7]
+                    ib += p[11]
+                    i3 += 1
+                i2 += 1
+            i1 += 1
+        i0 += 1
+
+
+@micropython.viper
+def quantize(src: ptr32, dst: ptr8, p: ptr32, n: int):
+    # QUANTIZE float32 -> int8 on the input's bits: the result rises with a positive float's
+    # magnitude and falls with a negative one's. p: [0x7FFFFFFF, the bits of +inf, the output
+    # for NaN + 128, for +0 + 128, for -0 + 128, 256 thresholds on the magnitude of positive
+    # floats, then 256 for negative ones].
+    mask = p[0]
+    inf = p[1]
+    i = 0
+    while i < n:
+        bits = src[i]
+        mag = bits & mask
+        if mag > inf:
+            v = p[2]
+        else:
+            # Bit 31 is the sign whether the load sign- (32-bit) or zero-extends (64-bit).
+            neg = (bits >> 31) & 1
+            t = 5 + (neg << 8)
+            c = 0
+            step = 128
+            while step:
+                if p[t + c + step - 1] <= mag:
+                    c += step
+                step >>= 1
+            if neg:
+                v = p[4] - c
+            else:
+                v = p[3] + c
+        dst[i] = (v - 128) & 0xFF
+        i += 1
+
+
+@micropython.viper
+def copy_rows(src: ptr8, dst: ptr8, p: ptr32):
+    # One CONCATENATION input: p = [rows, bytes per row, output bytes per row, first byte].
+    # Slicing would allocate a memoryview per row.
+    rows = p[0]
+    size = p[1]
+    o = p[3]
+    n = 0
+    r = 0
+    while r < rows:
+        i = 0
+        while i < size:
+            dst[o + i] = src[n]
+            n += 1
+            i += 1
+        o += p[2]
+        r += 1
+
+
+@micropython.viper
+def mean(src: ptr8, dst: ptr8, p: ptr32, sums: ptr32):
+    # MEAN: p = [d0..d3 of the input, output strides (4, 0 on reduced dims), output count, the
+    # output for a zero sum + 128, 256 thresholds]; sums: one int32 per output. Summing the
+    # bytes ^ 0x80 (value + 128) keeps every sum non-negative.
+    outs = p[8]
+    i = 0
+    while i < outs:
+        sums[i] = 0
+        i += 1
+    n = 0
+    i0 = 0
+    while i0 < p[0]:
+        i1 = 0
+        while i1 < p[1]:
+            i2 = 0
+            while i2 < p[2]:
+                o = i0 * p[4] + i1 * p[5] + i2 * p[6]
+                i3 = 0
+                while i3 < p[3]:
+                    sums[o] += src[n] ^ 0x80
+                    n += 1
+                    o += p[7]
+                    i3 += 1
+                i2 += 1
+            i1 += 1
+        i0 += 1
+    t = 10
+    i = 0
+    while i < outs:
+        x = sums[i]
+        c = 0
+        step = 128
+        while step:
+            if p[t + c + step - 1] <= x:
+                c += step
+            step >>= 1
+        dst[i] = (p[9] + c - 128) & 0xFF
+        i += 1

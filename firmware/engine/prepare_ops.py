@@ -9,13 +9,17 @@
 # Unary int8 -> int8 ops (LEAKY_RELU, LOGISTIC, TANH, HARD_SWISH, int8 QUANTIZE) are run as a
 # 256-byte table: each of the 256 possible inputs is put through TFLM's own fixed-point
 # arithmetic once, here, so the table is bit-exact by construction and an inference only looks
-# values up.
+# values up. So is ADD, SUB or MUL with a constant scalar operand.
+#
+# With the viper kernels, ADD, SUB, MUL, MEAN and float QUANTIZE go by thresholds instead (see
+# kernels_viper): their output is a non-decreasing function of one integer, and the integers at
+# which it steps up are found here by putting candidates through the pure kernels' arithmetic.
 import struct
 from array import array
 
 from . import loader
 from . import kernels_ops as k
-from .interpreter import int32
+from .interpreter import int32, VIPER
 from .loader import (INT8, tensor, scalar, quantization, f32_parts, round_ratio, quantize_multiplier,
                      multiplier, _activation, _clamp, _bytes)
 from .quant import (srdhm, rounding_divide_by_pot, saturating_shift_left, wrap32, exp_on_negative_values,
@@ -149,20 +153,28 @@ def prepare(steps, g, index, refuse):
     if code == QUANTIZE and x[1] == FLOAT32:
         _int8(refuse, out)
         s = struct.unpack("<f", struct.pack("<I", out[4][0]))[0]
-        steps += (k.quantize, (None, _activation(g, outputs[0]),
-                               (k.float_view(_activation(g, inputs[0])), s, _zp(out), array("f", [0.0]))))
+        p = (k.float_view(_activation(g, inputs[0])), s, _zp(out), array("f", [0.0]))
+        if g.kernels is VIPER:
+            steps += (VIPER.quantize, (_activation(g, inputs[0]), _activation(g, outputs[0]),
+                                       _quantize_params(p), out[2]))
+        else:
+            steps += (k.quantize, (None, _activation(g, outputs[0]), p))
         return
     if code == DEQUANTIZE:
         _int8(refuse, x)
         if out[1] != FLOAT32:
             raise refuse("output type %d is not float32" % out[1])
         s, zp = quantization(x)
-        table = k.float_view(bytearray(1024))
+        raw_table = bytearray(1024)
+        table = k.float_view(raw_table)
         for raw in range(256):
             # float32(double(scale) * (v - zero point)): the double product is exact, so storing it
             # rounds once, as TFLM's cast does.
             table[raw] = s * ((raw ^ 0x80) - 0x80 - zp)
-        steps += (k.dequantize, (_activation(g, inputs[0]), k.float_view(_activation(g, outputs[0])), table))
+        if g.kernels is VIPER:
+            steps += (VIPER.lut32, (_activation(g, inputs[0]), _activation(g, outputs[0]), raw_table, x[2]))
+        else:
+            steps += (k.dequantize, (_activation(g, inputs[0]), k.float_view(_activation(g, outputs[0])), table))
         return
     dst = _activation(g, outputs[0])
     if code == CONCATENATION:
@@ -177,7 +189,13 @@ def prepare(steps, g, index, refuse):
     elif code == MEAN:
         _mean(steps, g, refuse, inputs, x, out, src, dst)
     else:
-        table = _unary(refuse, code, x, out, opts, d)
+        _lut(steps, g, src, dst, _unary(refuse, code, x, out, opts, d))
+
+
+def _lut(steps, g, src, dst, table):
+    if g.kernels is VIPER:
+        steps += (VIPER.lut, (src, dst, table, len(dst)))
+    else:
         steps += (k.lut, (src, dst, table))
 
 
@@ -196,24 +214,164 @@ def _binary(steps, g, refuse, code, inputs, x, out, opts, dst):
     if code == MUL:
         # double(s1) * double(s2) / double(out): the product of two float32 is exact in double.
         m, shift = multiplier(x[4][0], y[4][0], out[4][0], True)
-        p += [-_zp(x), -_zp(y), m] + list(_shifts(shift)) + [zp, lo, hi]
-        steps += (k.mul, (a, b, dst, p))
+        ls, rs = _shifts(shift)
+        tail = [-_zp(x), -_zp(y), m, ls, rs, zp, lo, hi]
+        kernel = k.mul
+    else:
+        # TFLM's CalculateOpDataAdd (SUB's is the same): both inputs are brought to twice the
+        # larger input scale with 20 bits of headroom, summed, and scaled to the output.
+        big = max(x[4][0], y[4][0])   # float32 bits of positive floats order as the floats do
+        tables = []
+        for t in (x, y):
+            m, shift = _ratio(t[4][0], 0, big, 1)
+            offset = -_zp(t)
+            # int32 over a bytearray: no 256-element list on the way (2 KB on a 64-bit port).
+            table = int32(bytearray(1024))
+            for raw in range(256):
+                table[raw] = mbqm(((raw ^ 0x80) - 0x80 + offset) << 20, m, shift)
+            tables.append(table)
+        m, shift = _ratio(big, 1, out[4][0], 20)
+        ls, rs = _shifts(shift)
+        tail = tables + [-1 if code == SUB else 1, m, ls, rs, zp, lo, hi]
+        kernel = k.add
+    # An operand that is one constant value (x * 4.0, a scalar bias) makes the op a function of
+    # the other's byte alone: tabulated by running the pure kernel over all 256 bytes.
+    scalar_b = x[2] == out[2] and y[2] == 1 and tensor(g, inputs[1])[3] is not None
+    if scalar_b or (y[2] == out[2] and x[2] == 1 and tensor(g, inputs[0])[3] is not None):
+        every, table = bytearray(range(256)), bytearray(256)
+        if scalar_b:
+            kernel(every, b, table, [1, 1, 1, 256, 0, 0, 0, 1, 0, 0, 0, 0] + tail)
+        else:
+            kernel(a, every, table, [1, 1, 1, 256, 0, 0, 0, 0, 0, 0, 0, 1] + tail)
+        _lut(steps, g, a if scalar_b else b, dst, table)
         return
-    # TFLM's CalculateOpDataAdd (SUB's is the same): both inputs are brought to twice the larger
-    # input scale with 20 bits of headroom, summed, and scaled to the output.
-    big = max(x[4][0], y[4][0])   # float32 bits of positive floats order as the floats do
-    tables = []
-    for t in (x, y):
-        m, shift = _ratio(t[4][0], 0, big, 1)
-        offset = -_zp(t)
-        # int32 over a bytearray: no 256-element list on the way (2 KB on a 64-bit port).
-        table = int32(bytearray(1024))
+    if g.kernels is not VIPER:
+        steps += (kernel, (a, b, dst, p + tail))
+        return
+
+    def f(v):
+        # The kernels' last step, from the sum or product.
+        v = k.scale(v, m, ls, rs) + zp
+        return lo if v < lo else (hi if v > hi else v)
+
+    if code == MUL:
+        # Each input plus its offset lies in -255..255; the product's range is from the corners.
+        ra = (-128 + tail[0], 127 + tail[0])
+        rb = (-128 + tail[1], 127 + tail[1])
+        corners = [u * v for u in ra for v in rb]
+        low, top = min(corners), max(corners)
+        head = [1, tail[0] + 256, tail[1] + 256, -low]
+    else:
+        # The second input enters the sum as sign * its table value (sign -1 for SUB).
+        ta, tb, sign = tail[0], tail[1], tail[2]
+        low_a, top_a = _extreme(ta, -1), _extreme(ta, 1)
+        low_b, top_b = sorted((sign * _extreme(tb, -1), sign * _extreme(tb, 1)))
+        low, top = low_a + low_b, top_a + top_b
+        head = [0, 256, 256, 0]
+    if top - low >= (1 << 31) - 1:
+        steps += (kernel, (a, b, dst, p + tail))   # a sum that would not fit an int32 (never seen)
+        return
+    # The tables, in place (the pure kernel is not used), and the thresholds are on
+    # x = value - low, from 0 to top - low.
+    if code != MUL:
         for raw in range(256):
-            table[raw] = mbqm(((raw ^ 0x80) - 0x80 + offset) << 20, m, shift)
-        tables.append(table)
-    m, shift = _ratio(big, 1, out[4][0], 20)
-    p += tables + [-1 if code == SUB else 1, m] + list(_shifts(shift)) + [zp, lo, hi]
-    steps += (k.add, (a, b, dst, p))
+            ta[raw] -= low_a
+            tb[raw] = sign * tb[raw] - low_b
+    buf = bytearray(4 * (17 + 256))
+    params = int32(buf)
+    for i in range(12):
+        params[i] = p[i]
+    for i in range(4):
+        params[12 + i] = head[i]
+    # Where the requantization steps: (y - zp - 1/2) * 2**(31 - shift) / m, less the bias.
+    scale = 2.0 ** (31 + rs - ls) / m
+    params[16] = _thresholds(params, 17, lambda v: f(v + low), top - low,
+                             lambda level: int((level - zp - 0.5) * scale) - low)
+    blocks = (buf, buf, buf) if code == MUL else (buf, ta, tb)
+    steps += (VIPER.elementwise, (a, b, dst, blocks))
+
+
+def _extreme(table, sign):
+    """The least (sign -1) or greatest (sign 1) of 256 values."""
+    e = table[0]
+    for i in range(256):
+        if (table[i] - e) * sign > 0:
+            e = table[i]
+    return e
+
+
+def _thresholds(view, at, f, top, guess):
+    """For a non-decreasing f (int8 results) over 0..top: writes into view from `at` the 255
+    smallest x at which f reaches each level above f(0), in order, padded with top + 1 (never
+    reached), and returns f(0) + 128. f(x) is then f(0) plus how many are <= x. guess(level)
+    estimates where f reaches level; it only saves evaluations."""
+    start = f(0)
+    x = 0
+    n = 0
+    for level in range(start + 1, f(top) + 1):
+        x = _first(f, level, x, top, guess(level))
+        view[at + n] = x
+        n += 1
+    while n < 256:
+        view[at + n] = top + 1
+        n += 1
+    return start + 128
+
+
+def _first(f, level, lo, hi, guess):
+    """The smallest x in lo..hi with f(x) >= level (f(hi) >= level): a bracket grown from the
+    guess, then halved."""
+    g = min(max(guess, lo), hi)
+    step = 1
+    if f(g) >= level:
+        hi = g
+        while g - step >= lo and f(g - step) >= level:
+            hi = g - step
+            step <<= 1
+        lo = max(lo, g - step + 1)
+    else:
+        lo = g + 1
+        while g + step < hi and f(g + step) < level:
+            lo = g + step + 1
+            step <<= 1
+        hi = min(hi, g + step)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if f(mid) >= level:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _quantize_params(p):
+    """kernels_viper.quantize's parameters for the pure kernel's p: thresholds on the magnitude
+    bits of positive and of negative floats, found by running the pure kernel on single values."""
+    s, zp = p[1], p[2]
+    one = bytearray(4)
+    q = (k.float_view(one), s, zp, p[3])
+    out = bytearray(1)
+
+    def f(bits):
+        struct.pack_into("I", one, 0, bits)
+        k.quantize(None, out, q)
+        return (out[0] ^ 0x80) - 0x80
+
+    def bits_of(v):
+        return struct.unpack("I", struct.pack("f", min(max(v, 0.0), 1e38)))[0]
+
+    inf = 0x7F800000
+    buf = bytearray(4 * (5 + 512))
+    params = int32(buf)
+    params[0] = 0x7FFFFFFF
+    params[1] = inf
+    params[2] = f(0x7FC00000) + 128
+    params[3] = _thresholds(params, 5, f, inf, lambda level: bits_of((level - zp - 0.5) * s))
+    # Negative floats: the result falls as the magnitude grows, so the thresholds are those of
+    # its negation, and the kernel subtracts the count.
+    params[4] = 256 - _thresholds(params, 261, lambda bits: -f(bits | 0x80000000), inf,
+                                  lambda level: bits_of((level + zp - 0.5) * s))
+    return buf
 
 
 def _concat(steps, g, refuse, inputs, out, opts, dst):
@@ -239,7 +397,13 @@ def _concat(steps, g, refuse, inputs, out, opts, dst):
         srcs.append(_operand(g, t))
     if sum(sizes) * outer != out[2]:
         raise refuse("inputs do not fill the output")
-    steps += (k.concat, (srcs, dst, [outer] + sizes))
+    if g.kernels is not VIPER:
+        steps += (k.concat, (srcs, dst, [outer] + sizes))
+        return
+    first = 0
+    for i in range(len(srcs)):
+        steps += (VIPER.copy_rows, (srcs[i], dst, loader._pack([outer, sizes[i], sum(sizes), first])))
+        first += sizes[i]
 
 
 def _pad(steps, g, refuse, inputs, x, out, src, dst):
@@ -287,7 +451,26 @@ def _mean(steps, g, refuse, inputs, x, out, src, dst):
     n = min(n, 32, 31 + shift)
     m = (m << n) // count
     shift -= n
-    steps += (k.mean, (src, dst, ins + strides + [[0] * out[2], _zp(x) * count, m] + list(_shifts(shift)) + [_zp(out)]))
+    ls, rs = _shifts(shift)
+    bias, zp = _zp(x) * count, _zp(out)
+    if g.kernels is not VIPER:
+        steps += (k.mean, (src, dst, ins + strides + [[0] * out[2], bias, m, ls, rs, zp]))
+        return
+
+    def f(v):
+        # The pure kernel's last step, on the sum of value + 128 that the viper kernel makes.
+        v = k.scale(v - 128 * count - bias, m, ls, rs) + zp
+        return -128 if v < -128 else (127 if v > 127 else v)
+
+    buf = bytearray(4 * (10 + 256))
+    params = int32(buf)
+    for i in range(8):
+        params[i] = (ins + strides)[i]
+    params[8] = out[2]
+    scale = 2.0 ** (31 + rs - ls) / m
+    params[9] = _thresholds(params, 10, f, 255 * count,
+                            lambda level: int((level - zp - 0.5) * scale) + 128 * count + bias)
+    steps += (VIPER.mean, (src, dst, buf, bytearray(4 * out[2])))
 
 
 def _activation_fn(refuse, code, x, out, opts, d):
