@@ -76,8 +76,11 @@ class SampleSource:
             self._labels.close()
 
 
-def open_source(spec, model_dir, input_size):
+def open_source(spec, model_dir, model, node=None):
+    """The input stream `spec` (the assignment's `input`) names, for `model` (input_size,
+    input_quant); `node` gives a live source what it needs of the board (its HAL, its link).
+    Each live kind is a module of its own, imported only by a workload that uses it."""
     kind = spec.get("kind")
     if kind == "samples":
-        return SampleSource(model_dir, input_size, spec.get("start", 0))
+        return SampleSource(model_dir, model.input_size, spec.get("start", 0))
     raise SourceError("unknown input source kind %r" % kind)

@@ -46,8 +46,9 @@ class InferenceWorker:
     process first); the input stream outlives restarts, so the workload continues where it was."""
 
     def __init__(self, spec, models_dir, emit, report_event=None, backend=None, arena_budget=None,
-                 isolate=False, num_threads=1, runtime="cpython"):
+                 isolate=False, num_threads=1, runtime="cpython", node=None):
         self.spec = spec
+        self.node = node   # what a live input source needs of the board (firmware/sources.py)
         self.id = spec["id"]
         self.models_dir = models_dir
         self.emit = emit
@@ -101,7 +102,7 @@ class InferenceWorker:
             self.backend_name, self.model = open_model(path, self.backend_name, self.arena_budget, self.num_threads,
                                                          self.runtime)
         if self.source is None:
-            self.source = open_source(self.spec["input"], self.model_dir, self.model.input_size)
+            self.source = open_source(self.spec["input"], self.model_dir, self.model, self.node)
         if self.outputs is None and "output" in self.spec:
             from .outputs import Outputs
             self.outputs = Outputs(self.spec["output"], self.model.output_quant, self.model.output_size)
@@ -267,7 +268,7 @@ def start(node, spec):
         prev.stop()
     worker = InferenceWorker(spec, node.models_dir, lambda w, *result: emit_result(node, w, *result),
                              lambda w, kind, detail: report_failure(node, w, kind, detail), arena_budget=budget,
-                             isolate=isolate, num_threads=node.cfg.get("num_threads", 1), runtime=node.runtime)
+                             isolate=isolate, num_threads=node.cfg.get("num_threads", 1), runtime=node.runtime, node=node)
     worker.assigned = assigned
     node.workers[spec["id"]] = worker
     sup = node.sup_cfg
