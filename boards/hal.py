@@ -31,6 +31,10 @@
 #   heap_free_now()          free heap bytes at this moment, garbage not collected (the node's
 #                            low-water mark, the runtime's peak), or None where that is no
 #                            cheap question (a Linux board)
+#   sensor(name)             a function of no arguments that takes one reading (an int, 0..65535)
+#                            of the sensor the profile declares as `name` ("sensors" in
+#                            boards/profiles/*.json): a workload's `sensor` input
+#                            (firmware/source_sensor.py); OSError naming why where there is none
 #   pin_out(pin, on)         drive GPIO `pin` (the board's numbering) high or low: a workload's
 #                            output.pin (firmware/outputs.py); OSError naming why where the
 #                            board cannot (by default, and on Linux boards for now)
@@ -59,6 +63,9 @@ class Hal:
 
     def pin_out(self, pin, on):
         raise OSError("the %s HAL drives no GPIO" % self.name)
+
+    def sensor(self, name):
+        raise OSError("the %s HAL reads no sensor" % self.name)
 
     def power(self, cpu_pct):
         return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}

@@ -56,6 +56,14 @@ class MicroPythonHal:
     def heap_free_now(self):
         return gc.mem_free()
 
+    def sensor(self, name):
+        wiring = self.profile.get("sensors", {}).get(name)
+        if wiring is None:
+            raise OSError("the board profile declares no sensor %r" % name)
+        if machine is None or not hasattr(machine, "ADC"):
+            raise OSError("this port has no machine.ADC")
+        return machine.ADC(machine.Pin(wiring["adc_pin"])).read_u16
+
     def pin_out(self, pin, on):
         if machine is None or not hasattr(machine, "Pin"):
             raise OSError("this port has no machine.Pin")

@@ -18,9 +18,21 @@ class MockHal(Hal):
         self.ready = False
         self.cause = None
         self.pins = []   # (pin, on) in the order driven
+        self.readings = {}   # sensor name -> readings sensor() returns in turn
 
     def pin_out(self, pin, on):
         self.pins.append((pin, bool(on)))
+
+    def sensor(self, name):
+        """Readings from self.readings[name] (a list), round and round."""
+        values = self.readings[name]
+        at = [0]
+
+        def read():
+            i = at[0]
+            at[0] = i + 1 if i + 1 < len(values) else 0
+            return values[i]
+        return read
 
     def cpu_percent(self):
         return self.cpu

@@ -4,6 +4,7 @@ import json
 import time
 
 from .hal import Hal
+from .sim_notify import feed_watchdog, notify_harness
 from .power import PowerModel
 
 
@@ -32,6 +33,7 @@ class SimHal(Hal):
         self._cpu_mark = None
         self._last_power_s = None
         self.temp_c = None
+        self.sensor_shapes = {}
         self.hb_jitter = 0.0
         self._read_sim_file()
 
@@ -54,6 +56,7 @@ class SimHal(Hal):
         model.solar_mw = float(settings.get("solar_mw", model.solar_mw))
         model.throttled = bool(settings.get("throttled", False))
         self.temp_c = settings.get("temp", None)
+        self.sensor_shapes = settings.get("sensors", {})
         self.hb_jitter = float(settings.get("hb_jitter", 0.0))
         # A battery level set by the operator applies once; from there the model drains it.
         pct = settings.get("battery_pct")
@@ -113,17 +116,19 @@ class SimHal(Hal):
         limit = self.profile.get("watchdog", {}).get("max_timeout_ms")
         if limit:
             timeout_ms = min(timeout_ms, limit)
-        if not _notify_harness("READY=1\nWDT_START=%d" % timeout_ms):
+        if not notify_harness("READY=1\nWDT_START=%d" % timeout_ms):
             return None
         import __main__
-        __main__.ef_wdt = self.watchdog_feed   # as hal_micropython does with machine.WDT's feed
+        # As hal_micropython leaves machine.WDT's feed: a function of a module of its own, so that
+        # what `edgefleet flash` keeps alive at the REPL is that little, not this HAL.
+        __main__.ef_wdt = feed_watchdog
         return timeout_ms
 
     def watchdog_feed(self):
         if self.base.name == "linux":
             self.base.watchdog_feed()
         else:
-            _notify_harness("WATCHDOG=1")
+            feed_watchdog()
 
     def reset_cause(self):
         # The harness's reset-cause register: why it last reset this board.
@@ -146,6 +151,30 @@ class SimHal(Hal):
     def heap_free_now(self):
         return self.base.heap_free_now()
 
+    def sensor(self, name):
+        """A simulated signal for each sensor the profile declares: sim.json's "sensors" shapes
+        it ({NAME: {"mid", "amp", "hz", "noise", "burst"}}, read again as the file changes): a
+        sine around `mid`, uniform noise, and while `burst` is above 0 a square wave of that
+        amplitude at a quarter of the sampling rate - the anomaly a test injects."""
+        if name not in self.profile.get("sensors", {}):
+            raise OSError("the board profile declares no sensor %r" % name)
+        import math
+        state = [12345, 0]   # noise generator, readings taken
+
+        def read():
+            self._read_sim_file()
+            shape = self.sensor_shapes.get(name) or {}
+            t = _now_s()
+            value = shape.get("mid", 32768) + shape.get("amp", 8000) * math.sin(2 * math.pi * shape.get("hz", 2) * t)
+            state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
+            value += shape.get("noise", 200) * ((state[0] >> 8) / 8388608.0 - 1.0)
+            state[1] += 1
+            burst = shape.get("burst", 0)
+            if burst:
+                value += burst if (state[1] >> 1) & 1 else -burst
+            return max(0, min(65535, int(value)))
+        return read
+
     def pin_out(self, pin, on):
         # A simulated board has no pins: each level it drives is a line of gpio.log in its
         # folder, for the harness (and the person watching) to read.
@@ -154,27 +183,3 @@ class SimHal(Hal):
 
     def reboot(self):
         self.base.reboot()
-
-
-_harness_line = [None]
-
-
-def _notify_harness(message):
-    """One datagram to the harness's watchdog line ($NOTIFY_SOCKET); False when there is none."""
-    import os
-    import socket
-    path = os.getenv("NOTIFY_SOCKET")
-    if not path:
-        return False
-    try:
-        sock = _harness_line[0]
-        if sock is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            # MicroPython's unix port takes a raw sockaddr_un: family 1 (AF_UNIX), then the path.
-            sock.connect(b"\x01\x00" + path.encode() + b"\x00")
-            _harness_line[0] = sock
-        sock.send(message.encode())
-    except OSError:
-        _harness_line[0] = None
-        return False
-    return True

@@ -146,6 +146,8 @@ class Node:
                 "heap": self.profile.get("heap_bytes", 0), "flash": self.profile.get("fs_bytes", 0),
                 "backends": self.backends, "models": self.models_on_flash(),
                 "labels": self.cfg.get("labels", []),
+                # What a `sensor` input can read here (placement puts such workloads only here).
+                "sensors": sorted(self.profile.get("sensors", {})),
                 # Whether this link is encrypted: placement reserves the heap TLS holds on an MCU,
                 # and `status` shows which nodes talk in plaintext.
                 "tls": self.cfg["broker"]["tls"],

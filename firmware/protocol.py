@@ -189,11 +189,16 @@ def validate(kind, msg):
         _validate_hb(msg)
     elif kind == "hello":
         # Placement reads these (controller/fleet/placement.py).
-        _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str?",
+        _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str? "
+                      "sensors:strs?",
                       "caps.")
     if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
     return msg
+
+
+# What a workload's input may be (firmware/sources.py opens each).
+INPUT_KINDS = ("samples", "sensor")
 
 
 def _validate_assign(msg):
@@ -203,7 +208,7 @@ def _validate_assign(msg):
         _check_fields("assign", spec, WORKLOAD_SCHEMA, where)
         if spec["rate"] <= 0:
             raise ProtocolError("assign: '%srate' must be > 0" % where, kind="assign", field=where + "rate")
-        if spec["input"].get("kind") != "samples":
+        if spec["input"].get("kind") not in INPUT_KINDS:
             raise ProtocolError("assign: unknown '%sinput.kind' %r" % (where, spec["input"].get("kind")),
                                 kind="assign", field=where + "input.kind")
         if spec["id"] in seen:

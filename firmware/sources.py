@@ -83,4 +83,7 @@ def open_source(spec, model_dir, model, node=None):
     kind = spec.get("kind")
     if kind == "samples":
         return SampleSource(model_dir, model.input_size, spec.get("start", 0))
+    if kind == "sensor":
+        from .source_sensor import SensorSource
+        return SensorSource(spec, model, node.hal)
     raise SourceError("unknown input source kind %r" % kind)

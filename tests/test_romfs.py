@@ -215,6 +215,19 @@ def test_a_rom_slot_image_carries_its_models_tflite_so_they_switch_with_the_code
                                                           / "model.tflite").read_bytes()
     assert not [p for p in packed if p.startswith("models/") and not p.endswith("/model.tflite")]
     assert "firmware/node.mpy" in packed
+    # A microcontroller's image leaves out what only a Linux node runs.
+    assert "firmware/procworker.mpy" not in packed and "firmware/tflite_backend.mpy" not in packed
+
+
+def test_a_segment_too_small_for_every_model_takes_the_code_and_the_smallest_models(tmp_path):
+    from edgefleet.controller.install import romdeploy
+    slot_dir = _slot(tmp_path)
+    code_only = len(romdeploy.slot_image(slot_dir, room=0))
+    sizes = sorted((os.path.getsize(os.path.join(models.model_dir(n), "model.tflite")), n) for n in models.names())
+    smallest = sizes[0][1]
+    packed = romfs.unpack(romdeploy.slot_image(slot_dir, room=code_only + sizes[0][0] + 512))
+    assert [p for p in packed if p.startswith("models/")] == ["models/%s/model.tflite" % smallest]
+    assert not [p for p in romfs.unpack(romdeploy.slot_image(slot_dir, room=0)) if p.startswith("models/")]
 
 
 ENGINE_IN_PLACE = """

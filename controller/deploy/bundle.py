@@ -104,13 +104,13 @@ def manifest_for(slot_dir, rels, profile, version, mpy_arch=None, seq=0, mpy=Non
     return manifest
 
 
-def rom_code(slot_dir, rels):
+def rom_code(slot_dir, rels, room=None):
     """Turn a written slot into a ROM bundle's (docs/ota.md "Code in ROM"): its code folders
     and its models' .tflite packed into one ROMFS image, romslot.ROM_IMAGE, which the board copies
     into the slot's ROM segment; the models also stay files. Returns (the slot's files now, the .mpy version of the code)."""
     from ..install import romdeploy
     mpy = _mpy_version(slot_dir, rels)
-    data = romdeploy.slot_image(slot_dir)
+    data = romdeploy.slot_image(slot_dir, room)
     for top in romdeploy.CODE_DIRS:
         shutil.rmtree(os.path.join(slot_dir, top), ignore_errors=True)
     with open(os.path.join(slot_dir, romslot.ROM_IMAGE), "wb") as f:
@@ -181,7 +181,7 @@ def build(board, version, key, models=None, mpy_arch="profile", simulated=None, 
             if profile["runtime"] != "micropython" or not mpy_arch:
                 raise BundleError("only a MicroPython bundle of .mpy code can run from ROM (board %s, arch %s)"
                                   % (board, mpy_arch))
-            rels, mpy = rom_code(slot_dir, rels)
+            rels, mpy = rom_code(slot_dir, rels, profile.get("rom", {}).get("segment_bytes"))
             # The image carries the models' .tflite beside the code: refused here, before any
             # board changes, when it outgrows the profile's ROM segment.
             image_bytes = os.path.getsize(os.path.join(slot_dir, romslot.ROM_IMAGE))

@@ -18,6 +18,7 @@ import tomllib
 import tomli_w
 
 from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
+from edgefleet.firmware.source_sensor import MAX_RATE_HZ
 from edgefleet.firmware.protocol import valid_node_id
 
 from .. import choices
@@ -26,6 +27,24 @@ from ..errors import ConfigError
 ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority", "output"}
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
+# Input kinds and what each may say (firmware/sources.py, firmware/source_sensor.py).
+INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}}
+
+
+def _check_sensor_input(source, where):
+    """What the node would refuse, refused here with the same meaning (the window and the
+    quantisation depend on the model and are the node's to check)."""
+    if not isinstance(source.get("sensor"), str) or not source["sensor"]:
+        raise ConfigError("%s.sensor must name a sensor the boards declare (e.g. \"adc0\")" % where)
+    rate = source.get("rate_hz")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= MAX_RATE_HZ:
+        raise ConfigError("%s.rate_hz must be a number above 0, at most %d" % (where, MAX_RATE_HZ))
+    hop = source.get("hop", 1)
+    if isinstance(hop, bool) or not isinstance(hop, int) or hop < 1:
+        raise ConfigError("%s.hop must be an integer >= 1" % where)
+    for key in ("scale", "offset"):
+        if key in source and (isinstance(source[key], bool) or not isinstance(source[key], (int, float))):
+            raise ConfigError("%s.%s must be a number" % (where, key))
 
 
 def _output_count(known_models, model):
@@ -62,8 +81,13 @@ def parse_workload(raw, where, known_models=None):
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigError("%s (%s): 'replicas' must be an integer >= 1" % (where, wid))
     source = raw.get("input", {"kind": "samples"})
-    if not isinstance(source, dict) or source.get("kind") != "samples":
-        raise ConfigError("%s (%s): input.kind must be 'samples'" % (where, wid))
+    if not isinstance(source, dict) or source.get("kind") not in INPUT_KEYS:
+        raise ConfigError("%s (%s): input.kind must be one of %s" % (where, wid, ", ".join(sorted(INPUT_KEYS))))
+    unknown = set(source) - INPUT_KEYS[source["kind"]] - {"kind"}
+    if unknown:
+        raise ConfigError("%s (%s): input of kind %s has no %s" % (where, wid, source["kind"], ", ".join(sorted(unknown))))
+    if source["kind"] == "sensor":
+        _check_sensor_input(source, "%s (%s): input" % (where, wid))
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
         raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))

@@ -105,6 +105,9 @@ def fits(workload, node, profile, manifest, used=0):
     missing = [label for label in labels if label not in node["caps"].get("labels", [])]
     if missing:
         return "%s lacks label %s" % (node["id"], ", ".join(missing))
+    source = workload.get("input") or {}
+    if source.get("kind") == "sensor" and source.get("sensor") not in node["caps"].get("sensors", []):
+        return "%s has no sensor %s" % (node["id"], source.get("sensor"))
     need, why = memory_need(workload, node, manifest)
     if why:
         return why

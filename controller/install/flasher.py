@@ -530,8 +530,9 @@ def _rom_plan(agent, tree, mpy_arch):
     """((RomPartition, image bytes), None) when the slot's code goes into the board's ROM
     partition (the tree's first slot then holds its ROM mark instead of its code), else
     (None, why it goes as files)."""
-    rom_image = romdeploy.slot_image(os.path.join(tree, image.FIRST_SLOT))
     partition, why = romdeploy.query(agent)
+    room = min(partition.sizes[:2]) if partition is not None and partition.sizes else None
+    rom_image = romdeploy.slot_image(os.path.join(tree, image.FIRST_SLOT), room)
     why = why or romdeploy.misfit(partition, len(rom_image))
     if why:
         return None, "code store romfs, but %s: the code goes as .mpy files" % why

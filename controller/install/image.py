@@ -34,7 +34,7 @@ BOARD_MODULES = {"micropython": ("__init__.py", "hal_micropython.py", "wifi.py")
 # What only a simulated board carries beside them: its HAL layer (on hal.py's base class) and
 # power model. hal_mock.py (unit tests) and sim_layer_probe.py (the harness's) never go on any
 # board.
-SIM_BOARD_MODULES = ("hal.py", "hal_sim.py", "power.py")
+SIM_BOARD_MODULES = ("hal.py", "hal_sim.py", "sim_notify.py", "power.py")
 # A/B slot images (docs/ota.md): the first slot a freshly flashed board boots.
 FIRST_SLOT = "slot_a"
 
@@ -43,7 +43,7 @@ FIRST_SLOT = "slot_a"
 # holds its config in RAM for good: on a 110 KB board the rest of the profile (titles, the
 # host-side budgets) is heap taken for nothing.
 NODE_PROFILE_KEYS = ("name", "runtime", "heap_bytes", "fs_bytes", "ram_bytes", "cpu", "gc_threshold_bytes",
-                     "temperature", "watchdog", "power", "outbox", "console_lines")
+                     "temperature", "sensors", "watchdog", "power", "outbox", "console_lines")
 
 
 def node_profile(profile):
@@ -99,8 +99,13 @@ def firmware_files():
     return out
 
 
+# Firmware modules only a Linux node runs (its inference child process and the LiteRT backend):
+# a microcontroller's flash and ROM segment have no room to spare for them.
+LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware/tflite_backend.py")
+
+
 def mcu_code_files(simulated=False):
-    files = firmware_files()
+    files = [(src, dest) for src, dest in firmware_files() if dest not in LINUX_ONLY]
     for name in board_modules("micropython", simulated):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
@@ -187,6 +192,8 @@ def slot_code_files(profile, simulated=False):
     """(source, path in a slot) for the code an A/B slot holds: the firmware and the board's HAL
     modules as the packages `firmware` and `boards`. main.py and the boot selector stay outside."""
     files = firmware_files()
+    if profile["runtime"] == "micropython":
+        files = [(src, dest) for src, dest in files if dest not in LINUX_ONLY]
     for name in board_modules(profile["runtime"], simulated):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     return files

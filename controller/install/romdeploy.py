@@ -73,17 +73,24 @@ def misfit(partition, image_bytes):
     return None
 
 
-def slot_image(slot_dir):
-    """The ROM image of a slot: its code (CODE_DIRS) and its models' ROM_MODEL_FILES, so that a
-    slot's models switch with its code (one segment per slot)."""
+def slot_image(slot_dir, room=None):
+    """The ROM image of a slot: its code (CODE_DIRS), then its models' ROM_MODEL_FILES as far as
+    `room` (a segment's bytes; None: all of them) allows, so that a slot's models switch with its
+    code (one segment per slot). The code always goes in; a model left out is read from its
+    file, as on a board without ROM (it then costs the heap its weights)."""
     from . import romfs
     files = romfs.tree_files(slot_dir, CODE_DIRS)
-    for rel, data in romfs.tree_files(slot_dir, ("models",)).items():
-        if rel.rsplit("/", 1)[-1] in ROM_MODEL_FILES:
-            files[rel] = data
     if not any(p.startswith("firmware/") for p in files):
         raise FlashError("slot %s holds no firmware to put in ROM" % slot_dir)
-    return romfs.pack(files)
+    packed = romfs.pack(files)
+    # Smallest first: the most models read in place.
+    for rel, data in sorted(romfs.tree_files(slot_dir, ("models",)).items(), key=lambda item: (len(item[1]), item[0])):
+        if rel.rsplit("/", 1)[-1] in ROM_MODEL_FILES:
+            with_model = dict(files, **{rel: data})
+            trial = romfs.pack(with_model)
+            if room is None or len(trial) <= room:
+                files, packed = with_model, trial
+    return packed
 
 
 def prepare_tree(tree, slot, rom_image, mpy_arch):

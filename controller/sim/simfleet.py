@@ -243,7 +243,7 @@ def put_code_in_rom(flash_dir, profile, slot=image.FIRST_SLOT, mpy_arch=image.SI
     from ..install import romdeploy
     rom = profile.get("rom") or {}
     segments, segment_bytes = rom.get("segments", 0), rom.get("segment_bytes", 0)
-    data = romdeploy.slot_image(os.path.join(flash_dir, slot))
+    data = romdeploy.slot_image(os.path.join(flash_dir, slot), segment_bytes or None)
     if segments < 2 or segment_bytes < len(data):
         raise ConfigError("board %s: code in ROM needs two ROM segments of at least %d bytes (profile \"rom\": %r)"
                           % (profile["name"], len(data), rom))

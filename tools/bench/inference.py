@@ -16,6 +16,11 @@ the same way, engine with viper kernels at the MCU heap against TFLM on random i
 model holds the op plus what feeds it (a CONV_2D, a MUL...), so its figure is that small
 model's; "model" says which.
 
+The sensor input's preprocessing (firmware/source_sensor.py) on the MCU, under the same
+interpreter and heap: "sensor_window_us" per window of 32 readings (each scaled, quantised and
+ringed, the window copied out), "sensor_alloc_bytes" the heap allocated per window in steady
+state (the target is 0).
+
 The last line printed is the JSON summary.
 """
 import asyncio
@@ -209,6 +214,19 @@ def op_figures(image_dir, heap):
     return figures
 
 
+def sensor_figures(image_dir, heap, window=32, windows=2000):
+    env = dict(os.environ, MICROPYPATH=image_dir + ":.frozen")
+    proc = subprocess.run([micropython_binary(), "-X", "heapsize=%d" % heap, os.path.join(HERE, "sensor_probe.py"),
+                           str(window), str(window), str(windows)], capture_output=True, text=True, env=env, timeout=120)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print("sensor probe failed: %s" % (proc.stdout + proc.stderr).strip(), file=sys.stderr)
+        return {"sensor_window_us": None, "sensor_alloc_bytes": None}
+    probe = json.loads(lines[-1])
+    print("sensor: %s" % lines[-1], file=sys.stderr)
+    return {"sensor_window_us": round(probe["us"], 1), "sensor_alloc_bytes": probe["alloc_bytes"]}
+
+
 def main():
     heap = smallest_mcu_heap()
     report = {"models": [], "mcu_heap": heap}
@@ -235,6 +253,7 @@ def main():
                 "error": None if ok else viper.get("error") or pure.get("error"),
             })
         report["ops"] = op_figures(image_dir, heap)
+        report.update(sensor_figures(image_dir, heap))
     backend = backends.available()[0]
     ratios, overheads = [], []
     for name in models.names():

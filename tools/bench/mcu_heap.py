@@ -161,7 +161,7 @@ def main():
     with tempfile.TemporaryDirectory() as root:
         image.write_slot_set(root, catalog.load("esp32"), simulated=True)
         slot_dir = os.path.join(root, image.FIRST_SLOT)
-        data = romdeploy.slot_image(slot_dir)
+        data = romdeploy.slot_image(slot_dir, catalog.load("esp32")["rom"]["segment_bytes"])
         rom_path = os.path.join(root, "slot.rom")
         with open(rom_path, "wb") as f:
             f.write(data)
