@@ -5,7 +5,9 @@
     model = "digits_dense"   # a folder in models/
     rate = 5                 # inferences per second per replica
     replicas = 2             # optional, default 1
-    input = { kind = "samples" }          # optional, default shown
+    input = { kind = "samples" }          # optional, default shown: the model's bundled samples
+    # or inputs published to PREFIX/wl/ID/input (docs/protocol.md "Inputs"), rate then being the
+    # publisher's expected rate:  input = { kind = "topic", buffer = 8 }   # buffer optional, 1-64
     constraints = { runtime = "micropython", boards = ["esp32"] }  # optional
     # optional: also labels = ["camera"] (every one on the node), prefer_mains = true
     resources = { arena_bytes = 60000, cpu_share = 15 }   # optional (cpu_share: % of a node's CPU)
@@ -18,6 +20,7 @@ import tomllib
 import tomli_w
 
 from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
+from edgefleet.firmware.source_topic import MAX_BUFFER
 from edgefleet.firmware.protocol import valid_node_id
 
 from .. import choices
@@ -25,6 +28,8 @@ from ..errors import ConfigError
 
 ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority", "output"}
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
+# Input kinds (firmware/sources.py) and the keys each may hold besides `kind`.
+INPUT_KEYS = {"samples": (), "topic": ("buffer",)}
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
 
 
@@ -62,8 +67,15 @@ def parse_workload(raw, where, known_models=None):
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise ConfigError("%s (%s): 'replicas' must be an integer >= 1" % (where, wid))
     source = raw.get("input", {"kind": "samples"})
-    if not isinstance(source, dict) or source.get("kind") != "samples":
-        raise ConfigError("%s (%s): input.kind must be 'samples'" % (where, wid))
+    if not isinstance(source, dict) or source.get("kind") not in INPUT_KEYS:
+        raise ConfigError("%s (%s): input.kind must be one of: %s" % (where, wid, ", ".join(INPUT_KEYS)))
+    extra = set(source) - set(INPUT_KEYS[source["kind"]]) - {"kind"}
+    if extra:
+        # start/until are the controller's (the stream ledger's), never the operator's.
+        raise ConfigError("%s (%s): input of kind %r may not hold %s" % (where, wid, source["kind"], ", ".join(sorted(extra))))
+    if "buffer" in source and (isinstance(source["buffer"], bool) or not isinstance(source["buffer"], int)
+                               or not 1 <= source["buffer"] <= MAX_BUFFER):
+        raise ConfigError("%s (%s): input.buffer must be an integer 1-%d" % (where, wid, MAX_BUFFER))
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
         raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))
