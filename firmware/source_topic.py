@@ -59,6 +59,7 @@ class TopicSource:
         self.stale = 0        # inputs below the next position, not served
         self.rejected = 0     # malformed inputs (wrong size, bad base64)
         self.node = node
+        self.workload = workload
         self.topic = None
         self._client = None   # the link the subscription was made on
         self._pending_sub = False
@@ -81,7 +82,12 @@ class TopicSource:
         try:
             await client.subscribe(self.topic, 1)
             if self.closed:
-                await client.unsubscribe(self.topic)
+                # Closed while subscribing: undo it, unless a newer source of the workload has
+                # opened since (its own SUBSCRIBE went out after ours: ours would undo it).
+                worker = self.node.workers.get(self.workload)
+                newer = worker.source if worker is not None else None
+                if newer is None or newer is self:
+                    await client.unsubscribe(self.topic)
             else:
                 self._client = client
         except MQTTError as e:
