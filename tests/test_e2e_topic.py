@@ -23,6 +23,7 @@ import pytest
 from edgefleet import models
 from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
+from edgefleet.controller.sim.nodeprobe import NodeProbe
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
 from support.waiting import wait_until
@@ -63,8 +64,9 @@ def serving(controller, node):
 class Publisher(threading.Thread):
     """Sends the model's bundled samples as numbered inputs, RATE a second, until stopped."""
 
-    def __init__(self, broker):
+    def __init__(self, broker, workload="cam"):
         super().__init__(daemon=True)
+        self.workload = workload
         folder = os.path.join(models.MODELS_DIR, "digits_dense")
         with open(os.path.join(folder, "samples.bin"), "rb") as f:
             samples = f.read()
@@ -79,7 +81,7 @@ class Publisher(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self):
-        topic = protocol.input_topic("ef", "cam")
+        topic = protocol.input_topic("ef", self.workload)
         due = time.monotonic()
         while not self.stopping.is_set():
             i = self.sent % len(self.samples)
@@ -162,3 +164,41 @@ def test_a_topic_workload_moves_between_nodes_with_no_input_lost_or_served_twice
             publisher.stop()
         fleet.stop()
         controller.stop()
+
+
+def test_a_killed_inference_process_serves_its_inputs_again(mosquitto, tmp_path):
+    # A Linux node's worker keeps the inputs it served until their results are out: when the
+    # inference process dies (SIGKILL) the batch it never finished is read again, from the
+    # source's RAM (worker.unfinished), since MQTT will not send those inputs again.
+    spec = {"id": "cam2", "model": "digits_dense", "rate": RATE, "input": {"kind": "topic", "start": 0}}
+    probe = NodeProbe(mosquitto, str(tmp_path), "pi-k", "rpi4", config={"allow_faults": True}).start([spec])
+    publisher = None
+    try:
+        def running(p):
+            return any(w["id"] == "cam2" and w["state"] == "running" for hb in p.of_kind("hb") for w in hb["wl"])
+        assert probe.wait_for(running, 60), "the worker never ran"
+        time.sleep(1)
+        publisher = Publisher(mosquitto, "cam2")
+        publisher.start()
+        for kill in range(2):
+            assert probe.wait_for(lambda p: len(p.of_kind("result")) >= 30 * (kill + 1), 30)
+            reply = probe.command("fault", {"kind": "kill", "wl": "cam2"})
+            assert reply and reply["ok"], reply
+        assert probe.wait_for(lambda p: len(p.of_kind("result")) >= 90, 30)
+        publisher.stop()
+        sent = publisher.sent
+
+        def served(p):
+            unique = {(r["boot"], r["seq"]): r["in"] for r in p.of_kind("result") if r["wl"] == "cam2"}
+            return sorted(unique.values())
+        probe.wait_for(lambda p: len(served(p)) >= sent, 20)
+        time.sleep(1)
+        assert served(probe) == list(range(sent)), "lost: %s; twice: %s" % (
+            sorted(set(range(sent)) - set(served(probe))), len(served(probe)) - len(set(served(probe))))
+        restarts = max(w.get("restarts", 0) for hb in probe.of_kind("hb") for w in hb["wl"] if w["id"] == "cam2")
+        assert restarts >= 2, restarts
+        print("%d inputs, 2 inference processes killed (%d restarts): each input served once" % (sent, restarts))
+    finally:
+        if publisher is not None and publisher.is_alive():
+            publisher.stop()
+        probe.stop()
