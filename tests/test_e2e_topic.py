@@ -11,6 +11,7 @@ published (docs/placement.md, "Exactly once for topic streams").
 """
 import base64
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -133,7 +134,9 @@ def test_a_topic_workload_moves_between_nodes_with_no_input_lost_or_served_twice
         wait_until(lambda: controller.snapshot()["workloads"][0]["results"] >= 40, 30, "first results")
 
         path = [first] + [n for n, _ in LAYOUT if n != first and not n.startswith("mcu")] + ["mcu-c"]
+        published_at_move = []
         for src, dst in zip(path, path[1:]):
+            published_at_move.append(publisher.sent)
             out = cli(tmp_path, "move", "cam", dst, broker)
             assert "moving cam from %s to %s" % (src, dst) in out
             wait_until(lambda: host(controller) == dst, 40, "the move %s -> %s" % (src, dst))
@@ -151,6 +154,10 @@ def test_a_topic_workload_moves_between_nodes_with_no_input_lost_or_served_twice
             sorted(set(range(sent)) - set(positions)), len(positions) - len(set(positions)))
         assert stored == sent
         assert len(moved) == len(path) - 1, moved
+        # Each hand-over point lay ahead of what had been published when the move began
+        # (make-before-break: the new node subscribed before its first input was sent).
+        handovers = [int(re.search(r"at input (\d+)", m).group(1)) for m in moved]
+        assert all(h > p for h, p in zip(handovers, published_at_move)), (handovers, published_at_move)
         # Each node served one stretch, in the order of the moves.
         owners = [n for _, n in accepted]
         runs = [owners[0]] + [b for a, b in zip(owners, owners[1:]) if a != b]
