@@ -10,9 +10,9 @@ import struct
 from .clock import ticks_diff, ticks_ms
 from .errors import (ConnectRefused, LinkError, MQTTError, ProtocolViolation, SubscribeRefused,
                      Timeout)
-from .mqtt_codec import (CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, connect_packet, parse_connack,
+from .mqtt_codec import (CONNACK, PINGRESP, PUBACK, PUBLISH, SUBACK, UNSUBACK, connect_packet, parse_connack,
                          puback_packet, publish_header, read_fixed_header, skip_bytes,
-                         subscribe_packet)
+                         subscribe_packet, unsubscribe_packet)
 
 _PINGREQ_PACKET = b"\xc0\x00"
 _DISCONNECT_PACKET = b"\xe0\x00"
@@ -324,6 +324,22 @@ class MQTTClient:
         finally:
             link.acks.pop(packet_id, None)
 
+    async def unsubscribe(self, topic, timeout=10):
+        """Unsubscribe from one topic filter (a topic workload that left this node)."""
+        link = self._ready_link()
+        try:
+            await asyncio.wait_for(self._unsubscribe(link, topic), timeout)
+        except asyncio.TimeoutError:
+            raise Timeout("no UNSUBACK for %s within %s s" % (topic, timeout)) from None
+
+    async def _unsubscribe(self, link, topic):
+        packet_id = self._claim_packet_id(link)
+        try:
+            await self._send(link, unsubscribe_packet(packet_id, topic))
+            return await self._wait_ack(link, packet_id)
+        finally:
+            link.acks.pop(packet_id, None)
+
     # -- receiving -------------------------------------------------------------------------
 
     async def _keepalive_loop(self, link):
@@ -376,6 +392,8 @@ class MQTTClient:
             self._acknowledge(link, struct.unpack("!H", body)[0], 0)
         elif packet_type == SUBACK and len(body) == 3:
             self._acknowledge(link, struct.unpack("!H", body[:2])[0], body[2])
+        elif packet_type == UNSUBACK and len(body) == 2:
+            self._acknowledge(link, struct.unpack("!H", body)[0], 0)
         elif packet_type == PINGRESP and not body:
             pass  # its arrival already refreshed last_rx
         else:

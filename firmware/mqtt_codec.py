@@ -10,6 +10,8 @@ PUBLISH = 3
 PUBACK = 4
 SUBSCRIBE = 8
 SUBACK = 9
+UNSUBSCRIBE = 10
+UNSUBACK = 11
 PINGREQ = 12
 PINGRESP = 13
 DISCONNECT = 14
@@ -74,6 +76,11 @@ def subscribe_packet(packet_id, topic, qos):
     body = struct.pack("!H", packet_id) + encode_str(topic) + bytes((qos,))
     # SUBSCRIBE's fixed-header flags are reserved as 0b0010 by the spec.
     return b"\x82" + encode_length(len(body)) + body
+
+
+def unsubscribe_packet(packet_id, topic):
+    body = struct.pack("!H", packet_id) + encode_str(topic)
+    return b"\xa2" + encode_length(len(body)) + body
 
 
 def puback_packet(packet_id):

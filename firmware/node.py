@@ -256,10 +256,16 @@ class Node:
         self.note_heap()
         try:
             node, kind = protocol.parse_topic(self.prefix, topic)
-            if node != self.id and kind not in ("ctrl_status", "lease"):
+            if node != self.id and kind not in ("ctrl_status", "lease", "input"):
                 raise ProtocolError("message for node %r on our subscription" % node)
             msg = protocol.decode(kind, payload)
-            if kind == "ctrl_status":
+            if kind == "input":
+                # An input of a topic workload (firmware/source_topic.py): `node` is the
+                # workload. One that stopped here a moment ago has none to take it.
+                worker = self.workers.get(node)
+                if worker is not None and hasattr(worker.source, "push"):
+                    worker.source.push(msg)
+            elif kind == "ctrl_status":
                 # A controller (re)started: it may have missed results the broker took while it
                 # was away, so deliver again from the oldest unacknowledged one.
                 if msg["state"] == "online":
@@ -352,6 +358,8 @@ class Node:
             worker = self.workers.get(spec["id"])
             if worker is not None:
                 worker.spec = worker.assigned = spec  # a live migration's hand-over point
+                if hasattr(worker.source, "until"):   # a topic source stops serving there too
+                    worker.source.until = spec["input"].get("until")
         for wid in stop:
             self.stop_worker(wid)
         # In safe mode the assignment is kept (on flash too) but nothing runs until the node

@@ -35,6 +35,9 @@ SCHEMAS = {
     "ota_state": (1024, "v:int node:str boot:int id:str state:str off:int ver:str? err:str?"),
     # The controller's lease (docs/placement.md, fencing): published about once a second.
     "lease": (256, "v:int ctrl:str seq:int"),
+    # An input of a `topic` workload (firmware/source_topic.py), on PREFIX/wl/WORKLOAD/input:
+    # seq is the stream position, data the model's int8 input in base64 (MAX_INPUT_BYTES at most).
+    "input": (4096, "v:int seq:int data:str truth:int?"),
     # The ctrl-level kinds only the controller and operators speak (op_req, op_reply, audit)
     # join these tables on the host, in controller/opwire.py: no board ever receives them.
 }
@@ -51,7 +54,12 @@ ENUMS = {
 }
 
 WORKLOAD_SCHEMA = "id:name model:name rate:num input:obj"
-WORKLOAD_STATE_SCHEMA = "id:name state:str n:int err:str|null restarts:int?"
+# seen, dropped: a topic workload's highest input sequence number received, and inputs dropped.
+WORKLOAD_STATE_SCHEMA = "id:name state:str n:int err:str|null restarts:int? seen:int? dropped:int?"
+# The input source kinds an assignment may name (firmware/sources.py).
+INPUT_KINDS = ("samples", "sensor", "topic")
+# The largest model input a topic workload takes: its base64 fits the input message's limit.
+MAX_INPUT_BYTES = 3000
 POWER_SCHEMA = "src:str pct:num|null mw:num|null"
 POWER_SOURCES = ("mains", "battery", "solar")
 # Limits every decoded message is held to (docs/protocol.md, "Validation limits"): integers fit
@@ -70,7 +78,7 @@ DELIVERY = {
     "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
     "event": (1, False), "log": (0, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
     "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
-    "lease": (0, False),
+    "lease": (0, False), "input": (1, False),
 }
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -99,14 +107,24 @@ def lease_topic(prefix):
     return prefix + "/ctrl/lease"
 
 
+def input_topic(prefix, workload):
+    """Where a `topic` workload's inputs are published."""
+    return prefix + "/wl/" + workload + "/input"
+
+
 def parse_topic(prefix, topic):
     """Split a topic into (node, kind); ("", "ctrl_status") for the controller's status topic,
-    ("", "lease") for its lease (the operator topics: controller/opwire.py)."""
+    ("", "lease") for its lease (the operator topics: controller/opwire.py); (workload, "input")
+    for a workload's input topic."""
     if topic == ctrl_topic(prefix):
         return "", "ctrl_status"
     if topic == lease_topic(prefix):
         return "", "lease"
     parts = topic.split("/")
+    if len(parts) == 4 and parts[0] == prefix and parts[1] == "wl" and parts[3] == "input":
+        if not valid_node_id(parts[2]):
+            raise ProtocolError("bad workload id in topic: %s" % topic, field="wl")
+        return parts[2], "input"
     if len(parts) != 4 or parts[0] != prefix or parts[1] != "node":
         raise ProtocolError("not an edgefleet topic: %s" % topic)
     node, kind = parts[2], parts[3]
@@ -192,13 +210,9 @@ def validate(kind, msg):
         _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str? "
                       "sensors:strs?",
                       "caps.")
-    if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
+    if kind in ("result", "ack", "input") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
     return msg
-
-
-# What a workload's input may be (firmware/sources.py opens each).
-INPUT_KINDS = ("samples", "sensor")
 
 
 def _validate_assign(msg):

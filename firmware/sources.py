@@ -76,14 +76,18 @@ class SampleSource:
             self._labels.close()
 
 
-def open_source(spec, model_dir, model, node=None):
+def open_source(spec, model_dir, model, node=None, workload=None):
     """The input stream `spec` (the assignment's `input`) names, for `model` (input_size,
-    input_quant); `node` gives a live source what it needs of the board (its HAL, its link).
-    Each live kind is a module of its own, imported only by a workload that uses it."""
+    input_quant); `node` gives a live source what it needs of the board (its HAL, its link),
+    `workload` the id of the workload it feeds. Each live kind is a module of its own,
+    imported only by a workload that uses it."""
     kind = spec.get("kind")
     if kind == "samples":
         return SampleSource(model_dir, model.input_size, spec.get("start", 0))
     if kind == "sensor":
         from .source_sensor import SensorSource
         return SensorSource(spec, model, node.hal)
+    if kind == "topic":
+        from .source_topic import TopicSource
+        return TopicSource(spec, model, node, workload)
     raise SourceError("unknown input source kind %r" % kind)

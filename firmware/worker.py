@@ -102,7 +102,7 @@ class InferenceWorker:
             self.backend_name, self.model = open_model(path, self.backend_name, self.arena_budget, self.num_threads,
                                                          self.runtime)
         if self.source is None:
-            self.source = open_source(self.spec["input"], self.model_dir, self.model, self.node)
+            self.source = open_source(self.spec["input"], self.model_dir, self.model, self.node, self.id)
         if self.outputs is None and "output" in self.spec:
             from .outputs import Outputs
             self.outputs = Outputs(self.spec["output"], self.model.output_quant, self.model.output_size)
@@ -243,8 +243,12 @@ class InferenceWorker:
                 state = "restarting"
             elif child.state == "failed":
                 state = "given_up"
-        return {"id": self.id, "state": state, "n": self.n, "err": self.err if self.err is not None else (
+        out = {"id": self.id, "state": state, "n": self.n, "err": self.err if self.err is not None else (
             child.last_error if child is not None else None), "restarts": restarts}
+        stream = getattr(self.source, "report", None)   # a live source's own figures (topic)
+        if stream is not None:
+            out.update(stream())
+        return out
 
 
 def start(node, spec):

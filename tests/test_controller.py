@@ -223,6 +223,21 @@ def test_fleet_file_parses_and_reports_bad_entries():
             fleetfile.parse(bad, {"digits_dense"})
 
 
+def test_fleet_file_topic_inputs():
+    head = '[[workload]]\nid = "cam"\nmodel = "digits_dense"\nrate = 20\n'
+    (wl,) = fleetfile.parse(head + 'input = { kind = "topic", buffer = 16 }\n', {"digits_dense"})
+    assert wl["input"] == {"kind": "topic", "buffer": 16}
+    assert fleetfile.parse(fleetfile.dump([wl]), {"digits_dense"}) == [wl]
+    for bad, words in (('input = { kind = "camera" }\n', "input.kind must be one of: samples, topic"),
+                       ('input = { kind = "topic", buffer = 0 }\n', "input.buffer must be an integer 1-64"),
+                       ('input = { kind = "topic", buffer = 65 }\n', "input.buffer"),
+                       # The stream positions are the ledger's, never an operator's.
+                       ('input = { kind = "topic", start = 5 }\n', "may not hold start"),
+                       ('input = { kind = "samples", buffer = 4 }\n', "may not hold buffer")):
+        with pytest.raises(ConfigError, match=words):
+            fleetfile.parse(head + bad, {"digits_dense"})
+
+
 def test_board_profiles_are_complete():
     names = catalog.names()
     for required in ("rpi-pico-w", "esp32", "rpi-zero-2w", "rpi4"):

@@ -259,6 +259,40 @@ def test_sustained_cpu_moves_the_workload_make_before_break_and_exactly_once(sim
     assert sim.registry.result_counts() == {src: handover, dst: 5}
 
 
+def test_a_topic_stream_hands_over_past_the_newest_input_the_old_node_received(sims):
+    # Inputs published over MQTT come at the publisher's pace: the old node has received up to
+    # `seen` (its heartbeat says so) while its results lag behind. The new node only gets what is
+    # published after it subscribes, so the hand-over point lies lead_s of input past `seen`,
+    # not past the results.
+    topic_wl = dict(WL, input={"kind": "topic", "buffer": 16})
+    sim = sims([("a", "rpi4"), ("b", "rpi4")], [topic_wl], handover_lead_s=2)
+    (src,) = [n for w, n in sim.registry.placements()]
+    dst = "b" if src == "a" else "a"
+    assert sim.assigned(src)["w"]["input"] == {"kind": "topic", "buffer": 16, "start": 0}
+    for pos in range(100, 120):   # the publisher numbered from 100: the stream starts there
+        sim.emit(src, pos)
+    sim.heartbeat(src, wl=[dict(running(), seen=140, dropped=0)])
+    _, effects = sim.ctl.operator.answer("move", {"workload": "w", "node": dst})
+    sim.effects += effects
+    (move,) = sim.ctl.moves.values()
+    assert move.handover == 141 + 10, move.handover   # 2 s at 5/s past input 140, not past 119
+    assert sim.assigned(dst)["w"]["input"] == {"kind": "topic", "buffer": 16, "start": 151}
+    for p in range(151, 156):
+        sim.emit(dst, p)
+    for p in range(120, 153):
+        sim.emit(src, p)
+    sim.heartbeat(dst, wl=[running()])
+    assert sim.assigned(src)["w"]["input"]["until"] == 151
+    sim.heartbeat(src, wl=[running(state="done")])
+    assert sim.registry.placements() == [("w", dst)]
+    rows = sim.registry.db.execute("SELECT node, pos FROM accepted WHERE workload='w' ORDER BY pos").fetchall()
+    assert [r[1] for r in rows] == list(range(100, 156))
+    assert {r[0] for r in rows if r[1] < 151} == {src} and {r[0] for r in rows if r[1] >= 151} == {dst}
+    assert migration.handover_position(10, 5.0, 2, True, seen=None) == 20
+    assert migration.handover_position(10, 5.0, 2, True, seen=3) == 20
+    assert migration.handover_position(10, 5.0, 2, False, seen=40) == 10
+
+
 def test_a_dead_nodes_workload_moves_at_once_from_the_first_unaccepted_input(sims):
     sim = sims([("a", "rpi4"), ("b", "rpi4")], [WL])
     (src,) = [n for w, n in sim.registry.placements()]

@@ -97,6 +97,20 @@ def test_operator_requests_go_from_operators_to_the_controller_only():
     assert _allowed(node, "subscribePattern", "ef/ctrl/status")
 
 
+def test_topic_workload_inputs_come_from_operators_and_are_read_by_nodes():
+    node = acl.role_acls(Principal("a", NODE, "x"), "ef")
+    operator = acl.role_acls(Principal("ef.operator", OPERATOR, "x"), "ef")
+    controller = acl.role_acls(Principal("ef.controller", CONTROLLER, "x"), "ef")
+    topic = protocol.input_topic("ef", "cam")
+    assert _allowed(operator, "publishClientSend", topic)
+    assert _allowed(node, "subscribePattern", topic)
+    # A node cannot feed a workload (its own or another node's) forged inputs, and the
+    # controller has no business with them.
+    assert not _allowed(node, "publishClientSend", topic)
+    assert not _allowed(controller, "publishClientSend", topic) and not _allowed(controller, "subscribePattern", topic)
+    assert not _allowed(node, "subscribePattern", "ef/wl/cam/other")
+
+
 def test_login_changes_become_plugin_commands():
     a, b = Principal("a", NODE, "secret-of-a"), Principal("b", NODE, "secret-of-b")
     commands = acl.sync_commands({"a": a}, {"a": Principal("a", NODE, "new"), "b": b}, "ef")

@@ -5,7 +5,9 @@
     model = "digits_dense"   # a folder in models/
     rate = 5                 # inferences per second per replica
     replicas = 2             # optional, default 1
-    input = { kind = "samples" }          # optional, default shown
+    input = { kind = "samples" }          # optional, default shown: the model's bundled samples
+    # or inputs published to PREFIX/wl/ID/input (docs/protocol.md "Inputs"), rate then being the
+    # publisher's expected rate:  input = { kind = "topic", buffer = 8 }   # buffer optional, 1-64
     constraints = { runtime = "micropython", boards = ["esp32"] }  # optional
     # optional: also labels = ["camera"] (every one on the node), prefer_mains = true
     resources = { arena_bytes = 60000, cpu_share = 15 }   # optional (cpu_share: % of a node's CPU)
@@ -19,6 +21,7 @@ import tomli_w
 
 from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
 from edgefleet.firmware.source_sensor import MAX_RATE_HZ
+from edgefleet.firmware.source_topic import MAX_BUFFER
 from edgefleet.firmware.protocol import valid_node_id
 
 from .. import choices
@@ -27,8 +30,9 @@ from ..errors import ConfigError
 ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "resources", "priority", "output"}
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
-# Input kinds and what each may say (firmware/sources.py, firmware/source_sensor.py).
-INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}}
+# Input kinds (firmware/sources.py) and the keys each may hold besides `kind` (start and until
+# are the controller's, the stream ledger's, never the operator's).
+INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}, "topic": {"buffer"}}
 
 
 def _check_sensor_input(source, where):
@@ -85,9 +89,12 @@ def parse_workload(raw, where, known_models=None):
         raise ConfigError("%s (%s): input.kind must be one of %s" % (where, wid, ", ".join(sorted(INPUT_KEYS))))
     unknown = set(source) - INPUT_KEYS[source["kind"]] - {"kind"}
     if unknown:
-        raise ConfigError("%s (%s): input of kind %s has no %s" % (where, wid, source["kind"], ", ".join(sorted(unknown))))
+        raise ConfigError("%s (%s): input of kind %s may not hold %s" % (where, wid, source["kind"], ", ".join(sorted(unknown))))
     if source["kind"] == "sensor":
         _check_sensor_input(source, "%s (%s): input" % (where, wid))
+    if "buffer" in source and (isinstance(source["buffer"], bool) or not isinstance(source["buffer"], int)
+                               or not 1 <= source["buffer"] <= MAX_BUFFER):
+        raise ConfigError("%s (%s): input.buffer must be an integer 1-%d" % (where, wid, MAX_BUFFER))
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
         raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))

@@ -123,11 +123,20 @@ class Cooldown:
         return at is None or now - at >= self.cfg["cooldown_s"]
 
 
-def handover_position(next_pos, rate, lead_s, src_alive):
+def handover_position(next_pos, rate, lead_s, src_alive, seen=None):
     """The first stream position the new node owns. A dead old node hands over at once, from
-    the first position not yet accepted; a live one runs on for lead_s seconds of input."""
+    the first position not yet accepted; a live one runs on for lead_s seconds of input.
+
+    seen: for a stream published to a topic (input kind "topic"), the highest input sequence
+    number the old node reported receiving. Its inputs come at the publisher's pace, whatever
+    the old node has served, and the new node receives only what is published after it
+    subscribed: so the hand-over point lies lead_s seconds of input (`rate`, the publisher's
+    expected rate) past the newest input known to be published, which gives the new node that
+    long to start and subscribe (make-before-break)."""
     if not src_alive:
         return next_pos
+    if seen is not None:
+        next_pos = max(next_pos, seen + 1)
     return next_pos + max(1, int(math.ceil(rate * lead_s)))
 
 

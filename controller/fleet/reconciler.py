@@ -186,7 +186,7 @@ class Reconciler:
             lane = self.ledger.free_lane(wid, workload.get("replicas", 1))
             self.ledger.open(wid, lane, src, self.ledger.next_pos(wid, lane))
         handover = migration.handover_position(self.ledger.next_pos(wid, lane), workload["rate"],
-                                               self.cfg["handover_lead_s"], alive)
+                                               self.cfg["handover_lead_s"], alive, self._seen(wid, src))
         self.ledger.close(wid, lane, src, handover)
         self.ledger.open(wid, lane, dst, handover)
         self.state.place(wid, dst, now)
@@ -203,6 +203,15 @@ class Reconciler:
             effects.append(self.assignment(src))
         self.state.commit()
         return effects
+
+    def _seen(self, workload_id, node_id):
+        """The highest input sequence number `node_id` reported receiving for a workload fed
+        over MQTT (heartbeat wl `seen`, firmware/source_topic.py), or None."""
+        node = self.state.node(node_id)
+        for report in ((node or {}).get("telemetry") or {}).get("wl") or ():
+            if report.get("id") == workload_id and isinstance(report.get("seen"), int):
+                return report["seen"]
+        return None
 
     def observe_moves(self, node_id, wl_reports, now):
         effects = []

@@ -2,10 +2,12 @@
 
 One role per node, naming that node's topics literally (mosquitto 2.0's plugin has no %c
 patterns): a node may publish only the node->controller kinds on its own topics, read only the
-controller->node kinds on its own topics and the controller's status and lease - not operator
+controller->node kinds on its own topics and the controller's status and lease, and the inputs of
+`topic` workloads (PREFIX/wl/+/input: any node may be given any workload) - not operator
 requests, their replies or the audit log. The controller publishes the controller->node kinds,
-the ctrl topics and the replies to operator requests; operators (the CLI) publish `cmd`, `ota`
-and operator requests only - assignments, acks and replies stay the controller's. Both read every
+the ctrl topics and the replies to operator requests; operators (the CLI, or a user's program
+feeding a `topic` workload) publish `cmd`, `ota`, operator requests and workload inputs only -
+assignments, acks and replies stay the controller's. Both read every
 node topic, which is how `edgefleet logs NODE --follow` reads a node's console lines (its `log`
 topic, which only that node may publish). Every node login is
 pinned to its node id as MQTT client id, so nobody can knock a node off the broker by taking
@@ -15,7 +17,7 @@ import base64
 import hashlib
 import os
 
-from ...firmware.protocol import CONTROLLER_SENDS, NODE_SENDS, ctrl_topic, lease_topic, node_topic
+from ...firmware.protocol import CONTROLLER_SENDS, NODE_SENDS, ctrl_topic, input_topic, lease_topic, node_topic
 from ..opwire import audit_topic, reply_topic, request_topic
 from .principals import ADMIN, CONTROLLER, NODE, OPERATOR
 
@@ -36,7 +38,10 @@ def role_acls(principal, prefix):
     if principal.role == NODE:
         acls = [_acl("publishClientSend", node_topic(prefix, principal.name, k)) for k in NODE_SENDS]
         acls += [_acl("subscribePattern", node_topic(prefix, principal.name, k)) for k in CONTROLLER_SENDS]
-        return acls + [_acl("subscribePattern", ctrl_topic(prefix)), _acl("subscribePattern", lease_topic(prefix))]
+        # Any node may be given any workload, so it may read every workload's inputs (and
+        # publish none: a node cannot feed another workload forged inputs).
+        return acls + [_acl("subscribePattern", ctrl_topic(prefix)), _acl("subscribePattern", lease_topic(prefix)),
+                       _acl("subscribePattern", input_topic(prefix, "+"))]
     if principal.role == CONTROLLER:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in CONTROLLER_SENDS]
         acls += [_acl("publishClientSend", t) for t in (ctrl_topic(prefix), lease_topic(prefix), audit_topic(prefix),
@@ -45,6 +50,7 @@ def role_acls(principal, prefix):
     if principal.role == OPERATOR:
         acls = [_acl("publishClientSend", node_topic(prefix, "+", k)) for k in ("cmd", "ota")]
         acls.append(_acl("publishClientSend", request_topic(prefix)))
+        acls.append(_acl("publishClientSend", input_topic(prefix, "+")))   # a topic workload's inputs
         return acls + [_acl("subscribePattern", prefix + "/node/+/+"), _acl("subscribePattern", prefix + "/ctrl/#")]
     if principal.role == ADMIN:
         return [_acl("publishClientSend", "$CONTROL/dynamic-security/#"),

@@ -74,6 +74,25 @@ async def test_qos0_and_qos1_round_trip():
 
 
 @bounded(15)
+async def test_unsubscribe_stops_delivery_and_keeps_the_link():
+    # A topic workload leaving the node unsubscribes from its inputs (firmware/source_topic.py).
+    inbox = Inbox()
+    client = _client("unsub", on_message=inbox.add)
+    await client.connect()
+    topic = TOPIC_ROOT + "unsub"
+    await client.subscribe(topic, 1)
+    await client.publish(topic, b"before", qos=1)
+    await inbox.wait_count(1)
+    await client.unsubscribe(topic)
+    await client.publish(topic, b"after", qos=1)
+    await client.publish(TOPIC_ROOT + "unsub-other", b"x", qos=1)   # a round trip after it
+    await asyncio.sleep(0.2)
+    assert [m[1] for m in inbox.messages] == [b"before"], inbox.messages
+    assert client.is_connected and client.last_error is None
+    await client.disconnect()
+
+
+@bounded(15)
 async def test_retained_message_delivered_on_subscribe():
     topic = TOPIC_ROOT + "retained"
     publisher = _client("ret-pub")

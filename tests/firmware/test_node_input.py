@@ -91,3 +91,33 @@ def test_any_failure_while_handling_a_message_rejects_it_alone_with_a_rate_limit
     node.data_dir = d
     node.on_message("ef/node/n1/assign", _assign(REAL_EPOCH, [spec]), True, 1)
     assert node.applied_epoch == REAL_EPOCH and node.assigned == [spec]
+
+
+def test_inputs_of_a_topic_workload_reach_its_source_and_bad_ones_are_rejected_alone():
+    import binascii
+    node = _node(_dir("topic"))   # first: the node module is the bigger part
+    try:
+        from firmware.source_topic import TopicSource
+    except MemoryError:
+        raise Skip("the node and the topic source do not load beside the tests at this heap")
+
+    class Model:
+        input_size = 4
+
+    class Worker:
+        source = TopicSource({"kind": "topic"}, Model())
+
+    node.workers["cam"] = Worker()
+    good = json.dumps({"v": 1, "seq": 3, "data": binascii.b2a_base64(b"abcd").decode().strip()})
+    node.on_message("ef/wl/cam/input", good, False, 1)
+    assert Worker.source.waiting() == 1 and Worker.source.seen == 3
+    # Wrong size, a forged field, a bad topic: each rejected with its reason, nothing served.
+    node.on_message("ef/wl/cam/input", json.dumps({"v": 1, "seq": 4, "data": "YWJj"}), False, 1)
+    node.on_message("ef/wl/cam/input", json.dumps({"v": 1, "seq": "5", "data": "YWJjZA=="}), False, 1)
+    node.on_message("ef/wl/CAM!/input", good, False, 1)
+    msgs = [e["msg"] for e in _bad_events(node)]
+    assert node.bad == 3 and "3 bytes, the model takes 4" in msgs[0] and "seq" in msgs[1], msgs
+    assert Worker.source.waiting() == 1 and Worker.source.rejected == 1
+    # An input for a workload this node does not run (it just left): ignored, not an error.
+    node.on_message("ef/wl/other/input", good, False, 1)
+    assert node.bad == 3

@@ -30,6 +30,8 @@ OTA_STATE = {"v": 1, "node": "mcu-1", "boot": 4, "id": "a81998fc4d742c7c", "stat
 OP_REQ = {"v": 1, "id": "5f0c2a9e71d3b684", "op": "move", "args": {"workload": "digits", "node": "pi-2"}}
 OP_REPLY = {"v": 1, "id": "5f0c2a9e71d3b684", "ok": True, "part": 0, "parts": 1,
             "data": "{\"message\": \"moving digits from pi-1 to pi-2\"}"}
+# An input of a `topic` workload (PREFIX/wl/WORKLOAD/input): 4 int8 bytes in base64.
+INPUT = {"v": 1, "seq": 1041, "data": "AP9/gA==", "truth": 7}
 AUDIT = {"v": 1, "ev": {"ts": 1700000000.5, "node": "pi-2", "level": "info", "kind": "drain",
                         "msg": "operator drains pi-2 (1 workload to move)", "data": None}}
 
@@ -75,6 +77,10 @@ def vectors():
         ("op_reply", OP_REPLY), ("op_reply", with_(OP_REPLY, part=2, parts=3)),
         ("op_reply", {"v": 1, "id": "a1", "ok": False, "part": 0, "parts": 1, "error": "no workload 'nope'"}),
         ("audit", AUDIT),
+        ("input", INPUT), ("input", with_(INPUT, truth=DELETE, seq=0)),
+        ("hb", with_(HB, wl=[{"id": "cam", "state": "running", "n": 12, "err": None, "seen": 1041, "dropped": 2}])),
+        ("assign", with_(ASSIGN, wl=[{"id": "cam", "model": "digits_dense", "rate": 10,
+                                      "input": {"kind": "topic", "start": 1000, "until": 1050}}])),
         # Unknown extra fields are ignored, for forward compatibility.
         ("status", with_(STATUS, extra="ignored")),
     ]
@@ -116,6 +122,12 @@ def vectors():
         ("op_req", with_(OP_REQ, args=DELETE), "args"), ("op_req", with_(OP_REQ, args=["x"]), "args"),
         ("op_reply", with_(OP_REPLY, part="0"), "part"), ("op_reply", with_(OP_REPLY, data={"a": 1}), "data"),
         ("audit", with_(AUDIT, ev="drain"), "ev"),
+        # Inputs come from outside the fleet's own code: every field is checked.
+        ("input", with_(INPUT, seq=-1), "seq"), ("input", with_(INPUT, seq="5"), "seq"),
+        ("input", with_(INPUT, data=DELETE), "data"), ("input", with_(INPUT, data=[0, 255]), "data"),
+        ("input", with_(INPUT, truth=1.5), "truth"), ("input", with_(INPUT, v=2), "v"),
+        ("input", with_(INPUT, data="A" * 4100), ""),
+        ("hb", with_(HB, wl=[{"id": "cam", "state": "running", "n": 1, "err": None, "seen": "1"}]), "wl[0].seen"),
     ]
     out = []
     for kind, msg in valid:
@@ -153,6 +165,10 @@ TOPICS = [
     {"topic": "ef/ctrl/op/req", "node": "", "kind": "op_req"},
     {"topic": "ef/ctrl/op/reply/a1", "node": "", "kind": "op_reply"},
     {"topic": "ef/ctrl/audit", "node": "", "kind": "audit"},
+    {"topic": "ef/wl/cam-1/input", "node": "cam-1", "kind": "input"},
+    {"topic": "ef/wl/Cam/input", "error": True},
+    {"topic": "ef/wl/cam-1/result", "error": True},
+    {"topic": "ef/wl/cam-1/input/x", "error": True},
     {"topic": "ef/ctrl/op/reply/A#", "error": True},
     {"topic": "ef/ctrl/op/reply/a1/x", "error": True},
     {"topic": "ef/node/MCU/hello", "error": True},
