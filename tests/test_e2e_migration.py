@@ -9,10 +9,7 @@ every input position of the workload's stream is stored exactly once (the regist
 and `results` tables are the evidence). Time is compressed through the controller's settings.
 """
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 
 import paho.mqtt.client as mqtt
@@ -23,6 +20,7 @@ from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
 from support.waiting import wait_until
+from support.cli_process import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +29,6 @@ RATE = 10.0
 WORKLOAD = {"id": "w", "model": "digits_dense", "rate": RATE, "replicas": 1, "input": {"kind": "samples"},
             "resources": {"cpu_share": 5}}
 SETTINGS = {"cpu_high_for_s": 3.0, "cooldown_s": 4.0, "handover_lead_s": 1.5, "move_timeout_s": 20.0}
-
-
-def cli(tmp_path, *argv):
-    env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli"] + list(argv), capture_output=True,
-                          text=True, timeout=60, env=env)
-    assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
-    return proc.stdout
 
 
 def host(controller):

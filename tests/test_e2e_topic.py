@@ -13,8 +13,6 @@ import base64
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 
@@ -28,6 +26,7 @@ from edgefleet.controller.sim.nodeprobe import NodeProbe
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
 from support.waiting import wait_until
+from support.cli_process import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +34,6 @@ LAYOUT = [("pi-a", "rpi4"), ("pi-b", "rpi4"), ("mcu-c", "rpi-pico-w")]
 RATE = 20.0
 WORKLOAD = {"id": "cam", "model": "digits_dense", "rate": RATE, "replicas": 1, "input": {"kind": "topic", "buffer": 16},
             "resources": {"cpu_share": 5}}
-
-
-def cli(tmp_path, *argv):
-    env = dict(os.environ, EDGEFLEET_HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "edgefleet.controller.cli"] + list(argv), capture_output=True,
-                          text=True, timeout=60, env=env)
-    assert proc.returncode == 0, (argv, proc.stdout, proc.stderr)
-    return proc.stdout
 
 
 def host(controller):
