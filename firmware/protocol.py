@@ -190,7 +190,7 @@ def validate(kind, msg):
     elif kind == "hello":
         # Placement reads these (controller/fleet/placement.py).
         _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str? "
-                      "sensors:strs?",
+                      "sensors:strs? camera:bool?",
                       "caps.")
     if kind in ("result", "ack") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")
@@ -198,7 +198,7 @@ def validate(kind, msg):
 
 
 # What a workload's input may be (firmware/sources.py opens each).
-INPUT_KINDS = ("samples", "sensor")
+INPUT_KINDS = ("samples", "sensor", "camera")
 
 
 def _validate_assign(msg):

@@ -86,4 +86,7 @@ def open_source(spec, model_dir, model, node=None):
     if kind == "sensor":
         from .source_sensor import SensorSource
         return SensorSource(spec, model, node.hal)
+    if kind == "camera":
+        from .source_camera import CameraSource
+        return CameraSource(spec, model, node.hal)
     raise SourceError("unknown input source kind %r" % kind)

@@ -18,6 +18,7 @@ import tomllib
 import tomli_w
 
 from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
+from edgefleet.firmware.source_camera import MAX_RATE_HZ as CAMERA_MAX_RATE_HZ
 from edgefleet.firmware.source_sensor import MAX_RATE_HZ
 from edgefleet.firmware.protocol import valid_node_id
 
@@ -28,7 +29,8 @@ ALLOWED_KEYS = {"id", "model", "rate", "replicas", "input", "constraints", "reso
 CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
 # Input kinds and what each may say (firmware/sources.py, firmware/source_sensor.py).
-INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}}
+INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"},
+              "camera": {"rate_hz", "scale", "offset", "grayscale"}}
 
 
 def _check_sensor_input(source, where):
@@ -45,6 +47,19 @@ def _check_sensor_input(source, where):
     for key in ("scale", "offset"):
         if key in source and (isinstance(source[key], bool) or not isinstance(source[key], (int, float))):
             raise ConfigError("%s.%s must be a number" % (where, key))
+
+
+def _check_camera_input(source, where):
+    """As the node would (firmware/source_camera.py); whether the model takes an image is the
+    node's to check."""
+    rate = source.get("rate_hz", 1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= CAMERA_MAX_RATE_HZ:
+        raise ConfigError("%s.rate_hz must be a number above 0, at most %d (frames a second)" % (where, CAMERA_MAX_RATE_HZ))
+    for key in ("scale", "offset"):
+        if key in source and (isinstance(source[key], bool) or not isinstance(source[key], (int, float))):
+            raise ConfigError("%s.%s must be a number" % (where, key))
+    if not isinstance(source.get("grayscale", False), bool):
+        raise ConfigError("%s.grayscale must be true or false" % where)
 
 
 def _output_count(known_models, model):
@@ -88,6 +103,8 @@ def parse_workload(raw, where, known_models=None):
         raise ConfigError("%s (%s): input of kind %s has no %s" % (where, wid, source["kind"], ", ".join(sorted(unknown))))
     if source["kind"] == "sensor":
         _check_sensor_input(source, "%s (%s): input" % (where, wid))
+    if source["kind"] == "camera":
+        _check_camera_input(source, "%s (%s): input" % (where, wid))
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
         raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))
