@@ -71,7 +71,6 @@ def test_a_camera_workload_classifies_frames_on_the_pi_that_has_the_camera(mosqu
         # Frames come in file order from position 0: the true labels are the files'.
         assert [truth for _, _, truth in rows[:FRAMES]] == [int(v) for v in labels[:len(rows[:FRAMES])]]
         accuracy = sum(label == truth for _, label, truth in rows) / len(rows)
-        print("camera accuracy %.3f over %d frames" % (accuracy, len(rows)))
         assert accuracy > 0.8, accuracy    # chance is 0.1
     finally:
         fleet.stop()
