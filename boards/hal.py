@@ -35,6 +35,12 @@
 #                            of the sensor the profile declares as `name` ("sensors" in
 #                            boards/profiles/*.json): a workload's `sensor` input
 #                            (firmware/source_sensor.py); OSError naming why where there is none
+#   camera()                 the board's camera, opened (Linux boards: boards/camera_linux.py;
+#                            simulated ones serve image files, boards/sim_camera.py): an object
+#                            with read() -> (frame, true label or None), the frame a numpy
+#                            uint8 array H x W (grey) or H x W x 3 (RGB), and close(); a
+#                            workload's `camera` input (firmware/source_camera.py); OSError
+#                            naming why where there is none (by default, and on an MCU)
 #   pin_out(pin, on)         drive GPIO `pin` (the board's numbering) high or low: a workload's
 #                            output.pin (firmware/outputs.py); OSError naming why where the
 #                            board cannot (by default, and on Linux boards for now)
@@ -66,6 +72,9 @@ class Hal:
 
     def sensor(self, name):
         raise OSError("the %s HAL reads no sensor" % self.name)
+
+    def camera(self):
+        raise OSError("the %s HAL has no camera" % self.name)
 
     def power(self, cpu_pct):
         return {"src": self.profile.get("power", {}).get("source", "mains"), "pct": None, "mw": None}

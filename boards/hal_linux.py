@@ -134,6 +134,15 @@ class LinuxHal(Hal):
         elif watchdog is not None:
             watchdog.write(b"\0")
 
+    def camera(self):
+        """The camera the profile declares ("camera": {"device", "width", "height"}): Picamera2
+        where it is installed, else V4L2 through OpenCV (boards/camera_linux.py)."""
+        settings = self.profile.get("camera")
+        if settings is None:
+            raise OSError("the board profile declares no camera")
+        from .camera_linux import open_camera
+        return open_camera(settings)
+
     def reboot(self):
         # The node agent runs under systemd with Restart=; exiting is how it restarts itself.
         raise SystemExit(0)

@@ -64,6 +64,9 @@ class MicroPythonHal:
             raise OSError("this port has no machine.ADC")
         return machine.ADC(machine.Pin(wiring["adc_pin"])).read_u16
 
+    def camera(self):
+        raise OSError("a microcontroller takes no camera input (Linux boards only)")
+
     def pin_out(self, pin, on):
         if machine is None or not hasattr(machine, "Pin"):
             raise OSError("this port has no machine.Pin")

@@ -19,6 +19,7 @@ class MockHal(Hal):
         self.cause = None
         self.pins = []   # (pin, on) in the order driven
         self.readings = {}   # sensor name -> readings sensor() returns in turn
+        self.frames = None   # (frame, truth) pairs camera() serves in turn; None: no camera
 
     def pin_out(self, pin, on):
         self.pins.append((pin, bool(on)))
@@ -33,6 +34,25 @@ class MockHal(Hal):
             at[0] = i + 1 if i + 1 < len(values) else 0
             return values[i]
         return read
+
+    def camera(self):
+        """Frames from self.frames, round and round."""
+        if self.frames is None:
+            raise OSError("the mock board has no camera")
+        frames = self.frames
+
+        class Camera:
+            at = 0
+            closed = False
+
+            def read(self):
+                frame = frames[self.at % len(frames)]
+                self.at += 1
+                return frame
+
+            def close(self):
+                self.closed = True
+        return Camera()
 
     def cpu_percent(self):
         return self.cpu

@@ -34,6 +34,7 @@ class SimHal(Hal):
         self._last_power_s = None
         self.temp_c = None
         self.sensor_shapes = {}
+        self.camera_dir = None
         self.hb_jitter = 0.0
         self._read_sim_file()
 
@@ -57,6 +58,7 @@ class SimHal(Hal):
         model.throttled = bool(settings.get("throttled", False))
         self.temp_c = settings.get("temp", None)
         self.sensor_shapes = settings.get("sensors", {})
+        self.camera_dir = settings.get("camera")
         self.hb_jitter = float(settings.get("hb_jitter", 0.0))
         # A battery level set by the operator applies once; from there the model drains it.
         pct = settings.get("battery_pct")
@@ -174,6 +176,14 @@ class SimHal(Hal):
                 value += burst if (state[1] >> 1) & 1 else -burst
             return max(0, min(65535, int(value)))
         return read
+
+    def camera(self):
+        """Image files served as frames (boards/sim_camera.py): the folder sim.json's "camera"
+        names, in name order, round and round, on a board whose profile declares a camera."""
+        if "camera" not in self.profile:
+            raise OSError("the board profile declares no camera")
+        from .sim_camera import FileCamera
+        return FileCamera(self)
 
     def pin_out(self, pin, on):
         # A simulated board has no pins: each level it drives is a line of gpio.log in its

@@ -2,7 +2,8 @@
 #   litert  ai-edge-litert's interpreter (Linux boards)
 #   tflite  tflite-runtime's interpreter (Linux boards; needs numpy<2)
 #   engine  edgefleet's own int8 engine (every board; the only one on MicroPython)
-# Every backend exposes the same small model interface: input_size, output_quant, and
+# Every backend exposes the same small model interface: input_size, input_shape (its
+# dimensions, batch first), input_quant, output_quant, and
 # invoke(int8 input buffer) -> sequence of int8 outputs.
 #
 # `runtime` is the node's, from its board profile ("micropython" or "cpython"); host tools and
@@ -34,6 +35,7 @@ class EngineModel:
         self.input_size = self._interp.input_size
         self.output_size = self._interp.output_size
         self.input_quant = self._interp.input_quant
+        self.input_shape = self._interp.input_shape
         self.output_quant = self._interp.output_quant
         self.arena_bytes = self._interp.arena_bytes
 

@@ -45,7 +45,7 @@ def serve(model_path, backend, num_threads, stdin, stdout):
         write_frame(stdout, ERROR, 0, ("%s: %s" % (type(e).__name__, e)).encode())
         return 1
     meta = {"backend": name, "input_size": model.input_size, "output_size": model.output_size,
-            "input_quant": list(model.input_quant), "output_quant": list(model.output_quant), "pid": os.getpid()}
+            "input_quant": list(model.input_quant), "input_shape": list(model.input_shape), "output_quant": list(model.output_quant), "pid": os.getpid()}
     write_frame(stdout, READY, 0, json.dumps(meta).encode())
     in_size = model.input_size
     while True:

@@ -148,6 +148,8 @@ class Node:
                 "labels": self.cfg.get("labels", []),
                 # What a `sensor` input can read here (placement puts such workloads only here).
                 "sensors": sorted(self.profile.get("sensors", {})),
+                # Whether a `camera` input can run here (a Linux board whose profile has one).
+                "camera": "camera" in self.profile,
                 # Whether this link is encrypted: placement reserves the heap TLS holds on an MCU,
                 # and `status` shows which nodes talk in plaintext.
                 "tls": self.cfg["broker"]["tls"],

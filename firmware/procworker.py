@@ -35,6 +35,7 @@ class ProcessModel:
         self.proc = None
         self.input_size = self.output_size = 0
         self.input_quant = self.output_quant = (1.0, 0)
+        self.input_shape = []
         self.backend_name = None
         self.in_flight = 0   # batches submitted and not yet collected
 
@@ -65,6 +66,7 @@ class ProcessModel:
         meta = json.loads(payload)
         self.backend_name = meta["backend"]
         self.input_size, self.output_size = meta["input_size"], meta["output_size"]
+        self.input_shape = meta["input_shape"]
         self.input_quant, self.output_quant = tuple(meta["input_quant"]), tuple(meta["output_quant"])
         return self
 

@@ -57,7 +57,7 @@ WORKLOAD_SCHEMA = "id:name model:name rate:num input:obj"
 # seen, dropped: a topic workload's highest input sequence number received, and inputs dropped.
 WORKLOAD_STATE_SCHEMA = "id:name state:str n:int err:str|null restarts:int? seen:int? dropped:int?"
 # The input source kinds an assignment may name (firmware/sources.py).
-INPUT_KINDS = ("samples", "sensor", "topic")
+INPUT_KINDS = ("samples", "sensor", "topic", "camera")
 # The largest model input a topic workload takes: its base64 fits the input message's limit.
 MAX_INPUT_BYTES = 3000
 POWER_SCHEMA = "src:str pct:num|null mw:num|null"
@@ -208,7 +208,7 @@ def validate(kind, msg):
     elif kind == "hello":
         # Placement reads these (controller/fleet/placement.py).
         _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str? "
-                      "sensors:strs?",
+                      "sensors:strs? camera:bool?",
                       "caps.")
     if kind in ("result", "ack", "input") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")

@@ -90,4 +90,7 @@ def open_source(spec, model_dir, model, node=None, workload=None):
     if kind == "topic":
         from .source_topic import TopicSource
         return TopicSource(spec, model, node, workload)
+    if kind == "camera":
+        from .source_camera import CameraSource
+        return CameraSource(spec, model, node.hal)
     raise SourceError("unknown input source kind %r" % kind)

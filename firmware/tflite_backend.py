@@ -34,6 +34,7 @@ class InterpreterModel:
         self.input_size = int(numpy.prod(self._in_shape))
         self.output_size = int(numpy.prod(out["shape"]))
         self.input_quant = tuple(inp["quantization"])
+        self.input_shape = [int(d) for d in self._in_shape]
         self.output_quant = tuple(out["quantization"])
 
     def invoke(self, data):

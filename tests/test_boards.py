@@ -97,7 +97,8 @@ def test_real_board_images_carry_no_simulation_modules(tmp_path):
     """hal_sim and its power model go only on simulated boards; hal_mock (unit tests) on none."""
     from edgefleet.controller.deploy import bundle
     from edgefleet.controller.install import image
-    sim_only = {"hal_sim.py", "power.py", "sim_notify.py", "hal_sim.mpy", "power.mpy", "sim_notify.mpy"}  # and hal.py on an MCU
+    sim_only = {"hal_sim.py", "power.py", "sim_notify.py", "sim_camera.py", "hal_sim.mpy", "power.mpy", "sim_notify.mpy",
+                "sim_camera.mpy"}  # and hal.py on an MCU
     never = {"hal_mock.py", "hal_mock.mpy", "sim_layer_probe.py", "sim_layer_probe.mpy"}
     for name in ("rpi-pico-w", "rpi4"):
         profile = catalog.load(name)

@@ -20,6 +20,7 @@ import tomllib
 import tomli_w
 
 from edgefleet.firmware.outputs import MAX_VALUES, Outputs, OutputSpecError
+from edgefleet.firmware.source_camera import MAX_RATE_HZ as CAMERA_MAX_RATE_HZ
 from edgefleet.firmware.source_sensor import MAX_RATE_HZ
 from edgefleet.firmware.source_topic import MAX_BUFFER
 from edgefleet.firmware.protocol import valid_node_id
@@ -32,7 +33,8 @@ CONSTRAINT_KEYS = ("runtime", "boards", "labels", "prefer_mains")
 RESOURCE_KEYS = ("arena_bytes", "cpu_share")
 # Input kinds (firmware/sources.py) and the keys each may hold besides `kind` (start and until
 # are the controller's, the stream ledger's, never the operator's).
-INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}, "topic": {"buffer"}}
+INPUT_KEYS = {"samples": set(), "sensor": {"sensor", "rate_hz", "hop", "scale", "offset"}, "topic": {"buffer"},
+              "camera": {"rate_hz", "scale", "offset", "grayscale"}}
 
 
 def _check_sensor_input(source, where):
@@ -49,6 +51,19 @@ def _check_sensor_input(source, where):
     for key in ("scale", "offset"):
         if key in source and (isinstance(source[key], bool) or not isinstance(source[key], (int, float))):
             raise ConfigError("%s.%s must be a number" % (where, key))
+
+
+def _check_camera_input(source, where):
+    """As the node would (firmware/source_camera.py); whether the model takes an image is the
+    node's to check."""
+    rate = source.get("rate_hz", 1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= CAMERA_MAX_RATE_HZ:
+        raise ConfigError("%s.rate_hz must be a number above 0, at most %d (frames a second)" % (where, CAMERA_MAX_RATE_HZ))
+    for key in ("scale", "offset"):
+        if key in source and (isinstance(source[key], bool) or not isinstance(source[key], (int, float))):
+            raise ConfigError("%s.%s must be a number" % (where, key))
+    if not isinstance(source.get("grayscale", False), bool):
+        raise ConfigError("%s.grayscale must be true or false" % where)
 
 
 def _output_count(known_models, model):
@@ -95,6 +110,8 @@ def parse_workload(raw, where, known_models=None):
     if "buffer" in source and (isinstance(source["buffer"], bool) or not isinstance(source["buffer"], int)
                                or not 1 <= source["buffer"] <= MAX_BUFFER):
         raise ConfigError("%s (%s): input.buffer must be an integer 1-%d" % (where, wid, MAX_BUFFER))
+    if source["kind"] == "camera":
+        _check_camera_input(source, "%s (%s): input" % (where, wid))
     constraints = raw.get("constraints", {})
     if not isinstance(constraints, dict) or set(constraints) - set(CONSTRAINT_KEYS):
         raise ConfigError("%s (%s): constraints may hold %s" % (where, wid, ", ".join(CONSTRAINT_KEYS)))

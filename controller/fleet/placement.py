@@ -108,6 +108,8 @@ def fits(workload, node, profile, manifest, used=0):
     source = workload.get("input") or {}
     if source.get("kind") == "sensor" and source.get("sensor") not in node["caps"].get("sensors", []):
         return "%s has no sensor %s" % (node["id"], source.get("sensor"))
+    if source.get("kind") == "camera" and not node["caps"].get("camera"):
+        return "%s has no camera" % node["id"]
     need, why = memory_need(workload, node, manifest)
     if why:
         return why

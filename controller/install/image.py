@@ -30,11 +30,13 @@ SIM_MPY_ARCH = "x64"
 # (hal_micropython.py implements the HAL interface without its base class, so an MCU does
 # not hold boards/hal.py.)
 BOARD_MODULES = {"micropython": ("__init__.py", "hal_micropython.py", "wifi.py"),
-                 "cpython": ("__init__.py", "hal.py", "hal_linux.py")}
+                 "cpython": ("__init__.py", "hal.py", "hal_linux.py", "camera_linux.py")}
 # What only a simulated board carries beside them: its HAL layer (on hal.py's base class) and
 # power model. hal_mock.py (unit tests) and sim_layer_probe.py (the harness's) never go on any
 # board.
 SIM_BOARD_MODULES = ("hal.py", "hal_sim.py", "sim_notify.py", "power.py")
+# ... and a simulated Linux board its camera (image files; it needs numpy, which an MCU lacks).
+SIM_LINUX_MODULES = ("sim_camera.py",)
 # A/B slot images (docs/ota.md): the first slot a freshly flashed board boots.
 FIRST_SLOT = "slot_a"
 
@@ -43,7 +45,7 @@ FIRST_SLOT = "slot_a"
 # holds its config in RAM for good: on a 110 KB board the rest of the profile (titles, the
 # host-side budgets) is heap taken for nothing.
 NODE_PROFILE_KEYS = ("name", "runtime", "heap_bytes", "fs_bytes", "ram_bytes", "cpu", "gc_threshold_bytes",
-                     "temperature", "sensors", "watchdog", "power", "outbox", "console_lines")
+                     "temperature", "sensors", "camera", "watchdog", "power", "outbox", "console_lines")
 
 
 def node_profile(profile):
@@ -83,7 +85,9 @@ def is_simulated(cfg):
 def board_modules(runtime, simulated=False):
     """File names in boards/ that a board of `runtime` carries; the simulation layer only on a
     simulated board, so a real board's flash never holds it."""
-    return BOARD_MODULES[runtime] + (SIM_BOARD_MODULES if simulated else ())
+    if not simulated:
+        return BOARD_MODULES[runtime]
+    return BOARD_MODULES[runtime] + SIM_BOARD_MODULES + (SIM_LINUX_MODULES if runtime == "cpython" else ())
 
 
 def firmware_files():
@@ -101,7 +105,8 @@ def firmware_files():
 
 # Firmware modules only a Linux node runs (its inference child process and the LiteRT backend):
 # a microcontroller's flash and ROM segment have no room to spare for them.
-LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware/tflite_backend.py")
+LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware/tflite_backend.py",
+              "firmware/source_camera.py")
 
 
 def mcu_code_files(simulated=False):

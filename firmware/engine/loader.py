@@ -510,6 +510,7 @@ def _prepare(interp, d, arena_budget, kernels, in_place=False):
     interp.input_size = inp[2]
     interp.output_size = out[2]
     interp.input_quant = quantization(inp)
+    interp.input_shape = inp[0]
     interp.output_quant = quantization(out)
     interp.input_view = _activation(g, g.inputs[0])
     interp.output_view = _activation(g, g.outputs[0])
