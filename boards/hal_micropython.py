@@ -60,7 +60,17 @@ class MicroPythonHal:
         wiring = self.profile.get("sensors", {}).get(name)
         if wiring is None:
             raise OSError("the board profile declares no sensor %r" % name)
-        if machine is None or not hasattr(machine, "ADC"):
+        if machine is None:
+            raise OSError("this port has no machine module")
+        if "i2c" in wiring:
+            from .sensor_bus import i2c_reader
+            return i2c_reader(machine, wiring)
+        if "i2s" in wiring:
+            from .sensor_bus import I2sMicrophone
+            return I2sMicrophone(machine, wiring)
+        if "adc_pin" not in wiring:
+            raise OSError("sensor %r: its wiring names no adc_pin, i2c or i2s" % name)
+        if not hasattr(machine, "ADC"):
             raise OSError("this port has no machine.ADC")
         return machine.ADC(machine.Pin(wiring["adc_pin"])).read_u16
 

@@ -157,8 +157,10 @@ class SimHal(Hal):
         """A simulated signal for each sensor the profile declares: sim.json's "sensors" shapes
         it ({NAME: {"mid", "amp", "hz", "noise", "burst"}}, read again as the file changes): a
         sine around `mid`, uniform noise, and while `burst` is above 0 a square wave of that
-        amplitude at a quarter of the sampling rate - the anomaly a test injects."""
-        if name not in self.profile.get("sensors", {}):
+        amplitude at a quarter of the sampling rate - the anomaly a test injects. A sensor wired to
+        I2S (a microphone) delivers that signal in blocks, as the real one does."""
+        wiring = self.profile.get("sensors", {}).get(name)
+        if wiring is None:
             raise OSError("the board profile declares no sensor %r" % name)
         import math
         state = [12345, 0]   # noise generator, readings taken
@@ -175,6 +177,8 @@ class SimHal(Hal):
             if burst:
                 value += burst if (state[1] >> 1) & 1 else -burst
             return max(0, min(65535, int(value)))
+        if "i2s" in wiring:
+            return SimMicrophone(read, wiring.get("rate", 16000))
         return read
 
     def camera(self):
@@ -193,3 +197,18 @@ class SimHal(Hal):
 
     def reboot(self):
         self.base.reboot()
+
+
+class SimMicrophone:
+    """A simulated I2S microphone: blocks of the simulated signal as 16-bit signed samples."""
+
+    def __init__(self, read, rate_hz):
+        self.read = read
+        self.rate_hz = rate_hz
+
+    def readinto(self, buf):
+        for i in range(len(buf) // 2):
+            sample = self.read() - 32768
+            buf[2 * i] = sample & 0xFF
+            buf[2 * i + 1] = (sample >> 8) & 0xFF
+        return len(buf) // 2 * 2

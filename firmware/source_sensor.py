@@ -1,6 +1,9 @@
-# A `sensor` input source: windows of readings from one of the board's sensors (an ADC channel;
-# the board's HAL reads it, boards/hal*.py `sensor`), sampled at a rate, each reading scaled to
-# the model's input and quantised to int8, a window every `hop` readings.
+# A `sensor` input source: windows of readings from one of the board's sensors (an ADC channel,
+# an I2C device through its driver, an I2S microphone; the board's HAL opens it, boards/hal*.py
+# `sensor`), sampled at a rate, each reading scaled to the model's input and quantised to int8,
+# a window every `hop` readings. A sensor read one reading at a time comes as a function; one
+# that delivers blocks (a microphone's DMA buffer) as an object with readinto(buf), filling buf
+# with 16-bit signed little-endian samples at its own rate_hz.
 #
 #   input = { kind = "sensor", sensor = "adc0", rate_hz = 200, hop = 32,
 #             scale = 0.0000153, offset = -0.5 }
@@ -71,6 +74,15 @@ class SensorSource:
             self.read = hal.sensor(self.name)
         except OSError as e:
             raise SourceError("sensor %r: %s" % (self.name, e))
+        self.block = None
+        if hasattr(self.read, "readinto"):
+            self.block, self.read = self.read, None
+            if rate != self.block.rate_hz:
+                raise SourceError("sensor %r samples at %d Hz: input.rate_hz must say so" % (self.name, self.block.rate_hz))
+            # Made once: a block of a window (the first fill) and of a hop, viewed without copies.
+            self.raw = bytearray(2 * window)
+            self.raw_window = memoryview(self.raw)
+            self.raw_hop = self.raw_window[:2 * self.hop]
         self.period_us = max(1, int(1000000 / rate))
         self.window = window
         self.ring = bytearray(window)
@@ -81,12 +93,24 @@ class SensorSource:
         self.next_us = ticks_us()
 
     def sample(self, count):
-        """Take `count` readings into the ring; True once a window is due."""
+        """Take `count` readings into the ring; True once a window is due. A block sensor is
+        read a window (the first fill) or a hop at a time."""
         read, ring, window = self.read, self.ring, self.window
         multiplier, added, shift = self.multiplier, self.added, self.shift
+        raw = None
+        if self.block is not None:
+            raw = self.raw
+            view = self.raw_window if count == window else self.raw_hop
+            count = len(view) // 2
+            if self.block.readinto(view) != 2 * count:
+                raise SourceError("sensor %r: a short read" % self.name)
         head = self.head
-        for _ in range(count):
-            q = (read() * multiplier + added) >> shift
+        for i in range(count):
+            if raw is None:
+                reading = read()
+            else:   # signed 16-bit little endian, as offset binary: the range an ADC gives
+                reading = (raw[2 * i] | (raw[2 * i + 1] << 8)) ^ 0x8000
+            q = (reading * multiplier + added) >> shift
             if q > 127:
                 q = 127
             elif q < -128:
@@ -119,6 +143,9 @@ class SensorSource:
         if late < 0:
             return 0, -late
         needed = self.window - self.filled if self.filled < self.window else self.hop - self.since
+        if self.block is not None:   # the device buffers: read a whole block once it is due
+            wait = (needed - 1) * self.period_us - late
+            return (needed, 0) if wait <= 0 else (0, wait)
         count = min(late // self.period_us + 1, needed, MOST_AT_ONCE)
         return count, 0
 

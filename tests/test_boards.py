@@ -150,3 +150,32 @@ def test_a_malformed_tls_record_in_a_profile_is_refused(tmp_path, monkeypatch):
             catalog.load("board")
     (tmp_path / "board.json").write_text(json.dumps(good))
     assert catalog.load("board")["tls"] == good["tls"]
+
+
+def test_a_simulated_microphone_delivers_the_simulated_signal_in_blocks(tmp_path):
+    """A sensor wired to I2S on a simulated board reads as the real one does (readinto, at the
+    wiring's rate); the simulated signal's burst is there, sample by sample."""
+    sim_file = tmp_path / "sim.json"
+    sim_file.write_text(json.dumps({"sensors": {"mic0": {"mid": 32768, "amp": 0, "noise": 0, "burst": 1000}}}))
+    profile = dict(catalog.load("esp32"), sensors={"mic0": {"i2s": {"sck": 26, "ws": 25, "sd": 33}, "rate": 8000},
+                                                   "adc0": {"adc_pin": 36}})
+    hal = open_hal("sim", profile, {"base": "mock", "sim_file": str(sim_file)})
+    mic = hal.sensor("mic0")
+    assert mic.rate_hz == 8000
+    buf = bytearray(16)
+    assert mic.readinto(buf) == 16
+    samples = [int.from_bytes(buf[i:i + 2], "little", signed=True) for i in range(0, 16, 2)]
+    assert sorted(set(samples)) == [-1000, 1000] and samples[:4] == samples[4:]   # a square wave, 4 samples a period
+    assert callable(hal.sensor("adc0")) and not hasattr(hal.sensor("adc0"), "readinto")
+    with pytest.raises(OSError, match="declares no sensor 'adc9'"):
+        hal.sensor("adc9")
+
+
+def test_bus_sensor_code_goes_only_on_boards_that_wire_such_sensors():
+    from edgefleet.controller.install import image
+    plain = catalog.load("esp32")
+    assert not image.bus_modules("micropython", plain)
+    wired = dict(plain, sensors={"imu": {"i2c": {"sda": 21, "scl": 22}, "driver": "mpu6050"}})
+    assert image.bus_modules("micropython", wired) == ("sensor_bus.py", "i2c_mpu6050.py")
+    assert image.bus_modules("micropython", dict(plain, sensors={"mic": {"i2s": {}}})) == ("sensor_bus.py",)
+    assert not image.bus_modules("cpython", wired)

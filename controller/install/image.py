@@ -82,12 +82,24 @@ def is_simulated(cfg):
     return cfg.get("hal") == "sim"
 
 
-def board_modules(runtime, simulated=False):
+def board_modules(runtime, simulated=False, profile=None):
     """File names in boards/ that a board of `runtime` carries; the simulation layer only on a
-    simulated board, so a real board's flash never holds it."""
+    simulated board, so a real board's flash never holds it; and on a MicroPython board the
+    bus code and drivers its profile's sensors need, only those (flash and ROM are scarce)."""
+    modules = BOARD_MODULES[runtime] + bus_modules(runtime, profile)
     if not simulated:
-        return BOARD_MODULES[runtime]
-    return BOARD_MODULES[runtime] + SIM_BOARD_MODULES + (SIM_LINUX_MODULES if runtime == "cpython" else ())
+        return modules
+    return modules + SIM_BOARD_MODULES + (SIM_LINUX_MODULES if runtime == "cpython" else ())
+
+
+def bus_modules(runtime, profile):
+    if runtime != "micropython" or not profile:
+        return ()
+    wirings = profile.get("sensors", {}).values()
+    drivers = sorted({"i2c_%s.py" % w["driver"] for w in wirings if "i2c" in w and w.get("driver")})
+    if drivers or any("i2s" in w for w in wirings):
+        return ("sensor_bus.py",) + tuple(drivers)
+    return ()
 
 
 def firmware_files():
@@ -109,9 +121,9 @@ LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware
               "firmware/source_camera.py")
 
 
-def mcu_code_files(simulated=False):
+def mcu_code_files(simulated=False, profile=None):
     files = [(src, dest) for src, dest in firmware_files() if dest not in LINUX_ONLY]
-    for name in board_modules("micropython", simulated):
+    for name in board_modules("micropython", simulated, profile):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
     return files
@@ -132,7 +144,7 @@ def model_files(model_names=None, models_dir=None):
 
 def image_files(profile, model_names=None, simulated=False):
     """Every (source, destination) pair of a board's image, config.json excluded."""
-    files = mcu_code_files(simulated) if profile["runtime"] == "micropython" else []
+    files = mcu_code_files(simulated, profile) if profile["runtime"] == "micropython" else []
     files.extend(model_files(model_names))
     size = sum(os.path.getsize(src) for src, _ in files)
     if size > profile["fs_bytes"]:
@@ -199,7 +211,7 @@ def slot_code_files(profile, simulated=False):
     files = firmware_files()
     if profile["runtime"] == "micropython":
         files = [(src, dest) for src, dest in files if dest not in LINUX_ONLY]
-    for name in board_modules(profile["runtime"], simulated):
+    for name in board_modules(profile["runtime"], simulated, profile):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     return files
 

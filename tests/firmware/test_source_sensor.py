@@ -114,3 +114,127 @@ def test_a_bad_sensor_spec_is_refused_naming_what():
                         ({"sensor": "adc0", "rate_hz": 10, "scale": 1e9}, "far outside int8")):
         e = raises(SourceError, SensorSource, spec, model, _Hal([0]))
         assert words in str(e), (spec, str(e))
+
+
+# -- sensors on a bus: an I2C accelerometer through its driver, an I2S microphone --------------
+
+class _I2c:
+    """An MPU-6050 on a fake bus: its registers, and what was written to them."""
+
+    def __init__(self, addr=0x68):
+        self.addr = addr
+        self.regs = bytearray(128)
+        self.writes = []
+
+    def writeto_mem(self, addr, reg, data):
+        if addr != self.addr:
+            raise OSError(19)   # ENODEV: nothing answers at that address
+        self.writes.append((reg, bytes(data)))
+
+    def readfrom_mem_into(self, addr, reg, buf):
+        for i in range(len(buf)):
+            buf[i] = self.regs[reg + i]
+
+
+class _Machine:
+    """What sensor_bus asks of `machine`."""
+
+    def __init__(self, bus):
+        self.bus = bus
+
+    def Pin(self, number):
+        return number
+
+    def I2C(self, index, sda=None, scl=None, freq=None):
+        self.opened = (index, sda, scl, freq)
+        return self.bus
+
+
+def test_an_mpu6050_axis_reads_as_offset_binary_without_allocating():
+    from boards.i2c_mpu6050 import reader
+    bus = _I2c()
+    bus.regs[0x3D], bus.regs[0x3E] = 0xC0, 0x00   # ACCEL_YOUT = -16384 (-1 g)
+    read = reader(bus, {"addr": 0x68, "axis": "y"})
+    assert bus.writes == [(0x6B, b"\x00")]        # woken from sleep
+    assert read() == 0x4000
+    bus.regs[0x3D], bus.regs[0x3E] = 0x40, 0x00   # +1 g
+    assert read() == 0xC000
+    if sys.implementation.name == "micropython":
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        for _ in range(50):
+            read()
+        used = gc.mem_alloc() - before
+        gc.enable()
+        assert used == 0, used
+    assert "axis" in str(raises(OSError, reader, bus, {"axis": "w"}))
+    assert "does not answer" in str(raises(OSError, reader, bus, {"addr": 0x69}))
+
+
+def test_an_i2c_sensor_is_opened_through_its_driver_by_name():
+    from boards.sensor_bus import i2c_reader
+    bus = _I2c()
+    machine = _Machine(bus)
+    read = i2c_reader(machine, {"i2c": {"bus": 1, "sda": 21, "scl": 22}, "driver": "mpu6050", "axis": "x"})
+    assert machine.opened == (1, 21, 22, 400000) and read() == 0x8000
+    assert "no driver boards.i2c_bmp999" in str(raises(OSError, i2c_reader, machine, {"i2c": {}, "driver": "bmp999"}))
+    assert "names its driver" in str(raises(OSError, i2c_reader, machine, {"i2c": {}, "driver": "../x"}))
+
+
+class _Microphone:
+    """A block sensor: 16-bit samples counting up from `first`, at rate_hz."""
+
+    def __init__(self, rate_hz, first=0):
+        self.rate_hz = rate_hz
+        self.next = first
+
+    def readinto(self, buf):
+        for i in range(len(buf) // 2):
+            sample = self.next
+            self.next += 1
+            buf[2 * i] = sample & 0xFF
+            buf[2 * i + 1] = (sample >> 8) & 0xFF
+        return len(buf)
+
+
+class _BlockHal:
+    def __init__(self, mic):
+        self.mic = mic
+
+    def sensor(self, name):
+        return self.mic
+
+
+def test_a_microphone_is_read_a_window_then_a_hop_at_a_time_without_allocating():
+    mic = _Microphone(8000, first=-4)
+    source = SensorSource({"sensor": "mic0", "rate_hz": 8000, "hop": 2, "scale": 1.0, "offset": -32768},
+                          _Model(4, (1.0, 0)), _BlockHal(mic))
+    assert source.sample(4)                       # the first window comes whole
+    buf = bytearray(4)
+    assert source.copy_window(buf) == 0 and list(buf) == [0xFC, 0xFD, 0xFE, 0xFF]   # -4..-1
+    assert source.sample(2)                       # then a hop
+    assert source.copy_window(buf) == 1 and list(buf) == [0xFE, 0xFF, 0x00, 0x01]   # -2..1
+    if sys.implementation.name == "micropython":
+        gc.collect()
+        gc.disable()
+        before = gc.mem_alloc()
+        for _ in range(20):
+            source.sample(2)
+            source.copy_window(buf)
+        used = gc.mem_alloc() - before
+        gc.enable()
+        assert used == 0, used
+    e = raises(SourceError, SensorSource, {"sensor": "mic0", "rate_hz": 16000}, _Model(4, (1.0, 0)), _BlockHal(mic))
+    assert "samples at 8000 Hz" in str(e)
+
+
+def test_next_into_takes_a_microphones_blocks_as_they_are_due():
+    source = SensorSource({"sensor": "mic0", "rate_hz": 20000, "hop": 8}, _Model(16, (256.0, -128)),
+                          _BlockHal(_Microphone(20000)))
+    buf = bytearray(16)
+
+    async def take():
+        return [await source.next_into(buf, 1000) for _ in range(3)]
+
+    assert [g[0] for g in asyncio.run(take())] == [0, 1, 2]

@@ -21,10 +21,16 @@ def firmware_path(image=None):
     return [FIRMWARE_TESTS, image or REPO]
 
 
+# A board profile wiring every kind of bus sensor: the test image carries all their code.
+EVERY_BUS = {"sensors": {"imu": {"i2c": {"sda": 0, "scl": 1}, "driver": "mpu6050"}, "mic": {"i2s": {}}}}
+
+
 def build_mpy_image(dest):
-    """The firmware and MCU board modules compiled to .mpy, as a board's flash holds them."""
+    """The firmware and MCU board modules compiled to .mpy, as a board's flash holds them (and
+    the bus sensors' code a board carries when its profile wires them)."""
     from edgefleet.controller.install import image
-    return image.write_mpy_tree(dest, [(src, rel) for src, rel in image.mcu_code_files() if rel != "main.py"])
+    return image.write_mpy_tree(dest, [(src, rel) for src, rel in image.mcu_code_files(profile=EVERY_BUS)
+                                       if rel != "main.py"])
 
 
 def run(runtime, args, heap="256k", env=None, timeout=120, cwd=None, image=None):
