@@ -3,7 +3,8 @@
 # and never imports this module: a microcontroller pays for it only when a workload uses it.
 #
 #   kind    "classify" (default): the best class as label/score; top_k > 1 adds `top`, the k
-#           best as [index, score], best first
+#           best as [index, score, name], best first (name: the model's class name, from its
+#           manifest's labels, where it has them)
 #           "values": every output dequantised, in `out` (regression, anomaly scores); label
 #           and score are still the largest output's, so every view of results works
 #   watch   {"index": i, "above": x, "below": y}: output i (dequantised) is watched; when it
@@ -34,8 +35,22 @@ def _int(value):
     return type(value) is int
 
 
+def class_names(model_dir, spec):
+    """The model's class names (its manifest's `labels`) when the spec lists the k best; None
+    otherwise, or when the manifest has none: nothing is read for a spec that does not need it."""
+    if type(spec) is not dict or spec.get("top_k", 1) == 1:
+        return None
+    import json
+    try:
+        with open(model_dir + "/manifest.json") as f:
+            labels = json.load(f).get("labels")
+    except (OSError, ValueError):
+        return None
+    return labels if type(labels) is list else None
+
+
 class Outputs:
-    def __init__(self, spec, quant, count):
+    def __init__(self, spec, quant, count, names=None):
         if type(spec) is not dict:
             raise OutputSpecError("output must be a table")
         for key in spec:
@@ -74,6 +89,12 @@ class Outputs:
             raise OutputSpecError("output.pin must be a GPIO number from 0 to 255")
         if self.pin is not None and self.index is None:
             raise OutputSpecError("output.pin needs output.watch: it shows the watched condition")
+        ok = type(names) is list and len(names) == count
+        if ok:
+            for name in names:
+                if type(name) is not str:
+                    ok = False
+        self.names = names if ok else None
         self.alarm = False     # the watched condition, as of the last result
         self.changed = None    # True: it began with the last result; False: it ended; None: neither
         self.value = None      # the watched output's value in the last result
@@ -98,7 +119,11 @@ class Outputs:
             fields["out"] = [round(self._value(outputs[i]), 5) for i in range(count)]
         elif self.top_k > 1:
             ranked = sorted(range(count), key=lambda i: -self._value(outputs[i]))
-            fields["top"] = [[i, round(self._value(outputs[i]), 5)] for i in ranked[:self.top_k]]
+            names = self.names
+            if names is None:
+                fields["top"] = [[i, round(self._value(outputs[i]), 5)] for i in ranked[:self.top_k]]
+            else:
+                fields["top"] = [[i, round(self._value(outputs[i]), 5), names[i]] for i in ranked[:self.top_k]]
         self.changed = None
         if self.index is not None:
             value = self.value = self._value(outputs[self.index])

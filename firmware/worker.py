@@ -104,8 +104,9 @@ class InferenceWorker:
         if self.source is None:
             self.source = open_source(self.spec["input"], self.model_dir, self.model, self.node, self.id)
         if self.outputs is None and "output" in self.spec:
-            from .outputs import Outputs
-            self.outputs = Outputs(self.spec["output"], self.model.output_quant, self.model.output_size)
+            from .outputs import Outputs, class_names
+            self.outputs = Outputs(self.spec["output"], self.model.output_quant, self.model.output_size,
+                                   class_names(self.model_dir, self.spec["output"]))
 
     def read_outputs(self, outputs):
         """(label, score, fields the result adds) of one inference."""

@@ -61,6 +61,7 @@ def test_a_workloads_output_spec_shapes_its_results_events_and_pin(mosquitto, tm
         for node, label, score, outputs, _ in _stored(db_path, "ranked"):
             top = json.loads(outputs)["top"]
             assert node == "pi-1" and len(top) == 3 and top[0][0] == label
+            assert [name for _, _, name in top] == [str(i) for i, _, _ in top]   # digits' class names
             assert top[0][1] >= top[1][1] >= top[2][1]
 
         raised = _events(db_path, "threshold")

@@ -28,6 +28,17 @@ def test_top_k_lists_the_best_classes_best_first():
     assert abs(fields["top"][1][1] - 0.3) < 0.004
 
 
+def test_the_best_classes_carry_their_names_where_the_model_has_them():
+    names = ["cat", "dog", "owl", "eel", "ant"]
+    out = Outputs({"top_k": 2}, QUANT, 5, names)
+    _, _, fields = out.read(_q([0.05, 0.5, 0.1, 0.3, 0.05]))
+    assert [(i, name) for i, _, name in fields["top"]] == [(1, "dog"), (3, "eel")]
+    # Names that do not fit the model (too few, not strings) are left out, not half used.
+    for bad in (names[:4], [1, 2, 3, 4, 5]):
+        _, _, fields = Outputs({"top_k": 2}, QUANT, 5, bad).read(_q([0.05, 0.5, 0.1, 0.3, 0.05]))
+        assert all(len(entry) == 2 for entry in fields["top"])
+
+
 def test_values_carry_every_output_dequantised():
     out = Outputs({"kind": "values"}, QUANT, 3)
     label, _, fields = out.read(_q([0.25, 0.75, 0.5]))
