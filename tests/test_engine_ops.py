@@ -24,7 +24,7 @@ OPS_DIR = os.path.join(REPO, "tests", "data", "ops")
 # model file -> the ops it exists to check (besides CONV_2D etc. that feed them)
 MODELS = {
     "add": ["ADD"], "sub": ["SUB"], "mul": ["MUL"], "concatenation": ["CONCATENATION"], "pad": ["PAD"],
-    "mean": ["MEAN"], "squeeze_expand": ["EXPAND_DIMS"], "leaky_relu": ["LEAKY_RELU"],
+    "mean": ["MEAN"], "squeeze_expand": ["EXPAND_DIMS"], "squeeze": ["SQUEEZE"], "leaky_relu": ["LEAKY_RELU"],
     "logistic": ["LOGISTIC", "QUANTIZE"], "tanh": ["TANH"], "hard_swish": ["HARD_SWISH"],
     "float_io": ["QUANTIZE", "DEQUANTIZE"], "keras_default": ["SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE"],
 }

@@ -45,9 +45,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 OPS_DIR = os.path.join(REPO, "tests", "data", "ops")
 # op -> the op model that measures it
 OP_MODELS = {"ADD": "add", "SUB": "sub", "MUL": "mul", "CONCATENATION": "concatenation", "PAD": "pad",
-             "MEAN": "mean", "EXPAND_DIMS": "squeeze_expand", "LEAKY_RELU": "leaky_relu", "LOGISTIC": "logistic",
-             "TANH": "tanh", "HARD_SWISH": "hard_swish", "QUANTIZE": "float_io", "DEQUANTIZE": "float_io",
-             "SHAPE+STRIDED_SLICE+PACK (folded)": "keras_default"}
+             "MEAN": "mean", "EXPAND_DIMS": "squeeze_expand", "SQUEEZE": "squeeze", "LEAKY_RELU": "leaky_relu",
+             "LOGISTIC": "logistic", "TANH": "tanh", "HARD_SWISH": "hard_swish", "QUANTIZE": "float_io",
+             "DEQUANTIZE": "float_io", "SHAPE+STRIDED_SLICE+PACK (folded)": "keras_default"}
 OP_VECTORS = 20
 HOST_SECONDS = 2.0
 PI_ROUNDS = 5

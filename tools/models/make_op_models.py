@@ -12,7 +12,10 @@ Every model is fully int8-quantized from a representative dataset (inputs and ou
 except `float_io`, which keeps float32 input and output, so the converter puts a QUANTIZE in
 front and a DEQUANTIZE behind. `keras_default` is a Keras model exported with default settings
 (a dynamic batch dimension), whose Flatten becomes SHAPE, STRIDED_SLICE and PACK feeding a
-RESHAPE. Weights are seeded random: what matters is the operators and their quantization, not
+RESHAPE. `squeeze` is the one model the converter cannot make as such: it always turns a SQUEEZE
+into the equivalent RESHAPE (static shapes or dynamic), so its RESHAPE is rewritten as that
+SQUEEZE (same tensors, `squeeze_dims` [1, 2]) through TensorFlow's own schema object API, the way
+TensorFlow's flatbuffer_utils edit models. Weights are seeded random: what matters is the operators and their quantization, not
 what the model computes. The converter's output can differ across TensorFlow versions; the tests
 only need the files to be valid models that TFLite Micro runs.
 """
@@ -143,6 +146,40 @@ def representative(shape, seed):
     return gen
 
 
+def squeeze_model(tf):
+    """The converter's model of conv -> squeeze (a RESHAPE to [1, 5] in its output), with that
+    RESHAPE made the SQUEEZE it stands for."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+    kernel = _consts(tf)(4, 4, 3, 5)
+    concrete = tf.function(lambda x: tf.squeeze(tf.nn.conv2d(x, kernel, 1, "VALID"), axis=[1, 2]),
+                           input_signature=[tf.TensorSpec(SHAPE, tf.float32)]).get_concrete_function()
+    data = convert(tf, tf.lite.TFLiteConverter.from_concrete_functions([concrete], trackable_obj=None), SHAPE)
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    reshape = [i for i, code in enumerate(model.operatorCodes)
+               if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.RESHAPE]
+    subgraph = model.subgraphs[0]
+    ops = [op for op in subgraph.operators if op.opcodeIndex in reshape]
+    if len(reshape) != 1 or not ops:
+        raise SystemExit("squeeze: the converter's model has no RESHAPE to rewrite")
+    code = model.operatorCodes[reshape[0]]
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.SQUEEZE
+    for op in ops:
+        in_shape = list(subgraph.tensors[op.inputs[0]].shape)
+        out_shape = list(subgraph.tensors[op.outputs[0]].shape)
+        dims = [i for i, d in enumerate(in_shape) if d == 1 and i > 0]
+        if [d for i, d in enumerate(in_shape) if i not in dims] != out_shape:
+            raise SystemExit("squeeze: RESHAPE %s -> %s is not a squeeze" % (in_shape, out_shape))
+        options = schema.SqueezeOptionsT()
+        options.squeezeDims = dims
+        op.builtinOptionsType = schema.BuiltinOptions.SqueezeOptions
+        op.builtinOptions = options
+        op.inputs = op.inputs[:1]   # RESHAPE's second input, the new shape, is not SQUEEZE's
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def convert(tf, converter, shape, float_io=False):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative(shape, SEED)
@@ -168,6 +205,8 @@ def main():
         concrete = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)]).get_concrete_function()
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], trackable_obj=None)
         made[name] = convert(tf, converter, SHAPE, float_io=name == "float_io")
+    if not args.only or "squeeze" in args.only:
+        made["squeeze"] = squeeze_model(tf)
     if not args.only or "keras_default" in args.only:
         converter = tf.lite.TFLiteConverter.from_keras_model(keras_default(tf))
         made["keras_default"] = convert(tf, converter, (1, 8, 8, 1))
