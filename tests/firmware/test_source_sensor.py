@@ -235,6 +235,9 @@ def test_next_into_takes_a_microphones_blocks_as_they_are_due():
     buf = bytearray(16)
 
     async def take():
-        return [await source.next_into(buf, 1000) for _ in range(3)]
+        got = []   # (MicroPython has no await inside a comprehension)
+        for _ in range(3):
+            got.append(await source.next_into(buf, 1000))
+        return got
 
     assert [g[0] for g in asyncio.run(take())] == [0, 1, 2]
