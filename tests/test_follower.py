@@ -121,3 +121,28 @@ def test_a_replica_takes_a_will_only_while_the_leaders_leases_reach_it(registry_
     assert registry.node("c")["state"] == "offline"
     assert follower.rejected == 0
     registry.close()
+
+
+def test_a_batch_does_not_wait_on_rows_a_frozen_replica_holds(registry_location):
+    """A replica frozen mid-transaction (a leader paused past its lease) holds its nodes' rows
+    until it runs again: another replica gives up on them within LOCK_WAIT_S and takes the
+    batch again later, rather than standing still (and never claiming the lease)."""
+    import time
+    from edgefleet.controller.fleet.follower import LOCK_WAIT_S
+    registry = open_registry(registry_location)
+    follower = Follower(registry, "ef")
+    follower.handle("ef/node/a/hello", hello("a"))
+    if not registry_location.startswith("postgresql"):
+        return   # one writer at a time: SQLite has no rows to hold
+    frozen = open_registry(registry_location)
+    frozen.lock_nodes(["a"])                       # its transaction stays open
+    started = time.monotonic()
+    follower.handle_batch([("ef/node/a/hb", heartbeat("a", seq=7))])
+    assert time.monotonic() - started < LOCK_WAIT_S + 2
+    assert [t for t, _ in follower.deferred] == ["ef/node/a/hb"] and follower.rejected == 0
+    frozen.rollback()                              # it runs again
+    deferred, follower.deferred = follower.deferred, []
+    follower.handle_batch(deferred)
+    assert registry.node("a")["telemetry"]["seq"] == 7 and not follower.deferred
+    frozen.close()
+    registry.close()

@@ -24,6 +24,8 @@ from .state import FleetState
 log = logging.getLogger(__name__)
 
 INGEST = ("hello", "status", "hb", "result", "event", "ota_state", "reply")
+# How long a batch waits on rows another replica's transaction holds before it is put back.
+LOCK_WAIT_S = 0.5
 
 
 class Follower:
@@ -42,6 +44,8 @@ class Follower:
         # nothing about the nodes; the leader's failure detector judges those nodes by silence.
         self.link = LinkWatch(True)
         self.wills_held = 0
+        # Messages of a batch that gave up waiting on another replica's locks, to take again.
+        self.deferred = []
 
     results_total = property(lambda self: self.intake.results_total)
     duplicates = property(lambda self: self.intake.duplicates)
@@ -79,8 +83,6 @@ class Follower:
         """[(topic, payload)] taken in one transaction: one commit for the lot, where the
         registry's round trips are most of a message's cost. Should any of them fail, the batch
         is rolled back and taken again one by one, so the failing message is rejected alone."""
-        if len(messages) == 1:
-            return self.handle(*messages[0])
         now = self.clock()
         rejected, taken = [], []
         for topic, payload in messages:
@@ -104,16 +106,21 @@ class Follower:
                       key=lambda m: m[0])
         try:
             # Every replica's transactions take the nodes' rows first, in the same order, so
-            # two of them never wait on each other in a circle.
-            self.registry.lock_nodes({node_id for node_id, _, _ in taken})
+            # two of them never wait on each other in a circle; and never wait long on another
+            # replica's: one that froze mid-transaction (a leader paused past its lease) holds
+            # its rows until it runs again, and this replica must not stand still meanwhile.
+            self.registry.lock_nodes({node_id for node_id, _, _ in taken}, LOCK_WAIT_S)
             self._heartbeats(beats, now)
             for node_id, kind, msg in rest:
                 getattr(self, "_on_" + kind)(node_id, msg, now)
             self.state.commit(durable=bool(rest))
-        except Exception:
+        except Exception as e:
             self.registry.rollback()
             self.state.committed_events()
             self.intake.settle(committed=False)
+            if self.registry.busy(e):   # taken again later (ControllerService puts them back)
+                self.deferred.extend(messages)
+                return []
             for topic, payload in messages:
                 self.handle(topic, payload)
             return []

@@ -289,6 +289,9 @@ class ControllerService:
                 ingest.append((topic, payload))
         if ingest:
             self._publish(self.follower.handle_batch(ingest))
+            for topic, payload in self.follower.deferred:
+                self.inbox.put(("message", topic, payload))
+            self.follower.deferred = []
 
     def _shared_tick(self):
         self._publish(self.follower.tick())

@@ -78,10 +78,16 @@ class Registry:
         node without a row is left out)."""
         raise NotImplementedError
 
-    def lock_nodes(self, node_ids):
+    def lock_nodes(self, node_ids, wait_s=None):
         """Hold the rows of these nodes for the rest of the transaction, taken in id order, so
-        that writers which take all their rows first never wait on each other in a circle."""
+        that writers which take all their rows first never wait on each other in a circle. With
+        wait_s, no statement of the transaction waits longer than that on another's locks: it
+        fails, and busy() says why."""
         raise NotImplementedError
+
+    def busy(self, error):
+        """Whether `error` is a statement that gave up waiting on another transaction's locks."""
+        return False
 
     def set_epoch(self, node_id, epoch):
         raise NotImplementedError

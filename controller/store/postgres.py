@@ -267,11 +267,16 @@ class PostgresRegistry(Registry):
                                                           for node_id, telemetry in beats]))).fetchall()
         return {row["id"]: {"boot": row["boot"], "state": row["state"]} for row in rows}
 
-    def lock_nodes(self, node_ids):
+    def lock_nodes(self, node_ids, wait_s=None):
+        if wait_s is not None:
+            self._run("SET LOCAL lock_timeout = %d" % int(wait_s * 1000))
         if node_ids:
             # The locking clause sits above the sort: rows are locked in id order.
             self._run("SELECT id FROM nodes WHERE id IN (SELECT json_array_elements_text(%s::json)) "
                       "ORDER BY id FOR NO KEY UPDATE", (json.dumps(sorted(node_ids)),))
+
+    def busy(self, error):
+        return isinstance(error, self.psycopg.errors.LockNotAvailable)
 
     def set_epoch(self, node_id, epoch):
         self._run("UPDATE nodes SET epoch=%s WHERE id=%s", (epoch, node_id))

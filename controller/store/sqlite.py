@@ -282,7 +282,7 @@ class SqliteRegistry(Registry):
                 stored[node_id] = row
         return stored
 
-    def lock_nodes(self, node_ids):
+    def lock_nodes(self, node_ids, wait_s=None):
         pass   # one writer at a time: SQLite locks the whole file
 
     def set_epoch(self, node_id, epoch):
