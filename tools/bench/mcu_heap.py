@@ -13,10 +13,17 @@ Last line: {"profiles": {board: {"heap_bytes", "code_store", "runtime_heap_bytes
                                  "runtime_heap_budget_bytes", "free_for_models_bytes",
                                  "models_placeable", "files_runtime_heap_bytes"}},
             "components": {module: bytes from ROM}, "components_files": {module: bytes from files},
+            "components_exclusive": {module: bytes}, "runtime_qstrs",
             "components_unimportable": {module: why}, "romfs_image_bytes",
             "files_heap_bytes", "romfs_heap_bytes", "min_heap": {model: bytes}}
   files_heap_bytes / romfs_heap_bytes: the ESP32's runtime after boot from files / from ROM.
+  components: each module imported alone, with what it imports; components_exclusive: the
+  modules a booted node holds (node.py's and the MicroPython HAL's imports at module level,
+  and the asyncio parts a link loads), imported leaves first, each figure what that module alone
+  adds from ROM, with the qstr pool grown beforehand; runtime_qstrs: the names they intern
+  (11 bytes each in the pool on this 64-bit port, which grows by doubling).
 """
+import ast
 import json
 import os
 import subprocess
@@ -124,6 +131,70 @@ def component_heap(slot_dir, rom_path):
     return files, rom, unimportable
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What the runtime imports at boot, and what asyncio loads once a link opens (its lazy parts).
+RUNTIME_ROOTS = ("firmware.node", "boards.hal_micropython")
+ASYNCIO_AT_CONNECT = ("asyncio.event", "asyncio.lock", "asyncio.funcs", "asyncio.stream")
+
+
+def _module_imports(name):
+    """The firmware and boards modules `name` imports at module level (not inside functions)."""
+    base = os.path.join(REPO, *name.split("."))
+    path = os.path.join(base, "__init__.py") if os.path.isdir(base) else base + ".py"
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = parent + ("." + node.module if node.module else "")
+            else:
+                target = node.module
+            found.append(target)
+            # "from . import x": x may be a module of the package
+            found += [target + "." + a.name for a in node.names
+                      if os.path.exists(os.path.join(REPO, *(target + "." + a.name).split(".")) + ".py")]
+    return [m for m in found if m.split(".")[0] in ("firmware", "boards") and m not in ("firmware", "boards")]
+
+
+def runtime_boot_order():
+    """The modules a booted node holds, each after what it imports."""
+    order = ["asyncio"]
+
+    def visit(name):
+        if name in order:
+            return
+        for dep in _module_imports(name):
+            visit(dep)
+        order.append(name)
+    for root in RUNTIME_ROOTS:
+        visit(root)
+    return order + list(ASYNCIO_AT_CONNECT)
+
+
+def exclusive_heap(slot_dir, rom_path):
+    """({module: bytes it alone adds, from ROM}, names the runtime's modules intern)."""
+    names = os.path.join(os.path.dirname(rom_path), "boot-order.txt")
+    with open(names, "w") as f:
+        f.write("\n".join(runtime_boot_order()) + "\n")
+    out = subprocess.run([micropython_binary(), "-X", "heapsize=1048576", IMPORT_PROBE, "--exclusive", names, rom_path],
+                         cwd=slot_dir, capture_output=True, text=True, timeout=60)
+    table, pools = {}, []
+    for line in out.stdout.splitlines():
+        if line.startswith("qstr pool:"):
+            pools.append(int(line.split("n_qstr=")[1].split(",")[0]))
+        elif line.strip():
+            name, size = line.split()
+            table[name] = int(size)
+    if out.returncode != 0 or len(pools) != 3:
+        raise SystemExit("exclusive heap probe failed: %s" % (out.stdout + out.stderr)[-500:])
+    return table, pools[2] - pools[1] + pools[0]
+
+
 def placeable(board, store):
     profile = catalog.load(board)
     node = {"id": "n", "board": board, "runtime": "micropython", "state": "online",
@@ -166,7 +237,9 @@ def main():
         with open(rom_path, "wb") as f:
             f.write(data)
         files, rom, unimportable = component_heap(slot_dir, rom_path)
+        exclusive, qstrs = exclusive_heap(slot_dir, rom_path)
     report.update({"components": rom, "components_files": files, "components_unimportable": unimportable,
+                   "components_exclusive": exclusive, "runtime_qstrs": qstrs,
                    "romfs_image_bytes": len(data),
                    "files_heap_bytes": report["profiles"]["esp32"]["files_runtime_heap_bytes"],
                    "romfs_heap_bytes": esp32_rom})
