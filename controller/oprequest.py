@@ -92,7 +92,7 @@ class ControllerLink:
         reply_topic = opwire.reply_topic(self.prefix, request_id)
         self._subscribe(reply_topic)
         request = protocol.encode("op_req", {"v": protocol.VERSION, "id": request_id, "op": op, "args": args or {}})
-        self.client.publish(opwire.request_topic(self.prefix), request, qos=protocol.DELIVERY["op_req"][0])
+        self.client.publish(opwire.request_topic(self.prefix), request, qos=protocol.delivery("op_req")[0])
         parts, total = {}, None
         # The wait runs from the request, and again from each part: a large answer takes longer.
         deadline = time.monotonic() + self.wait_s

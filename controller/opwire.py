@@ -5,7 +5,7 @@ feed (`audit`).
 They are part of the one wire protocol and are checked by firmware/protocol.py's own code, but
 their schemas live here, on the host: no board ever receives them, and on a microcontroller
 every schema, enum and topic function protocol.py holds is heap (the ESP32's runtime runs
-within about a kilobyte of its budget). Importing this module adds them to protocol's tables,
+within about a kilobyte of its budget). Importing this module adds them to protocol's table (protocol.extend),
 so protocol.encode/decode/validate handle them like any other kind.
 """
 from edgefleet.firmware import protocol
@@ -21,9 +21,9 @@ SCHEMAS = {
 ENUMS = {"op_req.op": "status events logs export plan apply move drain undrain"}
 DELIVERY = {"op_req": (1, False), "op_reply": (1, False), "audit": (1, False)}
 
-protocol.SCHEMAS.update(SCHEMAS)
-protocol.ENUMS.update(ENUMS)
-protocol.DELIVERY.update(DELIVERY)
+protocol.extend("".join("%s %d %d %s %s\n" % (kind, limit, DELIVERY[kind][0], "r" if DELIVERY[kind][1] else "-", fields)
+                         for kind, (limit, fields) in SCHEMAS.items()),
+                "".join("%s %s\n" % item for item in ENUMS.items()))
 
 
 def request_topic(prefix):

@@ -68,7 +68,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30,
                  clean_session=True, max_inflight=8, max_packet=16384, on_message=None,
-                 tls=None, server_hostname=None, payload_limits=None, on_tick=None):
+                 tls=None, server_hostname=None, payload_limit=None, on_tick=None):
         if password is not None and user is None:
             raise ValueError("MQTT 3.1.1 allows a password only together with a user name")
         self.client_id = client_id
@@ -81,9 +81,10 @@ class MQTTClient:
         self.max_inflight = max(1, max_inflight)
         self.max_packet = max_packet
         self.on_message = on_message
-        # {kind: (max payload bytes, ...)} (protocol.SCHEMAS), kind = a topic's last level: a
-        # larger PUBLISH, or one of no listed kind, is skipped in small reads, never allocated.
-        self.payload_limits = payload_limits
+        # payload_limit(kind) -> max payload bytes, None for no such kind (protocol.limit), kind =
+        # a topic's last level: a larger PUBLISH, or one of no listed kind, is skipped in small
+        # reads, never allocated.
+        self.payload_limit = payload_limit
         # An SSLContext (firmware/tlslink.py) for a TLS link, verified as `server_hostname`.
         self.tls = tls
         self.server_hostname = server_hostname or host
@@ -93,7 +94,7 @@ class MQTTClient:
         self.on_tick = on_tick
         self.last_error = None
         self.callback_error = None  # the last exception on_message raised; the message was acked
-        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limits
+        self.dropped = 0  # incoming PUBLISH packets skipped for being over max_packet or payload_limit
         self._will = None
         self._link = None
         self._packet_id = 0
@@ -422,9 +423,9 @@ class MQTTClient:
             await skip_bytes(reader, topic_len)
         else:
             topic = await reader.readexactly(topic_len)
-            if self.payload_limits is not None:
-                limit = self.payload_limits.get(topic[topic.rfind(b"/") + 1:].decode())
-                oversized = limit is None or payload_len > limit[0]
+            if self.payload_limit is not None:
+                limit = self.payload_limit(topic[topic.rfind(b"/") + 1:].decode())
+                oversized = limit is None or payload_len > limit
         packet_id = struct.unpack("!H", await reader.readexactly(2))[0] if qos else 0
         if qos and not packet_id:
             raise ProtocolViolation("QoS1 PUBLISH with packet id 0")

@@ -237,7 +237,7 @@ class Node:
         """Events, replies and status changes queued in RAM, oldest first, while the link is up."""
         while self.pending and self.online():
             kind, payload = self.pending[0]
-            qos, retain = protocol.DELIVERY[kind]
+            qos, retain = protocol.delivery(kind)
             try:
                 await self.client.publish(self.topic(kind), payload, qos, retain)
             except MQTTError:
@@ -466,7 +466,7 @@ class Node:
         client = MQTTClient(self.id, b["host"], b["port"], user=b["user"], password=b["password"],
                             keepalive=b["keepalive"], on_message=self.on_message,
                             tls=tls, server_hostname=b["server_name"], max_packet=4352,  # 4 KB + topic
-                            payload_limits=protocol.SCHEMAS, on_tick=child.beat)
+                            payload_limit=protocol.limit, on_tick=child.beat)
         client.set_will(self.topic("status"), protocol.encode("status", self.status("offline")), 1, True)
         await client.connect()
         self.client = client

@@ -8,50 +8,48 @@ from .errors import ProtocolError
 VERSION = 1
 DEFAULT_PREFIX = "ef"
 
-# Each schema is one string of "field:type" items, type one of int num str bool obj list, name
-# (a plain name, valid_node_id()), and names strs (lists of those),
-# with a trailing "?" for an optional field and "|null" where JSON null is allowed. Strings,
-# not nested tuples, because a board keeps every loaded constant in its heap: this form costs
-# a few hundred bytes instead of several KB.
-# kind: (max payload bytes, fields)
-SCHEMAS = {
-    # slot: the A/B slot the node runs `fw` from (docs/ota.md); absent on a node without slots.
-    "hello": (2048, "v:int node:str board:str runtime:str fw:str boot:int caps:obj slot:str?"),
-    "status": (512, "v:int node:str state:str boot:int"),
-    "hb": (2048, "v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj "
-                 "temp:num|null wl:list outbox:obj? fenced:bool? state:str? mem_low:int?"),
-    "result": (1024, "v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int? "
-                     "top:lists? out:nums?"),
-    "event": (2048, "v:int node:str boot:int up:int level:str kind:str msg:str data:obj?"),
-    # Console lines (firmware/console.py); the node cuts each to 160 characters.
-    "log": (2048, "v:int node:str boot:int up:int lines:strs dropped:int?"),
-    "reply": (4096, "v:int id:str ok:bool data:obj? error:str?"),
-    "assign": (4096, "v:int epoch:int wl:list"),
-    "ack": (256, "v:int boot:int seq:int"),
-    "cmd": (2048, "v:int id:str op:str args:obj?"),
-    "ctrl_status": (512, "v:int state:str ctrl:str"),
-    # Updates (docs/ota.md): controller -> node chunks of a bundle, node -> controller progress.
-    "ota": (3072, "v:int id:str op:str off:int? size:int? ver:str? window_ms:int? data:str?"),
-    "ota_state": (1024, "v:int node:str boot:int id:str state:str off:int ver:str? err:str?"),
-    # The controller's lease (docs/placement.md, fencing): published about once a second.
-    "lease": (256, "v:int ctrl:str seq:int"),
-    # An input of a `topic` workload (firmware/source_topic.py), on PREFIX/wl/WORKLOAD/input:
-    # seq is the stream position, data the model's int8 input in base64 (MAX_INPUT_BYTES at most).
-    "input": (4096, "v:int seq:int data:str truth:int?"),
-    # The ctrl-level kinds only the controller and operators speak (op_req, op_reply, audit)
-    # join these tables on the host, in controller/opwire.py: no board ever receives them.
-}
+# Every message kind in one table, a line each: kind, byte limit, QoS, retained (r) or not (-),
+# then its fields as "field:type" items, type one of int num str bool obj list, name (a plain
+# name, valid_node_id()), and names strs (lists of those), with a trailing "?" for an optional
+# field and "|null" where JSON null is allowed. One string, not a dict of tuples, because a board
+# keeps every loaded constant in its heap: the dict form cost ~1.9 KB there, this ~100 bytes. It is
+# read by limit(), fields() and delivery(), and by the table in docs/protocol.md's tests.
+#   slot (hello): the A/B slot the node runs `fw` from (docs/ota.md); absent on a node without slots.
+#   log: console lines (firmware/console.py); the node cuts each to 160 characters.
+#   ota, ota_state: updates (docs/ota.md), controller -> node chunks of a bundle, node -> controller progress.
+#   lease: the controller's lease (docs/placement.md, fencing), published about once a second.
+#   input: an input of a `topic` workload (firmware/source_topic.py), on PREFIX/wl/WORKLOAD/input:
+#     seq is the stream position, data the model's int8 input in base64 (MAX_INPUT_BYTES at most).
+# The ctrl-level kinds only the controller and operators speak (op_req, op_reply, audit) are added
+# on the host, by controller/opwire.py (extend()): no board ever receives them.
+TABLE = """
+hello 2048 1 - v:int node:str board:str runtime:str fw:str boot:int caps:obj slot:str?
+status 512 1 r v:int node:str state:str boot:int
+hb 2048 0 - v:int node:str boot:int seq:int up:int cpu:num mem_free:int mem_total:int power:obj temp:num|null wl:list outbox:obj? fenced:bool? state:str? mem_low:int?
+result 1024 1 - v:int node:str boot:int seq:int wl:name up:int label:int score:num us:int truth:int? in:int? top:lists? out:nums?
+event 2048 1 - v:int node:str boot:int up:int level:str kind:str msg:str data:obj?
+log 2048 0 - v:int node:str boot:int up:int lines:strs dropped:int?
+reply 4096 1 - v:int id:str ok:bool data:obj? error:str?
+assign 4096 1 r v:int epoch:int wl:list
+ack 256 1 - v:int boot:int seq:int
+cmd 2048 1 - v:int id:str op:str args:obj?
+ctrl_status 512 1 r v:int state:str ctrl:str
+ota 3072 1 - v:int id:str op:str off:int? size:int? ver:str? window_ms:int? data:str?
+ota_state 1024 1 - v:int node:str boot:int id:str state:str off:int ver:str? err:str?
+lease 256 0 - v:int ctrl:str seq:int
+input 4096 1 - v:int seq:int data:str truth:int?
+"""
 
-# Values a field may take, where the protocol fixes them: "kind.field": "value value ...".
-ENUMS = {
-    "hello.runtime": "micropython cpython",
-    "status.state": "online offline degraded safe",
-    "hb.state": "online degraded safe",
-    "event.level": "debug info warn error",
-    "ctrl_status.state": "online offline",
-    "ota.op": "begin chunk abort rollback",
-    "ota_state.state": "receiving idle current switching rejected abandoned confirmed reverted rolledback",
-}
+# Values a field may take, where the protocol fixes them: a line each, "kind.field value value ...".
+ENUMS = """
+hello.runtime micropython cpython
+status.state online offline degraded safe
+hb.state online degraded safe
+event.level debug info warn error
+ctrl_status.state online offline
+ota.op begin chunk abort rollback
+ota_state.state receiving idle current switching rejected abandoned confirmed reverted rolledback
+"""
 
 WORKLOAD_SCHEMA = "id:name model:name rate:num input:obj"
 # seen, dropped: a topic workload's highest input sequence number received, and inputs dropped.
@@ -73,13 +71,56 @@ NODE_TOPIC_KINDS = ("hello", "status", "hb", "result", "event", "log", "reply", 
 # publish only the first set on its own topics, and read only the second.
 NODE_SENDS = ("hello", "status", "hb", "result", "event", "log", "reply", "ota_state")
 CONTROLLER_SENDS = ("assign", "ack", "cmd", "ota")
-# QoS and retain flag per kind, as the topic table of docs/protocol.md fixes them.
-DELIVERY = {
-    "hello": (1, False), "status": (1, True), "hb": (0, False), "result": (1, False),
-    "event": (1, False), "log": (0, False), "reply": (1, False), "assign": (1, True), "ack": (1, False),
-    "cmd": (1, False), "ctrl_status": (1, True), "ota": (1, False), "ota_state": (1, False),
-    "lease": (0, False), "input": (1, False),
-}
+
+
+def _line(table, key):
+    # The rest of `table`'s line that starts with `key` and a space, or None.
+    at = table.find("\n" + key + " ")
+    if at < 0:
+        return None
+    at += len(key) + 2
+    return table[at:table.find("\n", at)]
+
+
+def _row(kind):
+    # [limit, qos, retain, fields] of a kind, or None for a kind the protocol does not have.
+    line = _line(TABLE, kind)
+    return None if line is None else line.split(" ", 3)
+
+
+def limit(kind):
+    """A kind's size limit in bytes; None for a kind the protocol does not have."""
+    row = _row(kind)
+    return None if row is None else int(row[0])
+
+
+def fields(kind):
+    """A kind's schema: its "field:type" items, space-separated."""
+    return _row(kind)[3]
+
+
+def delivery(kind):
+    """(QoS, retained) a kind is published with, as the topic table of docs/protocol.md fixes them."""
+    row = _row(kind)
+    return int(row[1]), row[2] == "r"
+
+
+def kinds():
+    """Every message kind the table has."""
+    return [line.split(" ", 1)[0] for line in TABLE.split("\n") if line]
+
+
+def extend(rows, enums=""):
+    """Add kinds to the table (and values to ENUMS), in the table's own form: the host's
+    operator kinds (controller/opwire.py)."""
+    global TABLE, ENUMS
+    for line in rows.strip().split("\n"):
+        if _row(line.split(" ", 1)[0]) is None:   # a second import adds nothing
+            TABLE += line + "\n"
+    for line in enums.strip().split("\n") if enums else ():
+        if _line(ENUMS, line.split(" ", 1)[0]) is None:
+            ENUMS += line + "\n"
+
 
 _NODE_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 
@@ -187,18 +228,22 @@ def _check_fields(kind, msg, schema, where=""):
 
 def validate(kind, msg):
     """Check a decoded message against its schema; return it, or raise ProtocolError."""
-    if kind not in SCHEMAS:
+    row = _row(kind)
+    if row is None:
         raise ProtocolError("unknown message kind '%s'" % kind, kind=kind)
     version = msg.get("v") if isinstance(msg, dict) else VERSION   # a non-object fails just below
     if version != VERSION:
         raise ProtocolError("%s: protocol version %r, not %d" % (kind, version, VERSION),
                             kind=kind, field="v")
-    _check_fields(kind, msg, SCHEMAS[kind][1])
-    for key in ENUMS:
-        k, _, field = key.partition(".")
-        if k == kind and field in msg and msg[field] not in ENUMS[key].split():
-            raise ProtocolError("%s: field '%s' is %r, not one of: %s" % (kind, field, msg[field], ENUMS[key]),
+    _check_fields(kind, msg, row[3])
+    at = ENUMS.find("\n" + kind + ".")
+    while at >= 0:
+        line = ENUMS[at + 1:ENUMS.find("\n", at + 1)]
+        field, _, values = line[len(kind) + 1:].partition(" ")
+        if field in msg and msg[field] not in values.split():
+            raise ProtocolError("%s: field '%s' is %r, not one of: %s" % (kind, field, msg[field], values),
                                 kind=kind, field=field)
+        at = ENUMS.find("\n" + kind + ".", at + 1)
     if "node" in msg and not valid_node_id(msg["node"]):
         raise ProtocolError("%s: bad node id %r" % (kind, msg["node"]), kind=kind, field="node")
     if kind == "assign":
@@ -240,9 +285,9 @@ def _validate_hb(msg):
 
 def decode(kind, payload):
     """Parse and validate a payload (bytes or str) of the given kind."""
-    limit = SCHEMAS[kind][0] if kind in SCHEMAS else 0
-    if len(payload) > limit:
-        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(payload), limit),
+    most = limit(kind) or 0
+    if len(payload) > most:
+        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(payload), most),
                             kind=kind, field="")
     # bytes, as the MQTT reader hands them over, are scanned and parsed in place: no copy.
     data = payload if isinstance(payload, bytes) else payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -276,7 +321,7 @@ def encode(kind, msg):
     """Validate and serialize an outgoing message; a bug that builds a bad message fails here."""
     validate(kind, msg)
     data = json.dumps(msg)
-    if len(data) > SCHEMAS[kind][0]:
-        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(data), SCHEMAS[kind][0]),
-                            kind=kind)
+    most = limit(kind)
+    if len(data) > most:
+        raise ProtocolError("%s: %d bytes, over %d" % (kind, len(data), most), kind=kind)
     return data

@@ -306,7 +306,7 @@ def test_handle_and_tick_survive_any_message_sequence(messages, clock_step):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(protocol.SCHEMAS)), st.one_of(st.binary(max_size=5000), st.text(max_size=600)))
+@given(st.sampled_from(sorted(protocol.kinds())), st.one_of(st.binary(max_size=5000), st.text(max_size=600)))
 def test_decode_raises_only_protocol_error(kind, payload):
     try:
         msg = protocol.decode(kind, payload)

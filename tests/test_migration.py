@@ -537,7 +537,7 @@ def test_a_big_answer_comes_in_parts_that_fit_the_reply_limit():
     effects = reply_effects("ef", "big", answer)
     assert len(effects) > 10
     parts = [protocol.decode("op_reply", e.payload) for e in effects]
-    assert all(len(e.payload) <= protocol.SCHEMAS["op_reply"][0] for e in effects)
+    assert all(len(e.payload) <= protocol.limit("op_reply") for e in effects)
     assert [p["part"] for p in parts] == list(range(len(parts))) and {p["parts"] for p in parts} == {len(parts)}
     assert json.loads("".join(p["data"] for p in parts)) == answer
     (too_big,) = reply_effects("ef", "huge", {"text": "x" * (PART_CHARS * MAX_PARTS)})

@@ -33,14 +33,14 @@ def doc_topic_table():
 
 def test_protocol_document_and_code_agree():
     table = doc_topic_table()
-    assert set(table) == set(protocol.SCHEMAS), "topic table kinds differ from the code's schemas"
+    assert set(table) == set(protocol.kinds()), "topic table kinds differ from the code's schemas"
     for kind, (qos, retained, limit) in table.items():
-        assert protocol.DELIVERY[kind] == (qos, retained), kind
-        assert protocol.SCHEMAS[kind][0] == limit, kind
+        assert protocol.delivery(kind) == (qos, retained), kind
+        assert protocol.limit(kind) == limit, kind
     with open(PROTOCOL_DOC) as f:
         doc = f.read()
-    for kind, (_, fields) in protocol.SCHEMAS.items():
-        for item in fields.split():
+    for kind in protocol.kinds():
+        for item in protocol.fields(kind).split():
             name = item.partition(":")[0]
             assert re.search(r"\|\s*%s\s*\|" % re.escape(name), doc), "field %s of %s is not documented" % (name, kind)
 
@@ -79,7 +79,7 @@ def test_live_fleet_traffic_matches_the_schemas(mosquitto, tmp_path):
         msg = protocol.decode(kind, payload.encode())
         if "node" in msg:
             assert msg["node"] == node, line
-        assert int(qos) == protocol.DELIVERY[kind][0], "QoS %s on %s" % (qos, topic)
+        assert int(qos) == protocol.delivery(kind)[0], "QoS %s on %s" % (qos, topic)
         seen[kind] = seen.get(kind, 0) + 1
     for kind in ("hello", "status", "hb", "result", "event", "log", "assign", "ack", "ctrl_status", "audit"):
         assert seen.get(kind), "no %s message seen (%s)" % (kind, seen)

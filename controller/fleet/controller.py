@@ -232,7 +232,7 @@ class FleetController:
         """The audit events committed since the last call, as `audit` messages for operators
         following the log (`edgefleet events --follow`)."""
         topic = opwire.audit_topic(self.prefix)
-        qos, retain = protocol.DELIVERY["audit"]
+        qos, retain = protocol.delivery("audit")
         effects = []
         events = self.state.committed_events()
         if events and self.on_audit is not None:
@@ -502,7 +502,7 @@ class FleetController:
         """The controller's lease (fencing, docs/placement.md): once per tick, not retained."""
         self.lease_seq += 1
         payload = protocol.encode("lease", {"v": protocol.VERSION, "ctrl": self.ctrl_id, "seq": self.lease_seq})
-        return Publish(protocol.lease_topic(self.prefix), payload, *protocol.DELIVERY["lease"])
+        return Publish(protocol.lease_topic(self.prefix), payload, *protocol.delivery("lease"))
 
     def flush_acks(self):
         return self.intake.flush_acks()

@@ -65,7 +65,7 @@ def events_answer(store, node=None, limit=50, supervision_only=False):
 def reply_effects(prefix, request_id, answer=None, error=None):
     """The op_reply messages that carry `answer` (JSON data) or `error` back to the asker."""
     topic = opwire.reply_topic(prefix, request_id)
-    qos, retain = protocol.DELIVERY["op_reply"]
+    qos, retain = protocol.delivery("op_reply")
     if error is None:
         text = json.dumps(answer)
         pieces = [text[i:i + PART_CHARS] for i in range(0, len(text), PART_CHARS)] or [""]

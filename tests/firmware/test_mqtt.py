@@ -263,9 +263,9 @@ async def test_retained_publish_over_its_topic_limit_is_skipped_without_allocati
     await publisher.publish(topic, payload, qos=1, retain=True)
     await publisher.disconnect()
     payload = publisher = None
-    limit = protocol.SCHEMAS["assign"][0]   # the kind is the topic's last level
+    limit = protocol.limit("assign")   # the kind is the topic's last level
     inbox = Inbox()
-    client = _client("big-sub", on_message=inbox.add, payload_limits=protocol.SCHEMAS)
+    client = _client("big-sub", on_message=inbox.add, payload_limit=protocol.limit)
     await client.connect()
     await asyncio.sleep(0.1)   # the publisher's link is released
     blocks = _fragment_heap()

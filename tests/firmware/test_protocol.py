@@ -47,7 +47,7 @@ def test_encode_round_trip_and_refuses_bad_messages():
 
 def test_topics_and_delivery_follow_the_table():
     assert protocol.node_topic("ef", "mcu-1", "hb") == "ef/node/mcu-1/hb"
-    assert protocol.DELIVERY["hb"] == (0, False)
-    assert protocol.DELIVERY["assign"] == (1, True)
+    assert protocol.delivery("hb") == (0, False)
+    assert protocol.delivery("assign") == (1, True)
     for kind in protocol.NODE_TOPIC_KINDS:
-        assert kind in protocol.SCHEMAS and kind in protocol.DELIVERY
+        assert protocol.limit(kind) and protocol.delivery(kind)[0] in (0, 1)
