@@ -227,11 +227,12 @@ def test_no_partition_or_a_small_one_falls_back_to_files_saying_why(make_board, 
                            code_store="romfs", reset=False)
     assert result.code_store == "files" and "1 segment(s), A/B slots need 2" in result.rom_note
 
-    # Files asked for (the default of a profile without "code_store") never asks the board.
+    # The profile's default (no code_store) stays files and never asks the board.
     plain = make_board("plain", rom_segments=2)
     result = flasher.flash(plain.serial_url, BOARD, node_id="plain", broker=("127.0.0.1", 1), model_names=[MODEL],
-                           code_store="files", reset=False)
+                           reset=False)
     assert (result.code_store, result.rom_note) == ("files", None)
+    assert "code_store" not in PROFILE
 
 
 def test_the_simulated_partition_programs_like_flash(tmp_path):
