@@ -304,3 +304,40 @@ def test_a_bad_or_unreachable_postgresql_url_is_one_clear_line(tmp_path, capsys)
     assert cli.main(["status", "--db", "postgresql://ef@127.0.0.1:notaport/fleet"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.startswith("edgefleet: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_writer_that_stands_still_mid_transaction_frees_its_rows_and_comes_back(postgres_url):
+    """A replica frozen inside a transaction (SIGSTOP, a paused VM) holds the node rows it
+    locked: PostgreSQL ends its session after the idle-in-transaction limit, the other replica's
+    writes then go ahead, and the frozen one, running again, is told once and reconnects."""
+    import time
+    from edgefleet.controller.store.postgres import PostgresRegistry
+    frozen = PostgresRegistry(postgres_url, idle_in_transaction_s=1.0)   # a replica's: LOOP_STALL_S
+    other = PostgresRegistry(postgres_url)
+    try:
+        frozen.upsert_node("n1", "esp32", "micropython", "0.1.0", 1, {"heap": 1})
+        frozen.commit()
+        frozen.lock_nodes(["n1"])          # and then nothing: its process stands still
+        started = time.monotonic()
+        with pytest.raises(Exception) as held:
+            other.lock_nodes(["n1"], wait_s=0.2)   # held now
+        assert other.busy(held.value)
+        other.rollback()
+        other.lock_nodes(["n1"], wait_s=5.0)       # free once the server ended the frozen session
+        waited = time.monotonic() - started
+        other.set_node_state("n1", "offline")
+        other.commit()
+        assert 0.8 < waited < 4.0, waited
+        # Running again, the frozen writer's next statement finds its session gone: that one
+        # fails, as its transaction is lost; the registry reconnects and goes on.
+        with pytest.raises(Exception):
+            frozen.set_node_state("n1", "online")
+            frozen.commit()
+        frozen.rollback()
+        assert frozen.node("n1")["state"] == "offline"
+        frozen.set_node_state("n1", "online")
+        frozen.commit()
+        assert other.node("n1")["state"] == "online" and frozen.reconnects == 1
+    finally:
+        frozen.close()
+        other.close()

@@ -24,7 +24,7 @@ from ..security.principals import CONTROLLER
 from .controller import FleetController
 from .effects import Publish
 from .follower import Follower
-from .leadership import FencedRegistry, LeaseKeeper, Leadership
+from .leadership import LOOP_STALL_S, FencedRegistry, LeaseKeeper, Leadership
 from .retention import RetentionWorker
 from ..store import open_registry
 
@@ -166,7 +166,12 @@ class ControllerService:
     def _run(self):
         registry = None
         try:
-            registry = self.registry = open_registry(self.db_path)
+            # A replica frozen inside a transaction (a paused VM, SIGSTOP) holds the node rows
+            # it locked, and the next leader's writes to them wait: PostgreSQL ends such a
+            # session once it has been idle as long as a stalled loop keeps its lease (the
+            # keeper renews it only while the loop comes round), so the wait is bounded.
+            registry = self.registry = open_registry(
+                self.db_path, idle_in_transaction_s=LOOP_STALL_S if self.shared else None)
             if self.shared:
                 self.follower = Follower(registry, self.prefix)
             else:
@@ -296,7 +301,15 @@ class ControllerService:
     def _shared_tick(self):
         self._publish(self.follower.tick())
         if self.fleet is None:
-            if not self.path_in_doubt and self.leadership.claim(self.registry):
+            try:
+                claimed = not self.path_in_doubt and self.leadership.claim(self.registry)
+            except Exception as e:
+                # The registry refused (its session ended while this replica stood still, a
+                # reset link): the registry reconnects on rollback, and the next tick tries again.
+                log.warning("%s could not look for a free lease: %s: %s", self.ctrl_id, type(e).__name__, e)
+                self.registry.rollback()
+                return
+            if claimed:
                 self.takeovers += 1
                 self._lead(self.registry)
                 self._publish([self._ctrl_status("online")])

@@ -15,11 +15,12 @@ def default_path():
     return registry_file()
 
 
-def open_registry(location=None, readonly=False):
+def open_registry(location=None, readonly=False, idle_in_transaction_s=None):
     """The registry at `location` (a postgresql:// URL, a file path, ":memory:"; default:
-    default_path())."""
+    default_path()). idle_in_transaction_s: PostgreSQL ends a session idle that long inside a
+    transaction (PostgresRegistry)."""
     from .postgres import PostgresRegistry, is_postgres_url
     if is_postgres_url(location):
-        return PostgresRegistry(location, readonly=readonly)
+        return PostgresRegistry(location, readonly=readonly, idle_in_transaction_s=idle_in_transaction_s)
     from .sqlite import SqliteRegistry
     return SqliteRegistry(location or default_path(), readonly=readonly)

@@ -9,11 +9,14 @@ the same database at once: migrating happens under a transaction-scoped advisory
 of them migrates and the others find the work done.
 """
 import json
+import logging
 import time
 
 from ..errors import StoreError
 from ..extras import require
 from .base import SCHEMA_VERSION, WORKLOAD_EXTRA, Registry, result_outputs, stored_result_row
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key under which a registry is migrated (any constant both sides agree on;
 # these are the bytes "efmigr").
@@ -170,20 +173,19 @@ def _node_row(row):
 
 
 class PostgresRegistry(Registry):
-    def __init__(self, url, readonly=False, connect_timeout=5):
+    def __init__(self, url, readonly=False, connect_timeout=5, idle_in_transaction_s=None):
+        # idle_in_transaction_s: how long PostgreSQL lets this session sit idle inside a
+        # transaction before it ends the session, freeing the rows it locked (controller replicas,
+        # controller/fleet/service.py: a replica frozen mid-transaction would otherwise hold them
+        # until it runs again). None: no limit.
         self.url = url
         self.location = redacted(url)
         self.readonly = readonly
+        self.connect_timeout = connect_timeout
+        self.idle_in_transaction_s = idle_in_transaction_s
         self.psycopg = require("psycopg", "a PostgreSQL registry")
-        from psycopg.rows import dict_row
-        try:
-            self.db = self.psycopg.connect(url, connect_timeout=connect_timeout, row_factory=dict_row)
-        except self.psycopg.ProgrammingError as e:   # a malformed URL (libpq's conninfo parser)
-            raise StoreError("%s is not a PostgreSQL URL libpq accepts: %s" % (self.location, _first_line(e)),
-                             self.location) from None
-        except self.psycopg.OperationalError as e:
-            raise StoreError("cannot reach the PostgreSQL registry at %s: %s" % (self.location, _first_line(e)),
-                             self.location) from None
+        self.reconnects = 0
+        self.db = self._connect(readonly=False)
         try:
             self._migrate()
             if readonly:
@@ -196,6 +198,43 @@ class PostgresRegistry(Registry):
         except StoreError:
             self.db.close()
             raise
+
+    def _connect(self, readonly=None):
+        from psycopg.rows import dict_row
+        readonly = self.readonly if readonly is None else readonly
+        try:
+            db = self.psycopg.connect(self.url, connect_timeout=self.connect_timeout, row_factory=dict_row)
+        except self.psycopg.ProgrammingError as e:   # a malformed URL (libpq's conninfo parser)
+            raise StoreError("%s is not a PostgreSQL URL libpq accepts: %s" % (self.location, _first_line(e)),
+                             self.location) from None
+        except self.psycopg.OperationalError as e:
+            raise StoreError("cannot reach the PostgreSQL registry at %s: %s" % (self.location, _first_line(e)),
+                             self.location) from None
+        try:
+            # Only writers hold row locks; a reader (the CLI's --db) may take its time.
+            if self.idle_in_transaction_s and not self.readonly:
+                db.execute("SET idle_in_transaction_session_timeout = %d" % int(self.idle_in_transaction_s * 1000))
+            if readonly:
+                db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            db.commit()
+        except self.psycopg.Error as e:
+            db.close()
+            raise StoreError("the PostgreSQL registry at %s cannot be used: %s" % (self.location, _first_line(e)),
+                             self.location) from None
+        return db
+
+    def _live(self):
+        """The connection, opened again when the server ended it (its idle-in-transaction limit
+        after this process stood still, a restart, a dropped link): the transaction it held is
+        lost, which the statement that failed on it already reported; what follows runs anew."""
+        if self.db.closed or self.db.broken:
+            try:
+                self.db.close()
+            finally:
+                self.db = self._connect()
+                self.reconnects += 1
+                log.warning("reconnected to the PostgreSQL registry at %s", self.location)
+        return self.db
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -230,10 +269,13 @@ class PostgresRegistry(Registry):
         self.db.commit()
 
     def rollback(self):
+        if self.db.closed or self.db.broken:
+            self._live()   # nothing to roll back: the server ended the session and its transaction
+            return
         self.db.rollback()
 
     def _run(self, query, args=()):
-        return self.db.execute(query, args)
+        return self._live().execute(query, args)
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -390,7 +432,7 @@ class PostgresRegistry(Registry):
         floors = {}
         for node, boot, seq in doomed:
             floors[(node, boot)] = max(seq, floors.get((node, boot), 0))
-        with self.db.cursor() as cur:
+        with self._live().cursor() as cur:
             cur.executemany("INSERT INTO result_floors (node, boot, through) VALUES (%s,%s,%s) "
                             "ON CONFLICT (node, boot) DO UPDATE SET through=GREATEST(result_floors.through, "
                             "excluded.through)", [(node, boot, seq) for (node, boot), seq in floors.items()])
@@ -549,7 +591,7 @@ class PostgresRegistry(Registry):
     # -- telemetry history ------------------------------------------------------------------------
 
     def put_samples(self, samples):
-        with self.db.cursor() as cur:
+        with self._live().cursor() as cur:
             cur.executemany(
                 "INSERT INTO samples (node, res, ts, cpu, mem_free, battery, rps) VALUES (%s,%s,%s,%s,%s,%s,%s) "
                 "ON CONFLICT (node, res, ts) DO UPDATE SET cpu=excluded.cpu, mem_free=excluded.mem_free, "
