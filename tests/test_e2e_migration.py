@@ -9,7 +9,6 @@ every input position of the workload's stream is stored exactly once (the regist
 and `results` tables are the evidence). Time is compressed through the controller's settings.
 """
 import json
-import sqlite3
 import time
 
 import paho.mqtt.client as mqtt
@@ -19,6 +18,7 @@ from edgefleet import models
 from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
+from support import registry
 from support.waiting import wait_until
 from support.cli_process import cli
 
@@ -45,14 +45,8 @@ def moved_off(controller, old, timeout, what):
 
 
 def ledger(db_path):
-    db = sqlite3.connect(db_path)
-    try:
-        accepted = db.execute("SELECT pos, node FROM accepted WHERE workload='w' ORDER BY pos").fetchall()
-        stored = db.execute("SELECT COUNT(*) FROM results WHERE workload='w'").fetchone()[0]
-        moved = db.execute("SELECT msg FROM events WHERE kind='moved' ORDER BY id").fetchall()
-    finally:
-        db.close()
-    return accepted, stored, [m[0] for m in moved]
+    accepted, moved = registry.stream_ledger(db_path, "w")
+    return accepted, registry.rows(db_path, "SELECT COUNT(*) FROM results WHERE workload='w'")[0][0], moved
 
 
 def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitto, tmp_path):

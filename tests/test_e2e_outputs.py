@@ -5,13 +5,13 @@ CPython node (the three best classes, through its isolated inference process); s
 controller with the results, through real mosquitto."""
 import json
 import os
-import sqlite3
 
 import pytest
 
 from edgefleet import models
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
+from support import registry
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,20 +25,12 @@ RANKED = {"id": "ranked", "model": "digits_dense", "rate": 10.0, "replicas": 1, 
 
 
 def _stored(db_path, workload):
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute("SELECT node, label, score, outputs, seq FROM results WHERE workload=? ORDER BY node, seq",
-                          (workload,)).fetchall()
-    finally:
-        db.close()
+    return registry.rows(db_path, "SELECT node, label, score, outputs, seq FROM results WHERE workload=? ORDER BY node, seq",
+                         (workload,))
 
 
 def _events(db_path, kind):
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute("SELECT node, level, data FROM events WHERE kind=? ORDER BY id", (kind,)).fetchall()
-    finally:
-        db.close()
+    return registry.rows(db_path, "SELECT node, level, data FROM events WHERE kind=? ORDER BY id", (kind,))
 
 
 def test_a_workloads_output_spec_shapes_its_results_events_and_pin(mosquitto, tmp_path):

@@ -6,7 +6,6 @@ output watch that raises an event and drives a pin when the signal carries a bur
 when it goes. Real mosquitto, the real controller."""
 import json
 import os
-import sqlite3
 
 import pytest
 
@@ -14,6 +13,7 @@ from edgefleet import models
 from edgefleet.controller import cli
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
+from support import registry
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,14 +25,6 @@ VIBRATION = {"id": "vibration", "model": "signal_anomaly", "rate": 6.25, "replic
              "output": {"watch": {"index": 0, "above": 0.5}, "pin": 5}}
 # No board declares an adc7: placement says so.
 ELSEWHERE = dict(VIBRATION, id="elsewhere", input=dict(VIBRATION["input"], sensor="adc7"))
-
-
-def _rows(db_path, sql, args=()):
-    db = sqlite3.connect(db_path)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
 
 
 def test_an_adc_window_anomaly_workload_raises_an_event_on_the_board_that_has_the_sensor(mosquitto, tmp_path,
@@ -47,10 +39,10 @@ def test_an_adc_window_anomaly_workload_raises_an_event_on_the_board_that_has_th
                      [("mcu-1", "rpi-pico-w"), ("pi-1", "rpi4")])
 
     def scores():
-        return [s for s, in _rows(db_path, "SELECT score FROM results WHERE workload='vibration' ORDER BY seq")]
+        return [s for s, in registry.rows(db_path, "SELECT score FROM results WHERE workload='vibration' ORDER BY seq")]
 
     def events(kind):
-        return [json.loads(d) for d, in _rows(db_path, "SELECT data FROM events WHERE kind=? ORDER BY id", (kind,))]
+        return [json.loads(d) for d, in registry.rows(db_path, "SELECT data FROM events WHERE kind=? ORDER BY id", (kind,))]
 
     try:
         fleet.start()
@@ -71,7 +63,7 @@ def test_an_adc_window_anomaly_workload_raises_an_event_on_the_board_that_has_th
         levels = [line.split()[:2] for line in open(os.path.join(fleet.flash_dir("mcu-1"), "gpio.log")) if line.strip()]
         assert levels[:2] == [["5", "1"], ["5", "0"]], levels
         # Windows are counted without a gap: every position from 0 on, each once.
-        positions = [p for p, in _rows(db_path, "SELECT pos FROM accepted WHERE workload='vibration' ORDER BY pos")]
+        positions = [p for p, in registry.rows(db_path, "SELECT pos FROM accepted WHERE workload='vibration' ORDER BY pos")]
         assert positions == list(range(len(positions))) and len(positions) >= quiet
     finally:
         fleet.stop()

@@ -12,7 +12,6 @@ published (docs/placement.md, "Exactly once for topic streams").
 import base64
 import os
 import re
-import sqlite3
 import threading
 import time
 
@@ -25,6 +24,7 @@ from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.nodeprobe import NodeProbe
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
+from support import registry
 from support.waiting import wait_until
 from support.cli_process import cli
 
@@ -92,14 +92,9 @@ class Publisher(threading.Thread):
 
 
 def ledger(db_path):
-    db = sqlite3.connect(db_path)
-    try:
-        accepted = db.execute("SELECT pos, node FROM accepted WHERE workload='cam' ORDER BY pos").fetchall()
-        stored = db.execute("SELECT COUNT(*), SUM(label = truth) FROM results WHERE workload='cam'").fetchone()
-        moved = db.execute("SELECT msg FROM events WHERE kind='moved' ORDER BY id").fetchall()
-    finally:
-        db.close()
-    return accepted, stored, [m[0] for m in moved]
+    accepted, moved = registry.stream_ledger(db_path, "cam")
+    stored = registry.rows(db_path, "SELECT COUNT(*), SUM(label = truth) FROM results WHERE workload='cam'")[0]
+    return accepted, stored, moved
 
 
 def test_a_topic_workload_moves_between_nodes_with_no_input_lost_or_served_twice(mosquitto, tmp_path):
