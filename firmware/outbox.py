@@ -14,6 +14,7 @@
 import binascii
 import os
 import struct
+from array import array
 
 from .errors import FirmwareError
 
@@ -71,10 +72,12 @@ class Outbox:
         # An fsync after each flush where the platform has one (Linux): survives power loss,
         # not only a killed process. MicroPython's littlefs commits on close.
         self._sync = sync if sync is not None else getattr(os, "fsync", None)
-        self.segments = []        # segment numbers, oldest first
-        self.index = {}           # segment -> [(boot, last result seq)] in order; for trimming
-        self.sizes = {}           # segment -> bytes
-        self.counts = {}          # segment -> records
+        # Per segment, oldest first, in flat arrays of C longs (the board's word: 32 bits on an
+        # MCU, where a boot's result numbers stay far below 2**31): a full ESP32 outbox has 64
+        # segments, and dicts keyed by segment with a list of tuples each held ~12 KB of its heap.
+        self.segments = []        # segment numbers
+        self.meta = array("l")    # bytes, records, result ranges: three ints a segment
+        self.spans = array("l")   # the ranges, in segment order: boot, first seq, last seq
         self.acked = {}           # boot -> highest acknowledged result seq
         self.buffer = []          # encoded records not yet on flash
         self.cursor = None        # (segment, offset) of the next record to publish
@@ -105,10 +108,14 @@ class Outbox:
             pass
         names = [n for n in os.listdir(self.dir) if n.endswith(".seg")]
         self.segments = sorted(int(n[:-4]) for n in names)
+        self.meta, self.spans = array("l"), array("l")
         last = {}
         for segment in self.segments:
-            ranges, count = [], 0
+            self.meta.append(0)
+            self.meta.append(0)
+            self.meta.append(0)
             data = self._read(segment)
+            count = 0
             for item in scan_records(data):
                 if item[0] == "bad":
                     self.bad_bytes += item[1]
@@ -116,12 +123,11 @@ class Outbox:
                 _, kind, boot, seq, _ = item
                 count += 1
                 if kind == "result":
-                    _extend(ranges, boot, seq)
+                    self._extend(boot, seq)
                     if seq > last.get(boot, 0):
                         last[boot] = seq
-            self.index[segment] = ranges
-            self.sizes[segment] = len(data)
-            self.counts[segment] = count
+            self.meta[-3] = len(data)
+            self.meta[-2] = count
             self.records += count
         self.rewind()
         return last
@@ -130,39 +136,57 @@ class Outbox:
         segment = (self.segments[-1] + 1) if self.segments else 1
         while self.segments and self._total() + self.segment_bytes > self.capacity and len(self.segments) > 1:
             self._drop_oldest()
-        # Bookkeeping first, the segment list last: if the heap runs out half way (a dict
+        # Bookkeeping first, the segment list last: if the heap runs out half way (an array
         # growing on a full MCU heap), the outbox stays consistent and the next flush retries.
+        n = 3 * len(self.segments)
         try:
-            self.index[segment] = []
-            self.sizes[segment] = 0
-            self.counts[segment] = 0
+            for _ in range(3):
+                self.meta.append(0)
             self.segments.append(segment)
         except MemoryError:
-            self.index.pop(segment, None)
-            self.sizes.pop(segment, None)
-            self.counts.pop(segment, None)
+            self.meta = self.meta[:n]
             raise OutboxError("no heap for outbox segment %d" % segment)
         return segment
 
     def _total(self):
         total = 0
-        for segment in self.segments:
-            total += self.sizes[segment]
+        for i in range(0, len(self.meta), 3):
+            total += self.meta[i]
         return total
 
-    def _drop_oldest(self):
-        segment = self.segments.pop(0)
-        self.dropped += self._unacked_in(segment)
-        self._forget(segment)
+    def _size(self, segment):
+        # Bytes on flash of a segment still kept; 0 for one dropped or trimmed meanwhile.
+        for i in range(len(self.segments)):
+            if self.segments[i] == segment:
+                return self.meta[3 * i]
+        return 0
 
-    def _forget(self, segment):
+    def _extend(self, boot, seq):
+        # A result of the newest segment. Results of one boot are appended in seq order, so
+        # (boot, first, last) describes them: usually one range a segment, a new one at a reboot.
+        spans = self.spans
+        if self.meta[-1] and spans[-3] == boot:
+            if seq > spans[-1]:
+                spans[-1] = seq
+        else:
+            spans.append(boot)
+            spans.append(seq)
+            spans.append(seq)
+            self.meta[-1] += 1
+
+    def _drop_oldest(self):
+        self.dropped += self._unacked_in(0, self.meta[2])
+        self._forget_oldest()
+
+    def _forget_oldest(self):
+        segment = self.segments.pop(0)
+        self.records -= self.meta[1]
+        self.spans = self.spans[3 * self.meta[2]:]
+        self.meta = self.meta[3:]
         try:
             os.remove(self._path(segment))
         except OSError:
             pass
-        self.records -= self.counts.pop(segment, 0)
-        self.index.pop(segment, None)
-        self.sizes.pop(segment, None)
         if self.cursor is not None and self.cursor[0] == segment:
             self.cursor = (self.segments[0], 0) if self.segments else None
 
@@ -188,7 +212,7 @@ class Outbox:
         written = 0
         while self.buffer:
             segment = self.segments[-1] if self.segments else self._new_segment()
-            size = self.sizes[segment]
+            size = self.meta[-3]
             if size > 0 and size + len(self.buffer[0][3]) > self.segment_bytes:
                 segment = self._new_segment()
                 size = 0
@@ -200,8 +224,8 @@ class Outbox:
             written += self._write(segment, [entry[3] for entry in chunk])
             for kind, boot, seq, _ in chunk:
                 if kind == "result":
-                    _extend(self.index[segment], boot, seq)
-            self.counts[segment] += take
+                    self._extend(boot, seq)
+            self.meta[-2] += take
             self.records += take
             self.buffer = self.buffer[take:]
         self.flushes += 1
@@ -222,7 +246,7 @@ class Outbox:
         except OSError as e:
             # A full or failing flash: keep the records in RAM (caller retries on next flush).
             raise OutboxError("cannot write outbox segment %d: %s" % (segment, e))
-        self.sizes[segment] += len(data)
+        self.meta[-3] += len(data)   # always the newest segment
         self.bytes_written += len(data)
         return len(data)
 
@@ -241,7 +265,7 @@ class Outbox:
             segment, offset = self.cursor
             offset = self._read_from(segment, offset, out, limit)
             self.cursor = (segment, offset)
-            if len(out) >= limit or offset < self.sizes.get(segment, 0):
+            if len(out) >= limit or offset < self._size(segment):
                 break
             i = self.segments.index(segment) if segment in self.segments else -1
             if i < 0 or i + 1 >= len(self.segments):
@@ -252,7 +276,7 @@ class Outbox:
     def _read_from(self, segment, offset, out, limit):
         """Read records one at a time (a board cannot spare a whole segment's buffer); returns
         the offset after the last record consumed."""
-        end = self.sizes.get(segment, 0)
+        end = self._size(segment)
         try:
             f = open(self._path(segment), "rb")
         except OSError:
@@ -296,40 +320,28 @@ class Outbox:
         self.acked[boot] = seq
         trimmed = 0
         # The newest segment stays: it is the one being written.
-        while len(self.segments) > 1 and self._segment_done(self.segments[0]):
-            self._forget(self.segments.pop(0))
+        while len(self.segments) > 1 and self._unacked_in(0, self.meta[2]) == 0:
+            self._forget_oldest()
             trimmed += 1
         return trimmed
 
-    def _segment_done(self, segment):
-        for boot, first, last in self.index.get(segment, ()):
-            if self.acked.get(boot, 0) < last:
-                return False
-        return True
-
-    def _unacked_in(self, segment):
+    def _unacked_in(self, start, ranges):
+        # Unacknowledged results in `ranges` ranges from spans[start].
         count = 0
-        for boot, first, last in self.index.get(segment, ()):
-            count += max(0, last - max(first - 1, self.acked.get(boot, 0)))
+        spans = self.spans
+        for i in range(start, start + 3 * ranges, 3):
+            count += max(0, spans[i + 2] - max(spans[i + 1] - 1, self.acked.get(spans[i], 0)))
         return count
 
     def oldest(self):
         """(boot, seq) of the oldest result on flash not yet acknowledged, or None."""
-        for segment in self.segments:
-            for boot, first, last in self.index.get(segment, ()):
-                done = self.acked.get(boot, 0)
-                if done < last:
-                    return boot, max(first, done + 1)
+        spans = self.spans
+        for i in range(0, len(spans), 3):
+            done = self.acked.get(spans[i], 0)
+            if done < spans[i + 2]:
+                return spans[i], max(spans[i + 1], done + 1)
         return None
 
     def stats(self):
         return {"records": self.records, "bytes": self._total(), "dropped": self.dropped, "buffered": len(self.buffer)}
 
-
-def _extend(ranges, boot, seq):
-    # Results of one boot are appended in seq order, so (boot, first, last) describes them.
-    if ranges and ranges[-1][0] == boot:
-        if seq > ranges[-1][2]:
-            ranges[-1] = (boot, ranges[-1][1], seq)
-    else:
-        ranges.append((boot, seq, seq))
