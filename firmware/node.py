@@ -38,7 +38,8 @@ from .supervisor import ONE_FOR_ONE, Child, Supervisor
 # Events and replies kept in RAM while the link is down; the oldest are dropped past this.
 # (Results go to the flash outbox instead.)
 PENDING_LIMIT = 64
-# Results published at once while delivering from the outbox (bounded QoS1 in flight).
+# Results published at once while delivering from the outbox (bounded QoS1 in flight), unless
+# the profile's outbox says otherwise: each in flight holds ~1.5 KB of heap while it waits.
 DELIVERY_WINDOW = 8
 # Link retries: doubling, capped so that a fleet serves again within seconds of its broker's
 # return (a dead broker sees one CONNECT per node every second or two: cheap).
@@ -91,6 +92,7 @@ class Node:
         self.outbox = Outbox(self.data_dir + "/outbox", box.get("capacity_bytes", 65536),
                              box.get("segment_bytes", 4096), box.get("flush_records", 8))
         self.flush_ms = box.get("flush_ms", 200)
+        self.delivery_window = box.get("delivery_window", DELIVERY_WINDOW)
         self._outbox_error = None
         self._cpu = 0.0
         # Read only: a node without overrides shares the defaults instead of holding a copy.
@@ -221,8 +223,11 @@ class Node:
                 self.outbox_failed(e)
             client = self.client
             batch = []
-            if self.online() and not self.lease.fenced:
-                batch = self.outbox.next_batch(DELIVERY_WINDOW)
+            # While an update comes in, results wait on flash, where they are safe: the heap
+            # their delivery would hold goes to the transfer (a small board has room for one).
+            receiving = self._ota is not None and self._ota.receiver.reader is not None
+            if self.online() and not self.lease.fenced and not receiving:
+                batch = self.outbox.next_batch(self.delivery_window)
             if not batch:
                 await asyncio.sleep(self.flush_ms / 1000)
                 continue
