@@ -15,8 +15,15 @@ Last line: {"profiles": {board: {"heap_bytes", "code_store", "runtime_heap_bytes
             "components": {module: bytes from ROM}, "components_files": {module: bytes from files},
             "components_exclusive": {module: bytes}, "runtime_qstrs",
             "components_unimportable": {module: why}, "romfs_image_bytes",
-            "files_heap_bytes", "romfs_heap_bytes", "min_heap": {model: bytes}}
+            "files_heap_bytes", "romfs_heap_bytes", "min_heap": {model: bytes},
+            "esp32_rom_serves_from": {model: bytes}, "esp32_rom_model_need": {model: bytes}}
   files_heap_bytes / romfs_heap_bytes: the ESP32's runtime after boot from files / from ROM.
+  min_heap: the smallest -X heapsize a Pico W node with its code as files serves each model at;
+  esp32_rom_serves_from: the smallest heap (the board's own figure) an ESP32 node with its code
+  in ROM serves each model at, bisected to 1 KB; esp32_rom_model_need: that less the ESP32
+  runtime's steady heap, what a workload of the model adds to a booted node (the manifests'
+  mcu_rom_heap_bytes are measured in a bare interpreter instead: its qstr pools and baseline
+  included, which a booted node already holds).
   components: each module imported alone, with what it imports; components_exclusive: the
   modules a booted node holds (node.py's and the MicroPython HAL's imports at module level,
   and the asyncio parts a link loads), imported leaves first, each figure what that module alone
@@ -46,24 +53,26 @@ COMMAND_BURST = 20
 IMPORT_PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heap_import_probe.py")
 
 
-def serves(broker, heap, model, attempt):
+def serves(broker, heap, model, attempt, board="rpi-pico-w", store="files"):
+    """Whether a node of `board` with its code in `store` serves `model` at `heap` bytes (-X
+    heapsize: with ROM code, the simulated partition's window comes on top, as always)."""
     workload = [{"id": "w", "model": model, "rate": 20, "input": {"kind": "samples"}}]
     with tempfile.TemporaryDirectory() as root:
-        probe = NodeProbe(broker, root, "heap-%d-%d" % (heap, attempt), "rpi-pico-w", heap_override=heap)
+        probe = NodeProbe(broker, root, "heap-%d-%d" % (heap, attempt), board, heap_override=heap, code_store=store)
         with probe.start(workload):
             ok = probe.wait_for(lambda p: len(p.of_kind("result")) >= RESULTS_NEEDED, 20)
             boot = probe.boot_event()
             return bool(ok), boot["data"]["heap_used"] if boot else None
 
 
-def smallest_heap(broker, model, low, high):
+def smallest_heap(broker, model, low, high, board="rpi-pico-w", store="files", step=STEP):
     """Bisect between a heap known to fail (low) and one known to work (high)."""
     attempt = 0
-    while high - low > STEP:
+    while high - low > step:
         mid = (low + high) // 2 // 1024 * 1024
         attempt += 1
-        ok, _ = serves(broker, mid, model, attempt)
-        print("%s at %d bytes: %s" % (model, mid, "serves" if ok else "fails"), file=sys.stderr)
+        ok, _ = serves(broker, mid, model, attempt, board, store)
+        print("%s on %s (%s) at %d bytes: %s" % (model, board, store, mid, "serves" if ok else "fails"), file=sys.stderr)
         if ok:
             high = mid
         else:
@@ -102,6 +111,17 @@ def runtime_figures(broker, board, store, commands=COMMAND_BURST):
             probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 2, 20)
             peak = max(h["mem_total"] - h["mem_low"] for h in probe.of_kind("hb") if "mem_low" in h)
             return boot["data"]["heap_used"], steady, peak
+
+
+def rom_layer_bytes(broker, profile):
+    """The heap the simulation layer takes on a board of `profile` whose code runs from ROM: a
+    board set up as the simulated fleets do it gets the profile's heap, that layer and its ROM
+    partition's window."""
+    with tempfile.TemporaryDirectory() as root:
+        probe = NodeProbe(broker, root, "layer", profile["name"], code_store="romfs")
+        board = probe.fleet.add("layer", profile["name"])
+        rom = profile["rom"]["segments"] * profile["rom"]["segment_bytes"]
+        return board.heap_bytes - profile["heap_bytes"] - rom
 
 
 def module_names(slot_dir):
@@ -226,6 +246,20 @@ def main():
             raise SystemExit("the node does not serve even at %d bytes" % max(p["heap_bytes"] for p in profiles))
         for model in ("digits_dense", "digits_conv"):
             report["min_heap"][model] = smallest_heap(broker, model, 32 * 1024, max(p["heap_bytes"] for p in profiles))
+        # The ESP32 with its code in ROM: the heap its node serves each model from (the board's
+        # figure: the simulation layer's share is added to what is tried), and so what a workload
+        # adds on top of the booted runtime (its steady heap, measured above).
+        esp32 = catalog.load("esp32")
+        layer = rom_layer_bytes(broker, esp32)
+        steady = report["profiles"]["esp32"]["runtime_heap_steady_bytes"]
+        report["esp32_rom_serves_from"], report["esp32_rom_model_need"] = {}, {}
+        for model in ("digits_dense", "digits_conv"):
+            low, high = esp32["heap_bytes"] - 32 * 1024, esp32["heap_bytes"] + 48 * 1024
+            if not serves(broker, high + layer, model, 0, "esp32", "romfs")[0]:
+                raise SystemExit("the ESP32 in ROM does not serve %s even at %d bytes" % (model, high))
+            least = smallest_heap(broker, model, low + layer, high + layer, "esp32", "romfs", step=1024) - layer
+            report["esp32_rom_serves_from"][model] = least
+            report["esp32_rom_model_need"][model] = least - steady
         esp32_rom = runtime_heap(broker, "esp32", "romfs")
     finally:
         broker.stop()
