@@ -226,9 +226,10 @@ def _check_fields(kind, msg, schema, where=""):
             )
 
 
-def validate(kind, msg):
-    """Check a decoded message against its schema; return it, or raise ProtocolError."""
-    row = _row(kind)
+def validate(kind, msg, row=None):
+    """Check a decoded message against its schema; return it, or raise ProtocolError.
+    row: the kind's table row, where the caller looked it up already (decode, encode)."""
+    row = row or _row(kind)
     if row is None:
         raise ProtocolError("unknown message kind '%s'" % kind, kind=kind)
     version = msg.get("v") if isinstance(msg, dict) else VERSION   # a non-object fails just below
@@ -285,7 +286,8 @@ def _validate_hb(msg):
 
 def decode(kind, payload):
     """Parse and validate a payload (bytes or str) of the given kind."""
-    most = limit(kind) or 0
+    row = _row(kind)
+    most = int(row[0]) if row is not None else 0
     if len(payload) > most:
         raise ProtocolError("%s: %d bytes, over %d" % (kind, len(payload), most),
                             kind=kind, field="")
@@ -314,14 +316,15 @@ def decode(kind, payload):
         msg = json.loads(data)
     except (ValueError, UnicodeError) as e:
         raise ProtocolError("%s: payload is not valid JSON (%s)" % (kind, e), kind=kind)
-    return validate(kind, msg)
+    return validate(kind, msg, row)
 
 
 def encode(kind, msg):
     """Validate and serialize an outgoing message; a bug that builds a bad message fails here."""
-    validate(kind, msg)
+    row = _row(kind)
+    validate(kind, msg, row)
     data = json.dumps(msg)
-    most = limit(kind)
+    most = int(row[0])
     if len(data) > most:
         raise ProtocolError("%s: %d bytes, over %d" % (kind, len(data), most), kind=kind)
     return data
