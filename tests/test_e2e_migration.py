@@ -15,10 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
+from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
 from support import registry
-from support.oneworkload import apply_when_powered, host
 from support.waiting import wait_until
 from support.cli_process import cli
 
@@ -29,6 +29,15 @@ RATE = 10.0
 WORKLOAD = {"id": "w", "model": "digits_dense", "rate": RATE, "replicas": 1, "input": {"kind": "samples"},
             "resources": {"cpu_share": 5}}
 SETTINGS = {"cpu_high_for_s": 3.0, "cooldown_s": 4.0, "handover_lead_s": 1.5, "move_timeout_s": 20.0}
+
+
+def host(controller):
+    """The workload's one node once no move is in progress, else None."""
+    snap = controller.snapshot()
+    if not snap or snap["moves"]:
+        return None
+    (wl,) = snap["workloads"]
+    return wl["nodes"][0] if len(wl["nodes"]) == 1 else None
 
 
 def moved_off(controller, old, timeout, what):
@@ -52,9 +61,14 @@ def test_every_trigger_moves_the_workload_and_results_stay_exactly_once(mosquitt
     try:
         supervisor.connect(mosquitto.host, mosquitto.port)
         supervisor.loop_start()
-        # Triggers, not the planner, move running work: it starts on the board placement picks.
-        apply_when_powered(controller, mosquitto, tmp_path, WORKLOAD, 3)
+        # The workload arrives once every board has reported its power: placed on arrival, it
+        # would go to whichever board booted first (triggers, not the planner, move running work).
+        wait_until(lambda: controller.snapshot() and len(controller.snapshot()["nodes"]) == 3
+                   and all(n["power"] for n in controller.snapshot()["nodes"]), 60, "three nodes with telemetry")
+        fleet_file = tmp_path / "fleet.toml"
+        fleet_file.write_text(fleetfile.dump([WORKLOAD]))
         broker = "--broker=mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+        cli(tmp_path, "apply", str(fleet_file), broker)
         wait_until(lambda: controller.snapshot()["workloads"] and controller.snapshot()["workloads"][0]["results"] >= 10,
                    60, "first results")
         first = host(controller)

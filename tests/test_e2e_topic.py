@@ -19,12 +19,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edgefleet import models
+from edgefleet.controller.fleet import fleetfile
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.nodeprobe import NodeProbe
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import protocol
 from support import registry
-from support.oneworkload import apply_when_powered, host
 from support.waiting import wait_until
 from support.cli_process import cli
 
@@ -34,6 +34,15 @@ LAYOUT = [("pi-a", "rpi4"), ("pi-b", "rpi4"), ("mcu-c", "rpi-pico-w")]
 RATE = 20.0
 WORKLOAD = {"id": "cam", "model": "digits_dense", "rate": RATE, "replicas": 1, "input": {"kind": "topic", "buffer": 16},
             "resources": {"cpu_share": 5}}
+
+
+def host(controller):
+    """The workload's one node once no move is in progress, else None."""
+    snap = controller.snapshot()
+    if not snap or snap["moves"] or not snap["workloads"]:
+        return None
+    (wl,) = snap["workloads"]
+    return wl["nodes"][0] if len(wl["nodes"]) == 1 else None
 
 
 def serving(controller, node):
@@ -97,8 +106,12 @@ def test_a_topic_workload_moves_between_nodes_with_no_input_lost_or_served_twice
     fleet.start()
     publisher = None
     try:
-        apply_when_powered(controller, mosquitto, tmp_path, WORKLOAD, 3)
+        wait_until(lambda: controller.snapshot() and len(controller.snapshot()["nodes"]) == 3
+                   and all(n["power"] for n in controller.snapshot()["nodes"]), 60, "three nodes with telemetry")
+        fleet_file = tmp_path / "fleet.toml"
+        fleet_file.write_text(fleetfile.dump([WORKLOAD]))
         broker = "--broker=mqtt://%s:%d" % (mosquitto.host, mosquitto.port)
+        cli(tmp_path, "apply", str(fleet_file), broker)
         first = wait_until(lambda: host(controller), 30, "the workload placed")
         wait_until(lambda: serving(controller, first), 60, "the worker on %s running" % first)
         time.sleep(1)   # its subscription made (SUBACK comes within milliseconds)
