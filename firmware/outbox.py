@@ -156,9 +156,10 @@ class Outbox:
 
     def _size(self, segment):
         # Bytes on flash of a segment still kept; 0 for one dropped or trimmed meanwhile.
-        if segment not in self.segments:
-            return 0
-        return self.meta[3 * self.segments.index(segment)]
+        for i in range(len(self.segments)):
+            if self.segments[i] == segment:
+                return self.meta[3 * i]
+        return 0
 
     def _extend(self, boot, seq):
         # A result of the newest segment. Results of one boot are appended in seq order, so
