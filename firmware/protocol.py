@@ -226,10 +226,9 @@ def _check_fields(kind, msg, schema, where=""):
             )
 
 
-def validate(kind, msg, row=None):
-    """Check a decoded message against its schema; return it, or raise ProtocolError.
-    row: the kind's table row, where the caller looked it up already (decode, encode)."""
-    row = row or _row(kind)
+def validate(kind, msg):
+    """Check a decoded message against its schema; return it, or raise ProtocolError."""
+    row = _row(kind)
     if row is None:
         raise ProtocolError("unknown message kind '%s'" % kind, kind=kind)
     version = msg.get("v") if isinstance(msg, dict) else VERSION   # a non-object fails just below
@@ -286,8 +285,7 @@ def _validate_hb(msg):
 
 def decode(kind, payload):
     """Parse and validate a payload (bytes or str) of the given kind."""
-    row = _row(kind)
-    most = int(row[0]) if row is not None else 0
+    most = limit(kind) or 0
     if len(payload) > most:
         raise ProtocolError("%s: %d bytes, over %d" % (kind, len(payload), most),
                             kind=kind, field="")
@@ -316,15 +314,14 @@ def decode(kind, payload):
         msg = json.loads(data)
     except (ValueError, UnicodeError) as e:
         raise ProtocolError("%s: payload is not valid JSON (%s)" % (kind, e), kind=kind)
-    return validate(kind, msg, row)
+    return validate(kind, msg)
 
 
 def encode(kind, msg):
     """Validate and serialize an outgoing message; a bug that builds a bad message fails here."""
-    row = _row(kind)
-    validate(kind, msg, row)
+    validate(kind, msg)
     data = json.dumps(msg)
-    most = int(row[0])
+    most = limit(kind)
     if len(data) > most:
         raise ProtocolError("%s: %d bytes, over %d" % (kind, len(data), most), kind=kind)
     return data
