@@ -52,6 +52,9 @@ class TopicSource:
         self._truth = [None] * slots
         self.keep = keep
         self.pos = spec.get("start", 0)
+        # Past every input served so far. Below it and at or past pos: a batch a kill cut short,
+        # set back to be served again; those wait in the kept slots, not in the buffer.
+        self.head = self.pos
         self.until = spec.get("until")
         self.seen = None      # highest sequence number received
         self.dropped = 0      # waiting inputs dropped for a full buffer
@@ -121,6 +124,7 @@ class TopicSource:
             self.stale += 1
             return
         seqs = self._seq
+        pos, head = self.pos, self.head
         pending = 0
         free = -1
         oldest = -1   # the waiting input with the lowest number
@@ -129,14 +133,14 @@ class TopicSource:
             if s == seq:
                 self.stale += 1   # a duplicate (QoS 1 redelivery)
                 return
-            if s >= self.pos:
+            if s >= head:
                 pending += 1
                 if oldest < 0 or s < seqs[oldest]:
                     oldest = i
-            elif free < 0 or s < seqs[free]:
+            elif s < pos and (free < 0 or s < seqs[free]):
                 free = i   # an empty slot (-1), else the input served longest ago
-        if pending >= self.cap:
-            if seq < seqs[oldest]:
+        if pending >= self.cap or free < 0:
+            if oldest < 0 or seq < seqs[oldest]:
                 self.dropped += 1   # older than all that wait: it is the one dropped
                 return
             free = oldest
@@ -163,6 +167,8 @@ class TopicSource:
                 # Nothing before the hand-over point is left to come (one publisher, in order).
                 self.skipped += until - pos
                 self.pos = until
+                if until > self.head:
+                    self.head = until
                 return -1
         return best
 
@@ -193,6 +199,8 @@ class TopicSource:
         if seq > self.pos:
             self.skipped += seq - self.pos
         self.pos = seq + 1
+        if seq >= self.head:
+            self.head = seq + 1
         truth = self._truth[i]
         if not self.keep:
             self._seq[i] = -1

@@ -313,7 +313,8 @@ def test_a_link_lost_during_the_segment_write_leaves_the_old_slot_and_the_next_f
                           timeout=CUT_TIMEOUT_S)
     finally:
         proxy.stop()
-    assert cut.chunks == 3, "the flash failed before the link was cut: %s" % failure.value
+    assert cut.chunks == 3, "the flash failed before the link was cut: %s\nthe board's console:\n%s" % (
+        failure.value, board.console.since(0)[-3000:].decode("utf-8", "replace"))
     assert "ROM segment 1 (slot_b)" in str(failure.value) and "flash again" in str(failure.value)
     assert json.load(open(os.path.join(board.flash_dir, "slots.json")))["active"] == "slot_a"
     assert not os.path.exists(os.path.join(board.flash_dir, "slot_b", romdeploy.ROM_MARK))

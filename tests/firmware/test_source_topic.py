@@ -103,10 +103,16 @@ async def test_a_killed_batch_is_served_again():
         src.push(_input(seq))
     before = src.pos
     assert len(await _drain(src)) == 4
-    for seq in range(4, 8):   # more arrive while the batch is in flight: they do not evict it
+    for seq in range(4, 7):   # more arrive while the batch is in flight: they do not evict it
         src.push(_input(seq))
     src.pos = before
+    src.push(_input(7))   # the batch set back waits in the kept slots, not in the buffer
+    assert src.dropped == 0
     assert [s for s, _, _ in await _drain(src)] == list(range(8))
+    for seq in range(8, 13):   # past the buffer: the oldest waiting input is dropped, as ever
+        src.push(_input(seq))
+    assert src.dropped == 1
+    assert [s for s, _, _ in await _drain(src)] == list(range(9, 13))
 
 
 async def test_next_into_waits_for_an_input_or_gives_up():
