@@ -215,8 +215,23 @@ def test_a_rom_slot_image_carries_its_models_tflite_so_they_switch_with_the_code
                                                           / "model.tflite").read_bytes()
     assert not [p for p in packed if p.startswith("models/") and not p.endswith("/model.tflite")]
     assert "firmware/node.mpy" in packed
-    # A microcontroller's image leaves out what only a Linux node runs.
+    # A microcontroller's image leaves out what only a Linux node runs, and what it never imports.
     assert "firmware/procworker.mpy" not in packed and "firmware/tflite_backend.mpy" not in packed
+    assert "firmware/engine/model.mpy" not in packed and "firmware/romboot.mpy" not in packed
+
+
+@pytest.mark.parametrize("arch,simulated,in_rom", [
+    ("xtensawin", False, ["digits_conv", "digits_dense"]),   # a real ESP32: both models read in place
+    ("x64", True, ["digits_dense"]),   # the simulated one: x64 native code and the simulation's HAL
+])
+def test_the_esp32_rom_segment_holds_the_code_and_its_models(arch, simulated, in_rom, tmp_path):
+    """The ESP32's slot image in one 128 KB segment: code grown by ~1 KB more would push
+    digits_dense's .tflite out of the simulated board's ROM, and its weights into the heap."""
+    from edgefleet.controller.install import romdeploy
+    profile = catalog.load("esp32")
+    image.write_slot_set(str(tmp_path), profile, mpy_arch=arch, simulated=simulated)
+    data = romdeploy.slot_image(str(tmp_path / image.FIRST_SLOT), profile["rom"]["segment_bytes"])
+    assert sorted(p.split("/")[1] for p in romfs.unpack(data) if p.startswith("models/")) == in_rom, len(data)
 
 
 def test_a_segment_too_small_for_every_model_takes_the_code_and_the_smallest_models(tmp_path):

@@ -115,14 +115,19 @@ def firmware_files():
     return out
 
 
-# Firmware modules only a Linux node runs (its inference child process and the LiteRT backend):
-# a microcontroller's flash and ROM segment have no room to spare for them.
+# Firmware modules a microcontroller never imports, which its flash and ROM segment have no
+# room to spare for: what only a Linux node runs (its inference child process, the LiteRT
+# backend, the camera), the engine's schema objects for host tools, and romboot, which goes to
+# the flash's root beside the boot selector (romdeploy.prepare_tree) since it mounts the slot's
+# ROM image and so cannot come from it. On the ESP32 these ~1.9 KB are what lets digits_dense's
+# .tflite into the slot's ROM segment beside the code (romdeploy.slot_image).
 LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware/tflite_backend.py",
               "firmware/source_camera.py")
+NOT_ON_MCU = LINUX_ONLY + ("firmware/engine/model.py", "firmware/romboot.py")
 
 
 def mcu_code_files(simulated=False, profile=None):
-    files = [(src, dest) for src, dest in firmware_files() if dest not in LINUX_ONLY]
+    files = [(src, dest) for src, dest in firmware_files() if dest not in NOT_ON_MCU]
     for name in board_modules("micropython", simulated, profile):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
@@ -210,7 +215,7 @@ def slot_code_files(profile, simulated=False):
     modules as the packages `firmware` and `boards`. main.py and the boot selector stay outside."""
     files = firmware_files()
     if profile["runtime"] == "micropython":
-        files = [(src, dest) for src, dest in files if dest not in LINUX_ONLY]
+        files = [(src, dest) for src, dest in files if dest not in NOT_ON_MCU]
     for name in board_modules(profile["runtime"], simulated, profile):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
     return files
