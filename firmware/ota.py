@@ -68,10 +68,12 @@ class Receiver:
     """The receive state machine, free of MQTT: handle() takes a validated `ota` message and
     returns the `ota_state` reports to send; done() tells the caller to reboot."""
 
-    def __init__(self, root, board, runtime, now_ms=ticks_ms, abandon_ms=ABANDON_MS, mpy=None):
+    def __init__(self, root, board, runtime, now_ms=ticks_ms, abandon_ms=ABANDON_MS, mpy=None, chunk=None):
         """runtime: the node's ("micropython" or "cpython"); mpy: the .mpy version it loads
-        (its HAL's mpy_version()), None where it loads none."""
+        (its HAL's mpy_version()), None where it loads none; chunk: the most bundle bytes a
+        chunk may carry, which `receiving` reports ask for (None: the controller's size)."""
         self.root = root
+        self.chunk_bytes = chunk
         self.board = board
         self.runtime = runtime
         self.mpy = mpy
@@ -93,6 +95,8 @@ class Receiver:
             msg["err"] = err
         if ver is not None:
             msg["ver"] = ver
+        if self.chunk_bytes and state == "receiving":
+            msg["chunk"] = self.chunk_bytes
         return msg
 
     def handle(self, msg):
@@ -226,8 +230,12 @@ class OtaAgent:
 
     def __init__(self, node, root="."):
         self.node = node
+        # A board short of heap asks for small chunks (profile "ota": {"chunk_bytes"}): each
+        # chunk's message, its base64 text and its bytes must each find a free block of their
+        # size, and in a heap fragmented by a node's life 2 KB blocks are the first to go.
         self.receiver = Receiver(root, node.cfg["board"], node.runtime,
-                                 abandon_ms=node.cfg.get("ota_abandon_ms", ABANDON_MS), mpy=node.hal.mpy_version())
+                                 abandon_ms=node.cfg.get("ota_abandon_ms", ABANDON_MS), mpy=node.hal.mpy_version(),
+                                 chunk=node.profile.get("ota", {}).get("chunk_bytes"))
         self._watch = None
 
     def handle(self, msg):

@@ -35,7 +35,7 @@ ack 256 1 - v:int boot:int seq:int
 cmd 2048 1 - v:int id:str op:str args:obj?
 ctrl_status 512 1 r v:int state:str ctrl:str
 ota 3072 1 - v:int id:str op:str off:int? size:int? ver:str? window_ms:int? data:str?
-ota_state 1024 1 - v:int node:str boot:int id:str state:str off:int ver:str? err:str?
+ota_state 1024 1 - v:int node:str boot:int id:str state:str off:int ver:str? err:str? chunk:int?
 lease 256 0 - v:int ctrl:str seq:int
 input 4096 1 - v:int seq:int data:str truth:int?
 """

@@ -134,32 +134,54 @@ def _full_outbox(directory, profile, boot=1):
     return files, seq
 
 
-def test_the_esp32_runtime_peak_stays_within_its_budget_with_a_full_outbox_commands_and_an_outage(tmp_path):
+def test_the_esp32_runtime_peak_stays_within_its_budget_with_a_full_outbox_commands_an_outage_and_an_update(tmp_path):
     """The heap under fire: the ESP32 node in ROM boots with its outbox full (the results of a
     long outage: every segment its profile allows), delivers them, answers a burst of commands
-    meanwhile, and rides out a broker outage that rewinds its delivery; through all of it the
-    heartbeats' low-water mark stays within the budget placement reserves for the runtime."""
+    meanwhile, rides out a broker outage that rewinds its delivery, and takes a ROM update
+    (in the 512-byte chunks its profile asks for) while the outbox still delivers; through all
+    of it the heartbeats' low-water mark stays within the budget placement reserves for the
+    runtime, and every result is still in the outbox after the update's reboot."""
     from edgefleet.controller.broker import MosquittoBroker
+    from edgefleet.controller.deploy import bundle
+    from edgefleet.controller.deploy.deployer import Deployer
+    from edgefleet.controller.deploy.rollout import Gate, Rollout
     profile = catalog.load("esp32")
     budget = placement.runtime_budget(profile, _rom(profile))
     extra, records = _full_outbox(str(tmp_path / "outbox"), profile)
+    key = bytes(range(32))
     broker = MosquittoBroker().start()
     try:
-        probe = NodeProbe(broker, str(tmp_path / "fleet"), "fire-esp32", "esp32", keepalive=2, extra_files=extra)
+        probe = NodeProbe(broker, str(tmp_path / "fleet"), "fire-esp32", "esp32", keepalive=2, extra_files=extra,
+                          key=key)
         with probe.start([]):
             # Delivering (~30 results/s on this simulated board) goes on behind all that follows.
             assert probe.wait_for(lambda p: len(p.of_kind("result")) >= 300, 60), \
                 "%d of %d results delivered" % (len(probe.of_kind("result")), records)
             replies = [probe.command("info", timeout=10) for _ in range(20)]
             assert all(r and r["ok"] for r in replies), replies
-            delivered = len(probe.of_kind("result"))
+            delivered, beats = len(probe.of_kind("result")), len(probe.of_kind("hb"))
             port = broker.port
             broker.stop()
             time.sleep(3)
             broker = MosquittoBroker(port=port).start()
-            # Unacknowledged, the outbox goes out again from its oldest record after the reconnect.
+            # Unacknowledged, the outbox goes out again from its oldest record: at the node's
+            # reconnect, which may come before the probe's and go unseen, and again when a
+            # controller says it is up (as one coming back would), which the probe does once it
+            # watches again.
+            probe.announce_controller()
             assert probe.wait_for(lambda p: len(p.of_kind("result")) >= delivered + 300, 60), \
-                probe.board.console.since(0)[-2000:]
+                "%d results and %d heartbeats since the outage (the last: %s):\n%s" % (
+                    len(probe.of_kind("result")) - delivered, len(probe.of_kind("hb")) - beats,
+                    probe.of_kind("hb")[-1], probe.board.console.since(0)[-2000:].decode(errors="replace"))
+            data = bundle.build("esp32", "0.2.0", key, models=["digits_dense"], mpy_arch="x64", simulated=True,
+                                seq=10)
+            rollout = Rollout(data, bundle.bundle_id(data), "0.2.0", [probe.node_id],
+                              gate=Gate(soak_s=1.0, min_results=0), window_ms=8000, wave_timeout_s=120)
+            with Deployer(broker.host, broker.port) as deployer:
+                deployer.run(rollout, timeout_s=150)
+            assert rollout.status == "done", (rollout.error, probe.board.console.since(0)[-2000:])
+            seen = len(probe.of_kind("hb"))
+            assert probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 3, 30)
             hbs = probe.of_kind("hb")
             assert hbs[-1]["outbox"]["records"] == records and hbs[-1]["state"] == "online", hbs[-1]
             peaks = [h["mem_total"] - h["mem_low"] for h in hbs if "mem_low" in h]

@@ -197,6 +197,20 @@ def test_transfer_pipelines_chunks_in_order_and_resumes_from_the_node_offset():
     assert t2.on_state({"state": "idle", "off": 0, "id": "b1"}, 2)[0][1]["op"] == "begin"
 
 
+def test_a_node_short_of_heap_gets_the_chunk_size_it_asks_for():
+    t = Transfer("n1", DATA * 4, "b1", "0.2.0", 5000, window=3)
+    t.begin(0.0)
+    sent = t.on_state({"state": "receiving", "off": 0, "id": "b1", "chunk": 512}, 0.1)
+    pieces = [base64.b64decode(m["data"]) for _, m in sent]
+    assert [len(p) for p in pieces] == [512, 512, 512] and [m["off"] for _, m in sent] == [0, 512, 1024]
+    assert b"".join(pieces) == t.data[:1536]
+    # Never larger chunks than the controller's, nor ones too small to be worth a message.
+    t.on_state({"state": "receiving", "off": 512, "id": "b1", "chunk": 1 << 20}, 0.2)
+    assert t.chunk == 512
+    t.on_state({"state": "receiving", "off": 1024, "id": "b1", "chunk": 1}, 0.3)
+    assert t.chunk == 256
+
+
 def _drive_to_confirmed(rollout, nodes, now):
     """Every node of the current wave takes the bundle, switches and confirms."""
     out = []

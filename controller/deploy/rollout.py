@@ -12,6 +12,9 @@ import math
 from edgefleet.firmware import protocol
 
 CHUNK_BYTES = 1536
+# The smallest chunk a node may ask for (ota_state `chunk`): below it the messages' own bytes
+# would outweigh the bundle's.
+MIN_CHUNK_BYTES = 256
 # Chunks a transfer keeps in flight: a round trip through the broker and an MCU's flash write
 # per chunk would otherwise set the pace.
 WINDOW = 6
@@ -70,6 +73,10 @@ class Transfer:
     def on_state(self, msg, now):
         state = msg["state"]
         if state == "receiving" and self.status == "sending":
+            asked = msg.get("chunk")
+            if asked is not None:
+                # A node short of heap asks for smaller chunks; never larger ones than ours.
+                self.chunk = max(MIN_CHUNK_BYTES, min(self.chunk, asked))
             off = msg["off"]
             if off > self.acked:
                 self.acked, self.progress_at, self.asked = off, now, False

@@ -45,7 +45,7 @@ FIRST_SLOT = "slot_a"
 # holds its config in RAM for good: on a 110 KB board the rest of the profile (titles, the
 # host-side budgets) is heap taken for nothing.
 NODE_PROFILE_KEYS = ("name", "runtime", "heap_bytes", "fs_bytes", "ram_bytes", "cpu", "gc_threshold_bytes",
-                     "temperature", "sensors", "camera", "watchdog", "power", "outbox", "console_lines")
+                     "temperature", "sensors", "camera", "watchdog", "power", "outbox", "ota", "console_lines")
 
 
 def node_profile(profile):

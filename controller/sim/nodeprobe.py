@@ -20,12 +20,13 @@ PREFIX = protocol.DEFAULT_PREFIX
 
 class NodeProbe:
     def __init__(self, broker, root, node_id, board, heap_override=None, keepalive=5, extra_files=None, config=None,
-                 code_store=None):
+                 code_store=None, key=None):
+        """key: a bundle signing key (private half) whose updates the node takes."""
         self.broker = broker
         self.node_id = node_id
         self.fleet = SimFleet(root, broker.host, broker.port, [(node_id, board)], keepalive=keepalive,
                               heap_override=heap_override, extra_files=extra_files, config=config,
-                              code_store=code_store)
+                              code_store=code_store, key=key)
         self._commands = 0
         self.messages = []
         self._lock = threading.Lock()
@@ -33,9 +34,24 @@ class NodeProbe:
         self._client.on_message = self._on_message
         # Subscribed at every connect: the probe keeps watching across a broker restart.
         self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *args: self._subscribed.set()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         client.subscribe(protocol.node_topic(PREFIX, self.node_id, "+"), qos=1)
+
+    def _on_disconnect(self, *args):
+        self._subscribed.clear()
+
+    def announce_controller(self, timeout=30):
+        """Once the probe watches again (after a broker restart), say what a controller says
+        when it comes up (`ctrl_status` online): the node then delivers its outbox again from
+        the oldest unacknowledged result, which the probe sees whenever it got back first."""
+        if not self._subscribed.wait(timeout):
+            raise TimeoutError("the probe did not subscribe again within %s s" % timeout)
+        payload = protocol.encode("ctrl_status", {"v": protocol.VERSION, "state": "online", "ctrl": "probe"})
+        self._client.publish(protocol.ctrl_topic(PREFIX), payload, qos=1).wait_for_publish(5)
 
     def _on_message(self, client, userdata, message):
         try:

@@ -5,7 +5,7 @@ import binascii
 import gc
 import os
 
-from firmware import bundle, slots
+from firmware import bundle, protocol, slots
 from firmware.update_errors import BadSignature, CorruptBundle, TruncatedBundle, WrongBoard
 from firmware.ota import Receiver
 from otakit import FILES, OTHER_KEY, OTHER_PUB, PUB, cleanup, make_bundle, scratch
@@ -148,9 +148,12 @@ def test_receiver_installs_resumes_and_switches():
     root = scratch("rx")
     try:
         data = make_bundle(FILES)
-        rx = Receiver(root, "rpi-pico-w", _runtime())
+        rx = Receiver(root, "rpi-pico-w", _runtime(), chunk=512)
         begin = {"v": 1, "id": "b2", "op": "begin", "size": len(data), "ver": "0.2.0", "window_ms": 4000}
-        assert rx.handle(begin)[0]["state"] == "receiving"
+        report = rx.handle(begin)[0]
+        # The chunk size the board asks for rides on every `receiving` report.
+        assert report["state"] == "receiving" and report["chunk"] == 512
+        assert protocol.decode("ota_state", protocol.encode("ota_state", dict(report, v=1, node="n", boot=1)))
         _chunks(rx, "b2", data[:1000])
         # A disconnect and a repeated begin resume from where the node is, not from zero.
         report = rx.handle(begin)[0]

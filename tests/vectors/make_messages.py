@@ -78,6 +78,7 @@ def vectors():
         ("ota_state", OTA_STATE),
         ("ota_state", with_(OTA_STATE, state="rejected", off=0, err="bundle is for board 'esp32', this node is 'rpi-pico-w'")),
         ("ota_state", with_(OTA_STATE, state="confirmed", off=0, ver="0.2.0")),
+        ("ota_state", with_(OTA_STATE, chunk=512)),   # a small board asks for smaller chunks
         ("op_req", OP_REQ), ("op_req", {"v": 1, "id": "a1", "op": "status", "args": {}}),
         ("op_reply", OP_REPLY), ("op_reply", with_(OP_REPLY, part=2, parts=3)),
         ("op_reply", {"v": 1, "id": "a1", "ok": False, "part": 0, "parts": 1, "error": "no workload 'nope'"}),
@@ -112,6 +113,7 @@ def vectors():
         ("ota", with_(OTA_BEGIN, op="flash"), "op"), ("ota", with_(OTA_CHUNK, off="3072"), "off"),
         ("ota", with_(OTA_CHUNK, id=DELETE), "id"), ("ota_state", with_(OTA_STATE, state="done"), "state"),
         ("ota_state", with_(OTA_STATE, off=DELETE), "off"),
+        ("ota_state", with_(OTA_STATE, chunk="512"), "chunk"),
         ("ack", with_(ACK, seq=-1), "seq"), ("cmd", with_(CMD, op=None), "op"), ("reply", with_(REPLY, ok="yes"), "ok"),
         # Validation limits (docs/protocol.md): values a registry or placement cannot take.
         ("hb", with_(HB, seq=2 ** 63), None), ("result", with_(RESULT, us=-2 ** 63 - 1), None),

@@ -23,6 +23,10 @@ ERASE_BLOCK = 4096
 WRITE_ALIGN = 256
 EINVAL = 22
 ENODEV = 19
+# A write is programmed one write unit at a time through this buffer: a real board's rom_ioctl
+# takes no heap to write, and this one must not take more than a unit (an update writes while
+# the node's heap is at its fullest).
+_UNIT = bytearray(WRITE_ALIGN)
 
 # The "mapped" partition: one bytearray holding every segment, read from the file at the first
 # op 2 of a power cycle and kept in step with writes. A real board maps its segments for free;
@@ -94,17 +98,18 @@ def rom_ioctl(op, *args):
         offset, data = args[1], args[2]
         if offset % WRITE_ALIGN or len(data) % WRITE_ALIGN or offset + len(data) > size:
             return -EINVAL
-        with open(path, "r+b") as f:
-            f.seek(base + offset)
-            old = f.read(len(data))
-            new = bytearray(len(data))
-            for i in range(len(data)):
-                new[i] = old[i] & data[i]   # flash programming only clears bits
-            f.seek(base + offset)
-            f.write(new)
+        unit = _UNIT
         buf = _mapped()
-        if buf is not None:
-            buf[base + offset:base + offset + len(new)] = new
+        with open(path, "r+b") as f:
+            for at in range(0, len(data), WRITE_ALIGN):
+                f.seek(base + offset + at)
+                f.readinto(unit)
+                for i in range(WRITE_ALIGN):
+                    unit[i] &= data[at + i]   # flash programming only clears bits
+                f.seek(base + offset + at)
+                f.write(unit)
+                if buf is not None:
+                    buf[base + offset + at:base + offset + at + WRITE_ALIGN] = unit
         return 0
     if op == 5:
         return 0
