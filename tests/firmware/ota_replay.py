@@ -12,6 +12,16 @@ import sys
 from firmware import slots
 from firmware.ota import Receiver, raise_floor
 
+# A simulated ROM partition's driver (controller/sim/mcu_rom/ef_romsim.py) is there from
+# power-on, as a simulated board's ef_simboot.py loads it and a real board has rom_ioctl built
+# in: imported now, into an empty heap, its compiling is not charged to one an update has filled.
+try:
+    import os
+    if os.getenv("EDGEFLEET_SIM_ROM"):
+        import ef_romsim  # noqa: F401 - romslot.rom_ioctl() finds it in sys.modules
+except ImportError:
+    pass
+
 CHUNK = 1536
 
 
