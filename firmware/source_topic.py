@@ -165,12 +165,17 @@ class TopicSource:
         if until is not None and pos < until:
             if (best >= 0 and seqs[best] >= until) or (best < 0 and self.seen is not None and self.seen >= until):
                 # Nothing before the hand-over point is left to come (one publisher, in order).
-                self.skipped += until - pos
-                self.pos = until
-                if until > self.head:
-                    self.head = until
+                self._advance(until, until - pos)
                 return -1
         return best
+
+    def _advance(self, pos, skipped):
+        # The head moves with the position but never back: inputs between a set-back position
+        # and the head are a batch to serve again, and the buffer's cap leaves their slots alone.
+        self.skipped += skipped
+        self.pos = pos
+        if pos > self.head:
+            self.head = pos
 
     def waiting(self):
         count = 0
@@ -196,11 +201,7 @@ class TopicSource:
         if self.until is not None and seq >= self.until:
             return None
         buf[0:self.input_size] = self._data[i]
-        if seq > self.pos:
-            self.skipped += seq - self.pos
-        self.pos = seq + 1
-        if seq >= self.head:
-            self.head = seq + 1
+        self._advance(seq + 1, max(0, seq - self.pos))
         truth = self._truth[i]
         if not self.keep:
             self._seq[i] = -1

@@ -143,8 +143,8 @@ def test_the_esp32_runtime_peak_stays_within_its_budget_with_a_full_outbox_comma
     runtime, and every result is still in the outbox after the update's reboot."""
     from edgefleet.controller.broker import MosquittoBroker
     from edgefleet.controller.deploy import bundle
-    from edgefleet.controller.deploy.deployer import Deployer
-    from edgefleet.controller.deploy.rollout import Gate, Rollout
+    from edgefleet.controller.deploy.rollout import Gate
+    from support.rollouts import run_rollout
     profile = catalog.load("esp32")
     budget = placement.runtime_budget(profile, _rom(profile))
     extra, records = _full_outbox(str(tmp_path / "outbox"), profile)
@@ -175,10 +175,8 @@ def test_the_esp32_runtime_peak_stays_within_its_budget_with_a_full_outbox_comma
                     probe.of_kind("hb")[-1], probe.board.console.since(0)[-2000:].decode(errors="replace"))
             data = bundle.build("esp32", "0.2.0", key, models=["digits_dense"], mpy_arch="x64", simulated=True,
                                 seq=10)
-            rollout = Rollout(data, bundle.bundle_id(data), "0.2.0", [probe.node_id],
-                              gate=Gate(soak_s=1.0, min_results=0), window_ms=8000, wave_timeout_s=120)
-            with Deployer(broker.host, broker.port) as deployer:
-                deployer.run(rollout, timeout_s=150)
+            rollout = run_rollout(broker, data, [probe.node_id], "0.2.0", gate=Gate(soak_s=1.0, min_results=0),
+                                  wave_timeout_s=120)
             assert rollout.status == "done", (rollout.error, probe.board.console.since(0)[-2000:])
             seen = len(probe.of_kind("hb"))
             assert probe.wait_for(lambda p: len(p.of_kind("hb")) >= seen + 3, 30)

@@ -19,9 +19,9 @@ from edgefleet.controller.install import image, keys
 from edgefleet.controller.security.files import write_private
 from edgefleet.controller.deploy.deployer import Deployer
 from edgefleet.controller.store import open_registry
-from edgefleet.controller.deploy.rollout import Gate, Rollout
 from edgefleet.controller.fleet.service import ControllerService
 from edgefleet.controller.sim.simfleet import SimFleet
+from support.rollouts import Interrupted, run_rollout
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -69,27 +69,17 @@ class Fleet:
 
     def deploy(self, data, nodes, version, window_ms=15000, stop_at=None, **kwargs):
         """Run a rollout; stop_at (a fraction of the bytes) disconnects the deployer mid-stream."""
-        rollout = Rollout(data, bundle.bundle_id(data), version, nodes, gate=Gate(soak_s=1.0), window_ms=window_ms,
-                          wave_timeout_s=60, **kwargs)
-
         def watch(progress):
             if stop_at is not None and progress["bytes"] >= stop_at * progress["bytes_total"]:
                 raise Interrupted(progress["bytes"])
 
-        with Deployer(self.broker.host, self.broker.port) as deployer:
-            try:
-                return deployer.run(rollout, timeout_s=120, on_progress=watch)
-            except Interrupted:
-                return rollout
+        return run_rollout(self.broker, data, nodes, version, window_ms=window_ms, wave_timeout_s=60, timeout_s=120,
+                           on_progress=watch, **kwargs)
 
     def cli(self, *args, home=None):
         env = dict(os.environ, EDGEFLEET_HOME=home or self.home)
         return subprocess.run([sys.executable, "-m", "edgefleet.controller.cli"] + list(args), capture_output=True,
                               text=True, timeout=120, env=env)
-
-
-class Interrupted(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")

@@ -42,12 +42,12 @@ def fleet_home(tmp_path, monkeypatch):
 def make_board(tmp_path):
     boards = []
 
-    def make(name, rom_segments=0, rom_segment_bytes=SEGMENT):
+    def make(name, rom_segments=0, rom_segment_bytes=SEGMENT, profile=PROFILE):
         flash = tmp_path / name
         flash.mkdir()
-        heap = simulated_heap_bytes(PROFILE) + rom_segments * rom_segment_bytes
+        heap = simulated_heap_bytes(profile) + rom_segments * rom_segment_bytes
         board = McuBoard(name, str(flash), heap, console_log=str(tmp_path / (name + ".log")),
-                         machine=sim_machine(PROFILE), rom_segments=rom_segments, rom_segment_bytes=rom_segment_bytes)
+                         machine=sim_machine(profile), rom_segments=rom_segments, rom_segment_bytes=rom_segment_bytes)
         boards.append(board)
         board.start()
         assert board.wait_console(b">>> ", timeout=10), board.console.since(0)
@@ -157,6 +157,54 @@ def test_flash_deploys_the_rom_image_and_the_node_boots_from_it(make_board, mosq
         assert b"Traceback" not in rom_board.console.since(0)
     finally:
         results.stop()
+
+
+@pytest.mark.e2e
+@pytest.mark.micropython
+def test_an_esp32_flashed_through_the_cli_takes_an_update_deployed_through_the_cli(make_board, mosquitto, fleet_home,
+                                                                                    capsys, tmp_path):
+    """The user's path to the smallest board: `edgefleet flash` puts an ESP32's code in its ROM
+    partition (its profile's code store), a controller sees it, and `edgefleet bundle` +
+    `edgefleet deploy` put a new version into the other ROM segment, sent in the chunk size
+    the board asks for, with no heap error on the board on the way."""
+    from edgefleet import models
+    from edgefleet.controller.fleet.service import ControllerService
+    profile = catalog.load("esp32")
+    rom = profile["rom"]
+    board = make_board("esp-1", rom_segments=rom["segments"], rom_segment_bytes=rom["segment_bytes"], profile=profile)
+    broker = "%s:%d" % (mosquitto.host, mosquitto.port)
+    code, out, err = flash_cli(capsys, board.serial_url, "--board", "esp32", "--node", "esp-1", "--broker", broker,
+                               "--model", MODEL)
+    assert code == 0, err
+    assert "code in ROM segment 0 (slot_a)" in out, out
+    assert board.wait_console(b"edgefleet-node: connected to", 0, 30), board.console.since(0)[-2000:]
+
+    db = str(tmp_path / "fleet.db")
+    controller = ControllerService(mosquitto.host, mosquitto.port, db_path=db, manifests=models.manifests()).start()
+    try:
+        def node_status():
+            code = cli.main(["status", "--db", db, "--json"])
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            return {n["id"]: n for n in json.loads(out)["nodes"]}.get("esp-1")
+        wait_until(lambda: (node_status() or {}).get("slot") == "slot_a", 30, "the controller seeing esp-1 in slot_a")
+        path = str(tmp_path / "esp32-9.9.efb")
+        assert cli.main(["bundle", "--board", "esp32", "--version", "9.9", "--arch", "x64", "--simulated",
+                         "--models", MODEL, "-o", path]) == 0, capsys.readouterr()
+        capsys.readouterr()
+        position = len(board.console.since(0))
+        code = cli.main(["deploy", path, "--to", "esp-1", "--db", db, "--broker", broker, "--soak", "1",
+                         "--window", "60", "--quiet"])
+        out, err = capsys.readouterr()
+        console = board.console.since(position).decode("utf-8", "replace")
+        assert code == 0, out + err + console[-3000:]
+        assert "9.9 healthy on 1 node(s)" in out, out + err
+        assert "romboot: ROM segment 1" in console, console[-3000:]
+        assert "MemoryError" not in console, console[-3000:]
+        wait_until(lambda: ((node_status() or {}).get("fw"), (node_status() or {}).get("slot")) == ("9.9", "slot_b"),
+                   30, "status showing esp-1 on 9.9 in slot_b")
+    finally:
+        controller.stop()
 
 
 @pytest.mark.e2e

@@ -9,11 +9,10 @@ import os
 import pytest
 
 from edgefleet.controller.deploy import bundle
-from edgefleet.controller.deploy.deployer import Deployer
-from edgefleet.controller.deploy.rollout import Gate, Rollout
 from edgefleet.controller.install import romfs
 from edgefleet.controller.sim.simfleet import SimFleet
 from edgefleet.firmware import romslot
+from support.rollouts import run_rollout
 from support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.micropython]
@@ -36,10 +35,7 @@ class Fleet:
         return self.sim.board(node).console.since(0).decode(errors="replace")
 
     def deploy(self, data, nodes, version):
-        rollout = Rollout(data, bundle.bundle_id(data), version, nodes, gate=Gate(soak_s=1.0), window_ms=8000,
-                          wave_timeout_s=90)
-        with Deployer(self.broker.host, self.broker.port) as deployer:
-            return deployer.run(rollout, timeout_s=150)
+        return run_rollout(self.broker, data, nodes, version)
 
 
 @pytest.fixture(scope="module")

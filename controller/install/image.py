@@ -126,12 +126,19 @@ LINUX_ONLY = ("firmware/procworker.py", "firmware/inference_child.py", "firmware
 NOT_ON_MCU = LINUX_ONLY + ("firmware/engine/model.py", "firmware/romboot.py")
 
 
-def mcu_code_files(simulated=False, profile=None):
-    files = [(src, dest) for src, dest in firmware_files() if dest not in NOT_ON_MCU]
-    for name in board_modules("micropython", simulated, profile):
+def code_files(runtime, simulated=False, profile=None):
+    """(source, path on flash) of a runtime's code: the firmware modules it imports and the
+    board's HAL modules, as the packages `firmware` and `boards`."""
+    files = firmware_files()
+    if runtime == "micropython":
+        files = [(src, dest) for src, dest in files if dest not in NOT_ON_MCU]
+    for name in board_modules(runtime, simulated, profile):
         files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
-    files.append((os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py"))
     return files
+
+
+def mcu_code_files(simulated=False, profile=None):
+    return code_files("micropython", simulated, profile) + [(os.path.join(BOARDS_DIR, "mcu_main.py"), "main.py")]
 
 
 def model_files(model_names=None, models_dir=None):
@@ -213,12 +220,7 @@ def read_config(dest_dir):
 def slot_code_files(profile, simulated=False):
     """(source, path in a slot) for the code an A/B slot holds: the firmware and the board's HAL
     modules as the packages `firmware` and `boards`. main.py and the boot selector stay outside."""
-    files = firmware_files()
-    if profile["runtime"] == "micropython":
-        files = [(src, dest) for src, dest in files if dest not in NOT_ON_MCU]
-    for name in board_modules(profile["runtime"], simulated, profile):
-        files.append((os.path.join(BOARDS_DIR, name), "boards/" + name))
-    return files
+    return code_files(profile["runtime"], simulated, profile)
 
 
 def write_slot(slot_dir, profile, model_names=None, mpy_arch=SIM_MPY_ARCH, simulated=False):
