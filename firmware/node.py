@@ -157,6 +157,10 @@ class Node:
                 "tls": self.cfg["broker"]["tls"],
                 # Code run in place from ROM leaves more heap for models (placement.py).
                 "code": "romfs" if "/rom" in sys.path else "files",
+                # The interpreter's word size: objects on a 64-bit one (a simulated board on a
+                # PC) take up to twice a 32-bit board's heap, so placement reads the heap
+                # figures measured at this size.
+                "word": 64 if sys.maxsize > 2147483647 else 32,
             },
         }
         if self.cfg.get("slot"):

@@ -253,7 +253,7 @@ def validate(kind, msg):
     elif kind == "hello":
         # Placement reads these (controller/fleet/placement.py).
         _check_fields(kind, msg["caps"], "heap:int? flash:int? backends:strs? models:names? labels:strs? tls:bool? code:str? "
-                      "sensors:strs? camera:bool?",
+                      "sensors:strs? camera:bool? word:int?",
                       "caps.")
     if kind in ("result", "ack", "input") and msg["seq"] < (1 if kind == "result" else 0):
         raise ProtocolError("%s: field 'seq' out of range: %d" % (kind, msg["seq"]), kind=kind, field="seq")

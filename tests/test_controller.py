@@ -277,6 +277,36 @@ def test_real_models_are_placed_only_where_their_heap_fits():
     assert "no measured MicroPython heap need" in pending["d"]
 
 
+def test_a_32_bit_node_is_placed_by_the_figures_measured_at_its_word_size():
+    """Heap figures measured on the simulated boards' 64-bit interpreter overstate a 32-bit
+    board's (pointers, objects, frames are twice the size): a node whose hello says "word": 32
+    gets the profile's and the manifest's "word_32" figures, any other the 64-bit ones."""
+    profile = dict(catalog.load("esp32"), runtime_heap_budget_bytes=90000, rom_runtime_heap_budget_bytes=80000,
+                   word_32={"runtime_heap_budget_bytes": 60000, "rom_runtime_heap_budget_bytes": 40000})
+    manifest = {"mcu_heap_bytes": 50000, "mcu_rom_heap_bytes": 45000,
+                "word_32": {"mcu_heap_bytes": 30000, "mcu_rom_heap_bytes": 20000}}
+    heap = profile["heap_bytes"]
+
+    def node(word=None, code="romfs"):
+        caps = {"heap": heap, "models": ["m"], "code": code}
+        if word is not None:
+            caps["word"] = word
+        return {"id": "esp", "board": "esp32", "runtime": "micropython", "state": "online", "caps": caps}
+    for word, code, budget, need in ((32, "romfs", 40000, 20000), (32, "files", 60000, 30000),
+                                     (64, "romfs", 80000, 45000), (None, "romfs", 80000, 45000),
+                                     (None, "files", 90000, 50000)):
+        n = node(word, code)
+        assert placement.free_heap_for_models(n, profile) == heap - budget, (word, code)
+        assert placement.memory_need({"id": "w", "model": "m"}, n, manifest) == (need, None), (word, code)
+    # A 32-bit figure missing falls back to the 64-bit one, the larger: never too little room.
+    bare = dict(profile, word_32={"runtime_heap_budget_bytes": 60000})
+    assert placement.free_heap_for_models(node(32), bare) == heap - 60000
+    assert placement.memory_need({"id": "w", "model": "m"}, node(32), {"mcu_heap_bytes": 50000}) == (50000, None)
+    wide = dict(manifest, mcu_heap_bytes=heap)
+    assert placement.fits({"id": "w", "model": "m"}, node(32), profile, wide) is None
+    assert "needs %d bytes" % heap in placement.fits({"id": "w", "model": "m"}, node(64, "files"), profile, wide)
+
+
 def test_exported_fleet_file_round_trips_any_label():
     """export writes valid TOML whatever a label holds (a newline, quotes, a backslash)."""
     wl = {"id": "w", "model": "digits_dense", "rate": 2.0, "replicas": 2, "input": {"kind": "samples"},

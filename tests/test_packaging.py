@@ -13,7 +13,8 @@ import tomllib
 import pytest
 
 from edgefleet.boards import catalog
-from edgefleet.controller.errors import EXIT_CONFIG
+from edgefleet.controller import extras
+from edgefleet.controller.errors import EXIT_CONFIG, MissingExtra
 from edgefleet.controller.extras import EXTRAS, MICROPYTHON
 from edgefleet.controller.sim.simboard import McuBoard
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
@@ -97,6 +98,24 @@ def test_the_extras_table_matches_pyproject():
     extras = pyproject()["optional-dependencies"]
     for module, (package, extra) in list(EXTRAS.items()) + [(None, MICROPYTHON)]:
         assert package.lower() in {requirement_name(r) for r in extras[extra]}, (module, package, extra)
+
+
+@pytest.mark.micropython
+def test_another_micropython_build_is_chosen_by_its_path_and_asked_what_it_is(monkeypatch, tmp_path):
+    """$EDGEFLEET_MICROPYTHON picks the interpreter the simulated boards run (a 32-bit build,
+    tools/micropython32/build.sh); its native-code arch and word size come from asking it."""
+    monkeypatch.delenv(extras.MICROPYTHON_ENV, raising=False)
+    venv = extras.micropython_binary()
+    assert extras.micropython_build(venv) == ("x64", 64)
+    monkeypatch.setenv(extras.MICROPYTHON_ENV, venv)
+    assert extras.micropython_binary() == venv
+    not_a_program = tmp_path / "micropython"
+    not_a_program.write_text("")
+    monkeypatch.setenv(extras.MICROPYTHON_ENV, str(not_a_program))
+    with pytest.raises(MissingExtra, match="EDGEFLEET_MICROPYTHON=.* is not an executable MicroPython"):
+        extras.micropython_binary()
+    with pytest.raises(MissingExtra, match="cannot ask .* what it was built for"):
+        extras.micropython_build(sys.executable)   # a Python, but not a MicroPython
 
 
 def test_core_dependencies_leave_numpy_to_the_pi_extra():

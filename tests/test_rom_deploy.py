@@ -169,6 +169,7 @@ def test_an_esp32_flashed_through_the_cli_takes_an_update_deployed_through_the_c
     the board asks for, with no heap error on the board on the way."""
     from edgefleet import models
     from edgefleet.controller.fleet.service import ControllerService
+    from edgefleet.controller.install import image
     profile = catalog.load("esp32")
     rom = profile["rom"]
     board = make_board("esp-1", rom_segments=rom["segments"], rom_segment_bytes=rom["segment_bytes"], profile=profile)
@@ -189,7 +190,7 @@ def test_an_esp32_flashed_through_the_cli_takes_an_update_deployed_through_the_c
             return {n["id"]: n for n in json.loads(out)["nodes"]}.get("esp-1")
         wait_until(lambda: (node_status() or {}).get("slot") == "slot_a", 30, "the controller seeing esp-1 in slot_a")
         path = str(tmp_path / "esp32-9.9.efb")
-        assert cli.main(["bundle", "--board", "esp32", "--version", "9.9", "--arch", "x64", "--simulated",
+        assert cli.main(["bundle", "--board", "esp32", "--version", "9.9", "--arch", image.SIM_MPY_ARCH, "--simulated",
                          "--models", MODEL, "-o", path]) == 0, capsys.readouterr()
         capsys.readouterr()
         position = len(board.console.since(0))

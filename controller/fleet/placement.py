@@ -43,37 +43,60 @@ def code_in_rom(node):
     return node["caps"].get("code") == "romfs"
 
 
-def runtime_budget(profile, rom):
-    """The heap a board's runtime may hold after boot, with its code in ROM or as files."""
-    if rom and "rom_runtime_heap_budget_bytes" in profile:
-        return profile["rom_runtime_heap_budget_bytes"]
-    return profile.get("runtime_heap_budget_bytes", 0)
+def word_bits(node):
+    """The word size of a MicroPython node's interpreter (hello caps "word"): 32 on a board,
+    64 on a simulated board on a PC; None from a node too old to say."""
+    return node["caps"].get("word")
+
+
+def _figures(record, word):
+    # A profile's or a manifest's heap figures are measured on the 64-bit interpreter the
+    # simulated boards and CI run; those measured on a 32-bit build, a board's own word size,
+    # are kept apart under "word_32" (tools/micropython32/build.sh). A node that says it is
+    # 32-bit gets those where they were measured; any other, the 64-bit ones, which are the
+    # larger: never too little.
+    if word == 32 and "word_32" in record:
+        return record["word_32"]
+    return record
+
+
+def runtime_budget(profile, rom, word=None):
+    """The heap a board's runtime may hold after boot, with its code in ROM or as files, at the
+    node's interpreter word size."""
+    figures = _figures(profile, word)
+    if rom and "rom_runtime_heap_budget_bytes" in figures:
+        return figures["rom_runtime_heap_budget_bytes"]
+    return figures.get("runtime_heap_budget_bytes", profile.get("runtime_heap_budget_bytes", 0))
 
 
 def free_heap_for_models(node, profile):
     """Heap a MicroPython node can give models: its heap less the runtime's recorded budget
-    (for the code store it booted from), less what its TLS session holds when its link is
-    encrypted (the profile's measured `tls` figures, tools/bench/tls.py)."""
+    (for the code store it booted from and its word size), less what its TLS session holds
+    when its link is encrypted (the profile's measured `tls` figures, tools/bench/tls.py)."""
     heap = node["caps"].get("heap", 0)
     tls = profile.get("tls", {}).get("heap_steady_bytes", 0) if node["caps"].get("tls") else 0
-    return heap - runtime_budget(profile, code_in_rom(node)) - tls
+    return heap - runtime_budget(profile, code_in_rom(node), word_bits(node)) - tls
 
 
-def model_heap_need(manifest, rom=False):
+def model_heap_need(manifest, rom=False, word=None):
     """Heap a model needs on a MicroPython node: the engine, loading the model and running it,
     as measured under MicroPython and recorded in its manifest (tools/models/measure_mcu_heap.py),
     with the engine's code in ROM (`mcu_rom_heap_bytes`, less: the code runs in place) or as
-    files (`mcu_heap_bytes`, also the figure for a node in ROM when the model has no other)."""
-    if rom and manifest.get("mcu_rom_heap_bytes") is not None:
-        return manifest["mcu_rom_heap_bytes"]
-    return manifest.get("mcu_heap_bytes")
+    files (`mcu_heap_bytes`, also the figure for a node in ROM when the model has no other), at
+    the node's word size where the manifest has figures for it ("word_32")."""
+    figures = _figures(manifest, word)
+    if figures.get("mcu_heap_bytes") is None:
+        figures = manifest
+    if rom and figures.get("mcu_rom_heap_bytes") is not None:
+        return figures["mcu_rom_heap_bytes"]
+    return figures.get("mcu_heap_bytes")
 
 
 def memory_need(workload, node, manifest):
     """(bytes the workload needs on this node, or None, reason when it cannot be known)."""
     declared = workload.get("resources", {}).get("arena_bytes", 0) or 0
     if node["runtime"] == "micropython":
-        need = model_heap_need(manifest or {}, code_in_rom(node))
+        need = model_heap_need(manifest or {}, code_in_rom(node), word_bits(node))
         if (manifest or {}).get("mcu_placeable") is False:
             # Added with `edgefleet model add --pi-only`: the MCU engine cannot run it.
             return None, "model %s runs on Pi-class boards only (%s)" % (

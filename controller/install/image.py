@@ -18,13 +18,14 @@ from edgefleet import firmware as firmware_pkg
 from edgefleet import models as models_pkg
 
 from ..errors import BoardError, ConfigError
-from ..extras import require
+from ..extras import MICROPYTHON_ENV, micropython_build, require
 
 FIRMWARE_DIR = os.path.dirname(os.path.abspath(firmware_pkg.__file__))
 BOARDS_DIR = os.path.dirname(os.path.abspath(boards_pkg.__file__))
 # The simulated MCU boards are the MicroPython unix port on this x86-64 machine, so their
 # native and viper code is compiled for x64; a real board's image uses its profile's mpy_arch.
-SIM_MPY_ARCH = "x64"
+# With another build chosen for them ($EDGEFLEET_MICROPYTHON: a 32-bit one is x86), its own.
+SIM_MPY_ARCH = micropython_build(os.environ[MICROPYTHON_ENV])[0] if os.environ.get(MICROPYTHON_ENV) else "x64"
 # The boards modules a board's code carries, by runtime: the HAL interface and its own backend
 # (and on an MCU boards/wifi.py, which joins Wi-Fi and is loaded only for a join).
 # (hal_micropython.py implements the HAL interface without its base class, so an MCU does

@@ -72,6 +72,8 @@ def vectors():
                                       "input": {"kind": "camera", "rate_hz": 5, "scale": 0.00392, "offset": 0.0,
                                                 "grayscale": True, "start": 0}}])),
         ("hello", with_(HELLO, caps=with_(HELLO["caps"], camera=True))),
+        # The interpreter's word size: placement reads the heap figures measured at it.
+        ("hello", with_(HELLO, caps=with_(HELLO["caps"], word=32))),
         ("ack", ACK), ("ack", with_(ACK, seq=0)), ("cmd", CMD), ("cmd", with_(CMD, args=DELETE)), ("reply", REPLY),
         ("reply", {"v": 1, "id": "c-18", "ok": False, "error": "unknown op 'dance'"}), ("ctrl_status", CTRL),
         ("ota", OTA_BEGIN), ("ota", OTA_CHUNK), ("ota", {"v": 1, "id": "rollback-1", "op": "rollback"}),
@@ -101,6 +103,7 @@ def vectors():
         ("result", with_(RESULT, out=[0.5, "high"]), "out"), ("result", with_(RESULT, top=[4, 0.9]), "top"),
         ("hello", with_(HELLO, caps=with_(HELLO["caps"], sensors="adc0")), "caps.sensors"),
         ("hello", with_(HELLO, caps=with_(HELLO["caps"], camera="csi0")), "caps.camera"),
+        ("hello", with_(HELLO, caps=with_(HELLO["caps"], word="32-bit")), "caps.word"),
         ("result", with_(RESULT, boot=DELETE), "boot"), ("event", with_(EVENT, level="panic"), "level"),
         ("log", with_(LOG, lines="one line"), "lines"), ("log", with_(LOG, lines=["ok", 7]), "lines"),
         ("log", with_(LOG, boot=DELETE), "boot"),

@@ -8,7 +8,13 @@ from .mpy files, and what each firmware module costs the heap imported alone, bo
 the real interpreter. The smallest `-X heapsize` at which a node boots, connects and serves each
 model (bisected) closes the run.
 
-Last line: {"profiles": {board: {"heap_bytes", "code_store", "runtime_heap_bytes",
+The simulated boards run the MicroPython unix port of this venv, a 64-bit program whose
+pointers, and so objects, dicts and frames, are twice a real board's. With
+EDGEFLEET_MICROPYTHON=path/to/a/32-bit/build (tools/micropython32/build.sh), the same run
+measures a board's own word size: "interpreter" says which one a line comes from.
+
+Last line: {"interpreter": {"version", "word_bits", "mpy_arch"},
+            "profiles": {board: {"heap_bytes", "code_store", "runtime_heap_bytes",
                                  "runtime_heap_steady_bytes", "runtime_heap_peak_bytes",
                                  "runtime_heap_budget_bytes", "free_for_models_bytes",
                                  "models_placeable", "files_runtime_heap_bytes"}},
@@ -40,7 +46,7 @@ import tempfile
 from edgefleet import models
 from edgefleet.boards import catalog
 from edgefleet.controller.broker import MosquittoBroker
-from edgefleet.controller.extras import micropython_binary
+from edgefleet.controller.extras import micropython_binary, micropython_build
 from edgefleet.controller.fleet import placement
 from edgefleet.controller.install import image, romdeploy, romfs
 from edgefleet.controller.sim.nodeprobe import NodeProbe
@@ -215,10 +221,19 @@ def exclusive_heap(slot_dir, rom_path):
     return table, pools[2] - pools[1] + pools[0]
 
 
-def placeable(board, store):
+def interpreter():
+    """The MicroPython the simulated boards ran: its version, word size and native-code arch."""
+    program = micropython_binary()
+    out = subprocess.run([program, "-c", "import sys; print('%d.%d.%d' % sys.implementation.version[:3])"],
+                         capture_output=True, text=True, timeout=30)
+    arch, bits = micropython_build(program)
+    return {"version": out.stdout.strip(), "word_bits": bits, "mpy_arch": arch}
+
+
+def placeable(board, store, word):
     profile = catalog.load(board)
     node = {"id": "n", "board": board, "runtime": "micropython", "state": "online",
-            "caps": {"heap": profile["heap_bytes"], "models": models.names(), "code": store}}
+            "caps": {"heap": profile["heap_bytes"], "models": models.names(), "code": store, "word": word}}
     return [m for m in models.names()
             if placement.fits({"id": "w", "model": m}, node, profile, models.manifest(m)) is None]
 
@@ -227,16 +242,17 @@ def main():
     profiles = [p for p in catalog.all_profiles() if p["runtime"] == "micropython"]
     broker = MosquittoBroker().start()
     try:
+        word = micropython_build(micropython_binary())[1]
         report = {"profiles": {}, "min_heap": {}}
         for profile in profiles:
             board = profile["name"]
             store = profile.get("code_store", "files")
             boot, steady, peak = runtime_figures(broker, board, store)
-            budget = placement.runtime_budget(profile, store == "romfs")
+            budget = placement.runtime_budget(profile, store == "romfs", word)
             entry = {"heap_bytes": profile["heap_bytes"], "code_store": store, "runtime_heap_bytes": boot,
                      "runtime_heap_steady_bytes": steady, "runtime_heap_peak_bytes": peak,
                      "runtime_heap_budget_bytes": budget, "free_for_models_bytes": profile["heap_bytes"] - budget,
-                     "models_placeable": placeable(board, store),
+                     "models_placeable": placeable(board, store, word),
                      "files_runtime_heap_bytes": boot if store == "files" else runtime_heap(broker, board, "files")}
             print("%s: %s" % (board, entry), file=sys.stderr)
             report["profiles"][board] = entry
@@ -254,7 +270,7 @@ def main():
         steady = report["profiles"]["esp32"]["runtime_heap_steady_bytes"]
         report["esp32_rom_serves_from"], report["esp32_rom_model_need"] = {}, {}
         for model in ("digits_dense", "digits_conv"):
-            low, high = esp32["heap_bytes"] - 32 * 1024, esp32["heap_bytes"] + 48 * 1024
+            low, high = 32 * 1024, esp32["heap_bytes"] + 48 * 1024
             if not serves(broker, high + layer, model, 0, "esp32", "romfs")[0]:
                 raise SystemExit("the ESP32 in ROM does not serve %s even at %d bytes" % (model, high))
             least = smallest_heap(broker, model, low + layer, high + layer, "esp32", "romfs", step=1024) - layer
@@ -272,7 +288,7 @@ def main():
             f.write(data)
         files, rom, unimportable = component_heap(slot_dir, rom_path)
         exclusive, qstrs = exclusive_heap(slot_dir, rom_path)
-    report.update({"components": rom, "components_files": files, "components_unimportable": unimportable,
+    report.update({"interpreter": interpreter(), "components": rom, "components_files": files, "components_unimportable": unimportable,
                    "components_exclusive": exclusive, "runtime_qstrs": qstrs,
                    "romfs_image_bytes": len(data),
                    "files_heap_bytes": report["profiles"]["esp32"]["files_runtime_heap_bytes"],

@@ -64,6 +64,8 @@ def compute(model_dir, name=None, labels=None, description=None):
     manifest, vectors, mismatches = modelcheck.build_manifest(model_bytes, samples, truth, name, labels, description,
                                                               mcu_heap_bytes=old.get("mcu_heap_bytes"),
                                                               mcu_rom_heap_bytes=old.get("mcu_rom_heap_bytes"))
+    if "word_32" in old:
+        manifest["word_32"] = old["word_32"]
     if mismatches:
         raise SystemExit("%s: the MCU engine differs from TFLite Micro on %d samples" % (model_dir, mismatches))
     return manifest, vectors

@@ -9,6 +9,11 @@ so the record must never be below what a board needs.
 
     python tools/models/measure_mcu_heap.py [--check] [NAME ...]
 
+The figures are those of the MicroPython that simulated boards run (controller/extras.py): the
+venv's 64-bit one writes the manifest's top-level keys; a 32-bit build, a board's own word size
+($EDGEFLEET_MICROPYTHON, tools/micropython32/build.sh), writes them under "word_32", which
+placement reads for nodes that say they are 32-bit.
+
 Models are measured one at a time (NAME ..., default every bundled model) and only the measured
 model's manifest is rewritten. A model the engine cannot run is reported with the engine's own
 reason (which names the op), and the others are still measured.
@@ -22,6 +27,7 @@ import tempfile
 
 from edgefleet import models
 from edgefleet.controller import modelcheck
+from edgefleet.controller.extras import micropython_build, require_micropython
 
 MARGIN = modelcheck.HEAP_MARGIN
 TOLERANCE = 4096
@@ -33,6 +39,7 @@ def main():
     parser.add_argument("names", nargs="*", help="bundled models to measure (default: all)")
     args = parser.parse_args()
     names = args.names or models.bundled_names()
+    word = micropython_build(require_micropython("measuring a model's MicroPython heap"))[1]
     failed = []
     with tempfile.TemporaryDirectory() as scratch:
         image = modelcheck.compile_engine(os.path.join(scratch, "image"))
@@ -49,8 +56,9 @@ def main():
                 print("%s: cannot run under MicroPython: %s" % (name, e.reason))
                 failed.append(name)
                 continue
+            record = manifest.setdefault("word_32", {}) if word == 32 else manifest
             for key, need in needs.items():
-                recorded = manifest.get(key)
+                recorded = record.get(key)
                 print("%s: needs %s bytes of MicroPython heap with the engine %s (manifest %s: %s)"
                       % (name, need, "in ROM" if "rom" in key else "as files", key, recorded))
                 if args.check and (recorded is None or not need <= recorded <= need + MARGIN + TOLERANCE):
@@ -59,7 +67,7 @@ def main():
             if args.check:
                 continue
             for key, need in needs.items():
-                manifest[key] = need + MARGIN
+                record[key] = need + MARGIN
             with open(path, "w") as f:
                 json.dump(manifest, f, indent=1)
                 f.write("\n")
