@@ -15,7 +15,13 @@ class TlsRefused(LinkError):
 
 def client_context(ca_path):
     """An SSLContext that accepts only a broker certificate chaining to the CA in `ca_path`."""
-    import ssl
+    try:
+        import ssl
+    except ImportError:
+        # A firmware built without TLS: a configuration the node retries with backoff and
+        # names, not a crash of its link that the supervisor gives up on.
+        raise ConfigError("config: this %s has no ssl module, so no TLS link to the broker" % sys.implementation.name,
+                          "broker.tls")
     try:
         with open(ca_path, "rb") as f:
             ca = f.read()

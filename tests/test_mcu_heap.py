@@ -58,6 +58,9 @@ def test_runtime_stays_within_the_board_budget_and_serves_what_placement_admits(
         assert total <= profile["heap_bytes"]
         budget = _budget(profile)
         assert used <= budget, "the runtime uses %d bytes after boot, over %s's budget of %d" % (used, board, budget)
+        # The node says its word size, which picks the figures placement holds it to.
+        hello = probe.wait_for(lambda p: p.of_kind("hello"), 10)
+        assert hello and hello[-1]["caps"]["word"] == _word(), hello
 
         def every_workload_served(p):
             served = {}

@@ -166,6 +166,20 @@ def test_both_runtimes_refuse_a_broker_signed_by_another_ca(tmp_path, monkeypatc
             assert any(r in bad.stdout for r in reason.split("|")), (runtime, bad.stdout)
 
 
+def test_a_node_on_a_firmware_without_tls_names_it_as_its_config_and_does_not_crash_its_link(tmp_path, monkeypatch):
+    """A MicroPython built without ssl (a board image or a simulated board's interpreter, e.g. a
+    32-bit build without lib/mbedtls) given a TLS link: a ConfigError naming the missing module,
+    which the link task retries with backoff (firmware/node.py keep_link), not an ImportError
+    that crashes it until its supervisor gives it up."""
+    from edgefleet.firmware import errors, tlslink
+    ca = tmp_path / "ca.der"
+    ca.write_bytes(b"\x30\x00")
+    monkeypatch.setitem(sys.modules, "ssl", None)   # `import ssl` raises ImportError
+    with pytest.raises(errors.ConfigError, match="has no ssl module, so no TLS link") as failure:
+        tlslink.client_context(str(ca))
+    assert failure.value.field == "broker.tls"
+
+
 def test_secrets_and_the_registry_are_owner_only_after_every_writer(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
