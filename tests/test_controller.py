@@ -298,13 +298,26 @@ def test_a_32_bit_node_is_placed_by_the_figures_measured_at_its_word_size():
         n = node(word, code)
         assert placement.free_heap_for_models(n, profile) == heap - budget, (word, code)
         assert placement.memory_need({"id": "w", "model": "m"}, n, manifest) == (need, None), (word, code)
+    # The records themselves: a 32-bit figure is never above its 64-bit one, which a node that
+    # does not say its word size is held to, and each says how it was measured.
+    from edgefleet import models
+    for real in catalog.all_profiles():
+        for key, value in real.get("word_32", {}).items():
+            assert key == "measured" or value <= real[key], (real["name"], key)
+        assert not real.get("word_32") or "tools/micropython32/build.sh" in real["word_32"]["measured"]
+    for name, manifest in models.manifests().items():
+        for key, value in manifest.get("word_32", {}).items():
+            assert value <= manifest[key], (name, key)
     # A 32-bit figure missing falls back to the 64-bit one, the larger: never too little room.
     bare = dict(profile, word_32={"runtime_heap_budget_bytes": 60000})
     assert placement.free_heap_for_models(node(32), bare) == heap - 60000
     assert placement.memory_need({"id": "w", "model": "m"}, node(32), {"mcu_heap_bytes": 50000}) == (50000, None)
     wide = dict(manifest, mcu_heap_bytes=heap)
     assert placement.fits({"id": "w", "model": "m"}, node(32), profile, wide) is None
-    assert "needs %d bytes" % heap in placement.fits({"id": "w", "model": "m"}, node(64, "files"), profile, wide)
+    why = placement.fits({"id": "w", "model": "m"}, node(64, "files"), profile, wide)
+    assert "needs %d bytes" % heap in why and why.endswith("(figures for the 64-bit MicroPython esp runs)"), why
+    why = placement.fits({"id": "w", "model": "m"}, node(None, "files"), profile, wide)
+    assert why.endswith("(64-bit figures: esp does not say its word size)"), why
 
 
 def test_exported_fleet_file_round_trips_any_label():

@@ -139,10 +139,21 @@ def fits(workload, node, profile, manifest, used=0):
     room = memory_room(node, profile) - used
     if need > room:
         if node["runtime"] == "micropython":
-            return "model %s needs %d bytes of MicroPython heap, %s has %d beside its runtime%s" % (
-                workload["model"], need, node["id"], room, " and workloads" if used else "")
+            return "model %s needs %d bytes of MicroPython heap, %s has %d beside its runtime%s%s" % (
+                workload["model"], need, node["id"], room, " and workloads" if used else "", _word_note(node, profile))
         return "workload %s needs %d arena bytes, %s has %d" % (workload["id"], need, node["id"], room)
     return None
+
+
+def _word_note(node, profile):
+    # Where 32-bit figures exist but this node is held to the 64-bit ones, say why: the same
+    # board at a board's word size may well have the room (docs/placement.md "Word size").
+    word = word_bits(node)
+    if word == 32 or "word_32" not in profile:
+        return ""
+    if word is None:
+        return " (64-bit figures: %s does not say its word size)" % node["id"]
+    return " (figures for the %d-bit MicroPython %s runs)" % (word, node["id"])
 
 
 def battery_hours(power, profile):
