@@ -380,6 +380,14 @@ def _values(row):
     return row.astype(float if row.dtype == np.float32 else int).tolist()
 
 
+def heap_record(manifest, word):
+    """Where a manifest keeps the MicroPython heap needs measured at `word` bits: its top level
+    for the 64-bit interpreter the simulated boards run by default, its "word_32" object for a
+    32-bit build ($EDGEFLEET_MICROPYTHON; placement reads those for 32-bit nodes only,
+    docs/placement.md "Word size")."""
+    return manifest.setdefault("word_32", {}) if word == 32 else manifest
+
+
 def build_manifest(model_bytes, samples, truth, name, labels=None, description="", mcu_heap_bytes=None,
                    samples_note=None, with_engine=True, mcu_rom_heap_bytes=None):
     """(manifest, vectors, engine_mismatches): the manifest fields of the bundled models, the

@@ -84,6 +84,7 @@ def _require_checkers():
 
 def cmd_add(args):
     from .. import modelcheck
+    from ..extras import micropython_build, require_micropython
     _require_checkers()
     np = modelcheck._np()
     name = args.name or os.path.splitext(os.path.basename(args.file))[0]
@@ -121,19 +122,24 @@ def cmd_add(args):
         note = "generated: %d inputs drawn %s (seed 0); no labels, so no accuracy" % (
             len(samples), "uniformly over int8" if samples.dtype == np.int8 else "from normal(0, 2) as float32")
 
-    heap = rom_heap = None
+    heap = rom_heap = word = None
     if on_mcu:
         try:
             heap = modelcheck.measure_heap(args.file) + modelcheck.HEAP_MARGIN
             rom_heap = modelcheck.measure_heap(args.file, "romfs") + modelcheck.HEAP_MARGIN
         except modelcheck.CannotRun as e:
             raise ConfigError("%s: the MCU engine cannot run it under MicroPython: %s" % (args.file, e.reason)) from None
+        word = micropython_build(require_micropython("measuring a model's MicroPython heap"))[1]
     try:
         manifest, vectors, mismatches = modelcheck.build_manifest(
             model_bytes, samples, truth, name, labels=labels, description=args.description or "",
-            mcu_heap_bytes=heap, samples_note=note, with_engine=on_mcu, mcu_rom_heap_bytes=rom_heap)
+            samples_note=note, with_engine=on_mcu)
     except (RuntimeError, ValueError) as e:
         raise ConfigError("%s: a runtime refused to run it: %s" % (args.file, " ".join(str(e).split()))) from None
+    if on_mcu:
+        # At the word size of the MicroPython that measured them: a 32-bit build's figures are
+        # for 32-bit nodes only.
+        modelcheck.heap_record(manifest, word).update({"mcu_heap_bytes": heap, "mcu_rom_heap_bytes": rom_heap})
     if mismatches:
         raise EdgefleetError("%s: the MCU engine's output differs from TFLite Micro's on %d of %d inputs "
                              "(a bug in the engine: please report it with the model)" % (args.file, mismatches, len(samples)))
@@ -158,15 +164,18 @@ def cmd_add(args):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    where = ("MCU heap need %d bytes, bit-exact with TFLite Micro on %d inputs" % (heap, len(samples))
-             if on_mcu else "Pi only (not placeable on MCUs)")
+    where = ("MCU heap need %d bytes (%d-bit MicroPython), bit-exact with TFLite Micro on %d inputs"
+             % (heap, word, len(samples)) if on_mcu else "Pi only (not placeable on MCUs)")
     print("edgefleet: added model %s: %d ops, %s; %s" % (name, len(table["ops"]), where, os.path.join(home, name)))
     return 0
 
 
 def _heap_text(manifest):
-    if manifest.get("mcu_placeable") is False or manifest.get("mcu_heap_bytes") is None:
+    if manifest.get("mcu_placeable") is False:
         return "Pi only"
+    if manifest.get("mcu_heap_bytes") is None:
+        measured = manifest.get("word_32", {}).get("mcu_heap_bytes")
+        return "%d (32-bit)" % measured if measured is not None else "Pi only"
     return "%d" % manifest["mcu_heap_bytes"]
 
 

@@ -56,7 +56,7 @@ def main():
                 print("%s: cannot run under MicroPython: %s" % (name, e.reason))
                 failed.append(name)
                 continue
-            record = manifest.setdefault("word_32", {}) if word == 32 else manifest
+            record = modelcheck.heap_record(manifest, word)
             for key, need in needs.items():
                 recorded = record.get(key)
                 print("%s: needs %s bytes of MicroPython heap with the engine %s (manifest %s: %s)"
