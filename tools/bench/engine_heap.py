@@ -25,6 +25,7 @@ import sys
 import tempfile
 
 from edgefleet.controller.install import image
+from edgefleet.controller.extras import micropython_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -32,10 +33,6 @@ ENGINE = os.path.join(REPO, "firmware", "engine")
 MODELS = {"dense": os.path.join(REPO, "models", "digits_dense", "model.tflite"),
           "conv": os.path.join(REPO, "models", "digits_conv", "model.tflite")}
 HEAP = "256k"
-
-
-def micropython_binary():
-    return os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
 def compile_tree(dest):

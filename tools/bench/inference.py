@@ -35,6 +35,7 @@ import numpy as np
 
 from edgefleet import models
 from edgefleet.boards import catalog
+from edgefleet.controller.extras import micropython_binary
 from edgefleet.controller.install import image
 from edgefleet.firmware import backends
 from edgefleet.firmware.procworker import ProcessModel
@@ -51,10 +52,6 @@ OP_MODELS = {"ADD": "add", "SUB": "sub", "MUL": "mul", "CONCATENATION": "concate
 OP_VECTORS = 20
 HOST_SECONDS = 2.0
 PI_ROUNDS = 5
-
-
-def micropython_binary():
-    return os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
 def smallest_mcu_heap():

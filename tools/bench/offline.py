@@ -42,6 +42,7 @@ from edgefleet.controller.sim.simboard import McuBoard
 from edgefleet.controller.sim.simfleet import simulated_heap_bytes
 from edgefleet.controller.sim.waiting import poll
 from edgefleet.firmware.outbox import scan_records
+from edgefleet.controller.extras import micropython_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROBE = os.path.join(HERE, "outbox_probe.py")
@@ -66,10 +67,6 @@ def log(msg):
 def smallest_mcu_profile():
     mcus = [p for p in catalog.all_profiles() if p["runtime"] == "micropython"]
     return min(mcus, key=lambda p: p["heap_bytes"])
-
-
-def micropython_binary():
-    return os.path.join(os.path.dirname(sys.executable), "micropython")
 
 
 def measure_appends(profile, work):

@@ -67,6 +67,7 @@ from edgefleet.controller.broker import SecureMosquitto
 from edgefleet.controller.mqttlink import BrokerLink
 from edgefleet.controller.netutil import BrokerAddress, free_port
 from edgefleet.controller.security.material import FleetSecurity
+from edgefleet.controller.extras import micropython_binary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -84,11 +85,6 @@ _T0 = time.monotonic()
 
 def log(msg):
     print("tls bench [%5.1f s]: %s" % (time.monotonic() - _T0, msg), file=sys.stderr, flush=True)
-
-
-def micropython_binary():
-    here = os.path.join(os.path.dirname(sys.executable), "micropython")
-    return here if os.path.exists(here) else shutil.which("micropython")
 
 
 def build_counter(work):
